@@ -1,0 +1,10 @@
+module github.com/sluicegw/sluice
+
+go 1.26.8
+
+require (
+	golang.org/x/net v0.62.0
+	gopkg.in/yaml.v3 v3.0.1
+)
+
+require golang.org/x/text v0.43.0 // indirect

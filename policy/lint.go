@@ -1,0 +1,103 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Warning is a valid but risky entry: the policy loads, and a person is told
+// what the entry implies.
+type Warning struct {
+	Source string
+	Msg    string
+}
+
+func (w Warning) String() string { return w.Source + ": warning: " + w.Msg }
+
+// dohProviders are public resolvers that answer DNS over HTTPS or TLS. An
+// agent allowed to reach one can resolve, and so leak through, any name
+// (Harden-Runner GHSA-46g3-37rh-v698).
+var dohProviders = map[string]bool{
+	"dns.google": true, "dns.google.com": true, "8888.google": true,
+	"cloudflare-dns.com": true, "mozilla.cloudflare-dns.com": true, "one.one.one.one": true,
+	"1dot1dot1dot1.cloudflare-dns.com": true, "security.cloudflare-dns.com": true,
+	"family.cloudflare-dns.com": true, "dns.quad9.net": true, "dns9.quad9.net": true,
+	"dns10.quad9.net": true, "dns11.quad9.net": true, "doh.opendns.com": true,
+	"dns.adguard.com": true, "dns.adguard-dns.com": true, "doh.dns.sb": true,
+	"dns.nextdns.io": true, "doh.cleanbrowsing.org": true, "dns.alidns.com": true,
+	"doh.pub": true, "dns.twnic.tw": true, "doh.mullvad.net": true, "dns.mullvad.net": true,
+}
+
+// gitHosts accept pushes, gists and API writes: an agent holding any token
+// for them can send data to a repository of its own.
+var gitHosts = []string{
+	"github.com", "api.github.com", "gist.github.com", "uploads.github.com",
+	"gitlab.com", "bitbucket.org", "codeberg.org", "git.sr.ht", "huggingface.co",
+}
+
+// multiTenant are suffixes under which anyone can get a name of their own;
+// a wildcard over one of them allows an attacker's endpoint.
+var multiTenant = []string{
+	"amazonaws.com", "cloudfront.net", "azurewebsites.net", "blob.core.windows.net",
+	"windows.net", "googleapis.com", "appspot.com", "run.app", "web.app", "firebaseapp.com",
+	"github.io", "githubusercontent.com", "gitlab.io", "workers.dev", "pages.dev",
+	"vercel.app", "netlify.app", "herokuapp.com", "ngrok.io", "ngrok-free.app",
+	"ngrok.app", "trycloudflare.com", "fly.dev", "onrender.com", "r2.dev", "repl.co",
+	"glitch.me", "surge.sh", "deno.dev", "supabase.co", "pythonanywhere.com",
+}
+
+// Lint returns warnings for entries that are valid but widen what the agent
+// can reach or leak through. It never changes the policy.
+func Lint(p *Policy) []Warning {
+	var ws []Warning
+	for _, e := range p.Entries() {
+		warn := func(format string, args ...any) {
+			ws = append(ws, Warning{Source: e.Source, Msg: fmt.Sprintf(format, args...)})
+		}
+		if e.Host == "" {
+			if bits := e.Prefix.Bits(); (e.Prefix.Addr().Is4() && bits < 16) || (e.Prefix.Addr().Is6() && bits < 32) {
+				warn("%s is a very wide range; every address in it is reachable on ports %v", e.Prefix, e.Ports)
+			}
+			continue
+		}
+		base := strings.TrimPrefix(e.Host, "*.")
+		if dohProviders[base] || (e.Wildcard() && anyUnder(base, dohProviderList())) {
+			warn("%s serves DNS over HTTPS/TLS: through it the agent can resolve, and leak data to, any name", e.Host)
+		}
+		for _, g := range gitHosts {
+			if base == g || (e.Wildcard() && strings.HasSuffix(g, "."+base)) {
+				warn("%s accepts git pushes and API writes and this policy has no git rules: the agent can push data to a repository of its own", e.Host)
+				break
+			}
+		}
+		if e.Wildcard() {
+			for _, m := range multiTenant {
+				if base == m || strings.HasSuffix(base, "."+m) || strings.HasSuffix(m, "."+base) {
+					warn("%s covers names anyone can create (%s): an attacker's own endpoint would be allowed", e.Host, m)
+					break
+				}
+			}
+			if e.Private {
+				warn("%s is a wildcard with private: true: any name under it may point into your internal network", e.Host)
+			}
+		}
+	}
+	return ws
+}
+
+func dohProviderList() []string {
+	out := make([]string, 0, len(dohProviders))
+	for h := range dohProviders {
+		out = append(out, h)
+	}
+	return out
+}
+
+func anyUnder(base string, hosts []string) bool {
+	for _, h := range hosts {
+		if strings.HasSuffix(h, "."+base) {
+			return true
+		}
+	}
+	return false
+}

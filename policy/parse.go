@@ -1,0 +1,327 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/net/publicsuffix"
+	"gopkg.in/yaml.v3"
+)
+
+// Error is one problem in a policy, located by file:line and YAML path.
+type Error struct {
+	Source string // "agent.yaml:7", "--allow"
+	Path   string // "allow[2].ports[0]"; empty when the whole file is meant
+	Msg    string
+}
+
+func (e Error) Error() string {
+	if e.Path == "" {
+		return e.Source + ": " + e.Msg
+	}
+	return e.Source + ": " + e.Path + ": " + e.Msg
+}
+
+// Errors is every problem found in one pass. Validation never stops at the
+// first one, so a person fixes a file in one round.
+type Errors []Error
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ParseFile parses and validates a policy file. name is used only in
+// messages. Unknown keys, wrong types and bad values are all reported, each
+// with its line, in one Errors value.
+func ParseFile(name string, data []byte) ([]Entry, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, Errors{{Source: name + ":1", Msg: "the file is empty; it needs at least 'version: 1'"}}
+		}
+		return nil, Errors{{Source: name, Msg: "not valid YAML: " + err.Error()}}
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, Errors{{Source: fmt.Sprintf("%s:%d", name, extra.Line), Msg: "only one YAML document is allowed"}}
+	}
+	p := parser{file: name}
+	entries := p.document(&doc)
+	if len(p.errs) > 0 {
+		return nil, p.errs
+	}
+	return entries, nil
+}
+
+type parser struct {
+	file string
+	errs Errors
+}
+
+func (p *parser) fail(n *yaml.Node, path, format string, args ...any) {
+	p.errs = append(p.errs, Error{Source: p.at(n), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) at(n *yaml.Node) string { return fmt.Sprintf("%s:%d", p.file, n.Line) }
+
+func (p *parser) document(doc *yaml.Node) []Entry {
+	root := doc
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
+		root = doc.Content[0]
+	}
+	if root.Kind != yaml.MappingNode {
+		p.fail(root, "", "the policy must be a mapping with 'version' and 'allow'")
+		return nil
+	}
+	var entries []Entry
+	sawVersion := false
+	p.mapping(root, "", func(key string, k, v *yaml.Node) {
+		switch key {
+		case "version":
+			sawVersion = true
+			if v.Kind != yaml.ScalarNode || v.Value != "1" {
+				p.fail(v, "version", "unsupported version %q; this sluice reads version 1", v.Value)
+			}
+		case "allow":
+			entries = p.allowList(v)
+		default:
+			p.fail(k, key, "unknown key; the policy has 'version' and 'allow'")
+		}
+	})
+	if !sawVersion {
+		p.fail(root, "", "missing 'version: 1'")
+	}
+	return entries
+}
+
+// mapping calls fn for each key of n in order, reporting duplicate keys and
+// non-string keys itself.
+func (p *parser) mapping(n *yaml.Node, path string, fn func(key string, k, v *yaml.Node)) {
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			p.fail(k, path, "keys must be plain words")
+			continue
+		}
+		if seen[k.Value] {
+			p.fail(k, join(path, k.Value), "key given twice")
+			continue
+		}
+		seen[k.Value] = true
+		fn(k.Value, k, v)
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func (p *parser) allowList(n *yaml.Node) []Entry {
+	if n.Kind != yaml.SequenceNode {
+		p.fail(n, "allow", "must be a list of entries")
+		return nil
+	}
+	var entries []Entry
+	for i, item := range n.Content {
+		path := fmt.Sprintf("allow[%d]", i)
+		if e, ok := p.entry(item, path); ok {
+			entries = append(entries, e)
+		}
+	}
+	return entries
+}
+
+func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
+	e := Entry{Source: p.at(n)}
+	if n.Kind != yaml.MappingNode {
+		p.fail(n, path, "an entry is a mapping with 'host' or 'cidr'")
+		return e, false
+	}
+	before := len(p.errs)
+	var hostNode, cidrNode, portsNode *yaml.Node
+	p.mapping(n, path, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "host":
+			hostNode = v
+		case "cidr":
+			cidrNode = v
+		case "ports":
+			portsNode = v
+		case "private":
+			if v.Kind != yaml.ScalarNode || (v.Value != "true" && v.Value != "false") {
+				p.fail(v, path+".private", "must be true or false")
+				return
+			}
+			e.Private = v.Value == "true"
+		default:
+			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, private")
+		}
+	})
+	switch {
+	case hostNode != nil && cidrNode != nil:
+		p.fail(n, path, "give either host or cidr, not both")
+	case hostNode != nil:
+		if h, err := checkHost(scalar(hostNode)); err != nil {
+			p.fail(hostNode, path+".host", "%v", err)
+		} else {
+			e.Host = h
+		}
+	case cidrNode != nil:
+		if pfx, err := checkPrefix(scalar(cidrNode), e.Private); err != nil {
+			p.fail(cidrNode, path+".cidr", "%v", err)
+		} else {
+			e.Prefix = pfx
+		}
+	default:
+		p.fail(n, path, "missing host or cidr")
+	}
+	e.Ports = slices.Clone(DefaultPorts)
+	if portsNode != nil {
+		e.Ports = p.ports(portsNode, path+".ports")
+	} else if cidrNode != nil {
+		p.fail(n, path, "a cidr entry must list its ports")
+	}
+	return e, len(p.errs) == before
+}
+
+func scalar(n *yaml.Node) string {
+	if n.Kind != yaml.ScalarNode {
+		return "\x00not a scalar"
+	}
+	return n.Value
+}
+
+func (p *parser) ports(n *yaml.Node, path string) []uint16 {
+	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
+		p.fail(n, path, "must be a non-empty list of port numbers, such as [443]")
+		return nil
+	}
+	var ports []uint16
+	for i, v := range n.Content {
+		port, err := checkPort(scalar(v))
+		if err != nil {
+			p.fail(v, fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			continue
+		}
+		ports = append(ports, port)
+	}
+	slices.Sort(ports)
+	return slices.Compact(ports)
+}
+
+func checkPort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("port %q is not a number from 1 to 65535", s)
+	}
+	return uint16(n), nil
+}
+
+// checkHost validates a host pattern written by a person and returns its
+// canonical form.
+func checkHost(s string) (string, error) {
+	if s == "*" || s == "*." {
+		return "", errors.New("a bare '*' would allow every name; list the hosts")
+	}
+	if strings.Contains(s, "*") && !strings.HasPrefix(s, "*.") || strings.Count(s, "*") > 1 {
+		return "", fmt.Errorf("%q: a wildcard is only allowed as the whole first label, as in *.example.com", s)
+	}
+	base, wild := strings.CutPrefix(s, "*.")
+	canon, err := policyName(base)
+	if err != nil {
+		return "", fmt.Errorf("%q: %v", s, err)
+	}
+	if !wild {
+		return canon, nil
+	}
+	if suffix, _ := publicsuffix.PublicSuffix(canon); suffix == canon {
+		return "", fmt.Errorf("%q: %s is a public suffix, so this would allow names anyone can register", s, canon)
+	}
+	return "*." + canon, nil
+}
+
+// checkPrefix validates the destination prefix of an entry without DNS.
+func checkPrefix(s string, private bool) (netip.Prefix, error) {
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		addr, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix such as 198.51.100.0/24", s)
+		}
+		pfx = netip.PrefixFrom(addr, addr.BitLen())
+	}
+	if pfx.Addr().Is4In6() {
+		return netip.Prefix{}, fmt.Errorf("%q: write IPv4 prefixes in IPv4 form", s)
+	}
+	if pfx.Masked() != pfx {
+		return netip.Prefix{}, fmt.Errorf("%q has host bits set; did you mean %s?", s, pfx.Masked())
+	}
+	if pfx.Bits() < 8 {
+		return netip.Prefix{}, fmt.Errorf("%q is wider than /8; that is not an allow list", s)
+	}
+	if Forbidden(pfx.Addr()) && !private {
+		return netip.Prefix{}, fmt.Errorf("%q is a private or special-purpose range; add 'private: true' if the agent must reach it", s)
+	}
+	return pfx, nil
+}
+
+// ParseAllowFlag parses one --allow value: HOST, HOST:PORT, CIDR:PORT or
+// [CIDR]:PORT. A host without a port gets DefaultPorts.
+func ParseAllowFlag(s string) (Entry, error) {
+	e := Entry{Source: "--allow " + s}
+	target, portStr := s, ""
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return e, Error{Source: e.Source, Msg: "missing ']'"}
+		}
+		target, portStr = s[1:end], strings.TrimPrefix(s[end+1:], ":")
+	} else if i := strings.LastIndex(s, ":"); i >= 0 && strings.Count(s, ":") == 1 {
+		target, portStr = s[:i], s[i+1:]
+	}
+	e.Ports = slices.Clone(DefaultPorts)
+	if portStr != "" {
+		port, err := checkPort(portStr)
+		if err != nil {
+			return e, Error{Source: e.Source, Msg: err.Error()}
+		}
+		e.Ports = []uint16{port}
+	}
+	if strings.Contains(target, "/") || isAddr(target) {
+		pfx, err := checkPrefix(target, false)
+		if err != nil {
+			return e, Error{Source: e.Source, Msg: err.Error()}
+		}
+		if portStr == "" {
+			return e, Error{Source: e.Source, Msg: "an address needs a port, as in 198.51.100.7:22"}
+		}
+		e.Prefix = pfx
+		return e, nil
+	}
+	host, err := checkHost(target)
+	if err != nil {
+		return e, Error{Source: e.Source, Msg: err.Error()}
+	}
+	e.Host = host
+	return e, nil
+}
+
+func isAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}

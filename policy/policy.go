@@ -1,0 +1,147 @@
+// Package policy holds sluice's policy: which names, addresses and ports an
+// agent may reach. It parses and validates the policy file, matches names
+// and ports against it, and names every version by a canonical hash.
+//
+// The package is pure: no I/O, no goroutines, no global state.
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// DefaultPorts are the ports of an entry that names none.
+var DefaultPorts = []uint16{80, 443}
+
+// Entry is one validated line of the allow list: a host pattern or an
+// address prefix, and the TCP ports it opens.
+type Entry struct {
+	// Host is the canonical name ("api.github.com") or wildcard
+	// ("*.example.com", any subdomain but not the apex). Empty for a CIDR entry.
+	Host string
+	// Prefix is the destination prefix of an entry without DNS; zero for a host entry.
+	Prefix netip.Prefix
+	// Ports are the TCP destination ports, sorted, without duplicates.
+	Ports []uint16
+	// Private allows the name to resolve to private and internal addresses.
+	Private bool
+	// Source says where the entry came from: "agent.yaml:7" or "--allow".
+	Source string
+}
+
+// Wildcard reports whether the entry matches subdomains rather than one name.
+func (e *Entry) Wildcard() bool { return strings.HasPrefix(e.Host, "*.") }
+
+// String is the entry in the form a person would write it.
+func (e *Entry) String() string {
+	target := e.Host
+	if e.Host == "" {
+		target = e.Prefix.String()
+	}
+	ports := make([]string, len(e.Ports))
+	for i, p := range e.Ports {
+		ports[i] = strconv.Itoa(int(p))
+	}
+	s := target + " ports " + strings.Join(ports, ",")
+	if e.Private {
+		s += " private"
+	}
+	return s
+}
+
+// Policy is a validated, immutable allow list. The zero value and nil allow
+// nothing.
+type Policy struct {
+	exact     map[string]*Entry
+	wildcards []*Entry // sorted by suffix length, longest first
+	prefixes  []*Entry
+	hash      string
+}
+
+// Hash is the policy's version id: the same allow list always has the same
+// hash, however it is ordered, spelled or split between file and flags.
+func (p *Policy) Hash() string {
+	if p == nil {
+		return "none"
+	}
+	return p.hash
+}
+
+// Entries returns every entry, host entries first, in a stable order.
+func (p *Policy) Entries() []*Entry {
+	if p == nil {
+		return nil
+	}
+	var out []*Entry
+	for _, e := range p.exact {
+		out = append(out, e)
+	}
+	out = append(out, p.wildcards...)
+	slices.SortFunc(out, func(a, b *Entry) int { return strings.Compare(a.Host, b.Host) })
+	return append(out, p.prefixes...)
+}
+
+// Prefixes returns the entries for destinations without DNS.
+func (p *Policy) Prefixes() []*Entry {
+	if p == nil {
+		return nil
+	}
+	return p.prefixes
+}
+
+// New builds a policy from entries that have already been validated, one
+// by one, by ParseFile or ParseAllowFlag. It refuses a host listed twice.
+func New(entries []Entry) (*Policy, error) {
+	p := &Policy{exact: map[string]*Entry{}}
+	seen := map[string]*Entry{}
+	var errs Errors
+	for i := range entries {
+		e := &entries[i]
+		key := e.Host
+		if key == "" {
+			key = e.Prefix.String()
+		}
+		if prev, ok := seen[key]; ok {
+			errs = append(errs, Error{Source: e.Source, Msg: fmt.Sprintf(
+				"%s is already listed at %s; put all its ports in one entry", key, prev.Source)})
+			continue
+		}
+		seen[key] = e
+		switch {
+		case e.Host == "":
+			p.prefixes = append(p.prefixes, e)
+		case e.Wildcard():
+			p.wildcards = append(p.wildcards, e)
+		default:
+			p.exact[e.Host] = e
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	slices.SortStableFunc(p.wildcards, func(a, b *Entry) int { return len(b.Host) - len(a.Host) })
+	slices.SortFunc(p.prefixes, func(a, b *Entry) int { return strings.Compare(a.Prefix.String(), b.Prefix.String()) })
+	p.hash = p.computeHash()
+	return p, nil
+}
+
+func (p *Policy) computeHash() string {
+	h := sha256.New()
+	for _, e := range p.Entries() {
+		// Source is left out on purpose: moving a line does not change what is allowed.
+		fmt.Fprintf(h, "%s|%s|%v|%v\n", e.Host, prefixString(e.Prefix), e.Ports, e.Private)
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func prefixString(p netip.Prefix) string {
+	if !p.IsValid() {
+		return ""
+	}
+	return p.String()
+}

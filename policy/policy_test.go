@@ -1,0 +1,251 @@
+package policy
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func mustLoad(t *testing.T, file string) *Policy {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := ParseFile(filepath.Base(file), data)
+	if err != nil {
+		t.Fatalf("ParseFile(%s): %v", file, err)
+	}
+	p, err := New(entries)
+	if err != nil {
+		t.Fatalf("New(%s): %v", file, err)
+	}
+	return p
+}
+
+func TestParseGood(t *testing.T) {
+	p := mustLoad(t, "testdata/good/agent.yaml")
+	tests := []struct {
+		name string
+		port uint16
+		want Reason
+	}{
+		{"api.github.com", 443, ReasonAllowed},
+		{"API.GitHub.com.", 443, ReasonAllowed},
+		{"api.github.com", 80, ReasonPortNotAllowed},
+		{"x.api.github.com", 443, ReasonNameNotAllowed},
+		{"github.com", 443, ReasonNameNotAllowed},
+		{"simple.pypi.test", 443, ReasonAllowed},
+		{"a.b.pypi.test", 80, ReasonAllowed},
+		{"pypi.test", 443, ReasonNameNotAllowed}, // a wildcard is not the apex
+		{"evilpypi.test", 443, ReasonNameNotAllowed},
+		{"pypi.test.evil.test", 443, ReasonNameNotAllowed},
+		{"files.pythonhosted.test", 443, ReasonAllowed},
+		{"internal-repo.corp", 8443, ReasonAllowed},
+		{"evil.test\x00.pypi.test", 443, ReasonInvalidName},
+		{"192.0.2.1", 443, ReasonInvalidName},
+		{"", 443, ReasonInvalidName},
+	}
+	for _, tt := range tests {
+		got := p.MatchNamePort(tt.name, tt.port)
+		if got.Reason != tt.want {
+			t.Errorf("MatchNamePort(%q, %d) = %s, want %s", tt.name, tt.port, got.Reason, tt.want)
+		}
+		if got.Allow != (tt.want == ReasonAllowed) {
+			t.Errorf("MatchNamePort(%q, %d).Allow = %v", tt.name, tt.port, got.Allow)
+		}
+		if got.PolicyHash != p.Hash() {
+			t.Errorf("decision carries hash %q, want %q", got.PolicyHash, p.Hash())
+		}
+	}
+	if d := p.MatchName("internal-repo.corp"); !d.Entry.Private {
+		t.Errorf("internal-repo.corp: private = false, want true")
+	}
+	if d := p.MatchName("simple.pypi.test"); d.Rule() != "agent.yaml:6 *.pypi.test ports 80,443" {
+		t.Errorf("Rule() = %q", d.Rule())
+	}
+}
+
+func TestMatchAddr(t *testing.T) {
+	p := mustLoad(t, "testdata/good/agent.yaml")
+	tests := []struct {
+		addr string
+		port uint16
+		want Reason
+	}{
+		{"198.51.100.7", 22, ReasonAllowed},
+		{"::ffff:198.51.100.7", 22, ReasonAllowed},
+		{"198.51.100.7", 443, ReasonPortNotAllowed},
+		{"198.51.101.7", 22, ReasonAddrNotAllowed},
+	}
+	for _, tt := range tests {
+		if got := p.MatchAddr(netip.MustParseAddr(tt.addr), tt.port); got.Reason != tt.want {
+			t.Errorf("MatchAddr(%s, %d) = %s, want %s", tt.addr, tt.port, got.Reason, tt.want)
+		}
+	}
+}
+
+func TestParseBad(t *testing.T) {
+	want := map[string][]string{
+		"unknown-key.yaml":      {"unknown-key.yaml:4: allow[0].prots: unknown key"},
+		"bare-star.yaml":        {"bare-star.yaml:3: allow[0].host: a bare '*'"},
+		"public-suffix.yaml":    {"public-suffix.yaml:3: allow[0].host: \"*.co.uk\": co.uk is a public suffix"},
+		"bad-port.yaml":         {"bad-port.yaml:4: allow[0].ports[1]: port \"70000\""},
+		"version.yaml":          {"version.yaml:1: version: unsupported version \"2\""},
+		"no-version.yaml":       {"no-version.yaml:1: missing 'version: 1'"},
+		"private-cidr.yaml":     {"private-cidr.yaml:3: allow[0].cidr: \"10.0.0.0/8\" is a private"},
+		"cidr-no-ports.yaml":    {"cidr-no-ports.yaml:3: allow[0]: a cidr entry must list its ports"},
+		"duplicate-host.yaml":   {"duplicate-host.yaml:4: a.example.com is already listed at duplicate-host.yaml:3"},
+		"host-and-cidr.yaml":    {"host-and-cidr.yaml:3: allow[0]: give either host or cidr"},
+		"mid-wildcard.yaml":     {"mid-wildcard.yaml:3: allow[0].host: \"a.*.example.com\": a wildcard is only allowed"},
+		"ip-host.yaml":          {"ip-host.yaml:3: allow[0].host: \"192.0.2.1\": \"192.0.2.1\" is an IP address"},
+		"not-yaml.yaml":         {"not-yaml.yaml: not valid YAML"},
+		"private-not-bool.yaml": {"private-not-bool.yaml:4: allow[0].private: must be true or false"},
+		"many.yaml": {
+			"many.yaml:3: allow[0].host: a bare '*'",
+			"many.yaml:5: allow[1].ports[0]: port \"0\"",
+			"many.yaml:6: allow[2].colour: unknown key",
+			"many.yaml:6: allow[2]: missing host or cidr",
+		},
+	}
+	files, _ := filepath.Glob("testdata/bad/*.yaml")
+	if len(files) != len(want) {
+		t.Errorf("%d files in testdata/bad, %d expectations", len(files), len(want))
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		data, _ := os.ReadFile(f)
+		entries, err := ParseFile(name, data)
+		if err == nil {
+			_, err = New(entries)
+		}
+		var errs Errors
+		if !errors.As(err, &errs) {
+			t.Errorf("%s: got %v, want Errors", name, err)
+			continue
+		}
+		if len(errs) != len(want[name]) {
+			t.Errorf("%s: %d errors, want %d:\n%v", name, len(errs), len(want[name]), err)
+			continue
+		}
+		for i, w := range want[name] {
+			if !strings.HasPrefix(errs[i].Error(), w) {
+				t.Errorf("%s: error %d = %q, want prefix %q", name, i, errs[i].Error(), w)
+			}
+		}
+	}
+}
+
+func TestHashIsCanonical(t *testing.T) {
+	a, _ := ParseFile("a.yaml", []byte("version: 1\nallow:\n  - host: A.example.com.\n    ports: [443, 80, 443]\n  - host: b.example.com\n"))
+	b, _ := ParseFile("b.yaml", []byte("version: 1\n\nallow:\n  - host: b.example.com\n  - host: a.example.com\n"))
+	pa, _ := New(a)
+	pb, _ := New(b)
+	if pa.Hash() != pb.Hash() {
+		t.Errorf("same allow list, different hashes: %s vs %s", pa.Hash(), pb.Hash())
+	}
+	c, _ := ParseFile("c.yaml", []byte("version: 1\nallow:\n  - host: a.example.com\n"))
+	pc, _ := New(c)
+	if pc.Hash() == pa.Hash() {
+		t.Errorf("different allow lists, same hash %s", pc.Hash())
+	}
+	var none *Policy
+	if d := none.MatchName("a.example.com"); d.Allow || d.Reason != ReasonNoPolicy {
+		t.Errorf("nil policy: %+v, want deny no_policy", d)
+	}
+}
+
+func TestParseAllowFlag(t *testing.T) {
+	tests := []struct {
+		in      string
+		host    string
+		prefix  string
+		ports   []uint16
+		wantErr string
+	}{
+		{in: "api.github.com", host: "api.github.com", ports: []uint16{80, 443}},
+		{in: "Api.GitHub.com:8443", host: "api.github.com", ports: []uint16{8443}},
+		{in: "*.example.com:443", host: "*.example.com", ports: []uint16{443}},
+		{in: "bücher.example", host: "xn--bcher-kva.example", ports: []uint16{80, 443}},
+		{in: "198.51.100.0/24:22", prefix: "198.51.100.0/24", ports: []uint16{22}},
+		{in: "198.51.100.7:22", prefix: "198.51.100.7/32", ports: []uint16{22}},
+		{in: "[2001:db8::/32]:22", prefix: "2001:db8::/32", ports: []uint16{22}},
+		{in: "198.51.100.7", wantErr: "needs a port"},
+		{in: "10.1.2.3:22", wantErr: "private"},
+		{in: "a.example.com:0", wantErr: "port"},
+		{in: "*", wantErr: "bare"},
+		{in: "*.com", wantErr: "public suffix"},
+		{in: "a..b", wantErr: "empty label"},
+	}
+	for _, tt := range tests {
+		e, err := ParseAllowFlag(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseAllowFlag(%q) error = %v, want %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("ParseAllowFlag(%q): %v", tt.in, err)
+			continue
+		}
+		if e.Host != tt.host || prefixString(e.Prefix) != tt.prefix || !slices.Equal(e.Ports, tt.ports) {
+			t.Errorf("ParseAllowFlag(%q) = %q %q %v, want %q %q %v", tt.in, e.Host, prefixString(e.Prefix), e.Ports, tt.host, tt.prefix, tt.ports)
+		}
+	}
+}
+
+func TestForbidden(t *testing.T) {
+	forbidden := []string{
+		"127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "100.64.0.1", "169.254.169.254",
+		"0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "::1", "fe80::1", "fd00:ec2::254",
+		"ff02::1", "::ffff:169.254.169.254", "::ffff:192.0.2.1", "64:ff9b::a9fe:a9fe",
+		"64:ff9b:1::1", "2002:7f00:1::1", "::7f00:1",
+	}
+	public := []string{"192.0.2.66", "198.18.2.10", "8.8.8.8", "2001:db8:66::66", "64:ff9b::c000:242", "2606:4700::1111"}
+	for _, s := range forbidden {
+		if !Forbidden(netip.MustParseAddr(s)) {
+			t.Errorf("Forbidden(%s) = false, want true", s)
+		}
+	}
+	for _, s := range public {
+		if Forbidden(netip.MustParseAddr(s)) {
+			t.Errorf("Forbidden(%s) = true, want false", s)
+		}
+	}
+}
+
+func TestLint(t *testing.T) {
+	entries, err := ParseFile("l.yaml", []byte(`version: 1
+allow:
+  - host: dns.google
+  - host: github.com
+  - host: "*.amazonaws.com"
+  - host: "*.corp.example"
+    private: true
+  - cidr: 198.0.0.0/8
+    ports: [22]
+  - host: pypi.org
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := New(entries)
+	var got []string
+	for _, w := range Lint(p) {
+		got = append(got, w.String())
+	}
+	want := []string{"dns.google serves DNS over HTTPS", "github.com accepts git pushes", "anyone can create", "private: true", "very wide range"}
+	if len(got) != len(want) {
+		t.Fatalf("Lint gave %d warnings, want %d:\n%s", len(got), len(want), strings.Join(got, "\n"))
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(got, func(g string) bool { return strings.Contains(g, w) }) {
+			t.Errorf("no warning containing %q in\n%s", w, strings.Join(got, "\n"))
+		}
+	}
+}
