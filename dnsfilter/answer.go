@@ -1,0 +1,343 @@
+package dnsfilter
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+// Reasons the resolver gives, beside the policy's own.
+const (
+	reasonNotQuery      = "not_a_query"
+	reasonForeignClient = "foreign_client"
+	reasonBadQuestion   = "bad_question"
+	reasonUpstream      = "upstream_failed"
+	reasonSetUpdate     = "set_update_failed"
+	reasonPinTable      = "pin_table_full"
+	reasonFilteredAddrs = "addresses_dropped"
+)
+
+// outcome is what one query came to: the message to send and the decision
+// to record. Answer builds it; nothing else writes to the wire.
+type outcome struct {
+	msg      *dns.Msg
+	ev       journal.Event
+	record   bool // whether ev goes to the journal
+	withEDNS bool
+}
+
+// Answer decides and answers one query from src. It returns nil when the
+// message deserves no reply at all.
+func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.Msg {
+	p := s.policy.Load()
+	o := s.resolve(ctx, src, req, p)
+	if o.msg == nil {
+		return nil
+	}
+	if o.record {
+		o.ev.Time = s.now()
+		o.ev.Agent = s.cfg.Agent
+		o.ev.Layer = journal.LayerDNS
+		o.ev.PolicyHash = p.Hash()
+		s.cfg.Journal.Record(o.ev)
+	}
+	if req.IsEdns0() != nil {
+		o.msg.SetEdns0(1232, false)
+		if !o.ev.Allow && o.ev.Reason != "" && o.withEDNS {
+			opt := o.msg.IsEdns0()
+			opt.Option = append(opt.Option, &dns.EDNS0_EDE{
+				InfoCode:  dns.ExtendedErrorCodeBlocked,
+				ExtraText: fmt.Sprintf("sluice: %s (policy %s)", o.ev.Reason, p.Hash()),
+			})
+		}
+	}
+	return o.msg
+}
+
+func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg, p *policy.Policy) outcome {
+	if req.Response {
+		return outcome{}
+	}
+	reply := func(rcode int) *dns.Msg {
+		m := new(dns.Msg)
+		m.SetRcode(req, rcode)
+		m.RecursionAvailable = true
+		m.Answer, m.Ns, m.Extra = nil, nil, nil
+		return m
+	}
+	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
+		rcode := dns.RcodeFormatError
+		if req.Opcode != dns.OpcodeQuery {
+			rcode = dns.RcodeNotImplemented
+		}
+		return outcome{msg: reply(rcode), record: true, ev: journal.Event{Reason: reasonNotQuery,
+			Detail: fmt.Sprintf("opcode %d, %d questions", req.Opcode, len(req.Question))}}
+	}
+	q := req.Question[0]
+	ev := journal.Event{Name: q.Name, Proto: dns.TypeToString[q.Qtype]}
+	if !slices.ContainsFunc(s.cfg.Clients, func(c netip.Prefix) bool { return c.Contains(src) }) {
+		ev.Reason, ev.Detail = reasonForeignClient, "query from "+src.String()
+		return outcome{msg: reply(dns.RcodeRefused), record: true, ev: ev}
+	}
+	if q.Qclass != dns.ClassINET || q.Qtype == dns.TypeANY || dns.IsSubDomain("arpa.", q.Name) && q.Qtype != dns.TypePTR {
+		ev.Reason = reasonBadQuestion
+		return outcome{msg: reply(dns.RcodeRefused), record: true, ev: ev, withEDNS: true}
+	}
+	d := p.MatchName(q.Name)
+	ev.Rule = d.Rule()
+	if !d.Allow {
+		ev.Reason = string(d.Reason)
+		return outcome{msg: reply(dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+	}
+	ev.Name = d.Name
+	if q.Qtype == dns.TypeAAAA && !s.cfg.IPv6 {
+		ev.Allow, ev.Reason, ev.Detail = true, string(policy.ReasonAllowed), "no IPv6 on the gateway: empty answer"
+		return outcome{msg: reply(dns.RcodeSuccess), record: true, ev: ev}
+	}
+	return s.forward(ctx, req, q.Qtype, d, ev)
+}
+
+// forward answers an allowed question from the cache or the upstream, then
+// opens the answer's addresses in the sets, and only then returns it.
+func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, d policy.Decision, ev journal.Event) outcome {
+	key := cacheKey{d.Name, qtype}
+	now := s.now()
+	c, age := s.cache.get(key, now)
+	if c == nil {
+		var err error
+		c, err = s.lookup(ctx, d, qtype, &ev)
+		if err != nil {
+			ev.Reason, ev.Detail = reasonUpstream, err.Error()
+			return s.servfail(req, ev)
+		}
+		c.stored = now
+		s.cache.put(key, c)
+	}
+	remaining := c.ttl - age
+	if len(c.addrs) > 0 {
+		need := min(max(remaining, s.cfg.MinTTL), s.cfg.MaxTTL)
+		if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
+			ev.Reason, ev.Detail = reasonSetUpdate, err.Error()
+			return s.servfail(req, ev)
+		}
+		if !s.cfg.Pins.Pin(d.Name, c.addrs, now.Add(need)) {
+			ev.Reason = reasonPinTable
+			return s.servfail(req, ev)
+		}
+	}
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.RecursionAvailable = true
+	m.Rcode = c.msg.Rcode
+	m.Answer = ageRRs(c.msg.Answer, age)
+	m.Ns = ageRRs(c.msg.Ns, age)
+	if ev.Reason == "" {
+		ev.Allow, ev.Reason = true, string(policy.ReasonAllowed)
+	}
+	ev.Detail = strings.TrimSpace(ev.Detail + " " + addrList(c.addrs))
+	return outcome{msg: m, record: true, ev: ev}
+}
+
+func (s *Server) servfail(req *dns.Msg, ev journal.Event) outcome {
+	m := new(dns.Msg)
+	m.SetRcode(req, dns.RcodeServerFailure)
+	m.RecursionAvailable = true
+	return outcome{msg: m, record: true, ev: ev}
+}
+
+// lookup asks the upstream with a query of our own making and filters the
+// answer down to what the agent may see.
+func (s *Server) lookup(ctx context.Context, d policy.Decision, qtype uint16, ev *journal.Event) (*cached, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(d.Name), qtype)
+	q.RecursionDesired = true
+	q.SetEdns0(1232, false) // no options from the agent ever travel upstream
+	r, err := s.cfg.Upstream.Exchange(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	if err := matches(q, r); err != nil {
+		return nil, err
+	}
+	if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
+		return nil, fmt.Errorf("upstream answered %s", dns.RcodeToString[r.Rcode])
+	}
+	f := s.filterAnswer(d, qtype, r)
+	if len(f.dropped) > 0 {
+		ev.Reason = reasonFilteredAddrs
+		ev.Detail = "dropped " + addrList(f.dropped)
+	}
+	return f.cached, nil
+}
+
+type filtered struct {
+	*cached
+	dropped []netip.Addr
+}
+
+// filterAnswer keeps only the CNAME chain that starts at the question and
+// the records of the asked type at its end, drops forbidden addresses and
+// strips ECH and address hints from HTTPS/SVCB records. Authority records
+// other than the SOA, and the additional section, are never passed on.
+func (s *Server) filterAnswer(d policy.Decision, qtype uint16, r *dns.Msg) filtered {
+	out := new(dns.Msg)
+	out.Rcode = r.Rcode
+	owner := dns.Fqdn(d.Name)
+	var addrs, dropped []netip.Addr
+	var addrTTL uint32 = ^uint32(0)
+	minTTL := ^uint32(0)
+	for range maxChain {
+		var next string
+		for _, rr := range r.Answer {
+			if rr.Header().Class != dns.ClassINET || !strings.EqualFold(rr.Header().Name, owner) {
+				continue
+			}
+			if c, ok := rr.(*dns.CNAME); ok && qtype != dns.TypeCNAME {
+				if next == "" {
+					next = strings.ToLower(c.Target)
+					out.Answer = append(out.Answer, &dns.CNAME{Hdr: hdr(c.Hdr, owner), Target: next})
+					minTTL = min(minTTL, c.Hdr.Ttl)
+				}
+				continue
+			}
+			if rr.Header().Rrtype != qtype {
+				continue
+			}
+			var kept dns.RR
+			switch rr := rr.(type) {
+			case *dns.A:
+				kept = s.keepAddr(rr, rr.A.To4(), d, &addrs, &dropped)
+			case *dns.AAAA:
+				kept = s.keepAddr(rr, rr.AAAA, d, &addrs, &dropped)
+			case *dns.HTTPS:
+				kept = &dns.HTTPS{SVCB: stripSVCB(rr.SVCB)}
+			case *dns.SVCB:
+				svcb := stripSVCB(*rr)
+				kept = &svcb
+			default:
+				kept = dns.Copy(rr)
+			}
+			if kept == nil {
+				continue
+			}
+			kept.Header().Name = owner
+			out.Answer = append(out.Answer, kept)
+			minTTL = min(minTTL, rr.Header().Ttl)
+			if qtype == dns.TypeA || qtype == dns.TypeAAAA {
+				addrTTL = min(addrTTL, rr.Header().Ttl)
+			}
+		}
+		if next == "" {
+			break
+		}
+		owner = next
+	}
+	for _, rr := range r.Ns {
+		if soa, ok := rr.(*dns.SOA); ok && len(out.Answer) == 0 {
+			out.Ns = append(out.Ns, dns.Copy(soa))
+			minTTL = min(minTTL, soa.Hdr.Ttl, soa.Minttl)
+		}
+	}
+	ttl := negativeTTL
+	if minTTL != ^uint32(0) {
+		ttl = time.Duration(minTTL) * time.Second
+	}
+	if addrTTL != ^uint32(0) {
+		ttl = min(ttl, time.Duration(addrTTL)*time.Second)
+	}
+	ttl = min(ttl, s.cfg.MaxTTL)
+	capTTLs(out.Answer, ttl)
+	capTTLs(out.Ns, ttl)
+	return filtered{cached: &cached{msg: out, addrs: addrs, ttl: ttl}, dropped: dropped}
+}
+
+func hdr(h dns.RR_Header, owner string) dns.RR_Header {
+	h.Name = owner
+	h.Rdlength = 0
+	return h
+}
+
+func (s *Server) keepAddr(rr dns.RR, ip []byte, d policy.Decision, addrs, dropped *[]netip.Addr) dns.RR {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return nil
+	}
+	if s.forbidden(a, d.Entry.Private) {
+		*dropped = append(*dropped, a)
+		return nil
+	}
+	if !slices.Contains(*addrs, a) {
+		*addrs = append(*addrs, a)
+	}
+	return dns.Copy(rr)
+}
+
+// forbidden says whether an answer address must be dropped. The gateway's
+// and agents' own prefixes are dropped even for private entries.
+func (s *Server) forbidden(a netip.Addr, private bool) bool {
+	if a.Is4In6() {
+		return true // a mapped address in an AAAA record is never what a client should dial
+	}
+	for _, p := range s.cfg.Internal {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	if private {
+		return a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() ||
+			(a.Is4() && a.As4() == [4]byte{255, 255, 255, 255})
+	}
+	return policy.Forbidden(a)
+}
+
+// stripSVCB removes the ECH configuration (which would let a client hide
+// its real SNI) and the address hints (addresses that never went through
+// the sets) from an HTTPS/SVCB record.
+func stripSVCB(rr dns.SVCB) dns.SVCB {
+	out := rr
+	out.Hdr.Rdlength = 0
+	out.Value = nil
+	for _, kv := range rr.Value {
+		switch kv.Key() {
+		case dns.SVCB_ECHCONFIG, dns.SVCB_IPV4HINT, dns.SVCB_IPV6HINT:
+			continue
+		}
+		out.Value = append(out.Value, kv)
+	}
+	return out
+}
+
+func capTTLs(rrs []dns.RR, ttl time.Duration) {
+	limit := uint32(ttl / time.Second)
+	for _, rr := range rrs {
+		rr.Header().Ttl = min(rr.Header().Ttl, limit)
+	}
+}
+
+// ageRRs copies rrs with their TTLs lowered by age, as a cache must.
+func ageRRs(rrs []dns.RR, age time.Duration) []dns.RR {
+	out := make([]dns.RR, len(rrs))
+	sec := uint32(age / time.Second)
+	for i, rr := range rrs {
+		out[i] = dns.Copy(rr)
+		h := out[i].Header()
+		h.Ttl -= min(h.Ttl, sec)
+	}
+	return out
+}
+
+func addrList(addrs []netip.Addr) string {
+	ss := make([]string, len(addrs))
+	for i, a := range addrs {
+		ss[i] = a.String()
+	}
+	return strings.Join(ss, ",")
+}

@@ -1,0 +1,70 @@
+package dnsfilter
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+type cacheKey struct {
+	name  string
+	qtype uint16
+}
+
+// cached is a filtered upstream answer: what the agent may be told, never
+// the raw upstream message.
+type cached struct {
+	msg    *dns.Msg // answer and authority sections, TTLs as first served
+	addrs  []netip.Addr
+	stored time.Time
+	ttl    time.Duration // how long msg may be served
+}
+
+// cache holds filtered answers for at most max keys. When full, an
+// arbitrary entry makes room: names are the agent's choice, so no order of
+// eviction is safe from an adversary anyway, and the bound is what matters.
+type cache struct {
+	mu      sync.Mutex
+	entries map[cacheKey]*cached
+	max     int
+}
+
+func newCache(max int) *cache {
+	return &cache{entries: map[cacheKey]*cached{}, max: max}
+}
+
+// get returns the entry and its age, or nil when absent or expired.
+func (c *cache) get(k cacheKey, now time.Time) (*cached, time.Duration) {
+	if c.max == 0 {
+		return nil, 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.entries[k]
+	if e == nil {
+		return nil, 0
+	}
+	age := now.Sub(e.stored)
+	if age >= e.ttl {
+		delete(c.entries, k)
+		return nil, 0
+	}
+	return e, age
+}
+
+func (c *cache) put(k cacheKey, e *cached) {
+	if c.max == 0 || e.ttl <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
+		for old := range c.entries {
+			delete(c.entries, old)
+			break
+		}
+	}
+	c.entries[k] = e
+}

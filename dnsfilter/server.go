@@ -1,0 +1,210 @@
+// Package dnsfilter is sluice's filtering resolver. It answers one agent's
+// queries: names the policy does not allow are refused locally (their
+// query never leaves the gateway); allowed names are forwarded, their
+// answers filtered, their addresses programmed into the agent's firewall
+// sets and pinned to the queried name, and only then released.
+package dnsfilter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+// Allower programs the datapath so that the agent may open TCP connections
+// to addrs on ports for at least the given time. It returns only once the
+// kernel has the elements: the answer is released after it returns.
+type Allower interface {
+	Allow(ctx context.Context, addrs []netip.Addr, ports []uint16, need time.Duration) error
+}
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultMinTTL keeps an address in the sets for at least this long, so
+	// a client that got a 1 s TTL and connects a few seconds later (a
+	// package manager resolving everything first) is not dropped.
+	DefaultMinTTL = 60 * time.Second
+	// DefaultMaxTTL bounds how long one answer keeps an address open:
+	// addresses change owners, and a huge TTL must not admit one forever.
+	DefaultMaxTTL = time.Hour
+	// DefaultCacheSize bounds the answer cache by entries.
+	DefaultCacheSize = 10000
+	// DefaultMaxPins bounds the pin table by addresses.
+	DefaultMaxPins = 100000
+	// maxChain bounds how many CNAMEs are followed.
+	maxChain = 16
+	// negativeTTL is how long an answer without records is cached.
+	negativeTTL = 30 * time.Second
+)
+
+// Config configures a Server. Zero fields get the defaults above.
+type Config struct {
+	// Agent names the agent in decisions.
+	Agent string
+	// Clients are the source prefixes queries are accepted from; a query
+	// from anywhere else is refused, so no one else can open the agent's sets.
+	Clients []netip.Prefix
+	// Internal are prefixes no answer may point into, whatever the policy
+	// says: the gateway's own addresses and the agents' subnets.
+	Internal []netip.Prefix
+	// IPv6 says whether the gateway can carry IPv6. When false, AAAA
+	// questions get an empty answer so that clients do not wait on v6.
+	IPv6 bool
+	// Upstream resolves allowed names.
+	Upstream Upstream
+	// Allower programs the agent's sets.
+	Allower Allower
+	// Pins receives name→address bindings; required.
+	Pins *Pins
+	// Journal receives every decision.
+	Journal journal.Sink
+	// MinTTL and MaxTTL clamp how long an answer keeps its addresses open.
+	MinTTL, MaxTTL time.Duration
+	// CacheSize bounds the answer cache; negative disables it.
+	CacheSize int
+	// Log reports errors that are not decisions.
+	Log *slog.Logger
+}
+
+// Server is a filtering resolver for one agent. It is safe for concurrent use.
+type Server struct {
+	cfg    Config
+	policy atomic.Pointer[policy.Policy]
+	cache  *cache
+	now    func() time.Time
+
+	mu      sync.Mutex
+	servers []*dns.Server
+}
+
+// New returns a Server that enforces p. It does not listen until Serve.
+func New(cfg Config, p *policy.Policy) (*Server, error) {
+	if cfg.Upstream == nil || cfg.Allower == nil || cfg.Pins == nil || cfg.Journal == nil {
+		return nil, errors.New("dnsfilter: Upstream, Allower, Pins and Journal are required")
+	}
+	if cfg.MinTTL == 0 {
+		cfg.MinTTL = DefaultMinTTL
+	}
+	if cfg.MaxTTL == 0 {
+		cfg.MaxTTL = DefaultMaxTTL
+	}
+	if cfg.MinTTL > cfg.MaxTTL {
+		return nil, fmt.Errorf("dnsfilter: min TTL %v is above max TTL %v", cfg.MinTTL, cfg.MaxTTL)
+	}
+	size := cfg.CacheSize
+	switch {
+	case size == 0:
+		size = DefaultCacheSize
+	case size < 0:
+		size = 0
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, cache: newCache(size), now: time.Now}
+	s.policy.Store(p)
+	return s, nil
+}
+
+// SetPolicy replaces the policy for queries that arrive from now on.
+func (s *Server) SetPolicy(p *policy.Policy) { s.policy.Store(p) }
+
+// ServeDNS implements dns.Handler.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	src := addrOf(w.RemoteAddr())
+	resp := s.Answer(context.Background(), src, req)
+	if resp == nil {
+		return
+	}
+	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
+		size := dns.MinMsgSize
+		if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > size {
+			size = int(opt.UDPSize())
+		}
+		resp.Truncate(size)
+	}
+	if err := w.WriteMsg(resp); err != nil {
+		s.cfg.Log.Debug("write dns answer", "err", err)
+	}
+}
+
+func addrOf(a net.Addr) netip.Addr {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	case *net.TCPAddr:
+		ip, _ := netip.AddrFromSlice(a.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// ListenAndServe answers on addr over UDP and TCP until Shutdown. It
+// returns once both listeners are bound, and reports errors of serving
+// through the logger.
+func (s *Server) ListenAndServe(addr string) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return fmt.Errorf("dnsfilter: listen udp %s: %w", addr, err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("dnsfilter: listen tcp %s: %w", addr, err)
+	}
+	return s.Serve(pc, ln)
+}
+
+// Serve answers on already bound sockets (for example, sockets opened inside
+// another network namespace) until Shutdown.
+func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
+	udp := &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery}
+	tcp := &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
+		ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+	s.mu.Lock()
+	s.servers = append(s.servers, udp, tcp)
+	s.mu.Unlock()
+	for _, srv := range []*dns.Server{udp, tcp} {
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() {
+			if err := srv.ActivateAndServe(); err != nil {
+				s.cfg.Log.Error("dns server stopped", "err", err)
+			}
+		}()
+		<-started
+	}
+	return nil
+}
+
+// Shutdown stops every listener started by Serve.
+func (s *Server) Shutdown() {
+	s.mu.Lock()
+	servers := s.servers
+	s.servers = nil
+	s.mu.Unlock()
+	for _, srv := range servers {
+		_ = srv.Shutdown()
+	}
+}
+
+// acceptQuery lets through what Answer checks itself (so that every refusal
+// is answered and journaled the same way) and drops responses sent to us.
+func acceptQuery(dh dns.Header) dns.MsgAcceptAction {
+	if dh.Bits&(1<<15) != 0 { // QR: a response, not a query
+		return dns.MsgIgnore
+	}
+	return dns.MsgAccept
+}
