@@ -1,0 +1,325 @@
+// Package firewall programs the gateway's kernel: the nftables table that
+// redirects an agent's DNS to the resolver, admits its new flows only to
+// address.port pairs the resolver put in its sets, rejects and logs
+// everything else; the agent's network namespace and veth; and the
+// sysctls forwarding needs.
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicegw/sluice/policy"
+)
+
+// Names of the things in our table. Reasons in log prefixes are the ones
+// the NFLOG reader turns back into journal events.
+const (
+	DefaultTable = "sluice"
+	set4         = "allow4"
+	set6         = "allow6"
+	setAlive     = "alive"
+	aliveKey     = 1
+	chainAgentIn = "agent_in"
+	chainAgentFw = "agent_fwd"
+	logPrefix    = "sluice "
+	// DefaultHeartbeat is how long the gateway keeps admitting new flows
+	// after sluice last proved it was alive.
+	DefaultHeartbeat = 3 * time.Second
+	// DefaultSetSize bounds each allow set; an answer that would overflow it
+	// fails (SERVFAIL) instead of evicting anything.
+	DefaultSetSize = 65536
+	// maxBatch keeps one netlink batch well under the size at which the
+	// kernel refuses it (EMSGSIZE near 10k elements).
+	maxBatch = 1000
+)
+
+// Reasons the kernel logs for refused packets.
+const (
+	ReasonNoSetEntry  = "no_set_entry"
+	ReasonQUIC        = "quic"
+	ReasonDoT         = "dot"
+	ReasonGatewayPort = "gateway_port"
+	ReasonSpoofed     = "spoofed_source"
+	ReasonGatewayDown = "gateway_not_alive"
+)
+
+// Config says what the table enforces for one agent.
+type Config struct {
+	// NetNSFd is an open handle of the gateway's network namespace; -1
+	// means the namespace of the calling process.
+	NetNSFd int
+	// Table is the name of our inet table; DefaultTable when empty.
+	Table string
+	// AgentIface is the gateway's side of the agent's veth.
+	AgentIface string
+	// AgentAddr4 and AgentAddr6 are the only source addresses the agent may
+	// use; packets from any other are dropped. AgentAddr6 may be invalid
+	// when the agent has no IPv6.
+	AgentAddr4, AgentAddr6 netip.Addr
+	// DNSPort is where the resolver listens on the gateway's agent-side
+	// addresses; agent DNS to any address on port 53 is redirected there.
+	DNSPort uint16
+	// LogGroup is the NFLOG group refusals are logged to.
+	LogGroup uint16
+	// Prefixes are the policy's entries without DNS.
+	Prefixes []*policy.Entry
+	// GuardForwarding drops forwarded traffic that neither comes from nor
+	// goes to the agent: set it when sluice switched forwarding on, so that
+	// no path opens between the host's other interfaces.
+	GuardForwarding bool
+	// Heartbeat is how long new flows pass without a heartbeat;
+	// DefaultHeartbeat when zero.
+	Heartbeat time.Duration
+	// SetSize bounds each allow set; DefaultSetSize when zero.
+	SetSize uint32
+	// RefreshByDelete forces the delete-and-add refresh of element timeouts
+	// that kernels before 6.12 need; it is chosen from the kernel version
+	// otherwise.
+	RefreshByDelete bool
+	// Log reports kernel errors.
+	Log *slog.Logger
+}
+
+// Manager owns one table. It is safe for concurrent use.
+type Manager struct {
+	cfg     Config
+	table   *nftables.Table
+	sets    map[string]*nftables.Set
+	refresh bool // refresh timeouts by delete-and-add
+
+	mu     sync.Mutex // serialises batches on conn
+	conn   *nftables.Conn
+	expiry map[elemKey]time.Time
+}
+
+// New opens a lasting netlink connection to the gateway's namespace. It
+// changes nothing until Install.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Table == "" {
+		cfg.Table = DefaultTable
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.SetSize == 0 {
+		cfg.SetSize = DefaultSetSize
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AgentIface == "" || !cfg.AgentAddr4.Is4() || cfg.DNSPort == 0 {
+		return nil, errors.New("firewall: AgentIface, AgentAddr4 and DNSPort are required")
+	}
+	opts := []nftables.ConnOption{nftables.AsLasting()}
+	if cfg.NetNSFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(cfg.NetNSFd))
+	}
+	conn, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("firewall: open nftables connection: %w", err)
+	}
+	m := &Manager{
+		cfg:     cfg,
+		conn:    conn,
+		table:   &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
+		expiry:  map[elemKey]time.Time{},
+		refresh: cfg.RefreshByDelete || !kernelAtLeast(6, 12),
+	}
+	return m, nil
+}
+
+// Install replaces our table, in one atomic batch, with the full ruleset.
+// The heartbeat element is part of the batch, so the agent can resolve and
+// connect from the moment Install returns.
+func (m *Manager) Install() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.conn
+	// Add-then-delete makes the delete succeed whether or not a table was
+	// there; the add that follows builds the new one in the same batch.
+	c.AddTable(m.table)
+	c.DelTable(m.table)
+	c.AddTable(m.table)
+	if err := m.addSets(); err != nil {
+		return err
+	}
+	m.addChains()
+	if err := c.SetAddElements(m.sets[setAlive], []nftables.SetElement{m.aliveElem()}); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("firewall: install table inet %s: %w", m.cfg.Table, err)
+	}
+	clear(m.expiry)
+	return nil
+}
+
+func (m *Manager) addSets() error {
+	k4, err := nftables.ConcatSetType(nftables.TypeIPAddr, nftables.TypeInetService)
+	if err != nil {
+		return err
+	}
+	k6, err := nftables.ConcatSetType(nftables.TypeIP6Addr, nftables.TypeInetService)
+	if err != nil {
+		return err
+	}
+	m.sets = map[string]*nftables.Set{
+		set4:     {Table: m.table, Name: set4, KeyType: k4, Concatenation: true, HasTimeout: true, Size: m.cfg.SetSize},
+		set6:     {Table: m.table, Name: set6, KeyType: k6, Concatenation: true, HasTimeout: true, Size: m.cfg.SetSize},
+		setAlive: {Table: m.table, Name: setAlive, KeyType: nftables.TypeMark, HasTimeout: true},
+	}
+	for _, name := range []string{set4, set6, setAlive} {
+		if err := m.conn.AddSet(m.sets[name], nil); err != nil {
+			return fmt.Errorf("firewall: add set %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (m *Manager) addChains() {
+	c, t, agent := m.conn, m.table, m.cfg.AgentIface
+	accept := nftables.ChainPolicyAccept
+	base := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
+		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept})
+	}
+	add := func(ch *nftables.Chain, exprs []expr.Any) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
+	}
+
+	// DNS to any address is the resolver's, so resolv.conf edits change nothing.
+	pre := base("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		add(pre, rule(iif(agent, true), l4proto(proto), dport(53), redirectTo(m.cfg.DNSPort)))
+	}
+
+	// The gateway itself: only the redirected resolver port, and the
+	// neighbour discovery IPv6 needs on the link.
+	in := c.AddChain(&nftables.Chain{Name: chainAgentIn, Table: t})
+	add(in, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		add(in, rule(l4proto(proto), dport(m.cfg.DNSPort), ctDNAT(), verdict(expr.VerdictAccept)))
+	}
+	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
+	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
+	m.refuse(in, ReasonGatewayPort)
+	input := base("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
+	add(input, rule(iif(agent, true), jump(chainAgentIn)))
+
+	// Forwarded agent traffic: new flows only to the sets and the policy's prefixes.
+	fw := c.AddChain(&nftables.Chain{Name: chainAgentFw, Table: t})
+	add(fw, rule(ctState(expr.CtStateBitINVALID), verdict(expr.VerdictDrop)))
+	add(fw, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
+	add(fw, rule(nfproto(false), addrIn(netip.PrefixFrom(m.cfg.AgentAddr4, 32), true, false),
+		nflog(m.cfg.LogGroup, logPrefix+ReasonSpoofed), verdict(expr.VerdictDrop)))
+	if m.cfg.AgentAddr6.IsValid() {
+		add(fw, rule(nfproto(true), addrIn(netip.PrefixFrom(m.cfg.AgentAddr6, 128), true, false),
+			nflog(m.cfg.LogGroup, logPrefix+ReasonSpoofed), verdict(expr.VerdictDrop)))
+	} else {
+		add(fw, rule(nfproto(true), nflog(m.cfg.LogGroup, logPrefix+ReasonNoSetEntry), rejectAdmin()))
+	}
+	add(fw, rule(notInSet(setAlive, aliveKey), nflog(m.cfg.LogGroup, logPrefix+ReasonGatewayDown), rejectFast(nil)))
+	add(fw, rule(l4proto(unix.IPPROTO_UDP), dport(443), nflog(m.cfg.LogGroup, logPrefix+ReasonQUIC), rejectAdmin()))
+	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+		add(fw, rule(l4proto(proto), dport(853), nflog(m.cfg.LogGroup, logPrefix+ReasonDoT), rejectFast(&proto)))
+	}
+	add(fw, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(set4, false), verdict(expr.VerdictAccept)))
+	add(fw, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(set6, true), verdict(expr.VerdictAccept)))
+	for _, e := range m.cfg.Prefixes {
+		for _, port := range e.Ports {
+			add(fw, rule(nfproto(e.Prefix.Addr().Is6()), l4proto(unix.IPPROTO_TCP), addrIn(e.Prefix, false, true),
+				dport(port), verdict(expr.VerdictAccept)))
+		}
+	}
+	m.refuse(fw, ReasonNoSetEntry)
+
+	forward := base("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
+	add(forward, rule(iif(agent, true), jump(chainAgentFw)))
+	// Nothing starts a flow into the agent.
+	add(forward, rule(oif(agent, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
+	add(forward, rule(oif(agent, true), verdict(expr.VerdictDrop)))
+	if m.cfg.GuardForwarding {
+		add(forward, rule(verdict(expr.VerdictDrop)))
+	}
+
+	post := base("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
+	add(post, rule(iif(agent, true), oif(agent, false), &expr.Masq{}))
+}
+
+// refuse ends a chain: log the packet with reason, then reset TCP and
+// answer everything else with ICMP administratively prohibited.
+func (m *Manager) refuse(ch *nftables.Chain, reason string) {
+	tcp := byte(unix.IPPROTO_TCP)
+	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
+		Exprs: rule(l4proto(tcp), nflog(m.cfg.LogGroup, logPrefix+reason), rejectTCP())})
+	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
+		Exprs: rule(nflog(m.cfg.LogGroup, logPrefix+reason), rejectAdmin())})
+}
+
+// rejectFast is the reject for a rule that may see any protocol: a TCP
+// reset needs a TCP packet, so without a known protocol it is ICMP.
+func rejectFast(proto *byte) []expr.Any {
+	if proto != nil && *proto == unix.IPPROTO_TCP {
+		return []expr.Any{rejectTCP()}
+	}
+	return []expr.Any{rejectAdmin()}
+}
+
+func icmp6Type(t byte) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{t}},
+	}
+}
+
+// Remove deletes our table. A table that is already gone is not an error.
+func (m *Manager) Remove() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.conn.AddTable(m.table)
+	m.conn.DelTable(m.table)
+	if err := m.conn.Flush(); err != nil {
+		return fmt.Errorf("firewall: remove table inet %s: %w", m.cfg.Table, err)
+	}
+	return nil
+}
+
+// Close releases the netlink connection; the table stays.
+func (m *Manager) Close() error { return m.conn.CloseLasting() }
+
+// RemoveTable deletes a table left by an earlier run, in the namespace of
+// nsFd (-1 for the current one).
+func RemoveTable(nsFd int, name string) error {
+	var opts []nftables.ConnOption
+	if nsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(nsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return err
+	}
+	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
+	c.AddTable(t)
+	c.DelTable(t)
+	return c.Flush()
+}
+
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	var maj, mnr int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &maj, &mnr); err != nil {
+		return false // unknown: take the refresh that works everywhere
+	}
+	return maj > major || maj == major && mnr >= minor
+}
