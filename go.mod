@@ -9,6 +9,7 @@ require (
 )
 
 require (
+	github.com/florianl/go-nflog/v2 v2.1.0 // indirect
 	github.com/google/go-cmp v0.6.0 // indirect
 	github.com/google/nftables v0.3.0 // indirect
 	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42 // indirect

@@ -151,9 +151,9 @@ func newFixture(t testing.TB, allow ...string) *fixture {
 
 func testZone() map[string][]string {
 	return map[string][]string{
-		"allowed.test.":     {"allowed.test. 300 IN A 198.18.2.10", "allowed.test. 300 IN A 198.18.2.11"},
-		"www.allowed.test.": {"www.allowed.test. 300 IN A 198.18.2.10", "www.allowed.test. 300 IN AAAA 2001:db8:2::10"},
-		"v6.allowed.test.":  {"v6.allowed.test. 300 IN AAAA 2001:db8:2::10"},
+		"allowed.test.":       {"allowed.test. 300 IN A 198.18.2.10", "allowed.test. 300 IN A 198.18.2.11"},
+		"www.allowed.test.":   {"www.allowed.test. 300 IN A 198.18.2.10", "www.allowed.test. 300 IN AAAA 2001:db8:2::10"},
+		"v6.allowed.test.":    {"v6.allowed.test. 300 IN AAAA 2001:db8:2::10"},
 		"short.allowed.test.": {"short.allowed.test. 1 IN A 198.18.2.10"},
 		"huge.allowed.test.":  {"huge.allowed.test. 2147483647 IN A 198.18.2.10"},
 		"chain.allowed.test.": {

@@ -145,8 +145,8 @@ func notInSet(set string, key uint32) []expr.Any {
 	}
 }
 
-// nflog is `log group GROUP prefix PREFIX`.
-func nflog(group uint16, prefix string) expr.Any {
+// logTo is `log group GROUP prefix PREFIX`.
+func logTo(group uint16, prefix string) expr.Any {
 	return &expr.Log{
 		Key:   1<<unix.NFTA_LOG_GROUP | 1<<unix.NFTA_LOG_PREFIX,
 		Group: group,
@@ -162,9 +162,8 @@ func redirectTo(port uint16) []expr.Any {
 	}
 }
 
-// rejectFast answers TCP with a reset and everything else with ICMP(v6)
-// administratively prohibited, so the agent fails at once instead of
-// waiting for a timeout.
+// rejectTCP answers with a TCP reset; rejectAdmin with ICMP(v6)
+// administratively prohibited.
 func rejectTCP() expr.Any { return &expr.Reject{Type: unix.NFT_REJECT_TCP_RST} }
 
 func rejectAdmin() expr.Any {
@@ -183,6 +182,7 @@ func rule(parts ...any) []expr.Any {
 			out = append(out, p)
 		case []expr.Any:
 			out = append(out, p...)
+		case nil:
 		default:
 			panic("firewall: rule part of unknown type")
 		}

@@ -72,10 +72,10 @@ type Config struct {
 	LogGroup uint16
 	// Prefixes are the policy's entries without DNS.
 	Prefixes []*policy.Entry
-	// GuardForwarding drops forwarded traffic that neither comes from nor
-	// goes to the agent: set it when sluice switched forwarding on, so that
-	// no path opens between the host's other interfaces.
-	GuardForwarding bool
+	// Guard drops forwarded traffic of a family that neither comes from nor
+	// goes to the agent, for each family whose forwarding sluice switches
+	// on, so that no path opens between the host's other interfaces.
+	Guard ForwardingPlan
 	// Heartbeat is how long new flows pass without a heartbeat;
 	// DefaultHeartbeat when zero.
 	Heartbeat time.Duration
@@ -218,19 +218,17 @@ func (m *Manager) addChains() {
 	fw := c.AddChain(&nftables.Chain{Name: chainAgentFw, Table: t})
 	add(fw, rule(ctState(expr.CtStateBitINVALID), verdict(expr.VerdictDrop)))
 	add(fw, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
-	add(fw, rule(nfproto(false), addrIn(netip.PrefixFrom(m.cfg.AgentAddr4, 32), true, false),
-		nflog(m.cfg.LogGroup, logPrefix+ReasonSpoofed), verdict(expr.VerdictDrop)))
+	m.refuseIf(fw, ReasonSpoofed, rule(nfproto(false), addrIn(netip.PrefixFrom(m.cfg.AgentAddr4, 32), true, false)), verdict(expr.VerdictDrop))
 	if m.cfg.AgentAddr6.IsValid() {
-		add(fw, rule(nfproto(true), addrIn(netip.PrefixFrom(m.cfg.AgentAddr6, 128), true, false),
-			nflog(m.cfg.LogGroup, logPrefix+ReasonSpoofed), verdict(expr.VerdictDrop)))
+		m.refuseIf(fw, ReasonSpoofed, rule(nfproto(true), addrIn(netip.PrefixFrom(m.cfg.AgentAddr6, 128), true, false)), verdict(expr.VerdictDrop))
 	} else {
-		add(fw, rule(nfproto(true), nflog(m.cfg.LogGroup, logPrefix+ReasonNoSetEntry), rejectAdmin()))
+		m.refuseIf(fw, ReasonNoSetEntry, nfproto(true), rejectAdmin())
 	}
-	add(fw, rule(notInSet(setAlive, aliveKey), nflog(m.cfg.LogGroup, logPrefix+ReasonGatewayDown), rejectFast(nil)))
-	add(fw, rule(l4proto(unix.IPPROTO_UDP), dport(443), nflog(m.cfg.LogGroup, logPrefix+ReasonQUIC), rejectAdmin()))
-	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-		add(fw, rule(l4proto(proto), dport(853), nflog(m.cfg.LogGroup, logPrefix+ReasonDoT), rejectFast(&proto)))
-	}
+	m.refuseIf(fw, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_TCP), notInSet(setAlive, aliveKey)), rejectTCP())
+	m.refuseIf(fw, ReasonGatewayDown, notInSet(setAlive, aliveKey), rejectAdmin())
+	m.refuseIf(fw, ReasonQUIC, rule(l4proto(unix.IPPROTO_UDP), dport(443)), rejectAdmin())
+	m.refuseIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_TCP), dport(853)), rejectTCP())
+	m.refuseIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_UDP), dport(853)), rejectAdmin())
 	add(fw, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(set4, false), verdict(expr.VerdictAccept)))
 	add(fw, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(set6, true), verdict(expr.VerdictAccept)))
 	for _, e := range m.cfg.Prefixes {
@@ -246,8 +244,11 @@ func (m *Manager) addChains() {
 	// Nothing starts a flow into the agent.
 	add(forward, rule(oif(agent, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	add(forward, rule(oif(agent, true), verdict(expr.VerdictDrop)))
-	if m.cfg.GuardForwarding {
-		add(forward, rule(verdict(expr.VerdictDrop)))
+	if m.cfg.Guard.Enable4 {
+		add(forward, rule(nfproto(false), verdict(expr.VerdictDrop)))
+	}
+	if m.cfg.Guard.Enable6 {
+		add(forward, rule(nfproto(true), verdict(expr.VerdictDrop)))
 	}
 
 	post := base("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
@@ -255,22 +256,21 @@ func (m *Manager) addChains() {
 }
 
 // refuse ends a chain: log the packet with reason, then reset TCP and
-// answer everything else with ICMP administratively prohibited.
+// answer everything else with ICMP administratively prohibited, so the
+// agent fails at once instead of waiting for a timeout.
 func (m *Manager) refuse(ch *nftables.Chain, reason string) {
-	tcp := byte(unix.IPPROTO_TCP)
-	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
-		Exprs: rule(l4proto(tcp), nflog(m.cfg.LogGroup, logPrefix+reason), rejectTCP())})
-	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
-		Exprs: rule(nflog(m.cfg.LogGroup, logPrefix+reason), rejectAdmin())})
+	m.refuseIf(ch, reason, l4proto(unix.IPPROTO_TCP), rejectTCP())
+	m.refuseIf(ch, reason, nil, rejectAdmin())
 }
 
-// rejectFast is the reject for a rule that may see any protocol: a TCP
-// reset needs a TCP packet, so without a known protocol it is ICMP.
-func rejectFast(proto *byte) []expr.Any {
-	if proto != nil && *proto == unix.IPPROTO_TCP {
-		return []expr.Any{rejectTCP()}
-	}
-	return []expr.Any{rejectAdmin()}
+// refuseIf adds two rules for packets that match: one that logs them to
+// NFLOG under a rate limit (so a flood cannot flood the journal), and one
+// that applies the final verdict whether or not the log rule fired.
+func (m *Manager) refuseIf(ch *nftables.Chain, reason string, match []expr.Any, final expr.Any) {
+	limit := &expr.Limit{Type: expr.LimitTypePkts, Rate: 50, Unit: expr.LimitTimeSecond, Burst: 100}
+	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
+		Exprs: rule(match, limit, logTo(m.cfg.LogGroup, logPrefix+reason))})
+	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch, Exprs: rule(match, final)})
 }
 
 func icmp6Type(t byte) []expr.Any {

@@ -1,0 +1,255 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// AgentConfig describes the link between the gateway (the namespace the
+// calling process is in) and a new agent namespace.
+type AgentConfig struct {
+	// Iface names the gateway's end of the veth; the agent's end is eth0.
+	Iface string
+	// Net4 is the link's IPv4 subnet: the gateway takes its first address,
+	// the agent the second.
+	Net4 netip.Prefix
+	// Net6, when valid, gives the agent IPv6 the same way.
+	Net6 netip.Prefix
+}
+
+// Agent is a network namespace whose only link leads to the gateway.
+type Agent struct {
+	// Fd is an open handle of the agent's namespace.
+	Fd int
+	// Iface is the gateway's end of the veth.
+	Iface string
+	// Gateway and Addr are the gateway's and the agent's IPv4 addresses on
+	// the link; Gateway6 and Addr6 are invalid when the agent has no IPv6.
+	Gateway, Addr, Gateway6, Addr6 netip.Addr
+}
+
+// hostAddrs returns the first and second host address of p.
+func hostAddrs(p netip.Prefix) (gw, agent netip.Addr, err error) {
+	p = p.Masked()
+	gw = p.Addr().Next()
+	agent = gw.Next()
+	if !p.Contains(agent) || (p.Addr().Is4() && p.Bits() > 30) {
+		return gw, agent, fmt.Errorf("%s is too small for a gateway and an agent address", p)
+	}
+	return gw, agent, nil
+}
+
+// NewAgent creates a network namespace and a veth pair into it, numbered
+// and routed so that the gateway is the agent's default route. The caller
+// must have installed the ruleset for cfg.Iface first: from the moment the
+// link is up, the agent's packets meet it.
+func NewAgent(cfg AgentConfig) (a *Agent, err error) {
+	a = &Agent{Fd: -1, Iface: cfg.Iface}
+	if a.Gateway, a.Addr, err = hostAddrs(cfg.Net4); err != nil {
+		return nil, err
+	}
+	if cfg.Net6.IsValid() {
+		if a.Gateway6, a.Addr6, err = hostAddrs(cfg.Net6); err != nil {
+			return nil, err
+		}
+	}
+	if a.Fd, err = newNetNS(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: cfg.Iface},
+		PeerName:      "eth0",
+		PeerNamespace: netlink.NsFd(a.Fd),
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return nil, fmt.Errorf("create veth %s: %w", cfg.Iface, err)
+	}
+	// The gateway's end takes no router advertisements from the agent.
+	_ = writeSysctl("net/ipv6/conf/"+cfg.Iface+"/accept_ra", "0")
+	if err := configure(nil, cfg.Iface, cfg.Net4, a.Gateway, cfg.Net6, a.Gateway6, netip.Addr{}, netip.Addr{}); err != nil {
+		return nil, fmt.Errorf("gateway side: %w", err)
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(a.Fd))
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in agent namespace: %w", err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = h.LinkSetUp(lo)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent loopback: %w", err)
+	}
+	if err := configure(h, "eth0", cfg.Net4, a.Addr, cfg.Net6, a.Addr6, a.Gateway, a.Gateway6); err != nil {
+		return nil, fmt.Errorf("agent side: %w", err)
+	}
+	return a, nil
+}
+
+// configure numbers and raises one end of the link; with a via address it
+// also adds the default route(s). h nil means the current namespace.
+func configure(h *netlink.Handle, name string, net4 netip.Prefix, addr4 netip.Addr, net6 netip.Prefix, addr6, via4, via6 netip.Addr) error {
+	if h == nil {
+		var err error
+		if h, err = netlink.NewHandle(); err != nil {
+			return err
+		}
+		defer h.Close()
+	}
+	link, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", name, err)
+	}
+	ipnet := func(a netip.Addr, p netip.Prefix) *net.IPNet {
+		return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
+	}
+	if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipnet(addr4, net4)}); err != nil {
+		return fmt.Errorf("address %s on %s: %w", addr4, name, err)
+	}
+	if addr6.IsValid() {
+		// No duplicate address detection: the link has two ends, both ours,
+		// and DAD would hold the address back for a second or more.
+		if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipnet(addr6, net6), Flags: unix.IFA_F_NODAD}); err != nil {
+			return fmt.Errorf("address %s on %s: %w", addr6, name, err)
+		}
+	}
+	if err := h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("raise %s: %w", name, err)
+	}
+	for _, via := range []netip.Addr{via4, via6} {
+		if !via.IsValid() {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: via.AsSlice()}
+		if err := h.RouteAdd(r); err != nil {
+			return fmt.Errorf("default route via %s: %w", via, err)
+		}
+	}
+	return nil
+}
+
+// newNetNS creates a network namespace and returns a handle of it, without
+// ever moving a thread that other goroutines may use: the thread that
+// unshares exits with its goroutine.
+func newNetNS() (int, error) {
+	type result struct {
+		fd  int
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// No UnlockOSThread: this thread is in the new namespace and dies with the goroutine.
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			c <- result{-1, fmt.Errorf("create network namespace: %w", err)}
+			return
+		}
+		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		c <- result{fd, err}
+	}()
+	r := <-c
+	return r.fd, r.err
+}
+
+// Start starts cmd inside the agent's namespace. Only the new process is
+// in it: the thread that forks it is discarded afterwards.
+func (a *Agent) Start(cmd *exec.Cmd) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Setns(a.Fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("enter agent namespace: %w", err)
+			return
+		}
+		errc <- cmd.Start()
+	}()
+	return <-errc
+}
+
+// KillAll sends SIGKILL to every process still in the agent's namespace
+// (daemons the command left behind) and reports how many there were.
+func (a *Agent) KillAll() int {
+	var st unix.Stat_t
+	if a.Fd < 0 || unix.Fstat(a.Fd, &st) != nil {
+		return 0
+	}
+	paths, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	n := 0
+	for _, p := range paths {
+		var pst unix.Stat_t
+		if unix.Stat(p, &pst) != nil || pst.Ino != st.Ino || pst.Dev != st.Dev {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(p))))
+		if err == nil && syscall.Kill(pid, syscall.SIGKILL) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// Close deletes the veth (both ends go) and releases the namespace handle;
+// the namespace disappears with its last process.
+func (a *Agent) Close() error {
+	var errs []error
+	if link, err := netlink.LinkByName(a.Iface); err == nil {
+		if err := netlink.LinkDel(link); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s: %w", a.Iface, err))
+		}
+	}
+	if a.Fd >= 0 {
+		unix.Close(a.Fd)
+		a.Fd = -1
+	}
+	return errors.Join(errs...)
+}
+
+// DeleteLink removes a link left by an earlier run, if it is still there.
+func DeleteLink(name string) error {
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return err
+	}
+	return netlink.LinkDel(link)
+}
+
+func writeSysctl(path, value string) error {
+	return os.WriteFile("/proc/sys/"+path, []byte(value), 0o644)
+}
+
+func readSysctl(path string) (string, error) {
+	b, err := os.ReadFile("/proc/sys/" + path)
+	if err != nil {
+		return "", err
+	}
+	return string(trimNL(b)), nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}

@@ -1,0 +1,132 @@
+package firewall
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	nflog "github.com/florianl/go-nflog/v2"
+
+	"github.com/sluicegw/sluice/journal"
+)
+
+// Packet is what a refusal log needs of a packet's headers.
+type Packet struct {
+	Proto string
+	Src   netip.Addr
+	Dst   netip.AddrPort
+}
+
+// ParsePacket reads the IP header (and the ports of TCP and UDP) of a
+// logged packet. The bytes come from the agent, so every length is checked.
+func ParsePacket(b []byte) (Packet, bool) {
+	if len(b) < 1 {
+		return Packet{}, false
+	}
+	var p Packet
+	var proto byte
+	var rest []byte
+	switch b[0] >> 4 {
+	case 4:
+		ihl := int(b[0]&0x0f) * 4
+		if ihl < 20 || len(b) < ihl {
+			return Packet{}, false
+		}
+		proto = b[9]
+		p.Src = netip.AddrFrom4([4]byte(b[12:16]))
+		p.Dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte(b[16:20])), 0)
+		if binary.BigEndian.Uint16(b[6:8])&0x1fff == 0 { // first fragment: ports follow
+			rest = b[ihl:]
+		}
+	case 6:
+		if len(b) < 40 {
+			return Packet{}, false
+		}
+		proto = b[6]
+		p.Src = netip.AddrFrom16([16]byte(b[8:24]))
+		p.Dst = netip.AddrPortFrom(netip.AddrFrom16([16]byte(b[24:40])), 0)
+		rest = b[40:]
+	default:
+		return Packet{}, false
+	}
+	switch proto {
+	case 6, 17:
+		p.Proto = map[byte]string{6: "tcp", 17: "udp"}[proto]
+		if len(rest) >= 4 {
+			p.Dst = netip.AddrPortFrom(p.Dst.Addr(), binary.BigEndian.Uint16(rest[2:4]))
+		}
+	case 1:
+		p.Proto = "icmp"
+	case 58:
+		p.Proto = "icmpv6"
+	default:
+		p.Proto = fmt.Sprintf("ip-proto-%d", proto)
+	}
+	return p, true
+}
+
+// LogReader turns the kernel's NFLOG records of refused packets into
+// journal events.
+type LogReader struct {
+	// Group is the NFLOG group the ruleset logs to.
+	Group uint16
+	// Agent names the agent in events.
+	Agent string
+	// PolicyHash returns the version of the policy in force.
+	PolicyHash func() string
+	// Journal receives the events.
+	Journal journal.Sink
+	// Log reports read errors.
+	Log *slog.Logger
+}
+
+// Start subscribes to the group in the current network namespace and
+// records events until ctx is done.
+func (r *LogReader) Start(ctx context.Context) (func(), error) {
+	nf, err := nflog.Open(&nflog.Config{
+		Group:    r.Group,
+		Copymode: nflog.CopyPacket,
+		Bufsize:  128, // headers are all we read
+		Timeout:  1,   // hand packets over within 10 ms
+	})
+	if err != nil {
+		return nil, fmt.Errorf("firewall: open nflog group %d: %w", r.Group, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	hook := func(a nflog.Attribute) int {
+		r.record(a)
+		return 0
+	}
+	onErr := func(err error) int {
+		if ctx.Err() == nil {
+			r.Log.Warn("nflog read failed; refusals may be missing from the log", "err", err)
+		}
+		return 0
+	}
+	if err := nf.RegisterWithErrorFunc(ctx, hook, onErr); err != nil {
+		cancel()
+		nf.Close()
+		return nil, fmt.Errorf("firewall: subscribe to nflog group %d: %w", r.Group, err)
+	}
+	return func() { cancel(); nf.Close() }, nil
+}
+
+func (r *LogReader) record(a nflog.Attribute) {
+	ev := journal.Event{Time: time.Now(), Agent: r.Agent, Layer: journal.LayerFirewall, PolicyHash: r.PolicyHash()}
+	if a.Prefix != nil {
+		ev.Reason = strings.TrimPrefix(strings.TrimRight(*a.Prefix, "\x00"), logPrefix)
+	}
+	if a.Payload != nil {
+		if p, ok := ParsePacket(*a.Payload); ok {
+			ev.Proto, ev.Dst = p.Proto, p.Dst
+			if ev.Reason == ReasonSpoofed {
+				ev.Detail = "source " + p.Src.String()
+			}
+		}
+	}
+	r.Journal.Record(ev)
+}

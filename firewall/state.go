@@ -1,0 +1,222 @@
+package firewall
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// StateDir holds one record per gateway namespace that a sluice run is
+// using: what it created and which sysctls it changed, so that the next
+// start after a crash can undo it.
+var StateDir = "/run/sluice"
+
+// State is the record of what one run changed in its gateway namespace.
+type State struct {
+	PID   int    `json:"pid"`
+	Start string `json:"start"` // the process's start time, against PID reuse
+	Table string `json:"table"`
+	Iface string `json:"iface"`
+	// Sysctls maps each sysctl sluice changed to the value it had before,
+	// in the order they were changed.
+	Sysctls []Sysctl `json:"sysctls"`
+
+	path string
+	mu   sync.Mutex
+}
+
+// Sysctl is one setting and the value to restore.
+type Sysctl struct {
+	Path  string `json:"path"`
+	Value string `json:"value"`
+}
+
+// ErrBusy means another live sluice already uses this gateway namespace.
+var ErrBusy = errors.New("another sluice is running in this network namespace")
+
+// Claim records that this process now owns the table and link names in the
+// current network namespace. If a previous owner died without cleaning up,
+// its table, link and sysctls are undone first, and what was undone is
+// returned for the caller to report.
+func Claim(table, iface string) (*State, []string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return nil, nil, fmt.Errorf("identify network namespace: %w", err)
+	}
+	if err := os.MkdirAll(StateDir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	path := filepath.Join(StateDir, fmt.Sprintf("netns-%d.json", st.Ino))
+	var undone []string
+	if old, err := readState(path); err == nil {
+		if old.PID != os.Getpid() && processStart(old.PID) == old.Start {
+			return nil, nil, fmt.Errorf("%w (pid %d); stop it or run in another namespace", ErrBusy, old.PID)
+		}
+		undone = old.undo()
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	s := &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Table: table, Iface: iface, path: path}
+	if err := s.save(); err != nil {
+		return nil, undone, err
+	}
+	return s, undone, nil
+}
+
+func readState(path string) (*State, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("corrupt state file: %w", err)
+	}
+	s.path = path
+	return &s, nil
+}
+
+// undo removes what a dead run left behind and says what it did.
+func (s *State) undo() []string {
+	var done []string
+	if err := RemoveTable(-1, s.Table); err == nil {
+		done = append(done, "removed table inet "+s.Table)
+	}
+	if s.Iface != "" {
+		if err := DeleteLink(s.Iface); err == nil {
+			done = append(done, "removed link "+s.Iface)
+		}
+	}
+	for _, sc := range slices.Backward(s.Sysctls) {
+		if err := writeSysctl(sc.Path, sc.Value); err == nil {
+			done = append(done, "restored "+sc.Path+"="+sc.Value)
+		}
+	}
+	_ = os.Remove(s.path)
+	return done
+}
+
+func (s *State) save() error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	tmp := s.path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, s.path)
+}
+
+// SetSysctl sets a sysctl of the gateway namespace, recording its old
+// value first (on disk, before the change) so a crash cannot lose it.
+func (s *State) SetSysctl(path, value string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, err := readSysctl(path)
+	if err != nil {
+		return err
+	}
+	if old == value {
+		return nil
+	}
+	s.Sysctls = append(s.Sysctls, Sysctl{Path: path, Value: old})
+	if err := s.save(); err != nil {
+		return err
+	}
+	return writeSysctl(path, value)
+}
+
+// Release restores the sysctls and removes the record. The table and link
+// are the caller's to remove before.
+func (s *State) Release() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, sc := range slices.Backward(s.Sysctls) {
+		if err := writeSysctl(sc.Path, sc.Value); err != nil {
+			errs = append(errs, fmt.Errorf("restore %s=%s: %w", sc.Path, sc.Value, err))
+		}
+	}
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// processStart returns field 22 of /proc/PID/stat (start time in clock
+// ticks), or "" if there is no such process.
+func processStart(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The command name (field 2) may hold spaces; fields after it do not.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
+}
+
+// ForwardingPlan says which forwarding sysctls are off and would have to be
+// switched on, which is also where the ruleset must guard against opening
+// paths between the host's other interfaces.
+type ForwardingPlan struct {
+	Enable4, Enable6 bool
+}
+
+// PlanForwarding reads the current forwarding settings.
+func PlanForwarding(ipv6 bool) (ForwardingPlan, error) {
+	v4, err := readSysctl("net/ipv4/ip_forward")
+	if err != nil {
+		return ForwardingPlan{}, err
+	}
+	p := ForwardingPlan{Enable4: v4 != "1"}
+	if ipv6 {
+		v6, err := readSysctl("net/ipv6/conf/all/forwarding")
+		if err != nil {
+			return p, err
+		}
+		p.Enable6 = v6 != "1"
+	}
+	return p, nil
+}
+
+// EnableForwarding switches on what the plan says. For IPv6, interfaces that
+// accept router advertisements would stop doing so once forwarding is on
+// (and lose their default route), so they are first told to accept them
+// anyway (accept_ra=2); every change is recorded in s and undone by Release.
+func (s *State) EnableForwarding(p ForwardingPlan) error {
+	if p.Enable4 {
+		if err := s.SetSysctl("net/ipv4/ip_forward", "1"); err != nil {
+			return err
+		}
+	}
+	if p.Enable6 {
+		dirs, _ := filepath.Glob("/proc/sys/net/ipv6/conf/*/accept_ra")
+		for _, d := range dirs {
+			rel := strings.TrimPrefix(d, "/proc/sys/")
+			if v, err := readSysctl(rel); err == nil && v == "1" && !strings.Contains(rel, "/all/") {
+				if err := s.SetSysctl(rel, "2"); err != nil {
+					return err
+				}
+			}
+		}
+		if err := s.SetSysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
