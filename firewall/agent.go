@@ -158,6 +158,10 @@ func newNetNS() (int, error) {
 	go func() {
 		runtime.LockOSThread()
 		// No UnlockOSThread: this thread is in the new namespace and dies with the goroutine.
+		if err := notMainThread(); err != nil {
+			c <- result{-1, err}
+			return
+		}
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			c <- result{-1, fmt.Errorf("create network namespace: %w", err)}
 			return
@@ -169,12 +173,28 @@ func newNetNS() (int, error) {
 	return r.fd, r.err
 }
 
+// notMainThread refuses to move the process's main thread into another
+// namespace: Go cannot end the main thread, so it would stay there, and
+// /proc/PID/ns/net (which tools read for the whole process) would change.
+// Programs using this package lock their main goroutine to the main
+// thread in an init function, which keeps every other goroutine off it.
+func notMainThread() error {
+	if unix.Gettid() == unix.Getpid() {
+		return errors.New("firewall: namespace switch attempted on the main thread; call runtime.LockOSThread in main's init")
+	}
+	return nil
+}
+
 // Start starts cmd inside the agent's namespace. Only the new process is
 // in it: the thread that forks it is discarded afterwards.
 func (a *Agent) Start(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		if err := notMainThread(); err != nil {
+			errc <- err
+			return
+		}
 		if err := unix.Setns(a.Fd, unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("enter agent namespace: %w", err)
 			return
@@ -199,7 +219,7 @@ func (a *Agent) KillAll() int {
 			continue
 		}
 		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(p))))
-		if err == nil && syscall.Kill(pid, syscall.SIGKILL) == nil {
+		if err == nil && pid != os.Getpid() && syscall.Kill(pid, syscall.SIGKILL) == nil {
 			n++
 		}
 	}
@@ -222,17 +242,18 @@ func (a *Agent) Close() error {
 	return errors.Join(errs...)
 }
 
-// DeleteLink removes a link left by an earlier run, if it is still there.
-func DeleteLink(name string) error {
+// DeleteLink removes a link left by an earlier run and reports whether
+// there was one.
+func DeleteLink(name string) (bool, error) {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return nil
+			return false, nil
 		}
-		return err
+		return false, err
 	}
-	return netlink.LinkDel(link)
+	return true, netlink.LinkDel(link)
 }
 
 func writeSysctl(path, value string) error {

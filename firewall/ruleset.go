@@ -296,20 +296,22 @@ func (m *Manager) Remove() error {
 func (m *Manager) Close() error { return m.conn.CloseLasting() }
 
 // RemoveTable deletes a table left by an earlier run, in the namespace of
-// nsFd (-1 for the current one).
-func RemoveTable(nsFd int, name string) error {
+// nsFd (-1 for the current one), and reports whether there was one.
+func RemoveTable(nsFd int, name string) (bool, error) {
 	var opts []nftables.ConnOption
 	if nsFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(nsFd))
 	}
 	c, err := nftables.New(opts...)
 	if err != nil {
-		return err
+		return false, err
 	}
-	t := &nftables.Table{Name: name, Family: nftables.TableFamilyINet}
-	c.AddTable(t)
-	c.DelTable(t)
-	return c.Flush()
+	c.DelTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+	err = c.Flush()
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 func kernelAtLeast(major, minor int) bool {

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -46,14 +48,14 @@ var ErrBusy = errors.New("another sluice is running in this network namespace")
 // its table, link and sysctls are undone first, and what was undone is
 // returned for the caller to report.
 func Claim(table, iface string) (*State, []string, error) {
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+	cookie, err := netnsCookie()
+	if err != nil {
 		return nil, nil, fmt.Errorf("identify network namespace: %w", err)
 	}
 	if err := os.MkdirAll(StateDir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	path := filepath.Join(StateDir, fmt.Sprintf("netns-%d.json", st.Ino))
+	path := filepath.Join(StateDir, fmt.Sprintf("netns-%d.json", cookie))
 	var undone []string
 	if old, err := readState(path); err == nil {
 		if old.PID != os.Getpid() && processStart(old.PID) == old.Start {
@@ -68,6 +70,25 @@ func Claim(table, iface string) (*State, []string, error) {
 		return nil, undone, err
 	}
 	return s, undone, nil
+}
+
+// netnsCookie identifies the current network namespace for as long as the
+// system runs; unlike its inode number, a cookie is never reused.
+func netnsCookie() (uint64, error) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	const soNetnsCookie = 71 // SO_NETNS_COOKIE, Linux 5.14
+	b := make([]byte, 8)
+	n := uint32(len(b))
+	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_SOCKET, soNetnsCookie,
+		uintptr(unsafe.Pointer(&b[0])), uintptr(unsafe.Pointer(&n)), 0)
+	if errno != 0 {
+		return 0, fmt.Errorf("getsockopt SO_NETNS_COOKIE: %w", errno)
+	}
+	return binary.NativeEndian.Uint64(b), nil
 }
 
 func readState(path string) (*State, error) {
@@ -86,16 +107,16 @@ func readState(path string) (*State, error) {
 // undo removes what a dead run left behind and says what it did.
 func (s *State) undo() []string {
 	var done []string
-	if err := RemoveTable(-1, s.Table); err == nil {
+	if existed, err := RemoveTable(-1, s.Table); existed && err == nil {
 		done = append(done, "removed table inet "+s.Table)
 	}
 	if s.Iface != "" {
-		if err := DeleteLink(s.Iface); err == nil {
+		if existed, err := DeleteLink(s.Iface); existed && err == nil {
 			done = append(done, "removed link "+s.Iface)
 		}
 	}
 	for _, sc := range slices.Backward(s.Sysctls) {
-		if err := writeSysctl(sc.Path, sc.Value); err == nil {
+		if cur, err := readSysctl(sc.Path); err == nil && cur != sc.Value && writeSysctl(sc.Path, sc.Value) == nil {
 			done = append(done, "restored "+sc.Path+"="+sc.Value)
 		}
 	}

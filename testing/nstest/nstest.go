@@ -16,6 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Keep the test binary's main thread out of namespace switches: Do runs on
+// fresh goroutines, and with the main goroutine locked here none of them
+// can be scheduled on the main thread, which Go can never end.
+func init() { runtime.LockOSThread() }
+
 // RequireRoot skips t when the test cannot create namespaces, with a
 // message that says so; under CI (CI set) it fails instead, so that a
 // misconfigured CI machine cannot pass by skipping.

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicegw/sluice/dnsfilter"
+	"github.com/sluicegw/sluice/firewall"
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+// gateway is everything one sluice run sets up in the namespace it was
+// started in, with the undo steps in the order they must run.
+type gateway struct {
+	log     *slog.Logger
+	agent   *firewall.Agent
+	cleanup []func() error // run last to first
+}
+
+func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, err error) {
+	g = &gateway{log: log}
+	defer func() {
+		if err != nil {
+			if cerr := g.close(); cerr != nil {
+				log.Error("cleanup after failed start incomplete", "err", cerr)
+			}
+		}
+	}()
+	net4, err := netip.ParsePrefix(o.agentNet)
+	if err != nil || !net4.Addr().Is4() {
+		return g, fmt.Errorf("--agent-net %q: want an IPv4 prefix such as %s", o.agentNet, defaultAgentNet)
+	}
+	var net6 netip.Prefix
+	if !o.noIPv6 && gatewayHasIPv6() {
+		if net6, err = netip.ParsePrefix(o.agentNet6); err != nil || !net6.Addr().Is6() {
+			return g, fmt.Errorf("--agent-net6 %q: want an IPv6 prefix such as %s", o.agentNet6, defaultAgentNet6)
+		}
+	}
+	own, err := gatewayAddrs()
+	if err != nil {
+		return g, err
+	}
+	for _, n := range []netip.Prefix{net4, net6} {
+		if n.IsValid() && slices.ContainsFunc(own, func(a netip.Prefix) bool { return a.Overlaps(n) }) {
+			return g, fmt.Errorf("the agent link %s overlaps a network of this gateway; choose another with --agent-net/--agent-net6", n)
+		}
+	}
+
+	iface := fmt.Sprintf("sl%d", os.Getpid())
+	st, undone, err := firewall.Claim(firewall.DefaultTable, iface)
+	for _, u := range undone {
+		log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
+	}
+	if err != nil {
+		return g, err
+	}
+	g.cleanup = append(g.cleanup, st.Release)
+	plan, err := firewall.PlanForwarding(net6.IsValid())
+	if err != nil {
+		return g, fmt.Errorf("read forwarding settings: %w", err)
+	}
+
+	// The agent namespace has no process until the command starts, so no
+	// packet can cross the link before the ruleset below is installed.
+	agent, err := firewall.NewAgent(firewall.AgentConfig{Iface: iface, Net4: net4, Net6: net6})
+	if err != nil {
+		return g, fmt.Errorf("create agent namespace: %w", err)
+	}
+	g.agent = agent
+	g.cleanup = append(g.cleanup, agent.Close, func() error {
+		if n := agent.KillAll(); n > 0 {
+			log.Info("killed processes the command left in the agent namespace", "count", n)
+		}
+		return nil
+	})
+	log.Debug("agent link up", "iface", iface, "agent", agent.Addr, "gateway", agent.Gateway, "agent6", agent.Addr6)
+
+	pc, ln, port, err := listenDNS(iface)
+	if err != nil {
+		return g, err
+	}
+	mgr, err := firewall.New(firewall.Config{
+		NetNSFd: -1, AgentIface: iface, AgentAddr4: agent.Addr, AgentAddr6: agent.Addr6,
+		DNSPort: port, LogGroup: nflogGroup, Prefixes: p.Prefixes(), Guard: plan, Log: log,
+	})
+	if err != nil {
+		pc.Close()
+		ln.Close()
+		return g, err
+	}
+	g.cleanup = append(g.cleanup, mgr.Close)
+	if err := mgr.Install(); err != nil {
+		pc.Close()
+		ln.Close()
+		return g, err
+	}
+	g.cleanup = append(g.cleanup, mgr.Remove)
+	if err := st.EnableForwarding(plan); err != nil {
+		pc.Close()
+		ln.Close()
+		return g, fmt.Errorf("enable forwarding: %w", err)
+	}
+
+	sink := journal.LogSink{Log: log, Allowed: o.logAllowed}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cleanup = append(g.cleanup, func() error { cancel(); return nil })
+	reader := &firewall.LogReader{Group: nflogGroup, Agent: iface, PolicyHash: p.Hash, Journal: sink, Log: log}
+	if stop, err := reader.Start(ctx); err != nil {
+		log.Warn("refused packets will not be logged", "err", err)
+	} else {
+		g.cleanup = append(g.cleanup, func() error { stop(); return nil })
+	}
+	go heartbeat(ctx, mgr, firewall.DefaultHeartbeat/3, log)
+
+	upstreams, err := upstreamServers(o.upstream)
+	if err != nil {
+		pc.Close()
+		ln.Close()
+		return g, err
+	}
+	clients := []netip.Prefix{netip.PrefixFrom(agent.Addr, 32)}
+	internal := append(own, net4)
+	if agent.Addr6.IsValid() {
+		clients = append(clients, netip.PrefixFrom(agent.Addr6, 128))
+		internal = append(internal, net6)
+	}
+	srv, err := dnsfilter.New(dnsfilter.Config{
+		Agent: iface, Clients: clients, Internal: internal, IPv6: agent.Addr6.IsValid(),
+		Upstream: &dnsfilter.Forwarder{Servers: upstreams},
+		Allower:  mgr, Pins: dnsfilter.NewPins(dnsfilter.DefaultMaxPins), Journal: sink,
+		MinTTL: o.minTTL, MaxTTL: o.maxTTL, Log: log,
+	}, p)
+	if err != nil {
+		pc.Close()
+		ln.Close()
+		return g, err
+	}
+	if err := srv.Serve(pc, ln); err != nil {
+		return g, err
+	}
+	g.cleanup = append(g.cleanup, func() error { srv.Shutdown(); return nil })
+	log.Info("gateway ready", "policy", p.Hash(), "entries", len(p.Entries()), "upstream", upstreams, "ipv6", agent.Addr6.IsValid())
+	return g, nil
+}
+
+// close undoes everything newGateway did, last step first, and reports
+// every step that failed.
+func (g *gateway) close() error {
+	var errs []error
+	for _, f := range slices.Backward(g.cleanup) {
+		if err := f(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	g.cleanup = nil
+	return errors.Join(errs...)
+}
+
+// listenDNS binds the resolver's UDP and TCP sockets on one port, on every
+// address but only for packets that arrive on the agent's link, whatever
+// address the redirect picks.
+func listenDNS(iface string) (net.PacketConn, net.Listener, uint16, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), iface) })
+		return errors.Join(err, serr)
+	}}
+	ctx := context.Background()
+	var lastErr error
+	for range 20 {
+		pc, err := lc.ListenPacket(ctx, "udp", "[::]:0")
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("resolver socket: %w", err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf("[::]:%d", port))
+		if err == nil {
+			return pc, ln, uint16(port), nil
+		}
+		pc.Close()
+		lastErr = err
+	}
+	return nil, nil, 0, fmt.Errorf("resolver socket: no port free for both UDP and TCP: %w", lastErr)
+}
+
+// gatewayHasIPv6 reports whether this namespace can carry IPv6 to the
+// outside: it has IPv6 and a default IPv6 route.
+func gatewayHasIPv6() bool {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		return false
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V6)
+	if err != nil {
+		return false
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			return true
+		}
+	}
+	return false
+}
+
+// gatewayAddrs returns the gateway's own addresses (as single-address
+// prefixes) and the networks of its routes, which the agent's link must not
+// overlap and its answers must not point into.
+func gatewayAddrs() ([]netip.Prefix, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list gateway addresses: %w", err)
+	}
+	var out []netip.Prefix
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			ip = ip.Unmap()
+			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+	}
+	return out, nil
+}
