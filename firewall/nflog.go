@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	nflog "github.com/florianl/go-nflog/v2"
@@ -91,13 +92,15 @@ func (r *LogReader) Start(ctx context.Context) (func(), error) {
 		Group:    r.Group,
 		Copymode: nflog.CopyPacket,
 		Bufsize:  128, // headers are all we read
-		Timeout:  1,   // hand packets over within 10 ms
+		QThresh:  1,   // hand each packet over at once
 	})
 	if err != nil {
 		return nil, fmt.Errorf("firewall: open nflog group %d: %w", r.Group, err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	var last atomic.Int64 // when the last record arrived, in UnixNano
 	hook := func(a nflog.Attribute) int {
+		last.Store(time.Now().UnixNano())
 		r.record(a)
 		return 0
 	}
@@ -112,7 +115,22 @@ func (r *LogReader) Start(ctx context.Context) (func(), error) {
 		nf.Close()
 		return nil, fmt.Errorf("firewall: subscribe to nflog group %d: %w", r.Group, err)
 	}
-	return func() { cancel(); nf.Close() }, nil
+	stop := func() {
+		// Drain: records of the last refusals may still be on their way.
+		// Wait until the socket has been quiet for a moment, bounded.
+		const quiet = 50 * time.Millisecond
+		deadline := time.Now().Add(time.Second)
+		for time.Now().Before(deadline) {
+			if time.Since(time.Unix(0, last.Load())) > quiet {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(quiet)
+		cancel()
+		nf.Close()
+	}
+	return stop, nil
 }
 
 func (r *LogReader) record(a nflog.Attribute) {

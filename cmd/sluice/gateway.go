@@ -78,12 +78,7 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 		return g, fmt.Errorf("create agent namespace: %w", err)
 	}
 	g.agent = agent
-	g.cleanup = append(g.cleanup, agent.Close, func() error {
-		if n := agent.KillAll(); n > 0 {
-			log.Info("killed processes the command left in the agent namespace", "count", n)
-		}
-		return nil
-	})
+	g.cleanup = append(g.cleanup, agent.Close, func() error { agent.KillAll(); return nil })
 	log.Debug("agent link up", "iface", iface, "agent", agent.Addr, "gateway", agent.Gateway, "agent6", agent.Addr6)
 
 	pc, ln, port, err := listenDNS(iface)

@@ -124,6 +124,9 @@ func runCmd(args []string) error {
 		return err
 	}
 	code, err := g.runCommand(o.command, cred)
+	if n := g.agent.KillAll(); n > 0 {
+		log.Info("killed processes the command left in the agent namespace", "count", n)
+	}
 	if cerr := g.close(); cerr != nil {
 		log.Error("cleanup incomplete", "err", cerr)
 		if err == nil {

