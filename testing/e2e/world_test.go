@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -85,7 +84,11 @@ type world struct {
 	caFile   string
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T) *world { return newWorldOpts(t, true) }
+
+// newWorldOpts builds the world; with ipv6 false the gateway has no IPv6
+// default route, as on a host without IPv6 connectivity.
+func newWorldOpts(t *testing.T, ipv6 bool) *world {
 	t.Helper()
 	nstest.RequireRoot(t)
 	t.Parallel()
@@ -95,7 +98,9 @@ func newWorld(t *testing.T) *world {
 	w.gw.Run(t, "ip", "addr", "add", "198.18.1.1/24", "dev", "g1")
 	w.gw.Run(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "g1", "nodad")
 	w.gw.Run(t, "ip", "route", "add", "default", "via", "198.18.1.2")
-	w.gw.Run(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:1::2")
+	if ipv6 {
+		w.gw.Run(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:1::2")
+	}
 	w.inet.Run(t, "ip", "addr", "add", "198.18.1.2/24", "dev", "i0")
 	w.inet.Run(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "i0", "nodad")
 	// The fake internet owns every test host address (on its loopback: this
@@ -282,5 +287,3 @@ func noContacts(t *testing.T, what string, cs []fakenet.Contact) {
 		t.Errorf("%s was reached: %+v", what, cs)
 	}
 }
-
-var _ = syscall.SIGKILL

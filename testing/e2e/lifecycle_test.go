@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestSIGKILLFailsClosed kills sluice while the agent lives: the agent must
+// reach nothing new (not even an address it resolved before), and the next
+// start in the same gateway must undo what the dead run left.
+func TestSIGKILLFailsClosed(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	ready, goFile, done, out := filepath.Join(dir, "ready"), filepath.Join(dir, "go"), filepath.Join(dir, "done"), filepath.Join(dir, "out")
+	c := w.curl()
+	script := prelude + `exec >` + out + ` 2>&1
+try before ` + c + ` https://allowed.test/
+touch ` + ready + `
+while [ ! -e ` + goFile + ` ]; do sleep 0.05; done
+try after_ip ` + c + ` --resolve allowed.test:443:` + allowedAddr + ` https://allowed.test/
+try after_dns dig +time=1 +tries=1 @` + gwAddr + ` allowed.test
+try after_dns_ext dig +time=1 +tries=1 @` + publicDNS + ` x.evil.test
+try after_evil nc -z -w 2 ` + evilAddr + ` 443
+touch ` + done + `
+`
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--allow", "allowed.test")...), "--", "sh", "-c", script)
+	cmd := exec.Command("ip", args...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	// The dead-man switch lapses within the heartbeat period.
+	waitFor(t, func() bool {
+		set := w.gw.Run(t, "nft", "list", "set", "inet", "sluice", "alive")
+		return !strings.Contains(set, "elements")
+	})
+	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(done); return err == nil })
+	b, _ := os.ReadFile(out)
+	r := result{stdout: string(b)}
+	t.Logf("agent output after sluice was killed:\n%s", b)
+	expect(t, r, map[string]string{"before": ok, "after_ip": curlRefused, "after_dns": "9", "after_dns_ext": "9", "after_evil": "1"})
+	noContacts(t, "an attacker endpoint", w.sinkContacts())
+	if q := w.auth.AskedAbout("evil.test"); len(q) > 0 {
+		t.Errorf("queries after the kill reached the upstream: %v", q)
+	}
+
+	// The agent has exited, so its namespace and link are gone; the table,
+	// the forwarding sysctls and the state record remain until the next start.
+	if out := w.gw.Run(t, "nft", "list", "tables"); !strings.Contains(out, "sluice") {
+		t.Fatalf("the killed run's table is already gone; the test does not test recovery")
+	}
+	r = w.run(t, nil, "true")
+	for _, want := range []string{"removed table inet sluice", "restored net/ipv4/ip_forward=0"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("next start did not report %q:\n%s", want, r.stderr)
+		}
+	}
+}
+
+func TestBadPolicyChangesNothing(t *testing.T) {
+	w := newWorld(t)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("version: 1\nallow:\n  - host: \"*\"\n  - host: ok.test\n    ports: [99999]\n"), 0o644)
+	r := w.run(t, []string{"--policy", bad}, "echo ran")
+	if r.code != 1 || strings.Contains(r.stdout, "ran") {
+		t.Errorf("bad policy: exit %d, stdout %q; want exit 1 and no command", r.code, r.stdout)
+	}
+	for _, want := range []string{"bad.yaml:3: allow[0].host: a bare '*'", "bad.yaml:5: allow[1].ports[0]: port \"99999\""} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	r = w.run(t, []string{"--allow", "*.com"}, "echo ran")
+	if r.code != 1 || !strings.Contains(r.stderr, "public suffix") {
+		t.Errorf("--allow *.com: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = w.run(t, []string{"--upstream", "not-an-ip"}, "echo ran")
+	if r.code != 1 || !strings.Contains(r.stderr, "--upstream") {
+		t.Errorf("bad --upstream: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = w.run(t, []string{"--agent-net", "198.18.1.0/30"}, "echo ran")
+	if r.code != 1 || !strings.Contains(r.stderr, "overlaps") {
+		t.Errorf("overlapping --agent-net: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if entries, _ := filepath.Glob("/run/sluice/*.resolv.conf"); len(entries) > 0 {
+		t.Logf("note: resolv.conf files present (maybe other parallel tests): %v", entries)
+	}
+}
+
+func TestCheckCommand(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("version: 1\nallow:\n  - host: api.github.test\n  - host: github.com\n"), 0o644)
+	os.WriteFile(bad, []byte("version: 1\nallow:\n  - hots: a.test\n"), 0o644)
+	out, err := exec.Command(sluiceBin, "check", good).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "good.yaml: ok, 2 entries, policy sha256:") ||
+		!strings.Contains(string(out), "github.com accepts git pushes") {
+		t.Errorf("check good: %v\n%s", err, out)
+	}
+	out, err = exec.Command(sluiceBin, "check", bad, good).CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "bad.yaml:3: allow[0].hots: unknown key") {
+		t.Errorf("check bad: %v\n%s", err, out)
+	}
+}
+
+func TestNoIPv6OnGateway(t *testing.T) {
+	w := newWorldOpts(t, false)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "allowed.test", "--allow", "v6only.allowed.test"}, prelude+`
+echo aaaa=$(dig +short AAAA allowed.test | wc -l)
+dig AAAA allowed.test | grep -q 'status: NOERROR'; echo aaaa_noerror=$?
+echo global6=$(ip -6 addr show scope global | grep -c inet6)
+try v4 `+c+` https://allowed.test/
+try v6only `+c+` https://v6only.allowed.test/
+try literal6 `+c+` -k https://[`+allowedAddr6+`]/
+`)
+	expect(t, r, map[string]string{"aaaa": "0", "aaaa_noerror": "0", "global6": "0", "v4": ok, "v6only": curlNoResolve, "literal6": curlRefused})
+	for _, q := range w.auth.Asked() {
+		if strings.HasSuffix(q, " AAAA") {
+			t.Errorf("AAAA question forwarded although the gateway has no IPv6: %s", q)
+		}
+	}
+}
