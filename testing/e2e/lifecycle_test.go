@@ -1,11 +1,15 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/sluicegw/sluice/testing/fakenet"
+	"github.com/sluicegw/sluice/testing/nstest"
 )
 
 // TestSIGKILLFailsClosed kills sluice while the agent lives: the agent must
@@ -133,4 +137,50 @@ try literal6 `+c+` -k https://[`+allowedAddr6+`]/
 			t.Errorf("AAAA question forwarded although the gateway has no IPv6: %s", q)
 		}
 	}
+}
+
+// TestForwardingOpensNoOtherPath checks that switching forwarding on for
+// the agent does not let the gateway route between its other interfaces.
+func TestForwardingOpensNoOtherPath(t *testing.T) {
+	w := newWorld(t)
+	lan := nstest.New(t, w.gw.Name[:len(w.gw.Name)-3]+"-lan")
+	nstest.Link(t, w.gw, "g2", lan, "l0")
+	w.gw.Run(t, "ip", "addr", "add", "198.51.100.1/24", "dev", "g2")
+	lan.Run(t, "ip", "addr", "add", "198.51.100.2/24", "dev", "l0")
+	lan.Run(t, "ip", "route", "add", "default", "via", "198.51.100.1")
+	w.inet.Run(t, "ip", "route", "add", "198.51.100.0/24", "via", "198.18.1.1")
+	sink := &fakenet.Sink{}
+	t.Cleanup(sink.Close)
+	if err := lan.Do(func() error {
+		ln, err := net.Listen("tcp", "198.51.100.2:80")
+		if err == nil {
+			sink.ListenTCP(ln)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ready, goFile := filepath.Join(dir, "ready"), filepath.Join(dir, "go")
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs()...), "--", "sh", "-c",
+		"touch "+ready+"; while [ ! -e "+goFile+" ]; do sleep 0.05; done")
+	cmd := exec.Command("ip", args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+	fwd := strings.TrimSpace(w.gw.Run(t, "sysctl", "-n", "net.ipv4.ip_forward"))
+	_, connErr := w.inet.Cmd("nc", "-z", "-w", "2", "198.51.100.2", "80").CombinedOutput()
+	os.WriteFile(goFile, nil, 0o644)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("sluice run: %v", err)
+	}
+	if fwd != "1" {
+		t.Fatalf("ip_forward = %s during the run; the test assumes sluice switched it on", fwd)
+	}
+	if connErr == nil {
+		t.Error("a host on one gateway interface reached a host on another while sluice ran")
+	}
+	noContacts(t, "the LAN host", sink.Contacts())
+	w.assertClean(t)
 }
