@@ -131,13 +131,6 @@ func (m *Manager) flush(pending []elemKey, deadline time.Time) error {
 	return nil
 }
 
-func btoi(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
-
 func (m *Manager) sweep(now time.Time) {
 	for k, exp := range m.expiry {
 		if !exp.After(now) {

@@ -169,7 +169,7 @@ func TestForwardingOpensNoOtherPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
-	fwd := strings.TrimSpace(w.gw.Run(t, "sysctl", "-n", "net.ipv4.ip_forward"))
+	fwd := strings.TrimSpace(w.gw.Run(t, "cat", "/proc/sys/net/ipv4/ip_forward"))
 	_, connErr := w.inet.Cmd("nc", "-z", "-w", "2", "198.51.100.2", "80").CombinedOutput()
 	os.WriteFile(goFile, nil, 0o644)
 	if err := cmd.Wait(); err != nil {

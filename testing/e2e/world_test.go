@@ -249,10 +249,10 @@ func (w *world) assertClean(t *testing.T) {
 	if out := w.gw.Run(t, "ip", "-br", "link"); strings.Contains(out, "sl") && strings.Contains(out, "@") {
 		t.Errorf("agent link left behind: %s", out)
 	}
-	if out := w.gw.Run(t, "sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(out) != "0" {
+	if out := w.gw.Run(t, "cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(out) != "0" {
 		t.Errorf("net.ipv4.ip_forward = %s after the run, want it restored to 0", out)
 	}
-	if out := w.gw.Run(t, "sysctl", "-n", "net.ipv6.conf.all.forwarding"); strings.TrimSpace(out) != "0" {
+	if out := w.gw.Run(t, "cat", "/proc/sys/net/ipv6/conf/all/forwarding"); strings.TrimSpace(out) != "0" {
 		t.Errorf("net.ipv6.conf.all.forwarding = %s after the run, want it restored to 0", out)
 	}
 }
