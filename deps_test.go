@@ -12,7 +12,7 @@ import (
 var allowedImports = map[string][]string{
 	"policy":    {"gopkg.in/yaml.v3", "golang.org/x/net/"},
 	"journal":   {},
-	"dnsfilter": {"policy", "journal", "github.com/miekg/dns"},
+	"dnsfilter": {"policy", "journal", "github.com/miekg/dns", "golang.org/x/net/"},
 	"firewall": {"policy", "journal", "github.com/google/nftables", "github.com/vishvananda/",
 		"github.com/florianl/go-nflog/", "golang.org/x/sys/"},
 }

@@ -140,9 +140,8 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, d poli
 	m.Answer = ageRRs(c.msg.Answer, age)
 	m.Ns = ageRRs(c.msg.Ns, age)
 	if ev.Reason == "" {
-		ev.Allow, ev.Reason = true, string(policy.ReasonAllowed)
+		ev.Allow, ev.Reason, ev.Addrs = true, string(policy.ReasonAllowed), c.addrs
 	}
-	ev.Detail = strings.TrimSpace(ev.Detail + " " + addrList(c.addrs))
 	return outcome{msg: m, record: true, ev: ev}
 }
 
@@ -172,8 +171,7 @@ func (s *Server) lookup(ctx context.Context, d policy.Decision, qtype uint16, ev
 	}
 	f := s.filterAnswer(d, qtype, r)
 	if len(f.dropped) > 0 {
-		ev.Reason = reasonFilteredAddrs
-		ev.Detail = "dropped " + addrList(f.dropped)
+		ev.Reason, ev.Addrs = reasonFilteredAddrs, f.dropped
 	}
 	return f.cached, nil
 }
@@ -332,12 +330,4 @@ func ageRRs(rrs []dns.RR, age time.Duration) []dns.RR {
 		h.Ttl -= min(h.Ttl, sec)
 	}
 	return out
-}
-
-func addrList(addrs []netip.Addr) string {
-	ss := make([]string, len(addrs))
-	for i, a := range addrs {
-		ss[i] = a.String()
-	}
-	return strings.Join(ss, ",")
 }

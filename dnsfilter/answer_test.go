@@ -159,7 +159,7 @@ func TestForbiddenAddressesDropped(t *testing.T) {
 	if !slices.Equal(answers(r), []string{"198.18.2.10"}) {
 		t.Errorf("answer %v, want only the public address", answers(r))
 	}
-	if ev := f.log.last(); ev.Reason != reasonFilteredAddrs || !strings.Contains(ev.Detail, "169.254.169.254") {
+	if ev := f.log.last(); ev.Reason != reasonFilteredAddrs || !slices.Contains(ev.Addrs, netip.MustParseAddr("169.254.169.254")) {
 		t.Errorf("event %+v, want addresses_dropped naming the metadata address", ev)
 	}
 	if r := f.ask(t, "mapped.allowed.test.", dns.TypeAAAA); len(r.Answer) != 0 {

@@ -16,6 +16,10 @@ type Pins struct {
 	count int
 	max   int
 	now   func() time.Time
+	// swept is when the table was last swept: a full table is swept at
+	// most once a second, so an agent that fills it cannot make every
+	// answer pay for a scan.
+	swept time.Time
 }
 
 // NewPins returns an empty pin table that holds at most max address pins;
@@ -38,7 +42,10 @@ func (p *Pins) Pin(name string, addrs []netip.Addr, until time.Time) bool {
 		}
 	}
 	if p.count+fresh > p.max {
-		p.sweepLocked()
+		if now := p.now(); now.Sub(p.swept) >= time.Second {
+			p.swept = now
+			p.sweepLocked()
+		}
 		if p.count+fresh > p.max {
 			return false
 		}

@@ -86,6 +86,7 @@ type Server struct {
 
 	mu      sync.Mutex
 	servers []*dns.Server
+	closers []func() error
 }
 
 // New returns a Server that enforces p. It does not listen until Serve.
@@ -168,15 +169,21 @@ func (s *Server) ListenAndServe(addr string) error {
 }
 
 // Serve answers on already bound sockets (for example, sockets opened inside
-// another network namespace) until Shutdown.
+// another network namespace) until Shutdown. It returns once both serve.
 func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
-	udp := &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery}
 	tcp := &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
 		ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
+	servers := []*dns.Server{tcp}
+	if conn, ok := pc.(*net.UDPConn); ok {
+		s.serveUDP(conn)
+	} else {
+		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery})
+	}
 	s.mu.Lock()
-	s.servers = append(s.servers, udp, tcp)
+	s.servers = append(s.servers, servers...)
+	s.closers = append(s.closers, pc.Close)
 	s.mu.Unlock()
-	for _, srv := range []*dns.Server{udp, tcp} {
+	for _, srv := range servers {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
 		go func() {
@@ -192,11 +199,14 @@ func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
 // Shutdown stops every listener started by Serve.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
-	servers := s.servers
-	s.servers = nil
+	servers, closers := s.servers, s.closers
+	s.servers, s.closers = nil, nil
 	s.mu.Unlock()
 	for _, srv := range servers {
 		_ = srv.Shutdown()
+	}
+	for _, c := range closers {
+		_ = c()
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -96,9 +97,16 @@ type Manager struct {
 	sets    map[string]*nftables.Set
 	refresh bool // refresh timeouts by delete-and-add
 
-	mu     sync.Mutex // serialises batches on conn
+	connMu sync.Mutex // serialises batches on conn
 	conn   *nftables.Conn
-	expiry map[elemKey]time.Time
+
+	// batches and elements count the kernel transactions of Allow.
+	batches, elements atomic.Int64
+
+	mu       sync.Mutex // guards the fields below
+	expiry   map[elemKey]time.Time
+	pending  []*allowReq
+	flushing bool // a leader is committing pending requests
 }
 
 // New opens a lasting netlink connection to the gateway's namespace. It
@@ -141,8 +149,8 @@ func New(cfg Config) (*Manager, error) {
 // The heartbeat element is part of the batch, so the agent can resolve and
 // connect from the moment Install returns.
 func (m *Manager) Install() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
 	c := m.conn
 	// Add-then-delete makes the delete succeed whether or not a table was
 	// there; the add that follows builds the new one in the same batch.
@@ -159,7 +167,9 @@ func (m *Manager) Install() error {
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("firewall: install table inet %s: %w", m.cfg.Table, err)
 	}
+	m.mu.Lock()
 	clear(m.expiry)
+	m.mu.Unlock()
 	return nil
 }
 
@@ -282,8 +292,8 @@ func icmp6Type(t byte) []expr.Any {
 
 // Remove deletes our table. A table that is already gone is not an error.
 func (m *Manager) Remove() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
 	m.conn.AddTable(m.table)
 	m.conn.DelTable(m.table)
 	if err := m.conn.Flush(); err != nil {
@@ -293,7 +303,10 @@ func (m *Manager) Remove() error {
 }
 
 // Close releases the netlink connection; the table stays.
-func (m *Manager) Close() error { return m.conn.CloseLasting() }
+func (m *Manager) Close() error {
+	m.cfg.Log.Debug("set updates", "transactions", m.batches.Load(), "elements", m.elements.Load())
+	return m.conn.CloseLasting()
+}
 
 // RemoveTable deletes a table left by an earlier run, in the namespace of
 // nsFd (-1 for the current one), and reports whether there was one.

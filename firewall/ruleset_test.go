@@ -13,6 +13,12 @@ import (
 )
 
 func newManager(t *testing.T, refreshByDelete bool) (*Manager, *nstest.NS) {
+	return newManagerTB(t, refreshByDelete)
+}
+
+func newManagerB(b *testing.B) (*Manager, *nstest.NS) { return newManagerTB(b, false) }
+
+func newManagerTB(t testing.TB, refreshByDelete bool) (*Manager, *nstest.NS) {
 	t.Helper()
 	ns := nstest.New(t, nstest.Prefix()+"-gw")
 	e, err := policy.ParseAllowFlag("198.51.100.0/24:22")

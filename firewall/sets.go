@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"time"
 
 	"github.com/google/nftables"
@@ -23,21 +24,99 @@ func elemBytes(k elemKey) []byte {
 	return append(b, 0, 0)
 }
 
-// expirySlack is how much earlier than the kernel we consider an element
-// gone, so that an answer never relies on an element about to lapse.
-const expirySlack = 2 * time.Second
+// allowReq is one answer's set update waiting for a batch.
+type allowReq struct {
+	fresh, known []elemKey // new to the kernel; known but expiring too soon
+	timeout      time.Duration
+	deadline     time.Time
+	done         chan error
+}
 
 // Allow admits TCP connections to every addr on every port for at least
-// need. Elements already known to outlive need cost no netlink call; the
-// others are added (or refreshed) in as few batches as possible. It returns
-// after the kernel has acknowledged them.
+// need, and returns after the kernel has acknowledged it.
+//
+// Elements already known to outlive need cost no netlink call (the common
+// case of a cached answer). The others join a group commit: the first
+// caller becomes the leader and writes every pending update in one batch,
+// while later callers wait for the acknowledgement of the batch that holds
+// their elements. Each caller still returns only after its own elements are
+// in the kernel.
 func (m *Manager) Allow(ctx context.Context, addrs []netip.Addr, ports []uint16, need time.Duration) error {
 	need = max(need, time.Second)
-	m.mu.Lock()
-	defer m.mu.Unlock()
 	now := time.Now()
 	deadline := now.Add(need)
-	var fresh, known []elemKey
+	m.mu.Lock()
+	if m.allKnownLocked(addrs, ports, deadline) {
+		m.mu.Unlock()
+		return nil
+	}
+	req := m.classifyLocked(addrs, ports, now, deadline)
+	if len(req.fresh)+len(req.known) == 0 {
+		m.mu.Unlock()
+		return nil
+	}
+	req.timeout = need
+	req.done = make(chan error, 1)
+	m.pending = append(m.pending, req)
+	if m.flushing {
+		m.mu.Unlock()
+		select {
+		case err := <-req.done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	m.flushing = true
+	// Let goroutines that are ready to run (other answers on their way
+	// here) join this batch: with few threads, a leader that flushed at
+	// once would commit one element per transaction.
+	m.mu.Unlock()
+	runtime.Gosched()
+	m.mu.Lock()
+	for len(m.pending) > 0 {
+		batch := m.pending
+		m.pending = nil
+		m.mu.Unlock()
+		committed, err := m.commit(batch)
+		m.mu.Lock()
+		for _, r := range batch {
+			for _, k := range append(r.fresh, r.known...) {
+				if committed[k] && m.expiry[k].Before(r.deadline) {
+					m.expiry[k] = r.deadline
+				}
+			}
+			r.done <- err
+		}
+	}
+	m.flushing = false
+	if len(m.expiry) > 4*int(m.cfg.SetSize) {
+		m.sweepLocked(now)
+	}
+	m.mu.Unlock()
+	return <-req.done
+}
+
+// allKnownLocked reports whether every element is known to outlive
+// deadline. exp is when we asked the kernel plus the timeout, so the
+// kernel's own expiry is never earlier.
+func (m *Manager) allKnownLocked(addrs []netip.Addr, ports []uint16, deadline time.Time) bool {
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.Is6() && !m.cfg.AgentAddr6.IsValid() {
+			continue
+		}
+		for _, p := range ports {
+			if exp, ok := m.expiry[elemKey{a, p}]; !ok || exp.Before(deadline) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (m *Manager) classifyLocked(addrs []netip.Addr, ports []uint16, now, deadline time.Time) *allowReq {
+	r := &allowReq{deadline: deadline}
 	for _, a := range addrs {
 		a = a.Unmap()
 		if a.Is6() && !m.cfg.AgentAddr6.IsValid() {
@@ -47,55 +126,69 @@ func (m *Manager) Allow(ctx context.Context, addrs []netip.Addr, ports []uint16,
 			k := elemKey{a, p}
 			exp, ok := m.expiry[k]
 			switch {
-			case ok && exp.Add(-expirySlack).After(deadline):
-				// outlives the answer: nothing to do
+			case ok && !exp.Before(deadline):
 			case ok && exp.After(now):
-				known = append(known, k)
+				r.known = append(r.known, k)
 			default:
-				fresh = append(fresh, k)
+				r.fresh = append(r.fresh, k)
 			}
 		}
 	}
-	if len(fresh)+len(known) == 0 {
-		return nil
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	all := append(fresh, known...)
-	for len(all) > 0 {
-		n := min(len(all), maxBatch)
-		chunk := all[:n]
-		all = all[n:]
-		m.queue(chunk, len(fresh), need)
-		if err := m.flush(chunk, deadline); err != nil {
-			return err
-		}
-		fresh = fresh[min(len(fresh), n):]
-	}
-	if len(m.expiry) > 4*int(m.cfg.SetSize) {
-		m.sweep(now)
-	}
-	return nil
+	return r
 }
 
-// queue adds one batch for keys, of which the first nFresh are new to the
-// kernel. Each set gets one message per step, not one per element: the
-// kernel acknowledges every message, and thousands of acknowledgements
-// overflow the socket's receive buffer.
+// commit writes the batch's elements, in chunks the kernel accepts, and
+// reports which elements it holds now. Where two requests name the same
+// element, the longer timeout wins.
+func (m *Manager) commit(batch []*allowReq) (map[elemKey]bool, error) {
+	timeouts := map[elemKey]time.Duration{}
+	refresh := map[elemKey]bool{}
+	var order []elemKey
+	for _, r := range batch {
+		for i, k := range append(r.fresh, r.known...) {
+			if _, seen := timeouts[k]; !seen {
+				order = append(order, k)
+			}
+			timeouts[k] = max(timeouts[k], r.timeout)
+			if i >= len(r.fresh) {
+				refresh[k] = true
+			}
+		}
+	}
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
+	committed := make(map[elemKey]bool, len(order))
+	for len(order) > 0 {
+		chunk := order[:min(len(order), maxBatch)]
+		order = order[len(chunk):]
+		m.queue(chunk, timeouts, refresh)
+		if err := m.conn.Flush(); err != nil {
+			return committed, fmt.Errorf("firewall: add %d elements to the agent's sets: %w", len(chunk), err)
+		}
+		for _, k := range chunk {
+			committed[k] = true
+		}
+		m.batches.Add(1)
+		m.elements.Add(int64(len(chunk)))
+	}
+	return committed, nil
+}
+
+// queue adds one batch's messages. Each set gets one message per step, not
+// one per element: the kernel acknowledges every message, and thousands of
+// acknowledgements overflow the socket's receive buffer.
 //
 // To refresh the timeout of an element the kernel already has, kernels
 // before 6.12 need it deleted and added again; adding it first makes the
 // delete safe even if it lapsed in the meantime, and the three steps are one
 // transaction, so no packet ever sees the element missing.
-func (m *Manager) queue(keys []elemKey, nFresh int, timeout time.Duration) {
-	nFresh = min(nFresh, len(keys))
+func (m *Manager) queue(keys []elemKey, timeouts map[elemKey]time.Duration, refresh map[elemKey]bool) {
 	emit := func(keys []elemKey, add bool) {
 		var v4, v6 []nftables.SetElement
 		for _, k := range keys {
 			el := nftables.SetElement{Key: elemBytes(k)}
 			if add {
-				el.Timeout = timeout
+				el.Timeout = timeouts[k]
 			}
 			if k.addr.Is6() {
 				v6 = append(v6, el)
@@ -103,35 +196,37 @@ func (m *Manager) queue(keys []elemKey, nFresh int, timeout time.Duration) {
 				v4 = append(v4, el)
 			}
 		}
-		for set, els := range map[string][]nftables.SetElement{set4: v4, set6: v6} {
-			if len(els) == 0 {
+		for _, s := range []struct {
+			name string
+			els  []nftables.SetElement
+		}{{set4, v4}, {set6, v6}} {
+			if len(s.els) == 0 {
 				continue
 			}
 			if add {
-				_ = m.conn.SetAddElements(m.sets[set], els) // errors only for anonymous sets
+				_ = m.conn.SetAddElements(m.sets[s.name], s.els) // errors only for anonymous sets
 			} else {
-				_ = m.conn.SetDeleteElements(m.sets[set], els)
+				_ = m.conn.SetDeleteElements(m.sets[s.name], s.els)
 			}
 		}
 	}
 	emit(keys, true)
-	if m.refresh && nFresh < len(keys) {
-		emit(keys[nFresh:], false)
-		emit(keys[nFresh:], true)
+	if !m.refresh {
+		return
+	}
+	var again []elemKey
+	for _, k := range keys {
+		if refresh[k] {
+			again = append(again, k)
+		}
+	}
+	if len(again) > 0 {
+		emit(again, false)
+		emit(again, true)
 	}
 }
 
-func (m *Manager) flush(pending []elemKey, deadline time.Time) error {
-	if err := m.conn.Flush(); err != nil {
-		return fmt.Errorf("firewall: add %d elements to the agent's sets: %w", len(pending), err)
-	}
-	for _, k := range pending {
-		m.expiry[k] = deadline
-	}
-	return nil
-}
-
-func (m *Manager) sweep(now time.Time) {
+func (m *Manager) sweepLocked(now time.Time) {
 	for k, exp := range m.expiry {
 		if !exp.After(now) {
 			delete(m.expiry, k)
@@ -146,8 +241,8 @@ func (m *Manager) aliveElem() nftables.SetElement {
 // Heartbeat proves sluice alive for another Config.Heartbeat. Call it well
 // within that period: once it lapses, the agent's new flows are refused.
 func (m *Manager) Heartbeat() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	m.connMu.Lock()
+	defer m.connMu.Unlock()
 	set := m.sets[setAlive]
 	el := []nftables.SetElement{m.aliveElem()}
 	_ = m.conn.SetAddElements(set, el)

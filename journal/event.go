@@ -41,8 +41,10 @@ type Event struct {
 	Rule string
 	// PolicyHash is the policy version that made the decision.
 	PolicyHash string
-	// Detail is free text for a person: the upstream error, the addresses
-	// that were dropped from an answer.
+	// Addrs are the addresses of a DNS answer: the ones handed out, or
+	// for a refusal the ones dropped from it.
+	Addrs []netip.Addr
+	// Detail is free text for a person, such as the upstream's error.
 	Detail string
 }
 
@@ -90,6 +92,13 @@ func (s LogSink) Record(ev Event) {
 		attrs = append(attrs, slog.String("rule", ev.Rule))
 	}
 	attrs = append(attrs, slog.String("policy", ev.PolicyHash))
+	if len(ev.Addrs) > 0 {
+		addrs := make([]string, len(ev.Addrs))
+		for i, a := range ev.Addrs {
+			addrs[i] = a.String()
+		}
+		attrs = append(attrs, slog.String("addrs", strings.Join(addrs, ",")))
+	}
 	if ev.Detail != "" {
 		attrs = append(attrs, slog.String("detail", bound(ev.Detail)))
 	}

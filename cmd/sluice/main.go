@@ -39,7 +39,9 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 func init() { runtime.LockOSThread() }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	code := run(os.Args[1:])
+	stopProfile()
+	os.Exit(code)
 }
 
 func run(args []string) int {

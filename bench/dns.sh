@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# DNS benchmark of sluice's whole resolver path: agent namespace -> nft
+# redirect -> filtering resolver -> upstream -> nft set update -> answer.
+#
+#   sudo bench/dns.sh            # prints one line per phase
+#
+# Topology (namespaces made and removed here, addresses from 198.18.0.0/15):
+#   agent (made by sluice run) -- gw: sluice, pinned to CPU1, GOMAXPROCS=1
+#   gw 198.18.1.1 -- srv 198.18.1.2: bench/dnsproto, every name -> one
+#   address in 198.18.128.0/17 (TTL 300), which srv owns on its loopback.
+# The load generator (bench/dnsload) runs as the agent, pinned to CPU0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${DURATION:-5s}
+tmp=$(mktemp -d)
+gw=bgw$$ srv=bsrv$$
+cleanup() {
+	kill "${proto_pid:-}" 2>/dev/null || true
+	ip netns del "$gw" 2>/dev/null || true
+	ip netns del "$srv" 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+go build -o "$tmp/sluice" ./cmd/sluice
+go build -o "$tmp/dnsproto" ./bench/dnsproto
+go build -o "$tmp/dnsload" ./bench/dnsload
+
+ip netns add "$gw"
+ip netns add "$srv"
+ip -n "$gw" link set lo up
+ip -n "$srv" link set lo up
+ip -n "$gw" link add g1 type veth peer name s0 netns "$srv"
+ip -n "$gw" addr add 198.18.1.1/24 dev g1
+ip -n "$gw" link set g1 up
+ip -n "$gw" route add default via 198.18.1.2
+ip -n "$srv" addr add 198.18.1.2/24 dev s0
+ip -n "$srv" link set s0 up
+ip -n "$srv" addr add 198.18.128.0/17 dev lo
+ip -n "$srv" route add unreachable default
+ip netns exec "$srv" taskset -c 0 "$tmp/dnsproto" -addr 198.18.1.2:53 -accept 0.0.0.0:80 &
+proto_pid=$!
+sleep 0.3
+
+# phase NAME DNSLOAD-ARGS...: one sluice run per phase, so cache-miss runs
+# start cold; prints dnsload's line and sluice's CPU per answer.
+phase() {
+	local name=$1
+	shift
+	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run ${SLUICE_FLAGS:-} \
+		--upstream 198.18.1.2 --allow '*.bench.test:80' --agent-net 198.18.0.0/30 --no-ipv6 -- \
+		sh -c 'cpu() { awk "{print \$14+\$15}" /proc/$PPID/stat; }
+			c0=$(cpu); out=$(taskset -c 0 '"$tmp"'/dnsload -server 198.18.0.1:53 '"$*"'); c1=$(cpu)
+			n=$(echo "$out" | sed -n "s/^answers=\([0-9]*\).*/\1/p")
+			echo "'"$name"': $out sluice_cpu_us_per_answer=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"' 2>${SLUICE_STDERR:-/dev/null}
+}
+phase hit          -count 100 -c 8 -d "$D"
+phase miss         -unique -count 0 -c 64 -d "${MISS_DURATION:-3s}"
+phase denied       -names 'd%07d.denied.test.' -count 100000 -c 8 -d "$D"
+phase hit-latency  -count 100 -c 4 -qps 10000 -d "$D"
+phase miss-latency -unique -count 50000000 -c 4 -qps 2000 -d "$D"
+phase connect      -unique -count 90000000 -c 4 -connect 80 -d "$D"
