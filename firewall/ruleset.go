@@ -220,6 +220,10 @@ func (m *Manager) addChains() {
 	}
 	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
 	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
+	// Link-level chatter (router solicitations, mDNS) is not an attempt to
+	// reach anything: drop it without a log line.
+	add(in, rule(pktType(unix.PACKET_MULTICAST), verdict(expr.VerdictDrop)))
+	add(in, rule(pktType(unix.PACKET_BROADCAST), verdict(expr.VerdictDrop)))
 	m.refuse(in, ReasonGatewayPort)
 	input := base("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
 	add(input, rule(iif(agent, true), jump(chainAgentIn)))
@@ -281,6 +285,13 @@ func (m *Manager) refuseIf(ch *nftables.Chain, reason string, match []expr.Any, 
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
 		Exprs: rule(match, limit, logTo(m.cfg.LogGroup, logPrefix+reason))})
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch, Exprs: rule(match, final)})
+}
+
+func pktType(t byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyPKTTYPE, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{t}},
+	}
 }
 
 func icmp6Type(t byte) []expr.Any {

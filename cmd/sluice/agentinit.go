@@ -37,8 +37,22 @@ func agentInit(args []string) error {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail(fmt.Errorf("make mounts private: %w", err))
 	}
+	// Open the resolv.conf to mount before hiding the directory it is in.
+	var resolvPath string
 	if *resolv != "" {
-		if err := mountResolvConf(*resolv); err != nil {
+		f, err := os.Open(*resolv)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		resolvPath = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
+	hidden, err := hideSideDoors()
+	if err != nil {
+		return fail(err)
+	}
+	if resolvPath != "" {
+		if err := mountResolvConf(resolvPath, hidden); err != nil {
 			return fail(err)
 		}
 	}
@@ -61,6 +75,11 @@ func agentInit(args []string) error {
 	if err := syscall.Setuid(*uid); err != nil {
 		return fail(fmt.Errorf("setuid %d: %w", *uid, err))
 	}
+	// Nothing sluice (or whoever started sluice) had open reaches the
+	// command but its standard streams: no socket of another namespace.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fail(fmt.Errorf("close inherited files: %w", err))
+	}
 	path, err := exec.LookPath(fs.Arg(0))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sluice: %v\n", err)
@@ -74,25 +93,65 @@ func agentInit(args []string) error {
 	return exitError{126}
 }
 
+// sideDoors are host services reachable through the filesystem, which no
+// network namespace separates: the system bus (systemd-resolved resolves
+// any name for whoever asks over it), resolved's varlink socket, nscd,
+// container runtimes, named namespaces (a way back into the gateway) and
+// sluice's own state. The agent gets an empty directory in their place.
+var sideDoors = []string{
+	"/run/dbus", "/run/systemd", "/run/nscd", "/run/docker", "/run/containerd",
+	"/run/podman", "/run/netns", "/run/sluice", "/var/lib/sss/pipes",
+}
+
+// sideDoorSockets are single sockets that get /dev/null in their place.
+var sideDoorSockets = []string{"/run/docker.sock", "/var/run/docker.sock", "/run/podman/podman.sock"}
+
+// hideSideDoors covers each side door that exists, in this mount namespace
+// only, and returns the directories it covered.
+func hideSideDoors() ([]string, error) {
+	var hidden []string
+	for _, dir := range sideDoors {
+		real, err := filepath.EvalSymlinks(dir)
+		if err != nil {
+			continue // absent
+		}
+		if err := unix.Mount("tmpfs", real, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755,size=1m"); err != nil {
+			return nil, fmt.Errorf("hide %s: %w", dir, err)
+		}
+		hidden = append(hidden, real)
+	}
+	for _, sock := range sideDoorSockets {
+		if real, err := filepath.EvalSymlinks(sock); err == nil {
+			if err := unix.Mount("/dev/null", real, "", unix.MS_BIND, ""); err != nil {
+				return nil, fmt.Errorf("hide %s: %w", sock, err)
+			}
+		}
+	}
+	return hidden, nil
+}
+
 // mountResolvConf binds file over /etc/resolv.conf, following a symlink to
-// its target the way the resolver library will.
-func mountResolvConf(file string) error {
-	target := "/etc/resolv.conf"
-	if resolved, err := filepath.EvalSymlinks(target); err == nil {
-		target = resolved
-	} else {
-		// A dangling link, say to the stub of a stopped systemd-resolved:
-		// give its directory a private tmpfs in this mount namespace (the
-		// host sees nothing) and create the file there to mount over.
-		link, lerr := os.Readlink(target)
+// its target the way the resolver library will. When the link dangles
+// (say, into a directory hidden above, or of a stopped systemd-resolved),
+// its target is created on a private tmpfs: nothing is written to the
+// host's filesystem.
+func mountResolvConf(file string, hidden []string) error {
+	target, err := filepath.EvalSymlinks("/etc/resolv.conf")
+	if err != nil {
+		link, lerr := os.Readlink("/etc/resolv.conf")
 		if lerr != nil {
 			return fmt.Errorf("find /etc/resolv.conf: %w", err)
 		}
 		if !filepath.IsAbs(link) {
 			link = filepath.Join("/etc", link)
 		}
-		if err := unix.Mount("tmpfs", filepath.Dir(link), "tmpfs", 0, "mode=0755"); err != nil {
-			return fmt.Errorf("/etc/resolv.conf points to missing %s: %w", link, err)
+		dir := filepath.Dir(link)
+		if !underAny(dir, hidden) {
+			if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755,size=1m"); err != nil {
+				return fmt.Errorf("/etc/resolv.conf points to missing %s: %w", link, err)
+			}
+		} else if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
 		}
 		if err := os.WriteFile(link, nil, 0o644); err != nil {
 			return err
@@ -103,4 +162,13 @@ func mountResolvConf(file string) error {
 		return fmt.Errorf("bind %s over %s: %w", file, target, err)
 	}
 	return nil
+}
+
+func underAny(path string, dirs []string) bool {
+	for _, d := range dirs {
+		if path == d || strings.HasPrefix(path, d+"/") {
+			return true
+		}
+	}
+	return false
 }

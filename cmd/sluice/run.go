@@ -116,6 +116,10 @@ func runCmd(args []string) error {
 	if err != nil {
 		return err
 	}
+	if cred.uid == 0 {
+		log.Warn("the command runs as root, with the host's capabilities: it could leave its network namespace; " +
+			"run agents as an unprivileged user (sudo picks the invoking user, or pass --user)")
+	}
 	if _, err := upstreamServers(o.upstream); err != nil {
 		return err // before anything is set up
 	}

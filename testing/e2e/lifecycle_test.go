@@ -184,3 +184,54 @@ func TestForwardingOpensNoOtherPath(t *testing.T) {
 	noContacts(t, "the LAN host", sink.Contacts())
 	w.assertClean(t)
 }
+
+// TestAgentEnvironment checks what the command finds around it: the
+// gateway as its resolver, no side doors to host services or namespaces,
+// its stdin, and the user it runs as.
+func TestAgentEnvironment(t *testing.T) {
+	w := newWorld(t)
+	r := w.run(t, nil, prelude+`
+echo resolv=$(awk '/^nameserver/{print $2}' /etc/resolv.conf)
+for d in /run/sluice /run/netns /run/dbus /run/systemd; do
+  [ -d $d ] && echo "entries_$(basename $d)=$(ls -A $d | wc -l)"
+done
+echo pipes=$(ls -l /proc/self/fd | grep -c 'socket:\|pipe:')
+echo ifaces=$(ls /sys/class/net | tr '\n' ' ')
+`)
+	expect(t, r, map[string]string{"resolv": gwAddr, "entries_sluice": "0", "entries_netns": "0", "pipes": "2", "ifaces": "eth0 lo"})
+	for k, v := range r.values() {
+		if strings.HasPrefix(k, "entries_") && v != "0" {
+			t.Errorf("%s: the agent sees %s entries", k, v)
+		}
+	}
+
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--user", "nobody")...), "--", "sh", "-c", "id -u; cat")
+	cmd := exec.Command("ip", args...)
+	cmd.Stdin = strings.NewReader("from-stdin\n")
+	out, err := cmd.Output()
+	if err != nil || string(out) != "65534\nfrom-stdin\n" {
+		t.Errorf("--user nobody with stdin: %v, output %q", err, out)
+	}
+	args = append(append([]string{"netns", "exec", w.gw.Name, "env", "SUDO_USER=nobody", "SUDO_UID=65534", sluiceBin}, sluiceArgs()...), "--", "id", "-u")
+	if out, err := exec.Command("ip", args...).Output(); err != nil || string(out) != "65534\n" {
+		t.Errorf("under sudo: %v, output %q; want the invoking user", err, out)
+	}
+	w.assertClean(t)
+}
+
+// TestSpoofedSourceDropped: root in the agent adds another address and
+// sends from it; the gateway drops it and logs why.
+func TestSpoofedSourceDropped(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--user", "root", "--allow", "allowed.test"}, prelude+`
+dig +short allowed.test >/dev/null
+ip addr add 198.18.0.9/32 dev eth0
+try spoofed `+c+` --connect-timeout 2 --interface 198.18.0.9 https://allowed.test/
+try honest `+c+` https://allowed.test/
+`)
+	expect(t, r, map[string]string{"spoofed": "28", "honest": ok})
+	if !strings.Contains(r.stderr, "reason=spoofed_source") {
+		t.Errorf("spoofed packets not logged")
+	}
+}
