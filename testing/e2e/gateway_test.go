@@ -287,3 +287,20 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestAnswerReleasedAfterSetUpdate: a client that connects the instant it
+// gets an answer is never refused (invariant 2). Every query is a new name
+// with a new address, so every answer needs a fresh set element.
+func TestAnswerReleasedAfterSetUpdate(t *testing.T) {
+	w := newWorld(t)
+	r := w.run(t, []string{"--allow", "*.synth.test:81"},
+		dnsloadBin+" -server "+gwAddr+":53 -names 'n%07d.synth.test.' -unique -count 0 -c 4 -connect 81 -d 2s")
+	var answers, connects, refused int
+	fmt.Sscanf(r.stdout[strings.Index(r.stdout, "answers="):], "answers=%d", &answers)
+	if i := strings.Index(r.stdout, "connects="); i >= 0 {
+		fmt.Sscanf(r.stdout[i:], "connects=%d refused=%d", &connects, &refused)
+	}
+	if connects < 100 || refused != 0 {
+		t.Errorf("%d answers, %d immediate connections, %d refused; want many and none refused", answers, connects, refused)
+	}
+}

@@ -20,7 +20,7 @@ import (
 	"github.com/sluicegw/sluice/testing/nstest"
 )
 
-var sluiceBin string
+var sluiceBin, dnsloadBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "sluice-e2e")
@@ -29,10 +29,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	sluiceBin = filepath.Join(dir, "sluice")
-	out, err := exec.Command("go", "build", "-o", sluiceBin, "../../cmd/sluice").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
-		os.Exit(1)
+	dnsloadBin = filepath.Join(dir, "dnsload")
+	for bin, pkg := range map[string]string{sluiceBin: "../../cmd/sluice", dnsloadBin: "../../bench/dnsload"} {
+		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
@@ -111,6 +114,7 @@ func newWorldOpts(t *testing.T, ipv6 bool) *world {
 	for _, a := range []string{allowedAddr6, evilAddr6} {
 		w.inet.Run(t, "ip", "-6", "addr", "add", a+"/128", "dev", "lo", "nodad")
 	}
+	w.inet.Run(t, "ip", "addr", "add", fakenet.SynthNet, "dev", "lo")
 	w.inet.Run(t, "ip", "route", "add", "unreachable", "default")
 	w.inet.Run(t, "ip", "-6", "route", "add", "unreachable", "default")
 	w.inet.Run(t, "ip", "-6", "route", "add", "2001:db8:a::/64", "via", "2001:db8:1::1")
@@ -159,6 +163,7 @@ func (w *world) startServers(t *testing.T) {
 			"[" + evilAddr6 + "]": {"22", "80", "443", "4444"},
 			publicDNS:             {"853", "443"},
 			allowedAddr:           {"22", "8443"},
+			"0.0.0.0":             {"81"}, // every synth.test address
 			"169.254.169.254":     {"80", "443"},
 			"10.0.0.1":            {"80", "443"},
 			"100.64.0.1":          {"80", "443"},

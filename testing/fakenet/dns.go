@@ -8,6 +8,7 @@
 package fakenet
 
 import (
+	"hash/fnv"
 	"net"
 	"strings"
 	"sync"
@@ -17,12 +18,27 @@ import (
 
 // DNS is an authoritative server for a zone given as RR strings. Names
 // under a wildcard key ("*.evil.test.") get its records with the owner
-// rewritten. It records every question it is asked.
+// rewritten. Names under SynthZone get one A record each, a distinct
+// address in SynthNet derived from the name. It records every question.
 type DNS struct {
 	mu    sync.Mutex
 	zone  map[string][]dns.RR
 	asked []string
 	srvs  []*dns.Server
+}
+
+// SynthZone and SynthNet: every name under the zone answers with its own
+// address in the prefix (TTL 300), for tests that need many addresses.
+const (
+	SynthZone = "synth.test."
+	SynthNet  = "198.18.128.0/17"
+)
+
+func synthAddr(name string) net.IP {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	n := h.Sum32()%32766 + 1
+	return net.IPv4(198, 18, 128+byte(n>>8), byte(n))
 }
 
 // NewDNS parses rrs (in zone-file syntax) into a zone.
@@ -101,6 +117,13 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 	d.mu.Unlock()
+	if dns.IsSubDomain(SynthZone, name) && name != SynthZone {
+		if q.Qtype == dns.TypeA {
+			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: synthAddr(name)}}
+		}
+		_ = w.WriteMsg(m)
+		return
+	}
 	if !ok {
 		m.Rcode = dns.RcodeNameError
 	}
