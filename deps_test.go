@@ -15,6 +15,7 @@ var allowedImports = map[string][]string{
 	"dnsfilter": {"policy", "journal", "github.com/miekg/dns", "golang.org/x/net/"},
 	"firewall": {"policy", "journal", "github.com/google/nftables", "github.com/vishvananda/",
 		"github.com/florianl/go-nflog/", "golang.org/x/sys/"},
+	"tlsinspect": {"policy", "journal", "golang.org/x/sys/"},
 }
 
 func TestImportRules(t *testing.T) {

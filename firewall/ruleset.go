@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
@@ -69,6 +70,11 @@ type Config struct {
 	// DNSPort is where the resolver listens on the gateway's agent-side
 	// addresses; agent DNS to any address on port 53 is redirected there.
 	DNSPort uint16
+	// TLSProxyPort and HTTPProxyPort are where the transparent proxy
+	// listens; agent TCP to TLSPorts and HTTPPorts, at any address, is
+	// redirected there. Zero proxy ports disable the redirects.
+	TLSProxyPort, HTTPProxyPort uint16
+	TLSPorts, HTTPPorts         []uint16
 	// LogGroup is the NFLOG group refusals are logged to.
 	LogGroup uint16
 	// Prefixes are the policy's entries without DNS.
@@ -205,10 +211,38 @@ func (m *Manager) addChains() {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
 	}
 
+	// Only the agent's own addresses, before anything else looks at the
+	// packet: a spoofed source must not reach the resolver or the proxy
+	// (which the redirects below send traffic to) any more than the sets.
+	spoof := base("prerouting_filter", nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityMangle)
+	m.refuseIf(spoof, ReasonSpoofed, rule(iif(agent, true), nfproto(false), addrIn(netip.PrefixFrom(m.cfg.AgentAddr4, 32), true, false)), verdict(expr.VerdictDrop))
+	if m.cfg.AgentAddr6.IsValid() {
+		// Link-local sources stay: neighbour discovery needs them, and
+		// they are never forwarded.
+		m.refuseIf(spoof, ReasonSpoofed, rule(iif(agent, true), nfproto(true),
+			addrIn(netip.PrefixFrom(m.cfg.AgentAddr6, 128), true, false),
+			addrIn(netip.MustParsePrefix("fe80::/10"), true, false)), verdict(expr.VerdictDrop))
+	}
+
 	// DNS to any address is the resolver's, so resolv.conf edits change nothing.
 	pre := base("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		add(pre, rule(iif(agent, true), l4proto(proto), dport(53), redirectTo(m.cfg.DNSPort)))
+	}
+	// TLS and HTTP to any address go to the proxy, which checks each
+	// connection's name against the address it was sent to.
+	for _, r := range []struct {
+		ports []uint16
+		to    uint16
+	}{{m.cfg.TLSPorts, m.cfg.TLSProxyPort}, {m.cfg.HTTPPorts, m.cfg.HTTPProxyPort}} {
+		if r.to == 0 {
+			continue
+		}
+		for _, p := range r.ports {
+			// Not the gateway's own addresses: those go on to the input
+			// chain and are refused there like any other gateway port.
+			add(pre, rule(iif(agent, true), l4proto(unix.IPPROTO_TCP), dport(p), notLocal(), redirectTo(r.to)))
+		}
 	}
 
 	// The gateway itself: only the redirected resolver port, and the
@@ -217,6 +251,11 @@ func (m *Manager) addChains() {
 	add(in, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		add(in, rule(l4proto(proto), dport(m.cfg.DNSPort), ctDNAT(), verdict(expr.VerdictAccept)))
+	}
+	for _, port := range []uint16{m.cfg.TLSProxyPort, m.cfg.HTTPProxyPort} {
+		if port != 0 {
+			add(in, rule(l4proto(unix.IPPROTO_TCP), dport(port), ctDNAT(), verdict(expr.VerdictAccept)))
+		}
 	}
 	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
 	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
@@ -232,10 +271,7 @@ func (m *Manager) addChains() {
 	fw := c.AddChain(&nftables.Chain{Name: chainAgentFw, Table: t})
 	add(fw, rule(ctState(expr.CtStateBitINVALID), verdict(expr.VerdictDrop)))
 	add(fw, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
-	m.refuseIf(fw, ReasonSpoofed, rule(nfproto(false), addrIn(netip.PrefixFrom(m.cfg.AgentAddr4, 32), true, false)), verdict(expr.VerdictDrop))
-	if m.cfg.AgentAddr6.IsValid() {
-		m.refuseIf(fw, ReasonSpoofed, rule(nfproto(true), addrIn(netip.PrefixFrom(m.cfg.AgentAddr6, 128), true, false)), verdict(expr.VerdictDrop))
-	} else {
+	if !m.cfg.AgentAddr6.IsValid() {
 		m.refuseIf(fw, ReasonNoSetEntry, nfproto(true), rejectAdmin())
 	}
 	m.refuseIf(fw, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_TCP), notInSet(setAlive, aliveKey)), rejectTCP())
@@ -285,6 +321,14 @@ func (m *Manager) refuseIf(ch *nftables.Chain, reason string, match []expr.Any, 
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
 		Exprs: rule(match, limit, logTo(m.cfg.LogGroup, logPrefix+reason))})
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch, Exprs: rule(match, final)})
+}
+
+// notLocal is `fib daddr type != local`.
+func notLocal() []expr.Any {
+	return []expr.Any{
+		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
+	}
 }
 
 func pktType(t byte) []expr.Any {

@@ -28,7 +28,8 @@ func newManagerTB(t testing.TB, refreshByDelete bool) (*Manager, *nstest.NS) {
 	m, err := New(Config{
 		NetNSFd: ns.Fd(), AgentIface: "sla0",
 		AgentAddr4: netip.MustParseAddr("198.18.0.2"), AgentAddr6: netip.MustParseAddr("2001:db8:a::2"),
-		DNSPort: 5353, LogGroup: 7, Prefixes: []*policy.Entry{&e}, RefreshByDelete: refreshByDelete,
+		DNSPort: 5353, LogGroup: 7, TLSProxyPort: 4443, HTTPProxyPort: 4080,
+		TLSPorts: []uint16{443, 8443}, HTTPPorts: []uint16{80}, Prefixes: []*policy.Entry{&e}, RefreshByDelete: refreshByDelete,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -95,8 +96,12 @@ func TestInstallRuleset(t *testing.T) {
 	for _, want := range []string{
 		`iifname "sla0" udp dport 53 redirect to :5353`,
 		`iifname "sla0" tcp dport 53 redirect to :5353`,
+		`iifname "sla0" tcp dport 443 fib daddr type != local redirect to :4443`,
+		`iifname "sla0" tcp dport 8443 fib daddr type != local redirect to :4443`,
+		`iifname "sla0" tcp dport 80 fib daddr type != local redirect to :4080`,
+		`tcp dport 4443 ct status dnat accept`,
 		`ip saddr != 198.18.0.2`,
-		`ip6 saddr != 2001:db8:a::2`,
+		`ip6 saddr != 2001:db8:a::2 ip6 saddr != fe80::/10`,
 		`udp dport 443 limit rate 50/second burst 100 packets log prefix "sluice quic" group 7`,
 		`udp dport 443 reject with icmpx admin-prohibited`,
 		`tcp dport 853 reject with tcp reset`,

@@ -153,7 +153,7 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 		return e, false
 	}
 	before := len(p.errs)
-	var hostNode, cidrNode, portsNode *yaml.Node
+	var hostNode, cidrNode, portsNode, tlsNode, httpNode *yaml.Node
 	p.mapping(n, path, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "host":
@@ -162,6 +162,10 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 			cidrNode = v
 		case "ports":
 			portsNode = v
+		case "tls_ports":
+			tlsNode = v
+		case "http_ports":
+			httpNode = v
 		case "private":
 			if v.Kind != yaml.ScalarNode || (v.Value != "true" && v.Value != "false") {
 				p.fail(v, path+".private", "must be true or false")
@@ -169,7 +173,7 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 			}
 			e.Private = v.Value == "true"
 		default:
-			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, private")
+			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, tls_ports, http_ports, private")
 		}
 	})
 	switch {
@@ -196,6 +200,24 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 	} else if cidrNode != nil {
 		p.fail(n, path, "a cidr entry must list its ports")
 	}
+	if tlsNode != nil {
+		e.TLSPorts = p.ports(tlsNode, path+".tls_ports")
+	}
+	if httpNode != nil {
+		e.HTTPPorts = p.ports(httpNode, path+".http_ports")
+	}
+	if (tlsNode != nil || httpNode != nil) && cidrNode != nil {
+		p.fail(n, path, "tls_ports and http_ports need a host to check; a cidr entry has none")
+	}
+	for _, port := range e.TLSPorts {
+		if slices.Contains(e.HTTPPorts, port) {
+			p.fail(n, path, "port %d is listed both in tls_ports and in http_ports", port)
+		}
+	}
+	e.Ports = append(e.Ports, e.TLSPorts...)
+	e.Ports = append(e.Ports, e.HTTPPorts...)
+	slices.Sort(e.Ports)
+	e.Ports = slices.Compact(e.Ports)
 	return e, len(p.errs) == before
 }
 

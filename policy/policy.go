@@ -28,6 +28,10 @@ type Entry struct {
 	Prefix netip.Prefix
 	// Ports are the TCP destination ports, sorted, without duplicates.
 	Ports []uint16
+	// TLSPorts and HTTPPorts are ports, besides 443 and 80, on which
+	// connections are checked by the TLS (SNI) or HTTP (Host) proxy. They
+	// are part of Ports.
+	TLSPorts, HTTPPorts []uint16
 	// Private allows the name to resolve to private and internal addresses.
 	Private bool
 	// Source says where the entry came from: "agent.yaml:7" or "--allow".
@@ -61,6 +65,18 @@ type Policy struct {
 	wildcards []*Entry // sorted by suffix length, longest first
 	prefixes  []*Entry
 	hash      string
+	// tlsPorts and httpPorts are the ports the proxy inspects.
+	tlsPorts, httpPorts []uint16
+}
+
+// InspectedPorts returns the TCP ports whose connections go through the
+// TLS proxy (443 and every entry's tls_ports) and the HTTP proxy (80 and
+// every entry's http_ports).
+func (p *Policy) InspectedPorts() (tls, http []uint16) {
+	if p == nil {
+		return []uint16{443}, []uint16{80}
+	}
+	return p.tlsPorts, p.httpPorts
 }
 
 // Hash is the policy's version id: the same allow list always has the same
@@ -124,6 +140,19 @@ func New(entries []Entry) (*Policy, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
+	p.tlsPorts, p.httpPorts = []uint16{443}, []uint16{80}
+	for i := range entries {
+		p.tlsPorts = append(p.tlsPorts, entries[i].TLSPorts...)
+		p.httpPorts = append(p.httpPorts, entries[i].HTTPPorts...)
+	}
+	slices.Sort(p.tlsPorts)
+	slices.Sort(p.httpPorts)
+	p.tlsPorts, p.httpPorts = slices.Compact(p.tlsPorts), slices.Compact(p.httpPorts)
+	for _, port := range p.tlsPorts {
+		if slices.Contains(p.httpPorts, port) {
+			return nil, Errors{{Source: "policy", Msg: fmt.Sprintf("port %d is listed both as a TLS and as an HTTP port", port)}}
+		}
+	}
 	slices.SortStableFunc(p.wildcards, func(a, b *Entry) int { return len(b.Host) - len(a.Host) })
 	slices.SortFunc(p.prefixes, func(a, b *Entry) int { return strings.Compare(a.Prefix.String(), b.Prefix.String()) })
 	p.hash = p.computeHash()
@@ -134,7 +163,7 @@ func (p *Policy) computeHash() string {
 	h := sha256.New()
 	for _, e := range p.Entries() {
 		// Source is left out on purpose: moving a line does not change what is allowed.
-		fmt.Fprintf(h, "%s|%s|%v|%v\n", e.Host, prefixString(e.Prefix), e.Ports, e.Private)
+		fmt.Fprintf(h, "%s|%s|%v|%v|%v|%v\n", e.Host, prefixString(e.Prefix), e.Ports, e.Private, e.TLSPorts, e.HTTPPorts)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
 }

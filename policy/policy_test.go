@@ -140,6 +140,31 @@ func TestParseBad(t *testing.T) {
 	}
 }
 
+func TestInspectedPorts(t *testing.T) {
+	entries, err := ParseFile("i.yaml", []byte("version: 1\nallow:\n  - host: a.test\n    ports: [443]\n    tls_ports: [8443]\n  - host: b.test\n    http_ports: [8080]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tls, http := p.InspectedPorts()
+	if !slices.Equal(tls, []uint16{443, 8443}) || !slices.Equal(http, []uint16{80, 8080}) {
+		t.Errorf("InspectedPorts = %v %v", tls, http)
+	}
+	if d := p.MatchNamePort("a.test", 8443); !d.Allow {
+		t.Errorf("tls_ports are not part of the entry's ports: %+v", d)
+	}
+	if _, err := ParseFile("j.yaml", []byte("version: 1\nallow:\n  - host: a.test\n    tls_ports: [8443]\n    http_ports: [8443]\n")); err == nil {
+		t.Error("a port both TLS and HTTP was accepted")
+	}
+	entries, _ = ParseFile("k.yaml", []byte("version: 1\nallow:\n  - host: a.test\n    tls_ports: [8080]\n  - host: b.test\n    http_ports: [8080]\n"))
+	if _, err := New(entries); err == nil {
+		t.Error("a port both TLS and HTTP across entries was accepted")
+	}
+}
+
 func TestHashIsCanonical(t *testing.T) {
 	a, _ := ParseFile("a.yaml", []byte("version: 1\nallow:\n  - host: A.example.com.\n    ports: [443, 80, 443]\n  - host: b.example.com\n"))
 	b, _ := ParseFile("b.yaml", []byte("version: 1\n\nallow:\n  - host: b.example.com\n  - host: a.example.com\n"))

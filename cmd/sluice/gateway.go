@@ -18,6 +18,7 @@ import (
 	"github.com/sluicegw/sluice/firewall"
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
+	"github.com/sluicegw/sluice/tlsinspect"
 )
 
 // gateway is everything one sluice run sets up in the namespace it was
@@ -85,9 +86,20 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	if err != nil {
 		return g, err
 	}
+	tlsLn, err := listenTCP(iface)
+	if err != nil {
+		return g, err
+	}
+	httpLn, err := listenTCP(iface)
+	if err != nil {
+		tlsLn.Close()
+		return g, err
+	}
+	tlsPorts, httpPorts := p.InspectedPorts()
 	mgr, err := firewall.New(firewall.Config{
 		NetNSFd: -1, AgentIface: iface, AgentAddr4: agent.Addr, AgentAddr6: agent.Addr6,
 		DNSPort: port, LogGroup: nflogGroup, Prefixes: p.Prefixes(), Guard: plan, Log: log,
+		TLSProxyPort: listenPort(tlsLn), HTTPProxyPort: listenPort(httpLn), TLSPorts: tlsPorts, HTTPPorts: httpPorts,
 	})
 	if err != nil {
 		pc.Close()
@@ -130,10 +142,18 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 		clients = append(clients, netip.PrefixFrom(agent.Addr6, 128))
 		internal = append(internal, net6)
 	}
+	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
+	proxy, err := tlsinspect.New(tlsinspect.Config{Agent: iface, Pins: pins, Internal: internal, Journal: sink, Log: log}, p)
+	if err != nil {
+		return g, err
+	}
+	proxy.ServeTLS(tlsLn)
+	proxy.ServeHTTP(httpLn)
+	g.cleanup = append(g.cleanup, func() error { proxy.Close(); return nil })
 	srv, err := dnsfilter.New(dnsfilter.Config{
 		Agent: iface, Clients: clients, Internal: internal, IPv6: agent.Addr6.IsValid(),
 		Upstream: &dnsfilter.Forwarder{Servers: upstreams},
-		Allower:  mgr, Pins: dnsfilter.NewPins(dnsfilter.DefaultMaxPins), Journal: sink,
+		Allower:  mgr, Pins: pins, Journal: sink,
 		MinTTL: o.minTTL, MaxTTL: o.maxTTL, Log: log,
 	}, p)
 	if err != nil {
@@ -162,15 +182,31 @@ func (g *gateway) close() error {
 	return errors.Join(errs...)
 }
 
-// listenDNS binds the resolver's UDP and TCP sockets on one port, on every
-// address but only for packets that arrive on the agent's link, whatever
-// address the redirect picks.
-func listenDNS(iface string) (net.PacketConn, net.Listener, uint16, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+// listenTCP binds a proxy listener on a free port, on every address but
+// only for connections that arrive on the agent's link.
+func listenTCP(iface string) (*net.TCPListener, error) {
+	ln, err := bindToDevice(iface).Listen(context.Background(), "tcp", "[::]:0")
+	if err != nil {
+		return nil, fmt.Errorf("proxy socket: %w", err)
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+func listenPort(ln net.Listener) uint16 { return uint16(ln.Addr().(*net.TCPAddr).Port) }
+
+func bindToDevice(iface string) *net.ListenConfig {
+	return &net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), iface) })
 		return errors.Join(err, serr)
 	}}
+}
+
+// listenDNS binds the resolver's UDP and TCP sockets on one port, on every
+// address but only for packets that arrive on the agent's link, whatever
+// address the redirect picks.
+func listenDNS(iface string) (net.PacketConn, net.Listener, uint16, error) {
+	lc := bindToDevice(iface)
 	ctx := context.Background()
 	var lastErr error
 	for range 20 {

@@ -123,6 +123,7 @@ func runCmd(args []string) error {
 	if _, err := upstreamServers(o.upstream); err != nil {
 		return err // before anything is set up
 	}
+	raiseFileLimit(log)
 	g, err := newGateway(o, p, log)
 	if err != nil {
 		return err
@@ -236,6 +237,20 @@ func exitStatus(cmd *exec.Cmd, err error) (int, error) {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// raiseFileLimit lets the proxy hold many connections: each spliced one
+// takes two sockets and, while data flows, two pipes.
+func raiseFileLimit(log *slog.Logger) {
+	const want = 1 << 20
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		return
+	}
+	lim.Cur, lim.Max = max(lim.Cur, want), max(lim.Max, want)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		log.Debug("cannot raise the open files limit", "err", err)
+	}
 }
 
 // heartbeat keeps the dead-man switch alive until ctx ends.

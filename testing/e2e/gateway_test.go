@@ -19,7 +19,10 @@ const prelude = `try() { n=$1; shift; "$@" >/dev/null 2>&1; echo "$n=$?"; }
 const (
 	ok            = "0"
 	curlNoResolve = "6" // could not resolve host
-	curlRefused   = "7" // failed to connect: a reset or an ICMP reject, not a timeout
+	// curlRefused matches curl's exits for a connection refused at once:
+	// 7 (a reset or ICMP reject at connect), 35 and 56 (reset by the proxy
+	// during the TLS handshake or the HTTP exchange). Never 28, a timeout.
+	curlRefused = "refused"
 )
 
 func (w *world) curl() string {

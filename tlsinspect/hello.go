@@ -1,0 +1,105 @@
+// Package tlsinspect is sluice's transparent proxy for TLS and HTTP. A
+// connection the agent opens to port 443 (or 80) is redirected to it; it
+// reads the ClientHello (or the request head) the way a server does, checks
+// the name against the policy and the original destination against the
+// addresses the resolver handed this agent for that name, and only then
+// dials the destination, replays what it read and splices both ways.
+package tlsinspect
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"os"
+	"slices"
+	"time"
+)
+
+// Extension code points a ClientHello that hides its real server name
+// carries: Encrypted Client Hello and the legacy draft ESNI.
+const (
+	extECH  = 0xfe0d
+	extESNI = 0xffce
+)
+
+// Hello is what the proxy needs of a ClientHello.
+type Hello struct {
+	// ServerName is the SNI exactly as sent (not yet canonical).
+	ServerName string
+	// Extensions are the extension types, in order.
+	Extensions []uint16
+	// Raw is every byte read from the client, to be replayed upstream.
+	Raw []byte
+}
+
+// HasECH reports whether the hello carries Encrypted Client Hello or ESNI.
+func (h *Hello) HasECH() bool {
+	return slices.Contains(h.Extensions, extECH) || slices.Contains(h.Extensions, extESNI)
+}
+
+// Errors of ReadHello, each a refusal reason.
+var (
+	ErrNotTLS       = errors.New("not_tls")
+	ErrHelloTimeout = errors.New("hello_timeout")
+	ErrHelloTooBig  = errors.New("hello_too_large")
+)
+
+// recorder is the client side of the hello as crypto/tls sees it: reads
+// are recorded (and capped), writes are discarded so that no alert or
+// ServerHello ever reaches the client.
+type recorder struct {
+	net.Conn
+	buf []byte
+	max int
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	if len(r.buf) >= r.max {
+		return 0, ErrHelloTooBig
+	}
+	p = p[:min(len(p), r.max-len(r.buf))]
+	n, err := r.Conn.Read(p)
+	r.buf = append(r.buf, p[:n]...)
+	return n, err
+}
+
+func (r *recorder) Write(p []byte) (int, error) { return len(p), nil }
+
+var errGotHello = errors.New("got the client hello")
+
+// ReadHello reads one ClientHello from c with crypto/tls's own parser, so
+// that records split across segments, hellos split across records,
+// GREASE, post-quantum key shares and malformed input are handled exactly
+// as a Go TLS server handles them. It reads at most max bytes and stops at
+// deadline. It never writes to c.
+func ReadHello(c net.Conn, deadline time.Time, max int) (*Hello, error) {
+	rec := &recorder{Conn: c, max: max, buf: make([]byte, 0, 2048)}
+	var hello *Hello
+	srv := tls.Server(rec, &tls.Config{
+		GetConfigForClient: func(info *tls.ClientHelloInfo) (*tls.Config, error) {
+			hello = &Hello{ServerName: info.ServerName, Extensions: slices.Clone(info.Extensions)}
+			return nil, errGotHello
+		},
+	})
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	err := srv.HandshakeContext(ctx)
+	if hello != nil {
+		hello.Raw = rec.buf
+		return hello, nil
+	}
+	switch {
+	case errors.Is(err, ErrHelloTooBig):
+		return nil, ErrHelloTooBig
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return nil, ErrHelloTimeout
+	case len(rec.buf) > 0 && rec.buf[0] != 0x16:
+		return nil, ErrNotTLS
+	default:
+		return nil, errors.Join(ErrNotTLS, err)
+	}
+}

@@ -1,0 +1,224 @@
+package tlsinspect
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+// idleTimeout bounds the wait for the next request on a kept-alive
+// connection.
+const idleTimeout = 60 * time.Second
+
+// handleHTTP proxies plain HTTP/1.x: every request on the connection is
+// parsed and its Host checked like an SNI (allowed, and the destination
+// pinned to it) before it is sent on.
+func (px *Proxy) handleHTTP(c *net.TCPConn) {
+	ev := journal.Event{Agent: px.cfg.Agent, Layer: journal.LayerHTTP, Proto: "tcp"}
+	donePending, reason := px.admit()
+	if reason != "" {
+		px.refuse(c, ev, reason)
+		return
+	}
+	defer px.conns.Add(-1)
+	defer donePending()
+	dst, err := OriginalDst(c)
+	if err != nil {
+		px.refuse(c, ev, ReasonNoOrigDst)
+		return
+	}
+	ev.Dst = dst
+	if px.internal(dst.Addr()) {
+		px.refuse(c, ev, ReasonGatewayDst)
+		return
+	}
+	if px.byAddress(c, dst, &ev, donePending) {
+		return
+	}
+	lc := &limitedConn{c: c, max: px.cfg.MaxHello}
+	br := bufio.NewReaderSize(lc, 4096)
+	var up *net.TCPConn
+	var upr *bufio.Reader
+	defer func() {
+		if up != nil {
+			up.Close()
+		}
+	}()
+	timeout := px.cfg.HelloTimeout
+	for first := true; ; first = false {
+		lc.n, lc.open = br.Buffered(), false
+		req, reason := px.readRequest(c, br, dst, timeout, &ev)
+		lc.open = true // the body is the request's to send
+		if reason == "eof" && !first {
+			c.Close()
+			return
+		}
+		if reason != "" {
+			px.refuse(c, ev, reason)
+			return
+		}
+		if first {
+			donePending()
+			ctx, cancel := context.WithTimeout(context.Background(), px.cfg.DialTimeout)
+			conn, err := px.dialer.DialContext(ctx, "tcp", dst.String())
+			cancel()
+			if err != nil {
+				ev.Detail = err.Error()
+				px.refuse(c, ev, ReasonDialFailed)
+				return
+			}
+			up = conn.(*net.TCPConn)
+			upr = bufio.NewReader(up)
+		}
+		ev.Allow, ev.Reason, ev.Time = true, string(policy.ReasonAllowed), time.Now()
+		px.cfg.Journal.Record(ev)
+		ev.Allow, ev.Reason, ev.Detail = false, "", ""
+		if !px.exchange(c, up, br, upr, req) {
+			c.Close()
+			return
+		}
+		timeout = idleTimeout
+	}
+}
+
+// readRequest reads and checks one request head. reason is "" when the
+// request may pass, "eof" when the client closed between requests.
+func (px *Proxy) readRequest(c *net.TCPConn, br *bufio.Reader, dst netip.AddrPort, timeout time.Duration, ev *journal.Event) (*http.Request, string) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	req, err := http.ReadRequest(br)
+	_ = c.SetReadDeadline(time.Time{})
+	switch {
+	case errors.Is(err, io.EOF):
+		return nil, "eof"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, ErrHelloTimeout.Error()
+	case errors.Is(err, errHeadTooBig):
+		return nil, ErrHelloTooBig.Error()
+	case err != nil && strings.Contains(err.Error(), "too many Host headers"):
+		return nil, ReasonConflictingHost
+	case err != nil:
+		ev.Detail = err.Error()
+		return nil, ReasonBadRequest
+	}
+	host, reason := requestHost(req, dst.Port())
+	if reason != "" {
+		ev.Name = host
+		return nil, reason
+	}
+	_, reason = px.decideName(host, dst, px.policy.Load(), ev)
+	switch reason {
+	case ReasonNoSNI:
+		reason = ReasonNoHost
+	case ReasonSNINotAllowed, ReasonIPLiteralSNI, ReasonInvalidSNI:
+		reason = ReasonHostNotAllowed
+	}
+	return req, reason
+}
+
+// requestHost returns the one authority a request names, refusing requests
+// whose authority is missing, repeated or contradicted, and the methods and
+// upgrades that would carry other traffic past the per-request checks.
+func requestHost(req *http.Request, port uint16) (string, string) {
+	if req.ProtoMajor != 1 {
+		return "", ReasonBadRequest
+	}
+	if req.Method == http.MethodConnect {
+		return req.Host, ReasonConnect
+	}
+	if req.Header.Get("HTTP2-Settings") != "" || headerHasToken(req.Header, "Upgrade", "h2c") {
+		return req.Host, ReasonH2C
+	}
+	// http.ReadRequest has already refused repeated Host headers and, for
+	// an absolute-form request, taken the URI's authority over the Host
+	// header, as RFC 9112 says. Either way req.Host is the one authority,
+	// and it is the only one the upstream will see: the request is written
+	// anew, in origin form, with that Host.
+	host := req.Host
+	name, p, err := net.SplitHostPort(host)
+	if err != nil {
+		return host, ""
+	}
+	if n, err := strconv.Atoi(p); err != nil || n != int(port) {
+		return host, ReasonConflictingHost // names a port other than the one connected to
+	}
+	return name, ""
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// exchange sends one request upstream and its response back. It reports
+// whether the connection may carry another request.
+func (px *Proxy) exchange(c, up *net.TCPConn, br, upr *bufio.Reader, req *http.Request) bool {
+	if _, ok := req.Header["User-Agent"]; !ok {
+		req.Header["User-Agent"] = []string{""} // keep req.Write from adding Go's own
+	}
+	if err := req.Write(up); err != nil {
+		return false
+	}
+	resp, err := http.ReadResponse(upr, req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// Not h2c (refused above): a WebSocket or similar. From here on the
+		// bytes are opaque, as on a spliced TLS connection.
+		if err := resp.Write(c); err != nil {
+			return false
+		}
+		done := make(chan struct{})
+		go func() {
+			_, _ = io.Copy(up, br)
+			_ = up.CloseWrite()
+			close(done)
+		}()
+		_, _ = io.Copy(c, upr)
+		_ = c.CloseWrite()
+		<-done
+		return false
+	}
+	if err := resp.Write(c); err != nil {
+		return false
+	}
+	return !req.Close && !resp.Close
+}
+
+var errHeadTooBig = errors.New("request head too large")
+
+// limitedConn bounds how much of a request head may be read before a
+// decision; the bound resets once a request passed.
+type limitedConn struct {
+	c    net.Conn
+	n    int
+	max  int
+	open bool
+}
+
+func (l *limitedConn) Read(p []byte) (int, error) {
+	if !l.open && l.n >= l.max {
+		return 0, errHeadTooBig
+	}
+	n, err := l.c.Read(p)
+	l.n += n
+	return n, err
+}

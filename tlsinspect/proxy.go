@@ -1,0 +1,401 @@
+package tlsinspect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+// Pins answers whether the resolver handed addr to this agent for name,
+// and the binding is still valid.
+type Pins interface {
+	Pinned(name string, addr netip.Addr) bool
+}
+
+// Defaults for Config fields left zero.
+const (
+	DefaultHelloTimeout = 5 * time.Second
+	// DefaultMaxHello is crypto/tls's own bound on a handshake message
+	// (64 KiB) plus room for the record headers of a hello split into
+	// many records.
+	DefaultMaxHello    = 64*1024 + 2048
+	DefaultDialTimeout = 5 * time.Second
+	// DefaultMaxPending bounds connections still in their hello or request
+	// head, so slow clients cannot exhaust the proxy.
+	DefaultMaxPending = 1024
+	// DefaultMaxConns bounds connections in total.
+	DefaultMaxConns = 16384
+)
+
+// Reasons the proxy refuses with, beside the policy's own.
+const (
+	ReasonNoOrigDst       = "no_original_destination"
+	ReasonGatewayDst      = "gateway_destination"
+	ReasonNoSNI           = "no_sni"
+	ReasonIPLiteralSNI    = "ip_literal_sni"
+	ReasonInvalidSNI      = "invalid_sni"
+	ReasonSNINotAllowed   = "sni_not_allowed"
+	ReasonNotPinned       = "address_not_pinned"
+	ReasonECH             = "ech"
+	ReasonTooManyPending  = "too_many_pending"
+	ReasonTooManyConns    = "too_many_connections"
+	ReasonDialFailed      = "dial_failed"
+	ReasonHostNotAllowed  = "host_not_allowed"
+	ReasonNoHost          = "no_host"
+	ReasonConflictingHost = "conflicting_host"
+	ReasonBadRequest      = "bad_request"
+	ReasonConnect         = "connect_method"
+	ReasonH2C             = "h2c_upgrade"
+)
+
+// Config configures a Proxy.
+type Config struct {
+	// Agent names the agent in decisions.
+	Agent string
+	// Pins is the resolver's name→address table for this agent.
+	Pins Pins
+	// Internal are prefixes no connection may be sent to: the gateway's
+	// own addresses and the agents' subnets.
+	Internal []netip.Prefix
+	// Journal receives every decision.
+	Journal journal.Sink
+	// HelloTimeout bounds the time to read a ClientHello or request head.
+	HelloTimeout time.Duration
+	// MaxHello bounds the bytes read before a decision.
+	MaxHello int
+	// DialTimeout bounds the connection to the destination.
+	DialTimeout time.Duration
+	// MaxPending and MaxConns bound connections awaiting a decision and in total.
+	MaxPending, MaxConns int64
+	// Log reports errors that are not decisions.
+	Log *slog.Logger
+}
+
+// Proxy is the transparent proxy for one agent. It is safe for concurrent use.
+type Proxy struct {
+	cfg    Config
+	policy atomic.Pointer[policy.Policy]
+	dialer net.Dialer
+
+	pending, conns atomic.Int64
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	live      map[*net.TCPConn]struct{}
+	wg        sync.WaitGroup
+	closed    bool
+}
+
+// New returns a proxy enforcing p. It does nothing until Serve.
+func New(cfg Config, p *policy.Policy) (*Proxy, error) {
+	if cfg.Pins == nil || cfg.Journal == nil {
+		return nil, errors.New("tlsinspect: Pins and Journal are required")
+	}
+	if cfg.HelloTimeout == 0 {
+		cfg.HelloTimeout = DefaultHelloTimeout
+	}
+	if cfg.MaxHello == 0 {
+		cfg.MaxHello = DefaultMaxHello
+	}
+	if cfg.DialTimeout == 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	px := &Proxy{cfg: cfg, live: map[*net.TCPConn]struct{}{}}
+	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1, Control: px.checkDial}
+	px.policy.Store(p)
+	return px, nil
+}
+
+// SetPolicy replaces the policy for connections that start from now on.
+func (px *Proxy) SetPolicy(p *policy.Policy) { px.policy.Store(p) }
+
+// checkDial refuses, at the last moment, any destination inside the
+// gateway or the agents' networks, whatever led to it.
+func (px *Proxy) checkDial(_, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return err
+	}
+	if px.internal(ap.Addr()) {
+		return fmt.Errorf("tlsinspect: refusing to dial internal address %s", ap)
+	}
+	return nil
+}
+
+func (px *Proxy) internal(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range px.cfg.Internal {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return a.IsLoopback() || a.IsUnspecified() || a.IsMulticast()
+}
+
+// ServeTLS accepts redirected TLS connections on ln until Close.
+func (px *Proxy) ServeTLS(ln *net.TCPListener) { px.serve(ln, px.handleTLS) }
+
+// ServeHTTP accepts redirected plain HTTP connections on ln until Close.
+func (px *Proxy) ServeHTTP(ln *net.TCPListener) { px.serve(ln, px.handleHTTP) }
+
+func (px *Proxy) serve(ln *net.TCPListener, handle func(*net.TCPConn)) {
+	px.mu.Lock()
+	if px.closed {
+		px.mu.Unlock()
+		ln.Close()
+		return
+	}
+	px.listeners = append(px.listeners, ln)
+	px.wg.Add(1)
+	px.mu.Unlock()
+	go func() {
+		defer px.wg.Done()
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				px.cfg.Log.Warn("proxy accept", "err", err)
+				time.Sleep(10 * time.Millisecond) // out of descriptors: let some close
+				continue
+			}
+			if !px.track(c) {
+				continue
+			}
+			go func() {
+				defer px.untrack(c)
+				handle(c)
+			}()
+		}
+	}()
+}
+
+func (px *Proxy) track(c *net.TCPConn) bool {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	if px.closed {
+		reset(c)
+		return false
+	}
+	px.live[c] = struct{}{}
+	px.wg.Add(1)
+	return true
+}
+
+func (px *Proxy) untrack(c *net.TCPConn) {
+	px.mu.Lock()
+	delete(px.live, c)
+	px.mu.Unlock()
+	px.wg.Done()
+}
+
+// Close stops accepting, cuts every live connection and waits for their
+// handlers to finish.
+func (px *Proxy) Close() {
+	px.mu.Lock()
+	px.closed = true
+	for _, ln := range px.listeners {
+		ln.Close()
+	}
+	for c := range px.live {
+		c.Close()
+	}
+	px.mu.Unlock()
+	px.wg.Wait()
+}
+
+// admit counts a new connection against the limits; the returned func
+// ends the pending phase.
+func (px *Proxy) admit() (donePending func(), reason string) {
+	if px.conns.Add(1) > px.cfg.MaxConns {
+		px.conns.Add(-1)
+		return nil, ReasonTooManyConns
+	}
+	if px.pending.Add(1) > px.cfg.MaxPending {
+		px.pending.Add(-1)
+		px.conns.Add(-1)
+		return nil, ReasonTooManyPending
+	}
+	var once sync.Once
+	return func() { once.Do(func() { px.pending.Add(-1) }) }, ""
+}
+
+func (px *Proxy) handleTLS(c *net.TCPConn) {
+	ev := journal.Event{Agent: px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp"}
+	donePending, reason := px.admit()
+	if reason != "" {
+		px.refuse(c, ev, reason)
+		return
+	}
+	defer px.conns.Add(-1)
+	defer donePending()
+	dst, err := OriginalDst(c)
+	if err != nil {
+		px.refuse(c, ev, ReasonNoOrigDst)
+		return
+	}
+	ev.Dst = dst
+	if px.internal(dst.Addr()) {
+		px.refuse(c, ev, ReasonGatewayDst)
+		return
+	}
+	if px.byAddress(c, dst, &ev, donePending) {
+		return
+	}
+	hello, err := ReadHello(c, time.Now().Add(px.cfg.HelloTimeout), px.cfg.MaxHello)
+	if err != nil {
+		reason := ErrNotTLS.Error()
+		for _, e := range []error{ErrHelloTimeout, ErrHelloTooBig} {
+			if errors.Is(err, e) {
+				reason = e.Error()
+			}
+		}
+		px.refuse(c, ev, reason)
+		return
+	}
+	ev.Name = hello.ServerName
+	p := px.policy.Load()
+	_, reason = px.decideName(hello.ServerName, dst, p, &ev)
+	if reason == "" && hello.HasECH() {
+		reason = ReasonECH
+	}
+	if reason != "" {
+		px.refuse(c, ev, reason)
+		return
+	}
+	donePending()
+	px.forward(c, dst, hello.Raw, ev)
+}
+
+// byAddress passes a connection whose destination a cidr entry of the
+// policy allows on its port: such destinations have no name to check, by
+// the policy's own choice. It reports whether it took the connection.
+func (px *Proxy) byAddress(c *net.TCPConn, dst netip.AddrPort, ev *journal.Event, donePending func()) bool {
+	p := px.policy.Load()
+	d := p.MatchAddr(dst.Addr(), dst.Port())
+	if !d.Allow {
+		return false
+	}
+	ev.Rule, ev.PolicyHash = d.Rule(), p.Hash()
+	donePending()
+	px.forward(c, dst, nil, *ev)
+	return true
+}
+
+// decideName checks a requested name (SNI or Host) for a connection to
+// dst: allowed on that port by the policy, and dst pinned to it.
+func (px *Proxy) decideName(raw string, dst netip.AddrPort, p *policy.Policy, ev *journal.Event) (string, string) {
+	ev.PolicyHash = p.Hash()
+	if raw == "" {
+		return "", ReasonNoSNI
+	}
+	name, err := policy.CanonicalName(raw)
+	if err != nil {
+		if _, perr := netip.ParseAddr(raw); perr == nil {
+			return "", ReasonIPLiteralSNI
+		}
+		return "", ReasonInvalidSNI
+	}
+	ev.Name = name
+	d := p.MatchNamePort(name, dst.Port())
+	ev.Rule = d.Rule()
+	switch {
+	case d.Reason == policy.ReasonNameNotAllowed || d.Reason == policy.ReasonNoPolicy:
+		return name, ReasonSNINotAllowed
+	case !d.Allow:
+		return name, string(d.Reason)
+	case !px.cfg.Pins.Pinned(name, dst.Addr()):
+		return name, ReasonNotPinned
+	}
+	return name, ""
+}
+
+// forward dials the original destination, replays what the client sent so
+// far and splices both ways.
+func (px *Proxy) forward(c *net.TCPConn, dst netip.AddrPort, replay []byte, ev journal.Event) {
+	ctx, cancel := context.WithTimeout(context.Background(), px.cfg.DialTimeout)
+	up, err := px.dialer.DialContext(ctx, "tcp", dst.String())
+	cancel()
+	if err != nil {
+		ev.Detail = err.Error()
+		px.refuse(c, ev, ReasonDialFailed)
+		return
+	}
+	upc := up.(*net.TCPConn)
+	if _, err := upc.Write(replay); len(replay) > 0 && err != nil {
+		reset(upc)
+		ev.Detail = err.Error()
+		px.refuse(c, ev, ReasonDialFailed)
+		return
+	}
+	ev.Allow, ev.Reason, ev.Time = true, string(policy.ReasonAllowed), time.Now()
+	px.cfg.Journal.Record(ev)
+	_ = c.SetReadDeadline(time.Time{})
+	splice(c, upc)
+}
+
+// splice copies both ways between two bare TCP connections, so that Go
+// uses splice(2) and no byte passes through user space. When one side
+// finishes sending, the other side's write half is closed (half-close);
+// an error on either side tears both down.
+func splice(a, b *net.TCPConn) {
+	for _, c := range []*net.TCPConn{a, b} {
+		_ = c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: 15 * time.Second, Count: 4})
+	}
+	var once sync.Once
+	abort := func() { once.Do(func() { a.Close(); b.Close() }) }
+	copyHalf := func(dst, src *net.TCPConn) {
+		_, err := io.Copy(dst, src)
+		if err == nil {
+			err = dst.CloseWrite()
+		}
+		if err != nil {
+			abort()
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		copyHalf(b, a)
+		close(done)
+	}()
+	copyHalf(a, b)
+	<-done
+	abort()
+}
+
+// refuse records the refusal and resets the connection, so the agent
+// fails at once instead of waiting.
+func (px *Proxy) refuse(c *net.TCPConn, ev journal.Event, reason string) {
+	ev.Reason, ev.Time = reason, time.Now()
+	if ev.PolicyHash == "" {
+		ev.PolicyHash = px.policy.Load().Hash()
+	}
+	px.cfg.Journal.Record(ev)
+	reset(c)
+}
+
+func reset(c *net.TCPConn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
+}
