@@ -30,6 +30,8 @@ fuzz:
 	$(GO) test ./firewall -run '^$$' -fuzz '^FuzzParsePacket$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzCanonicalName$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseFile$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzReadHello$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzRequestHead$$' -fuzztime $(FUZZTIME)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./dnsfilter ./firewall

@@ -145,6 +145,9 @@ func requestHost(req *http.Request, port uint16) (string, string) {
 	// and it is the only one the upstream will see: the request is written
 	// anew, in origin form, with that Host.
 	host := req.Host
+	if host == "" {
+		return "", ReasonNoHost
+	}
 	name, p, err := net.SplitHostPort(host)
 	if err != nil {
 		return host, ""

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluicegw/sluice/dnsfilter"
 	"github.com/sluicegw/sluice/firewall"
+	"github.com/sluicegw/sluice/tlsinspect"
 )
 
 // Defaults of sluice run. The agent's link gets addresses from ranges that
@@ -36,19 +37,20 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 
 type runOptions struct {
-	policyFile string
-	allow      multiFlag
-	upstream   multiFlag
-	user       string
-	agentNet   string
-	agentNet6  string
-	noIPv6     bool
-	minTTL     time.Duration
-	maxTTL     time.Duration
-	logAllowed bool
-	logJSON    bool
-	verbose    bool
-	command    []string
+	policyFile   string
+	allow        multiFlag
+	upstream     multiFlag
+	user         string
+	agentNet     string
+	agentNet6    string
+	noIPv6       bool
+	minTTL       time.Duration
+	maxTTL       time.Duration
+	helloTimeout time.Duration
+	logAllowed   bool
+	logJSON      bool
+	verbose      bool
+	command      []string
 }
 
 func parseRunFlags(args []string) (*runOptions, error) {
@@ -67,6 +69,7 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.BoolVar(&o.noIPv6, "no-ipv6", false, "give the agent no IPv6 even where the gateway has it")
 	fs.DurationVar(&o.minTTL, "min-ttl", dnsfilter.DefaultMinTTL, "keep answered addresses open at least this long")
 	fs.DurationVar(&o.maxTTL, "max-ttl", dnsfilter.DefaultMaxTTL, "keep answered addresses open at most this long per answer")
+	fs.DurationVar(&o.helloTimeout, "hello-timeout", tlsinspect.DefaultHelloTimeout, "time a connection has to send its TLS ClientHello or HTTP request head")
 	fs.BoolVar(&o.logAllowed, "log-allowed", false, "log allowed decisions too, not only refusals")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	fs.BoolVar(&o.verbose, "v", false, "log what sluice sets up and tears down")
