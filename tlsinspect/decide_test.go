@@ -62,8 +62,8 @@ func TestDecideName(t *testing.T) {
 		{"198.18.2.10", shared, ReasonIPLiteralSNI},
 		{"2001:db8::1", shared, ReasonIPLiteralSNI},
 		{"evil.test\x00allowed.test", shared, ReasonInvalidSNI},
-		{"cust-evil.cdn.test", shared, ReasonSNINotAllowed},                        // unlisted name on a shared address
-		{"allowed.test", netip.MustParseAddrPort("192.0.2.66:443"), ReasonNotPinned}, // spoofed destination
+		{"cust-evil.cdn.test", shared, ReasonSNINotAllowed},                           // unlisted name on a shared address
+		{"allowed.test", netip.MustParseAddrPort("192.0.2.66:443"), ReasonNotPinned},  // spoofed destination
 		{"allowed.test", netip.MustParseAddrPort("198.18.2.11:443"), ReasonNotPinned}, // another allowed name's address
 		{"allowed.test", netip.MustParseAddrPort("198.18.2.10:8443"), string(policy.ReasonPortNotAllowed)},
 		{"other.test", netip.MustParseAddrPort("198.18.2.11:443"), ""},

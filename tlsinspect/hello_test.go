@@ -142,7 +142,7 @@ func TestReadHelloSNIVariants(t *testing.T) {
 		{"ALLOWED.test", "ALLOWED.test", true},
 		{"198.18.2.10", "198.18.2.10", true}, // Go's parser lets IP literals through: the proxy refuses them
 		{"", "", true},
-		{"allowed.test.", "", false}, // RFC 6066 forbids the trailing dot; Go's parser refuses it
+		{"allowed.test.", "", false},                                     // RFC 6066 forbids the trailing dot; Go's parser refuses it
 		{"evil.test\x00allowed.test", "evil.test\x00allowed.test", true}, // the name check refuses it
 	} {
 		msg, err := fakenet.SetSNI(h, tt.sni)
