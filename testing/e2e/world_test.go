@@ -23,6 +23,9 @@ import (
 var sluiceBin, dnsloadBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) != "" {
+		os.Exit(runHelper(os.Args[1:]))
+	}
 	dir, err := os.MkdirTemp("", "sluice-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+)
+
+// hello runs the helper TLS client against ADDR with SNI and MODE and
+// prints NAME=result.
+func (w *world) hello(name, addr, sni, mode string) string {
+	return "echo " + name + "=$(" + helperCmd() + " hello " + addr + " '" + sni + "' " + mode + " " + w.caFile + " | sed -n 's/^result=//p')\n"
+}
+
+func TestTLSNameBoundToAddress(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "allowed.test:443", "--allow", "chain.allowed.test", "--log-allowed"}, prelude+`
+dig +short allowed.test chain.allowed.test >/dev/null
+try control `+c+` https://allowed.test/
+try spoofed_dst `+c+` --resolve allowed.test:443:`+evilAddr+` https://allowed.test/
+try other_name_addr `+c+` --resolve allowed.test:443:`+allowedAddr2+` https://allowed.test/
+try shared_ip `+c+` --resolve cust-evil.cdn.test:443:`+allowedAddr+` https://cust-evil.cdn.test/
+try unresolved_v6 `+c+` -6 --resolve allowed.test:443:[`+evilAddr6+`] https://allowed.test/
+try mixed_case `+c+` https://ALLOWED.Test/
+try gateway_443 `+c+` -k https://`+gwAddr+`/
+`+w.hello("no_sni", allowedAddr+":443", "allowed.test", "nosni")+
+		w.hello("ip_sni", allowedAddr+":443", "allowed.test", "ipsni")+
+		w.hello("nul_sni", allowedAddr+":443", "allowed.test", "nulsni")+`
+openssl s_client -connect `+allowedAddr+`:443 -servername allowed.test. </dev/null >/dev/null 2>&1; echo trailing_dot=$?
+`)
+	expect(t, r, map[string]string{
+		"control": ok, "spoofed_dst": curlRefused, "other_name_addr": curlRefused, "shared_ip": curlRefused,
+		"unresolved_v6": curlRefused, "mixed_case": ok, "gateway_443": curlRefused,
+		"no_sni": "handshake:_reset", "ip_sni": "handshake:_reset", "nul_sni": "handshake:_reset", "trailing_dot": "1",
+	})
+	for _, reason := range []string{"address_not_pinned", "sni_not_allowed", "no_sni", "ip_literal_sni", "invalid_sni", "not_tls"} {
+		if !strings.Contains(r.stderr, "layer=tls reason="+reason) {
+			t.Errorf("no tls refusal with reason %s on stderr", reason)
+		}
+	}
+	for _, c := range w.web.Contacts() {
+		if c.SNI != "allowed.test" || (c.Local != allowedAddr+":443" && c.Local != "["+allowedAddr6+"]:443") {
+			t.Errorf("the web server saw a connection it should not have: %+v", c)
+		}
+	}
+	noContacts(t, "an attacker endpoint", w.sinkContacts())
+}
+
+func TestTLSHelloShapes(t *testing.T) {
+	w := newWorld(t)
+	r := w.run(t, []string{"--allow", "allowed.test:443"}, prelude+`
+dig +short allowed.test >/dev/null
+`+w.hello("plain", allowedAddr+":443", "allowed.test", "plain")+
+		w.hello("segments1", allowedAddr+":443", "allowed.test", "segments1")+
+		w.hello("records7", allowedAddr+":443", "allowed.test", "records7")+
+		w.hello("ech", allowedAddr+":443", "allowed.test", "ech")+
+		w.hello("esni", allowedAddr+":443", "allowed.test", "esni")+
+		w.hello("huge", allowedAddr+":443", "allowed.test", "huge")+`
+printf 'GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n' | nc -w 3 `+allowedAddr+` 443 | wc -c | sed 's/^/http_on_443=/'
+head -c 4096 /dev/urandom | nc -w 3 `+allowedAddr+` 443 | wc -c | sed 's/^/garbage=/'
+printf 'SSH-2.0-OpenSSH_9.2\r\n' | nc -w 3 `+allowedAddr+` 443 | wc -c | sed 's/^/ssh=/'
+`)
+	expect(t, r, map[string]string{
+		"plain": "ok", "segments1": "ok", "records7": "ok",
+		"ech": "handshake:_reset", "esni": "handshake:_reset", "huge": "handshake:_reset",
+		"http_on_443": "0", "garbage": "0", "ssh": "0",
+	})
+	for _, reason := range []string{"ech", "hello_too_large", "not_tls"} {
+		if !strings.Contains(r.stderr, "layer=tls reason="+reason) {
+			t.Errorf("no tls refusal with reason %s on stderr", reason)
+		}
+	}
+	if n := len(w.web.Contacts()); n != 3 {
+		t.Errorf("web server saw %d requests, want the 3 good handshakes: %+v", n, w.web.Contacts())
+	}
+}
+
+func TestHTTPHostRules(t *testing.T) {
+	w := newWorld(t)
+	send := func(name, req string) string {
+		return "printf '" + req + "' | nc -w 3 " + allowedAddr + " 80 | head -1 | grep -c ' 200 ' | sed 's/^/" + name + "=/'\n"
+	}
+	r := w.run(t, []string{"--allow", "allowed.test:80"}, prelude+`
+dig +short allowed.test >/dev/null
+`+send("honest", `GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`)+
+		send("other_host", `GET / HTTP/1.1\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+
+		send("absolute", `GET http://cust-evil.cdn.test/ HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`)+
+		send("duplicate", `GET / HTTP/1.1\r\nHost: allowed.test\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+
+		send("connect", `CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n`)+
+		send("h2c", `GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n`)+
+		send("no_host", `GET / HTTP/1.0\r\n\r\n`)+
+		send("other_port", `GET / HTTP/1.1\r\nHost: allowed.test:8080\r\nConnection: close\r\n\r\n`)+
+		send("wrong_dst", `GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`)+`
+printf 'GET /one HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET /two HTTP/1.1\r\nHost: cust-evil.cdn.test\r\n\r\n' | nc -w 3 `+allowedAddr+` 80 | grep -c 'HTTP/1.1 200' | sed 's/^/keepalive_ok=/'
+`)
+	// wrong_dst is sent to the allowed address like the others; below it
+	// is repeated against an address never resolved for the name.
+	expect(t, r, map[string]string{
+		"honest": "1", "other_host": "0", "absolute": "0", "duplicate": "0", "connect": "0",
+		"h2c": "0", "no_host": "0", "other_port": "0", "keepalive_ok": "1",
+	})
+	for _, reason := range []string{"host_not_allowed", "conflicting_host", "connect_method", "h2c_upgrade", "no_host"} {
+		if !strings.Contains(r.stderr, "layer=http reason="+reason) {
+			t.Errorf("no http refusal with reason %s on stderr", reason)
+		}
+	}
+	for _, c := range w.web.Contacts() {
+		if c.Host != "allowed.test" {
+			t.Errorf("the web server saw a request for %q", c.Host)
+		}
+	}
+	r = w.run(t, []string{"--allow", "allowed.test:80"}, prelude+`
+dig +short allowed.test >/dev/null
+printf 'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n' | nc -w 3 `+evilAddr+` 80 | wc -c | sed 's/^/spoofed_dst=/'
+`)
+	expect(t, r, map[string]string{"spoofed_dst": "0"})
+	noContacts(t, "an attacker endpoint", w.sinkContacts())
+}
+
+func TestProxySlowClients(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "allowed.test:443", "--hello-timeout", "1s"}, prelude+`
+dig +short allowed.test >/dev/null
+`+helperCmd()+` slowloris `+allowedAddr+`:443 1500 3s
+try after `+c+` https://allowed.test/
+s=$(date +%s); nc -w 10 `+allowedAddr+` 443 </dev/null; echo silent_seconds=$(( $(date +%s) - s ))
+`)
+	v := r.values()
+	if v["opened"] == "" || v["cut"] != v["opened"] {
+		t.Errorf("opened %s stalled connections, %s cut by the gateway; want all cut", v["opened"], v["cut"])
+	}
+	expect(t, r, map[string]string{"after": ok})
+	if s := v["silent_seconds"]; s != "1" && s != "2" {
+		t.Errorf("a client that sends nothing was cut after %s s, want the 1 s hello timeout", s)
+	}
+	if !strings.Contains(r.stderr, "reason=hello_timeout") {
+		t.Errorf("stalled connections not logged")
+	}
+}
