@@ -64,6 +64,15 @@ func (px *Proxy) handleHTTP(c *net.TCPConn) {
 			c.Close()
 			return
 		}
+		if reason != "" && !first {
+			// The client may still be reading earlier answers: end with a
+			// FIN, as a reset could make its kernel drop them.
+			ev.Reason, ev.Time = reason, time.Now()
+			px.cfg.Journal.Record(ev)
+			_ = c.CloseWrite()
+			c.Close()
+			return
+		}
 		if reason != "" {
 			px.refuse(c, ev, reason)
 			return

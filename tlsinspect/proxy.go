@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -58,6 +57,12 @@ const (
 	ReasonConnect         = "connect_method"
 	ReasonH2C             = "h2c_upgrade"
 )
+
+// KeepAlive is how both sides of a proxied connection find out that the
+// other end is gone: a connection idle for a minute is probed, and dropped
+// after a minute of unanswered probes. Listeners should accept with it too
+// (net.ListenConfig.KeepAliveConfig), so it costs no extra system call.
+var KeepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: 15 * time.Second, Count: 4}
 
 // Config configures a Proxy.
 type Config struct {
@@ -121,7 +126,7 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	px := &Proxy{cfg: cfg, live: map[*net.TCPConn]struct{}{}}
-	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: -1, Control: px.checkDial}
+	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAliveConfig: KeepAlive, Control: px.checkDial}
 	px.policy.Store(p)
 	return px, nil
 }
@@ -355,18 +360,15 @@ func (px *Proxy) forward(c *net.TCPConn, dst netip.AddrPort, replay []byte, ev j
 	splice(c, upc)
 }
 
-// splice copies both ways between two bare TCP connections, so that Go
-// uses splice(2) and no byte passes through user space. When one side
+// splice copies both ways between two TCP connections with splice(2), so
+// that no byte passes through user space. When one side
 // finishes sending, the other side's write half is closed (half-close);
 // an error on either side tears both down.
 func splice(a, b *net.TCPConn) {
-	for _, c := range []*net.TCPConn{a, b} {
-		_ = c.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: 15 * time.Second, Count: 4})
-	}
 	var once sync.Once
 	abort := func() { once.Do(func() { a.Close(); b.Close() }) }
 	copyHalf := func(dst, src *net.TCPConn) {
-		_, err := io.Copy(dst, src)
+		err := pump(dst, src)
 		if err == nil {
 			err = dst.CloseWrite()
 		}

@@ -185,7 +185,9 @@ func (g *gateway) close() error {
 // listenTCP binds a proxy listener on a free port, on every address but
 // only for connections that arrive on the agent's link.
 func listenTCP(iface string) (*net.TCPListener, error) {
-	ln, err := bindToDevice(iface).Listen(context.Background(), "tcp", "[::]:0")
+	lc := bindToDevice(iface)
+	lc.KeepAliveConfig = tlsinspect.KeepAlive
+	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
 	if err != nil {
 		return nil, fmt.Errorf("proxy socket: %w", err)
 	}

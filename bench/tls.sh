@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Benchmark of sluice's transparent TLS proxy, with peers in the same run.
+#
+#   sudo bench/tls.sh        # nginx (libnginx-mod-stream) and haproxy are
+#                            # measured too when installed
+#   DURATION=5s ONLY=ours-cps PROF=/tmp/p sudo bench/tls.sh   # one phase, CPU profile
+#
+# Topology (namespaces made and removed here, addresses from 198.18.0.0/15):
+#   agent (made by sluice run) --- gw: sluice, pinned to CPU1, GOMAXPROCS=1
+#   cli 198.18.3.2 --- gw 198.18.3.1: nginx :8444 and haproxy :8445 (explicit)
+#   gw 198.18.1.1 --- srv 198.18.1.2: dnsproto (every name -> an address in
+#   198.18.128.0/17, owned by srv) and the snibench backend on :443 and :8443.
+# Paths compared, all to the same backend:
+#   ours     agent -> 443 -> nft redirect -> sluice proxy (SNI + pin check, splice) -> srv
+#   direct   agent -> 8443, routed through the same gateway by the nft sets, no proxy
+#   nginx    cli -> nginx ssl_preread -> srv;  haproxy: cli -> req.ssl_sni -> srv
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${DURATION:-5s}
+tmp=$(mktemp -d)
+gw=tgw$$ srv=tsrv$$ cli=tcli$$
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for n in "$gw" "$srv" "$cli"; do ip netns del "$n" 2>/dev/null || true; done
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+go build -o "$tmp/sluice" ./cmd/sluice
+go build -o "$tmp/dnsproto" ./bench/dnsproto
+go build -o "$tmp/snibench" ./bench/snibench
+
+for n in "$gw" "$srv" "$cli"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+ip -n "$gw" link add g1 type veth peer name s0 netns "$srv"
+ip -n "$gw" link add g3 type veth peer name c0 netns "$cli"
+ip -n "$gw" addr add 198.18.1.1/24 dev g1
+ip -n "$gw" addr add 198.18.3.1/24 dev g3
+ip -n "$gw" link set g1 up
+ip -n "$gw" link set g3 up
+ip -n "$gw" route add default via 198.18.1.2
+ip -n "$srv" addr add 198.18.1.2/24 dev s0
+ip -n "$srv" link set s0 up
+ip -n "$srv" addr add 198.18.128.0/17 dev lo
+ip -n "$srv" route add unreachable default
+ip -n "$cli" addr add 198.18.3.2/24 dev c0
+ip -n "$cli" link set c0 up
+for n in "$gw" "$srv" "$cli"; do
+	ip netns exec "$n" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+done
+ip netns exec "$srv" taskset -c 0 "$tmp/dnsproto" -addr 198.18.1.2:53 &
+pids+=($!)
+ip netns exec "$srv" taskset -c 0 "$tmp/snibench" -role backend -procs 1 -listen 0.0.0.0:443,0.0.0.0:8443 &
+pids+=($!)
+sleep 0.3
+cat > "$tmp/policy.yaml" <<'POLICY'
+version: 1
+allow:
+  - host: "*.bench.test"
+    ports: [443, 8443]
+POLICY
+
+# ours NAME SNIBENCH-ARGS: one sluice run; prints snibench's line and
+# sluice's CPU per connection (from its /proc stat, read by the agent).
+ours() {
+	local name=$1
+	shift
+	if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then return 0; fi
+	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run \
+		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --agent-net 198.18.0.0/30 --no-ipv6 -- \
+		sh -c 'cpu() { awk "{print \$14+\$15}" /proc/$PPID/stat; }
+			[ -n "'"${STRACE:-}"'" ] && { strace -f -c -o '"${STRACE:-/dev/null}"' -p $PPID & sleep 0.5; }
+			c0=$(cpu); out=$(taskset -c 0 '"$tmp"'/snibench '"$*"'); c1=$(cpu)
+			[ -n "'"${STRACE:-}"'" ] && { kill -INT $!; wait $! 2>/dev/null; }
+			n=$(echo "$out" | sed -n "s/^conns=\([0-9]*\).*/\1/p")
+			extra=""; [ -n "$n" ] && extra=" sluice_cpu_us_per_conn=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"
+			echo "'"$name"': $out$extra sluice_cpu_s=$(( (c1-c0) ))/100"' 2>/dev/null
+}
+
+ours ours-cps       -role cps -target allowed.bench.test:443 -c 32 -d "$D"
+ours direct-cps     -role cps -target allowed.bench.test:8443 -c 32 -d "$D"
+ours ours-lat       -role cps -target allowed.bench.test:443 -c 1 -d "$D"
+ours direct-lat     -role cps -target allowed.bench.test:8443 -c 1 -d "$D"
+ours ours-tput      -role tput -target allowed.bench.test:443 -c 2 -d "$D"
+ours direct-tput    -role tput -target allowed.bench.test:8443 -c 2 -d "$D"
+ours refused        -role cps -target allowed.bench.test:443 -sni evil.other.test -c 4 -d 1s
+
+# Memory of 10,000 idle spliced connections, and proof of splice(2).
+[ -z "${ONLY:-}" ] || [ "$ONLY" = idle ] && ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run \
+	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --agent-net 198.18.0.0/30 --no-ipv6 -- \
+	sh -c 'rss() { awk "/VmRSS/{print \$2}" /proc/$PPID/status; }
+		r0=$(rss)
+		'"$tmp"'/snibench -role idle -target allowed.bench.test:443 -n ${IDLE_N:-10000} -d ${IDLE_HOLD:-3s} > '"$tmp"'/idle.out &
+		while ! grep -q held '"$tmp"'/idle.out; do sleep 0.2; done
+		r1=$(rss); wait
+		echo "idle: $(cat '"$tmp"'/idle.out) sluice_rss_kb_before=$r0 sluice_rss_kb_held=$r1 per_conn_kb=$(( (r1-r0)/10000 ))"
+		strace -f -c -e trace=splice,read,write -p $PPID -o '"$tmp"'/strace.out &
+		st=$!; sleep 0.5
+		'"$tmp"'/snibench -role tput -target allowed.bench.test:443 -c 1 -d 2s >/dev/null
+		kill -INT $st; wait $st 2>/dev/null
+		echo "syscalls during a 2 s transfer through the proxy:"; grep -E "splice|read|write|calls" '"$tmp"'/strace.out || true' 2>"${SLUICE_STDERR:-/dev/null}" || true
+[ -n "${ONLY:-}" ] && exit 0
+
+# Peers, explicit addressing from the cli namespace, in the same run.
+target=198.18.128.1:8443
+cputicks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# peer NAME PID: the three runs against a peer listening on $2, with its CPU.
+peer() {
+	local name=$1 pid=$2 addr=$3
+	for r in "cps -c 32" "cps -c 1" "tput -c 2"; do
+		c0=$(cputicks "$pid")
+		out=$(ip netns exec "$cli" taskset -c 0 "$tmp/snibench" -role $r -target "$addr" -d "$D")
+		c1=$(cputicks "$pid")
+		n=$(echo "$out" | sed -n 's/^conns=\([0-9]*\).*/\1/p')
+		extra=""
+		[ -n "$n" ] && extra=" cpu_us_per_conn=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"
+		echo "$name ($r): $out$extra cpu_s=$((c1-c0))/100"
+	done
+}
+if [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] && command -v nginx >/dev/null; then
+	mkdir -p "$tmp/nginx"
+	cat > "$tmp/nginx.conf" <<NGINX
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 16384; }
+stream {
+    map \$ssl_preread_server_name \$up {
+        allowed.bench.test $target;
+        default 127.0.0.1:1;
+    }
+    server {
+        listen 198.18.3.1:8444 reuseport;
+        ssl_preread on;
+        preread_timeout 5s;
+        proxy_pass \$up;
+        proxy_connect_timeout 2s;
+        proxy_buffer_size 64k;
+    }
+}
+NGINX
+	ip netns exec "$gw" taskset -c 1 nginx -c "$tmp/nginx.conf" -g 'daemon off;' &
+	pids+=($!)
+	sleep 0.5
+	peer nginx "$(pgrep -P "$(cat "$tmp/nginx/nginx.pid")" | head -1)" 198.18.3.1:8444
+fi
+if command -v haproxy >/dev/null; then
+	cat > "$tmp/haproxy.cfg" <<HAPROXY
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option splice-auto
+frontend sni_in
+    bind 198.18.3.1:8445
+    tcp-request inspect-delay 5s
+    tcp-request content accept if { req.ssl_hello_type 1 }
+    use_backend allowed if { req.ssl_sni -i allowed.bench.test }
+    default_backend deny
+backend allowed
+    server up1 $target
+backend deny
+    tcp-request content reject
+HAPROXY
+	ip netns exec "$gw" taskset -c 1 haproxy -f "$tmp/haproxy.cfg" -db &
+	pids+=($!)
+	sleep 0.5
+	peer haproxy "$!" 198.18.3.1:8445
+fi

@@ -1,0 +1,146 @@
+package tlsinspect
+
+import (
+	"errors"
+	"io"
+	"net"
+
+	"golang.org/x/sys/unix"
+)
+
+// Go's own io.Copy between TCP connections uses splice(2) too, but holds a
+// pipe (two descriptors) for as long as the copy lasts, idle or not: a
+// proxy with thousands of idle connections would spend most of its
+// descriptors on empty pipes. pump takes a pipe only while data is in
+// flight.
+
+// spliceChunk is how much one splice call moves at most, and the capacity
+// asked of each pipe (the default is 64 KiB; the kernel allows up to
+// fs.pipe-max-size, 1 MiB by default, and falls back silently).
+const spliceChunk = 256 << 10
+
+type pipe struct{ r, w int }
+
+// pipes is a bounded pool: a pipe left over beyond it is closed, never
+// dropped (which would leak its descriptors).
+var pipes = make(chan *pipe, 256)
+
+func getPipe() (*pipe, error) {
+	select {
+	case p := <-pipes:
+		return p, nil
+	default:
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil, err
+	}
+	_, _ = unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, spliceChunk)
+	return &pipe{r: fds[0], w: fds[1]}, nil
+}
+
+// putPipe returns an empty pipe to the pool; a pipe that may still hold
+// data is closed instead.
+func putPipe(p *pipe, empty bool) {
+	if empty {
+		select {
+		case pipes <- p:
+			return
+		default:
+		}
+	}
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+// pump copies src to dst until src's EOF (returning nil) or an error.
+func pump(dst, src *net.TCPConn) error {
+	srcRaw, err := src.SyscallConn()
+	if err != nil {
+		return err
+	}
+	dstRaw, err := dst.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var peek [1]byte
+	for {
+		// Wait, holding no pipe, until src has data or has ended.
+		var perr error
+		err := srcRaw.Read(func(fd uintptr) bool {
+			_, _, perr = unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			return !errors.Is(perr, unix.EAGAIN)
+		})
+		if err != nil {
+			return err
+		}
+		if perr != nil {
+			return perr
+		}
+		p, err := getPipe()
+		if err != nil {
+			return err
+		}
+		eof, err := drainAndPump(srcRaw, dstRaw, p)
+		putPipe(p, err == nil)
+		if err != nil || eof {
+			return err
+		}
+	}
+}
+
+// drainAndPump moves what src has, chunk by chunk, until src would block
+// (eof false) or ends (eof true).
+func drainAndPump(srcRaw, dstRaw rawConn, p *pipe) (eof bool, err error) {
+	for {
+		var n int64
+		var serr error
+		rerr := srcRaw.Read(func(fd uintptr) bool {
+			n, serr = unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			return true // never wait here: an empty socket means go back to peeking
+		})
+		if rerr != nil {
+			return false, rerr
+		}
+		switch {
+		case errors.Is(serr, unix.EAGAIN):
+			return false, nil
+		case serr != nil:
+			return false, serr
+		case n == 0:
+			return true, nil
+		}
+		if err := pumpOut(dstRaw, p, n); err != nil {
+			return false, err
+		}
+	}
+}
+
+// pumpOut moves n bytes from the pipe to dst, waiting while dst is full.
+func pumpOut(dstRaw rawConn, p *pipe, n int64) error {
+	for n > 0 {
+		var m int64
+		var serr error
+		werr := dstRaw.Write(func(fd uintptr) bool {
+			m, serr = unix.Splice(p.r, nil, int(fd), nil, int(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			return !errors.Is(serr, unix.EAGAIN)
+		})
+		if werr != nil {
+			return werr
+		}
+		if serr != nil {
+			return serr
+		}
+		if m == 0 {
+			return io.ErrShortWrite
+		}
+		n -= m
+	}
+	return nil
+}
+
+// rawConn is what pump needs of syscall.RawConn.
+type rawConn interface {
+	Read(func(fd uintptr) bool) error
+	Write(func(fd uintptr) bool) error
+}
