@@ -1,0 +1,102 @@
+package tlsinspect
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// TestSpliceBothWays: bytes arrive intact both ways, each direction's end
+// reaches the other side as EOF (half-close), and the proxy's side is
+// torn down once both are done.
+func TestSpliceBothWays(t *testing.T) {
+	client, proxyIn := tcpPair(t)
+	proxyOut, server := tcpPair(t)
+	done := make(chan struct{})
+	go func() { splice(proxyIn, proxyOut); close(done) }()
+
+	up := make([]byte, 8<<20)
+	down := make([]byte, 3<<20)
+	rand.Read(up)
+	rand.Read(down)
+	go func() {
+		client.Write(up)
+		client.CloseWrite()
+	}()
+	gotUp, err := io.ReadAll(server) // ends at the client's half-close
+	if err != nil || !bytes.Equal(gotUp, up) {
+		t.Fatalf("upstream got %d bytes (err %v), want %d intact", len(gotUp), err, len(up))
+	}
+	server.Write(down)
+	server.CloseWrite()
+	gotDown, err := io.ReadAll(client)
+	if err != nil || !bytes.Equal(gotDown, down) {
+		t.Fatalf("client got %d bytes (err %v), want %d intact", len(gotDown), err, len(down))
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("splice did not finish after both sides ended")
+	}
+}
+
+// TestSpliceResetTearsDown: a reset on one side closes the other.
+func TestSpliceResetTearsDown(t *testing.T) {
+	client, proxyIn := tcpPair(t)
+	proxyOut, server := tcpPair(t)
+	done := make(chan struct{})
+	go func() { splice(proxyIn, proxyOut); close(done) }()
+	client.SetLinger(0)
+	client.Close()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := server.Read(make([]byte, 1)); err == nil {
+		t.Fatal("server read data after the client reset")
+	}
+	<-done
+}
+
+// TestIdlePumpHoldsNoPipe: a pump waiting for data has returned its pipe.
+func TestIdlePumpHoldsNoPipe(t *testing.T) {
+	for len(pipes) > 0 { // start from an empty pool
+		putPipe(<-pipes, false)
+	}
+	client, proxyIn := tcpPair(t)
+	proxyOut, server := tcpPair(t)
+	go splice(proxyIn, proxyOut)
+	client.Write([]byte("hello"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(server, buf); err != nil {
+		t.Fatal(err)
+	}
+	// Both pumps are idle now; their pipes are back in the pool.
+	deadline := time.Now().Add(2 * time.Second)
+	for len(pipes) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(pipes) == 0 {
+		t.Error("no pipe returned to the pool by an idle pump")
+	}
+}
