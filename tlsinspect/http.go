@@ -21,31 +21,10 @@ import (
 // connection.
 const idleTimeout = 60 * time.Second
 
-// handleHTTP proxies plain HTTP/1.x: every request on the connection is
+// inspectHTTP proxies plain HTTP/1.x: every request on the connection is
 // parsed and its Host checked like an SNI (allowed, and the destination
 // pinned to it) before it is sent on.
-func (px *Proxy) handleHTTP(c *net.TCPConn) {
-	ev := journal.Event{Agent: px.cfg.Agent, Layer: journal.LayerHTTP, Proto: "tcp"}
-	donePending, reason := px.admit()
-	if reason != "" {
-		px.refuse(c, ev, reason)
-		return
-	}
-	defer px.conns.Add(-1)
-	defer donePending()
-	dst, err := OriginalDst(c)
-	if err != nil {
-		px.refuse(c, ev, ReasonNoOrigDst)
-		return
-	}
-	ev.Dst = dst
-	if px.internal(dst.Addr()) {
-		px.refuse(c, ev, ReasonGatewayDst)
-		return
-	}
-	if px.byAddress(c, dst, &ev, donePending) {
-		return
-	}
+func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Event, donePending func()) {
 	lc := &limitedConn{c: c, max: px.cfg.MaxHello}
 	br := bufio.NewReaderSize(lc, 4096)
 	var up *net.TCPConn

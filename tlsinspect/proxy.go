@@ -158,10 +158,46 @@ func (px *Proxy) internal(a netip.Addr) bool {
 }
 
 // ServeTLS accepts redirected TLS connections on ln until Close.
-func (px *Proxy) ServeTLS(ln *net.TCPListener) { px.serve(ln, px.handleTLS) }
+func (px *Proxy) ServeTLS(ln *net.TCPListener) {
+	px.serve(ln, func(c *net.TCPConn) { px.handle(c, journal.LayerTLS, px.inspectTLS) })
+}
 
 // ServeHTTP accepts redirected plain HTTP connections on ln until Close.
-func (px *Proxy) ServeHTTP(ln *net.TCPListener) { px.serve(ln, px.handleHTTP) }
+func (px *Proxy) ServeHTTP(ln *net.TCPListener) {
+	px.serve(ln, func(c *net.TCPConn) { px.handle(c, journal.LayerHTTP, px.inspectHTTP) })
+}
+
+// inspector decides on one connection to dst and forwards or refuses it.
+// donePending ends the connection's waiting phase once a decision is made.
+type inspector func(c *net.TCPConn, dst netip.AddrPort, ev journal.Event, donePending func())
+
+// handle does what TLS and HTTP have in common: the limits, the original
+// destination, the refusal of the gateway's own addresses and the pass of
+// cidr entries. The rest is inspect's.
+func (px *Proxy) handle(c *net.TCPConn, layer journal.Layer, inspect inspector) {
+	ev := journal.Event{Agent: px.cfg.Agent, Layer: layer, Proto: "tcp"}
+	donePending, reason := px.admit()
+	if reason != "" {
+		px.refuse(c, ev, reason)
+		return
+	}
+	defer px.conns.Add(-1)
+	defer donePending()
+	dst, err := OriginalDst(c)
+	if err != nil {
+		px.refuse(c, ev, ReasonNoOrigDst)
+		return
+	}
+	ev.Dst = dst
+	if px.internal(dst.Addr()) {
+		px.refuse(c, ev, ReasonGatewayDst)
+		return
+	}
+	if px.byAddress(c, dst, &ev, donePending) {
+		return
+	}
+	inspect(c, dst, ev, donePending)
+}
 
 func (px *Proxy) serve(ln *net.TCPListener, handle func(*net.TCPConn)) {
 	px.mu.Lock()
@@ -246,28 +282,8 @@ func (px *Proxy) admit() (donePending func(), reason string) {
 	return func() { once.Do(func() { px.pending.Add(-1) }) }, ""
 }
 
-func (px *Proxy) handleTLS(c *net.TCPConn) {
-	ev := journal.Event{Agent: px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp"}
-	donePending, reason := px.admit()
-	if reason != "" {
-		px.refuse(c, ev, reason)
-		return
-	}
-	defer px.conns.Add(-1)
-	defer donePending()
-	dst, err := OriginalDst(c)
-	if err != nil {
-		px.refuse(c, ev, ReasonNoOrigDst)
-		return
-	}
-	ev.Dst = dst
-	if px.internal(dst.Addr()) {
-		px.refuse(c, ev, ReasonGatewayDst)
-		return
-	}
-	if px.byAddress(c, dst, &ev, donePending) {
-		return
-	}
+// inspectTLS reads the ClientHello and checks its server name.
+func (px *Proxy) inspectTLS(c *net.TCPConn, dst netip.AddrPort, ev journal.Event, donePending func()) {
 	hello, err := ReadHello(c, time.Now().Add(px.cfg.HelloTimeout), px.cfg.MaxHello)
 	if err != nil {
 		reason := ErrNotTLS.Error()
@@ -281,7 +297,7 @@ func (px *Proxy) handleTLS(c *net.TCPConn) {
 	}
 	ev.Name = hello.ServerName
 	p := px.policy.Load()
-	_, reason = px.decideName(hello.ServerName, dst, p, &ev)
+	_, reason := px.decideName(hello.ServerName, dst, p, &ev)
 	if reason == "" && hello.HasECH() {
 		reason = ReasonECH
 	}
