@@ -53,8 +53,8 @@ phase() {
 			n=$(echo "$out" | sed -n "s/^answers=\([0-9]*\).*/\1/p")
 			echo "'"$name"': $out sluice_cpu_us_per_answer=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"' 2>${SLUICE_STDERR:-/dev/null}
 }
-phase hit          -count 100 -c 8 -d "$D"
-phase miss         -unique -count 0 -c 64 -d "${MISS_DURATION:-3s}"
+phase hit          -count 100 -c 16 -d "$D"
+phase miss         -unique -count 0 -c 64 -d "${MISS_DURATION:-2s}"
 phase denied       -names 'd%07d.denied.test.' -count 100000 -c 8 -d "$D"
 phase hit-latency  -count 100 -c 4 -qps 10000 -d "$D"
 phase miss-latency -unique -count 50000000 -c 4 -qps 2000 -d "$D"

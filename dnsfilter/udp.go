@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
-	"net/netip"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // udpWorkers bounds how many UDP queries are answered at once. Each worker
@@ -20,15 +17,14 @@ import (
 const udpWorkers = 128
 
 // serveUDP answers queries on conn with a fixed set of workers until conn
-// is closed. Replies leave from the address each query was sent to.
+// is closed.
+//
+// Replies are sent without a source address of their own choosing: the
+// socket is bound to the agent's link, and the kernel gives a reply the
+// link's primary address, which is also the address nftables' redirect
+// rewrote the query to, so the redirect's reverse translation matches and
+// the agent sees the answer come from where it sent the query.
 func (s *Server) serveUDP(conn *net.UDPConn) {
-	// Ask for each datagram's destination address (both families, as on a
-	// dual-stack socket either may arrive); one of the two may fail.
-	err6 := ipv6.NewPacketConn(conn).SetControlMessage(ipv6.FlagDst|ipv6.FlagInterface, true)
-	err4 := ipv4.NewPacketConn(conn).SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true)
-	if err4 != nil && err6 != nil {
-		s.cfg.Log.Warn("no destination control messages on the resolver socket; replies use the default source", "err", err4)
-	}
 	for range udpWorkers {
 		go s.udpWorker(conn)
 	}
@@ -38,7 +34,7 @@ func (s *Server) udpWorker(conn *net.UDPConn) {
 	buf := make([]byte, dns.MaxMsgSize)
 	ctx := context.Background()
 	for {
-		n, session, err := dns.ReadFromSessionUDP(conn, buf)
+		n, from, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -49,8 +45,7 @@ func (s *Server) udpWorker(conn *net.UDPConn) {
 		if req.Unpack(buf[:n]) != nil {
 			continue // not a DNS message: no answer, as a server would
 		}
-		src, _ := netip.AddrFromSlice(session.RemoteAddr().(*net.UDPAddr).IP)
-		resp := s.Answer(ctx, src.Unmap(), req)
+		resp := s.Answer(ctx, from.Addr().Unmap(), req)
 		if resp == nil {
 			continue
 		}
@@ -64,7 +59,7 @@ func (s *Server) udpWorker(conn *net.UDPConn) {
 			s.cfg.Log.Debug("pack dns answer", "err", err)
 			continue
 		}
-		if _, err := dns.WriteToSessionUDP(conn, out, session); err != nil {
+		if _, err := conn.WriteToUDPAddrPort(out, from); err != nil {
 			s.cfg.Log.Debug("write dns answer", "err", err)
 		}
 	}
