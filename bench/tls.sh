@@ -100,7 +100,7 @@ ours refused        -role cps -target allowed.bench.test:443 -sni evil.other.tes
 		'"$tmp"'/snibench -role tput -target allowed.bench.test:443 -c 1 -d 2s >/dev/null
 		kill -INT $st; wait $st 2>/dev/null
 		echo "syscalls during a 2 s transfer through the proxy:"; grep -E "splice|read|write|calls" '"$tmp"'/strace.out || true' 2>"${SLUICE_STDERR:-/dev/null}" || true
-[ -n "${ONLY:-}" ] && exit 0
+[ -n "${ONLY:-}" ] && [ "$ONLY" != peers ] && exit 0
 
 # Peers, explicit addressing from the cli namespace, in the same run.
 target=198.18.128.1:8443
@@ -110,7 +110,9 @@ peer() {
 	local name=$1 pid=$2 addr=$3
 	for r in "cps -c 32" "cps -c 1" "tput -c 2"; do
 		c0=$(cputicks "$pid")
+		[ -n "${STRACE:-}" ] && { strace -f -c -o "$STRACE.$name.${r// /}" -p "$pid" & sleep 0.5; }
 		out=$(ip netns exec "$cli" taskset -c 0 "$tmp/snibench" -role $r -target "$addr" -d "$D")
+		[ -n "${STRACE:-}" ] && { kill -INT $!; wait $! 2>/dev/null || true; }
 		c1=$(cputicks "$pid")
 		n=$(echo "$out" | sed -n 's/^conns=\([0-9]*\).*/\1/p')
 		extra=""

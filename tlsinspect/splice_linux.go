@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,8 +12,8 @@ import (
 // Go's own io.Copy between TCP connections uses splice(2) too, but holds a
 // pipe (two descriptors) for as long as the copy lasts, idle or not: a
 // proxy with thousands of idle connections would spend most of its
-// descriptors on empty pipes. pump takes a pipe only while data is in
-// flight.
+// descriptors on empty pipes. pump takes a pipe only while bulk data is in
+// flight, and reads small exchanges into a pooled buffer instead.
 
 // spliceChunk is how much one splice call moves at most, and the capacity
 // asked of each pipe (the default is 64 KiB; the kernel allows up to
@@ -53,7 +54,17 @@ func putPipe(p *pipe, empty bool) {
 	unix.Close(p.w)
 }
 
-// pump copies src to dst until src's EOF (returning nil) or an error.
+// readChunk is the buffer a pump reads into before it knows whether a
+// flow is bulk: a read that fills it switches the pump to splice(2) until
+// the socket is empty again. Small exchanges (a TLS handshake, a request
+// and its answer) then cost one read and one write, as in any proxy.
+const readChunk = 16 << 10
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
+
+// pump copies src to dst until src's EOF (returning nil) or an error. An
+// idle pump holds neither a buffer nor a pipe: both are taken only once
+// data has arrived.
 func pump(dst, src *net.TCPConn) error {
 	srcRaw, err := src.SyscallConn()
 	if err != nil {
@@ -63,19 +74,34 @@ func pump(dst, src *net.TCPConn) error {
 	if err != nil {
 		return err
 	}
-	var peek [1]byte
 	for {
-		// Wait, holding no pipe, until src has data or has ended.
-		var perr error
+		var buf *[]byte
+		var n int
+		var rerr error
 		err := srcRaw.Read(func(fd uintptr) bool {
-			_, _, perr = unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return !errors.Is(perr, unix.EAGAIN)
+			buf = readBufs.Get().(*[]byte)
+			n, rerr = unix.Read(int(fd), *buf)
+			if errors.Is(rerr, unix.EAGAIN) {
+				readBufs.Put(buf)
+				return false // wait for data, holding nothing
+			}
+			return true
 		})
+		if err == nil {
+			err = rerr
+		}
+		if err != nil || n == 0 { // n == 0: the peer finished sending
+			readBufs.Put(buf)
+			return err
+		}
+		full := n == readChunk
+		err = writeAll(dstRaw, (*buf)[:n])
+		readBufs.Put(buf)
 		if err != nil {
 			return err
 		}
-		if perr != nil {
-			return perr
+		if !full {
+			continue
 		}
 		p, err := getPipe()
 		if err != nil {
@@ -87,6 +113,25 @@ func pump(dst, src *net.TCPConn) error {
 			return err
 		}
 	}
+}
+
+func writeAll(dstRaw rawConn, b []byte) error {
+	for len(b) > 0 {
+		var n int
+		var werr error
+		err := dstRaw.Write(func(fd uintptr) bool {
+			n, werr = unix.Write(int(fd), b)
+			return !errors.Is(werr, unix.EAGAIN)
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
 }
 
 // drainAndPump moves what src has, chunk by chunk, until src would block
