@@ -91,7 +91,7 @@ ours refused        -role cps -target allowed.bench.test:443 -sni evil.other.tes
 	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --agent-net 198.18.0.0/30 --no-ipv6 -- \
 	sh -c 'rss() { awk "/VmRSS/{print \$2}" /proc/$PPID/status; }
 		r0=$(rss)
-		'"$tmp"'/snibench -role idle -target allowed.bench.test:443 -n ${IDLE_N:-9000} -d ${IDLE_HOLD:-3s} > '"$tmp"'/idle.out &
+		'"$tmp"'/snibench -role idle -target idle.bench.test:443 -sni idle.bench.test -n ${IDLE_N:-9000} -d ${IDLE_HOLD:-3s} > '"$tmp"'/idle.out &
 		while ! grep -q held '"$tmp"'/idle.out; do sleep 0.2; done
 		r1=$(rss); wait
 		echo "idle: $(cat '"$tmp"'/idle.out) sluice_rss_kb_before=$r0 sluice_rss_kb_held=$r1 per_conn_kb=$(( (r1-r0)/${IDLE_N:-9000} ))"

@@ -64,7 +64,8 @@ var readBufs = sync.Pool{New: func() any { b := make([]byte, readChunk); return 
 
 // pump copies src to dst until src's EOF (returning nil) or an error. An
 // idle pump holds neither a buffer nor a pipe: both are taken only once
-// data has arrived.
+// data has arrived. A flow that fills the buffer is bulk: it is spliced,
+// and stays spliced while its bursts stay large.
 func pump(dst, src *net.TCPConn) error {
 	srcRaw, err := src.SyscallConn()
 	if err != nil {
@@ -74,45 +75,74 @@ func pump(dst, src *net.TCPConn) error {
 	if err != nil {
 		return err
 	}
+	bulk := false
 	for {
-		var buf *[]byte
-		var n int
-		var rerr error
-		err := srcRaw.Read(func(fd uintptr) bool {
-			buf = readBufs.Get().(*[]byte)
-			n, rerr = unix.Read(int(fd), *buf)
-			if errors.Is(rerr, unix.EAGAIN) {
-				readBufs.Put(buf)
-				return false // wait for data, holding nothing
+		if bulk {
+			if err := waitReadable(srcRaw); err != nil {
+				return err
 			}
-			return true
-		})
-		if err == nil {
-			err = rerr
-		}
-		if err != nil || n == 0 { // n == 0: the peer finished sending
-			readBufs.Put(buf)
-			return err
-		}
-		full := n == readChunk
-		err = writeAll(dstRaw, (*buf)[:n])
-		readBufs.Put(buf)
-		if err != nil {
-			return err
-		}
-		if !full {
-			continue
+		} else {
+			n, full, err := copyRead(dstRaw, srcRaw)
+			if err != nil || n == 0 { // n == 0: the peer finished sending
+				return err
+			}
+			if !full {
+				continue
+			}
 		}
 		p, err := getPipe()
 		if err != nil {
 			return err
 		}
-		eof, err := drainAndPump(srcRaw, dstRaw, p)
+		moved, eof, err := drainAndPump(srcRaw, dstRaw, p)
 		putPipe(p, err == nil)
 		if err != nil || eof {
 			return err
 		}
+		bulk = moved >= readChunk
 	}
+}
+
+// copyRead waits for data on src, holding nothing, and copies what one
+// read returns to dst. full says the read filled the buffer.
+func copyRead(dstRaw, srcRaw rawConn) (n int, full bool, err error) {
+	var buf *[]byte
+	var rerr error
+	err = srcRaw.Read(func(fd uintptr) bool {
+		buf = readBufs.Get().(*[]byte)
+		n, rerr = unix.Read(int(fd), *buf)
+		if errors.Is(rerr, unix.EAGAIN) {
+			readBufs.Put(buf)
+			buf = nil
+			return false // wait for data
+		}
+		return true
+	})
+	if err == nil {
+		err = rerr
+	}
+	if buf == nil {
+		return 0, false, err
+	}
+	defer readBufs.Put(buf)
+	if err != nil || n <= 0 {
+		return 0, false, err
+	}
+	return n, n == readChunk, writeAll(dstRaw, (*buf)[:n])
+}
+
+// waitReadable waits until src has data or has ended, holding nothing.
+func waitReadable(srcRaw rawConn) error {
+	var peek [1]byte
+	var perr error
+	err := srcRaw.Read(func(fd uintptr) bool {
+		_, _, perr = unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return !errors.Is(perr, unix.EAGAIN)
+	})
+	if err == nil {
+		err = perr
+	}
+	return err
 }
 
 func writeAll(dstRaw rawConn, b []byte) error {
@@ -135,8 +165,8 @@ func writeAll(dstRaw rawConn, b []byte) error {
 }
 
 // drainAndPump moves what src has, chunk by chunk, until src would block
-// (eof false) or ends (eof true).
-func drainAndPump(srcRaw, dstRaw rawConn, p *pipe) (eof bool, err error) {
+// (eof false) or ends (eof true), and says how much it moved.
+func drainAndPump(srcRaw, dstRaw rawConn, p *pipe) (moved int64, eof bool, err error) {
 	for {
 		var n int64
 		var serr error
@@ -145,19 +175,20 @@ func drainAndPump(srcRaw, dstRaw rawConn, p *pipe) (eof bool, err error) {
 			return true // never wait here: an empty socket means go back to peeking
 		})
 		if rerr != nil {
-			return false, rerr
+			return moved, false, rerr
 		}
 		switch {
 		case errors.Is(serr, unix.EAGAIN):
-			return false, nil
+			return moved, false, nil
 		case serr != nil:
-			return false, serr
+			return moved, false, serr
 		case n == 0:
-			return true, nil
+			return moved, true, nil
 		}
 		if err := pumpOut(dstRaw, p, n); err != nil {
-			return false, err
+			return moved, false, err
 		}
+		moved += n
 	}
 }
 
