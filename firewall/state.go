@@ -29,6 +29,9 @@ type State struct {
 	// Sysctls maps each sysctl sluice changed to the value it had before,
 	// in the order they were changed.
 	Sysctls []Sysctl `json:"sysctls"`
+	// Files are files the run created, removed by the next start if the
+	// run could not.
+	Files []string `json:"files,omitempty"`
 
 	path string
 	mu   sync.Mutex
@@ -120,8 +123,25 @@ func (s *State) undo() []string {
 			done = append(done, "restored "+sc.Path+"="+sc.Value)
 		}
 	}
+	for _, f := range s.Files {
+		if os.Remove(f) == nil {
+			done = append(done, "removed "+f)
+		}
+	}
 	_ = os.Remove(s.path)
 	return done
+}
+
+// WriteFile creates a file that belongs to this run, recorded first so
+// that a crash cannot leave it behind for good; Release removes it.
+func (s *State) WriteFile(path string, data []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Files = append(s.Files, path)
+	if err := s.save(); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
 }
 
 func (s *State) save() error {
@@ -164,6 +184,11 @@ func (s *State) Release() error {
 	for _, sc := range slices.Backward(s.Sysctls) {
 		if err := writeSysctl(sc.Path, sc.Value); err != nil {
 			errs = append(errs, fmt.Errorf("restore %s=%s: %w", sc.Path, sc.Value, err))
+		}
+	}
+	for _, f := range s.Files {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
 		}
 	}
 	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {

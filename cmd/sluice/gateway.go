@@ -26,6 +26,7 @@ import (
 type gateway struct {
 	log     *slog.Logger
 	agent   *firewall.Agent
+	state   *firewall.State
 	cleanup []func() error // run last to first
 }
 
@@ -66,6 +67,7 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	if err != nil {
 		return g, err
 	}
+	g.state = st
 	g.cleanup = append(g.cleanup, st.Release)
 	plan, err := firewall.PlanForwarding(net6.IsValid())
 	if err != nil {

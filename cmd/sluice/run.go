@@ -184,10 +184,9 @@ func upstreamServers(flags []string) ([]string, error) {
 // it and returns its exit status the way a shell reports it.
 func (g *gateway) runCommand(command []string, cred credential) (int, error) {
 	resolv := fmt.Sprintf("%s/%s.resolv.conf", firewall.StateDir, g.agent.Iface)
-	if err := os.WriteFile(resolv, []byte("nameserver "+g.agent.Gateway.String()+"\noptions edns0\n"), 0o644); err != nil {
+	if err := g.state.WriteFile(resolv, []byte("nameserver "+g.agent.Gateway.String()+"\noptions edns0\n")); err != nil {
 		return 0, err
 	}
-	g.cleanup = append(g.cleanup, func() error { return os.Remove(resolv) })
 	args := []string{agentInitArg, "--resolv", resolv,
 		"--uid", fmt.Sprint(cred.uid), "--gid", fmt.Sprint(cred.gid), "--groups", cred.groups, "--"}
 	cmd := exec.Command("/proc/self/exe", append(args, command...)...)

@@ -66,7 +66,7 @@ touch ` + done + `
 		t.Fatalf("the killed run's table is already gone; the test does not test recovery")
 	}
 	r = w.run(t, nil, "true")
-	for _, want := range []string{"removed table inet sluice", "restored net/ipv4/ip_forward=0"} {
+	for _, want := range []string{"removed table inet sluice", "restored net/ipv4/ip_forward=0", ".resolv.conf"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("next start did not report %q:\n%s", want, r.stderr)
 		}
