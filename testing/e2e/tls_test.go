@@ -27,11 +27,15 @@ try gateway_443 `+c+` -k https://`+gwAddr+`/
 		w.hello("ip_sni", allowedAddr+":443", "allowed.test", "ipsni")+
 		w.hello("nul_sni", allowedAddr+":443", "allowed.test", "nulsni")+`
 openssl s_client -connect `+allowedAddr+`:443 -servername allowed.test. </dev/null >/dev/null 2>&1; echo trailing_dot=$?
+openssl s_client -connect `+allowedAddr+`:443 -noservername </dev/null >/dev/null 2>&1; echo openssl_no_sni=$?
+openssl s_client -connect `+allowedAddr+`:443 -servername `+allowedAddr+` </dev/null >/dev/null 2>&1; echo openssl_ip_sni=$?
+echo | openssl s_client -connect `+allowedAddr+`:443 -servername allowed.test -CAfile `+w.caFile+` -verify_return_error 2>/dev/null | grep -q 'Verify return code: 0'; echo openssl_ok=$?
 `)
 	expect(t, r, map[string]string{
 		"control": ok, "spoofed_dst": curlRefused, "other_name_addr": curlRefused, "shared_ip": curlRefused,
 		"unresolved_v6": curlRefused, "mixed_case": ok, "gateway_443": curlRefused,
 		"no_sni": "handshake:_reset", "ip_sni": "handshake:_reset", "nul_sni": "handshake:_reset", "trailing_dot": "1",
+		"openssl_no_sni": "1", "openssl_ip_sni": "1", "openssl_ok": "0",
 	})
 	for _, reason := range []string{"address_not_pinned", "sni_not_allowed", "no_sni", "ip_literal_sni", "invalid_sni", "not_tls"} {
 		if !strings.Contains(r.stderr, "layer=tls reason="+reason) {
