@@ -35,6 +35,8 @@ const (
 	DefaultMaxPending = 1024
 	// DefaultMaxConns bounds connections in total.
 	DefaultMaxConns = 16384
+	// DefaultIdleTimeout closes connections silent both ways for an hour.
+	DefaultIdleTimeout = time.Hour
 )
 
 // Reasons the proxy refuses with, beside the policy's own.
@@ -85,6 +87,9 @@ type Config struct {
 	DialTimeout time.Duration
 	// MaxPending and MaxConns bound connections awaiting a decision and in total.
 	MaxPending, MaxConns int64
+	// IdleTimeout closes a spliced connection that moved no data either
+	// way for this long; DefaultIdleTimeout when zero, none when negative.
+	IdleTimeout time.Duration
 	// Log reports errors that are not decisions.
 	Log *slog.Logger
 }
@@ -123,6 +128,9 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	}
 	if cfg.MaxConns == 0 {
 		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -375,18 +383,19 @@ func (px *Proxy) forward(c *net.TCPConn, dst netip.AddrPort, replay []byte, ev j
 	ev.Allow, ev.Reason, ev.Time = true, string(policy.ReasonAllowed), time.Now()
 	px.cfg.Journal.Record(ev)
 	_ = c.SetReadDeadline(time.Time{})
-	splice(c, upc)
+	splice(c, upc, px.cfg.IdleTimeout)
 }
 
 // splice copies both ways between two TCP connections with splice(2), so
-// that no byte passes through user space. When one side
-// finishes sending, the other side's write half is closed (half-close);
-// an error on either side tears both down.
-func splice(a, b *net.TCPConn) {
+// that no byte passes through user space. When one side finishes sending,
+// the other side's write half is closed (half-close); an error on either
+// side, or no data either way for idleTimeout, tears both down.
+func splice(a, b *net.TCPConn, idleTimeout time.Duration) {
+	idle := newIdleTimer(idleTimeout)
 	var once sync.Once
 	abort := func() { once.Do(func() { a.Close(); b.Close() }) }
 	copyHalf := func(dst, src *net.TCPConn) {
-		err := pump(dst, src)
+		err := pump(dst, src, idle)
 		if err == nil {
 			err = dst.CloseWrite()
 		}

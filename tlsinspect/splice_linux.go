@@ -4,7 +4,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -62,11 +65,56 @@ const readChunk = 16 << 10
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
 
+// idleTimer remembers when either direction of a connection last moved
+// data; a connection idle both ways for longer than idle is closed.
+type idleTimer struct {
+	idle time.Duration
+	last atomic.Int64 // UnixNano
+}
+
+func newIdleTimer(idle time.Duration) *idleTimer {
+	if idle <= 0 {
+		return nil
+	}
+	t := &idleTimer{idle: idle}
+	t.touch()
+	return t
+}
+
+func (t *idleTimer) touch() {
+	if t != nil {
+		t.last.Store(time.Now().UnixNano())
+	}
+}
+
+func (t *idleTimer) deadline() time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return time.Unix(0, t.last.Load()).Add(t.idle)
+}
+
+// errIdle ends a connection idle both ways for longer than its timeout.
+var errIdle = errors.New("idle timeout")
+
+// waitErr turns a wait that hit the read deadline into errIdle when the
+// whole connection was idle, and into nil (wait again) when the other
+// direction moved data meanwhile.
+func (t *idleTimer) waitErr(err error) error {
+	if t == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	if time.Now().Before(t.deadline()) {
+		return nil
+	}
+	return errIdle
+}
+
 // pump copies src to dst until src's EOF (returning nil) or an error. An
 // idle pump holds neither a buffer nor a pipe: both are taken only once
 // data has arrived. A flow that fills the buffer is bulk: it is spliced,
 // and stays spliced while its bursts stay large.
-func pump(dst, src *net.TCPConn) error {
+func pump(dst, src *net.TCPConn, idle *idleTimer) error {
 	srcRaw, err := src.SyscallConn()
 	if err != nil {
 		return err
@@ -77,15 +125,27 @@ func pump(dst, src *net.TCPConn) error {
 	}
 	bulk := false
 	for {
+		_ = src.SetReadDeadline(idle.deadline())
+		_ = dst.SetWriteDeadline(idle.deadline())
 		if bulk {
 			if err := waitReadable(srcRaw); err != nil {
-				return err
+				if err = idle.waitErr(err); err != nil {
+					return err
+				}
+				continue
 			}
 		} else {
 			n, full, err := copyRead(dstRaw, srcRaw)
-			if err != nil || n == 0 { // n == 0: the peer finished sending
-				return err
+			if err != nil {
+				if err = idle.waitErr(err); err != nil {
+					return err
+				}
+				continue
 			}
+			if n == 0 { // the peer finished sending
+				return nil
+			}
+			idle.touch()
 			if !full {
 				continue
 			}
@@ -98,6 +158,9 @@ func pump(dst, src *net.TCPConn) error {
 		putPipe(p, err == nil)
 		if err != nil || eof {
 			return err
+		}
+		if moved > 0 {
+			idle.touch()
 		}
 		bulk = moved >= readChunk
 	}

@@ -36,7 +36,7 @@ func TestSpliceBothWays(t *testing.T) {
 	client, proxyIn := tcpPair(t)
 	proxyOut, server := tcpPair(t)
 	done := make(chan struct{})
-	go func() { splice(proxyIn, proxyOut); close(done) }()
+	go func() { splice(proxyIn, proxyOut, 0); close(done) }()
 
 	up := make([]byte, 8<<20)
 	down := make([]byte, 3<<20)
@@ -68,7 +68,7 @@ func TestSpliceResetTearsDown(t *testing.T) {
 	client, proxyIn := tcpPair(t)
 	proxyOut, server := tcpPair(t)
 	done := make(chan struct{})
-	go func() { splice(proxyIn, proxyOut); close(done) }()
+	go func() { splice(proxyIn, proxyOut, 0); close(done) }()
 	client.SetLinger(0)
 	client.Close()
 	server.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -86,7 +86,7 @@ func TestIdlePumpHoldsNoPipe(t *testing.T) {
 	}
 	client, proxyIn := tcpPair(t)
 	proxyOut, server := tcpPair(t)
-	go splice(proxyIn, proxyOut)
+	go splice(proxyIn, proxyOut, 0)
 	go client.Write(make([]byte, 1<<20)) // fills the read buffer: the pump splices
 	if _, err := io.ReadFull(server, make([]byte, 1<<20)); err != nil {
 		t.Fatal(err)
@@ -98,5 +98,33 @@ func TestIdlePumpHoldsNoPipe(t *testing.T) {
 	}
 	if len(pipes) == 0 {
 		t.Error("no pipe returned to the pool by an idle pump")
+	}
+}
+
+// TestSpliceIdleTimeout: traffic in one direction keeps the connection
+// open however long the other is silent; silence both ways closes it.
+func TestSpliceIdleTimeout(t *testing.T) {
+	client, proxyIn := tcpPair(t)
+	proxyOut, server := tcpPair(t)
+	done := make(chan struct{})
+	go func() { splice(proxyIn, proxyOut, 300*time.Millisecond); close(done) }()
+	buf := make([]byte, 1)
+	for range 10 { // 1 s of one-way traffic, every 100 ms
+		if _, err := client.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(server, buf); err != nil {
+			t.Fatalf("one-way traffic was cut: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a connection silent both ways was not closed")
+	}
+	server.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := server.Read(buf); err == nil {
+		t.Error("the server side stayed open after the idle timeout")
 	}
 }
