@@ -82,12 +82,12 @@ func ReadHello(c net.Conn, deadline time.Time, max int) (*Hello, error) {
 			return nil, errGotHello
 		},
 	})
+	// The deadline on c bounds the read; a context with a deadline would
+	// cost crypto/tls a watcher goroutine per connection for nothing.
 	if err := c.SetReadDeadline(deadline); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	err := srv.HandshakeContext(ctx)
+	err := srv.HandshakeContext(context.Background())
 	if hello != nil {
 		hello.Raw = rec.buf
 		return hello, nil
@@ -95,7 +95,7 @@ func ReadHello(c net.Conn, deadline time.Time, max int) (*Hello, error) {
 	switch {
 	case errors.Is(err, ErrHelloTooBig):
 		return nil, ErrHelloTooBig
-	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, os.ErrDeadlineExceeded):
 		return nil, ErrHelloTimeout
 	case len(rec.buf) > 0 && rec.buf[0] != 0x16:
 		return nil, ErrNotTLS
