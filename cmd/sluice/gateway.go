@@ -152,9 +152,11 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	proxy.ServeTLS(tlsLn)
 	proxy.ServeHTTP(httpLn)
 	g.cleanup = append(g.cleanup, func() error { proxy.Close(); return nil })
+	fwd := &dnsfilter.Forwarder{Servers: upstreams}
+	g.cleanup = append(g.cleanup, func() error { fwd.Close(); return nil })
 	srv, err := dnsfilter.New(dnsfilter.Config{
 		Agent: iface, Clients: clients, Internal: internal, IPv6: agent.Addr6.IsValid(),
-		Upstream: &dnsfilter.Forwarder{Servers: upstreams},
+		Upstream: fwd,
 		Allower:  mgr, Pins: pins, Journal: sink,
 		MinTTL: o.minTTL, MaxTTL: o.maxTTL, Log: log,
 	}, p)
