@@ -125,11 +125,15 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cleanup = append(g.cleanup, func() error { cancel(); return nil })
 	reader := &firewall.LogReader{Group: nflogGroup, Agent: iface, PolicyHash: p.Hash, Journal: sink, Log: log}
-	if stop, err := reader.Start(ctx); err != nil {
-		log.Warn("refused packets will not be logged", "err", err)
-	} else {
-		g.cleanup = append(g.cleanup, func() error { stop(); return nil })
+	// Every refusal is journaled: without the kernel's log of refused
+	// packets the gateway would refuse in silence, so it does not start.
+	stop, err := reader.Start(ctx)
+	if err != nil {
+		pc.Close()
+		ln.Close()
+		return g, fmt.Errorf("%w (is nfnetlink_log available?)", err)
 	}
+	g.cleanup = append(g.cleanup, func() error { stop(); return nil })
 	go heartbeat(ctx, mgr, firewall.DefaultHeartbeat/3, log)
 
 	upstreams, err := upstreamServers(o.upstream)
