@@ -25,7 +25,7 @@ const idleTimeout = 60 * time.Second
 // parsed and its Host checked like an SNI (allowed, and the destination
 // pinned to it) before it is sent on.
 func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Event, donePending func()) {
-	lc := &limitedConn{c: c, max: px.cfg.MaxHello}
+	lc := &limitedConn{c: c, max: px.cfg.MaxHello, idle: px.cfg.IdleTimeout}
 	br := bufio.NewReaderSize(lc, 4096)
 	var up *net.TCPConn
 	var upr *bufio.Reader
@@ -67,12 +67,12 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 				return
 			}
 			up = conn.(*net.TCPConn)
-			upr = bufio.NewReader(up)
+			upr = bufio.NewReader(idleConn{up, px.cfg.IdleTimeout})
 		}
 		ev.Allow, ev.Reason, ev.Time = true, string(policy.ReasonAllowed), time.Now()
 		px.cfg.Journal.Record(ev)
 		ev.Allow, ev.Reason, ev.Detail = false, "", ""
-		if !px.exchange(c, up, br, upr, req) {
+		if !px.exchange(idleConn{c, px.cfg.IdleTimeout}, idleConn{up, px.cfg.IdleTimeout}, br, upr, req) {
 			c.Close()
 			return
 		}
@@ -159,7 +159,7 @@ func headerHasToken(h http.Header, key, token string) bool {
 
 // exchange sends one request upstream and its response back. It reports
 // whether the connection may carry another request.
-func (px *Proxy) exchange(c, up *net.TCPConn, br, upr *bufio.Reader, req *http.Request) bool {
+func (px *Proxy) exchange(c, up idleConn, br, upr *bufio.Reader, req *http.Request) bool {
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{""} // keep req.Write from adding Go's own
 	}
@@ -180,11 +180,11 @@ func (px *Proxy) exchange(c, up *net.TCPConn, br, upr *bufio.Reader, req *http.R
 		done := make(chan struct{})
 		go func() {
 			_, _ = io.Copy(up, br)
-			_ = up.CloseWrite()
+			_ = up.c.CloseWrite()
 			close(done)
 		}()
 		_, _ = io.Copy(c, upr)
-		_ = c.CloseWrite()
+		_ = c.c.CloseWrite()
 		<-done
 		return false
 	}
@@ -196,18 +196,45 @@ func (px *Proxy) exchange(c, up *net.TCPConn, br, upr *bufio.Reader, req *http.R
 
 var errHeadTooBig = errors.New("request head too large")
 
+// idleConn gives each read and write a fresh deadline, so that a peer that
+// goes silent is dropped after idle while a slow transfer of any length
+// goes on.
+type idleConn struct {
+	c    *net.TCPConn
+	idle time.Duration
+}
+
+func (i idleConn) Read(p []byte) (int, error) {
+	if i.idle > 0 {
+		_ = i.c.SetReadDeadline(time.Now().Add(i.idle))
+	}
+	return i.c.Read(p)
+}
+
+func (i idleConn) Write(p []byte) (int, error) {
+	if i.idle > 0 {
+		_ = i.c.SetWriteDeadline(time.Now().Add(i.idle))
+	}
+	return i.c.Write(p)
+}
+
 // limitedConn bounds how much of a request head may be read before a
-// decision; the bound resets once a request passed.
+// decision; the bound resets once a request passed. While a request body
+// is read, each read gets the idle deadline (the head has its own).
 type limitedConn struct {
-	c    net.Conn
+	c    *net.TCPConn
 	n    int
 	max  int
 	open bool
+	idle time.Duration
 }
 
 func (l *limitedConn) Read(p []byte) (int, error) {
 	if !l.open && l.n >= l.max {
 		return 0, errHeadTooBig
+	}
+	if l.open && l.idle > 0 {
+		_ = l.c.SetReadDeadline(time.Now().Add(l.idle))
 	}
 	n, err := l.c.Read(p)
 	l.n += n

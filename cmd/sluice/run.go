@@ -47,6 +47,7 @@ type runOptions struct {
 	minTTL       time.Duration
 	maxTTL       time.Duration
 	helloTimeout time.Duration
+	idleTimeout  time.Duration
 	logAllowed   bool
 	logJSON      bool
 	verbose      bool
@@ -70,6 +71,7 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.DurationVar(&o.minTTL, "min-ttl", dnsfilter.DefaultMinTTL, "keep answered addresses open at least this long")
 	fs.DurationVar(&o.maxTTL, "max-ttl", dnsfilter.DefaultMaxTTL, "keep answered addresses open at most this long per answer")
 	fs.DurationVar(&o.helloTimeout, "hello-timeout", tlsinspect.DefaultHelloTimeout, "time a connection has to send its TLS ClientHello or HTTP request head")
+	fs.DurationVar(&o.idleTimeout, "idle-timeout", tlsinspect.DefaultIdleTimeout, "close a proxied connection that moves no data for this long")
 	fs.BoolVar(&o.logAllowed, "log-allowed", false, "log allowed decisions too, not only refusals")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	fs.BoolVar(&o.verbose, "v", false, "log what sluice sets up and tears down")

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -140,5 +142,24 @@ s=$(date +%s); nc -w 10 `+allowedAddr+` 443 </dev/null; echo silent_seconds=$(( 
 	}
 	if !strings.Contains(r.stderr, "reason=hello_timeout") {
 		t.Errorf("stalled connections not logged")
+	}
+}
+
+// TestProxyIdleTimeout: an allowed upstream that accepts and never answers
+// holds the agent's connection only for the idle timeout, on the HTTP and
+// on the TLS path.
+func TestProxyIdleTimeout(t *testing.T) {
+	w := newWorld(t)
+	pol := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(pol, []byte("version: 1\nallow:\n  - host: \"*.synth.test\"\n    http_ports: [82]\n"), 0o644)
+	r := w.run(t, []string{"--policy", pol, "--idle-timeout", "1s"}, prelude+`
+a=$(dig +short h.synth.test)
+s=$(date +%s); printf 'GET / HTTP/1.1\r\nHost: h.synth.test:82\r\n\r\n' | nc -w 20 $a 82 >/dev/null; echo http_seconds=$(( $(date +%s) - s ))
+`)
+	if s := r.values()["http_seconds"]; s != "1" && s != "2" && s != "3" {
+		t.Errorf("a request to a silent upstream held the connection %s s, want about the 1 s idle timeout", s)
+	}
+	if len(w.silent.Contacts()) == 0 {
+		t.Error("the request never reached the silent upstream; the test tests nothing")
 	}
 }

@@ -87,6 +87,7 @@ type world struct {
 	public   *fakenet.DNS // a public resolver the agent must not reach
 	web      *fakenet.Web
 	sink     *fakenet.Sink // attacker endpoints and canaries
+	silent   *fakenet.Sink // accepts on port 82 and never answers
 	caFile   string
 }
 
@@ -140,7 +141,15 @@ func (w *world) startServers(t *testing.T) {
 	}
 	w.auth, w.public = fakenet.NewDNS(zone...), fakenet.NewDNS(zone...)
 	w.sink = &fakenet.Sink{}
-	t.Cleanup(func() { w.auth.Close(); w.public.Close(); w.web.Close(); w.sink.Close() })
+	t.Cleanup(func() {
+		w.auth.Close()
+		w.public.Close()
+		w.web.Close()
+		w.sink.Close()
+		if w.silent != nil {
+			w.silent.Close()
+		}
+	})
 	err = w.inet.Do(func() error {
 		for _, d := range []struct {
 			srv  *fakenet.DNS
@@ -185,6 +194,12 @@ func (w *world) startServers(t *testing.T) {
 				w.sink.ListenTCP(ln)
 			}
 		}
+		silent, err := net.Listen("tcp", "0.0.0.0:82") // every synth.test address
+		if err != nil {
+			return err
+		}
+		w.silent = &fakenet.Sink{}
+		w.silent.ListenSilent(silent)
 		for addr, ports := range udp {
 			for _, p := range ports {
 				pc, err := net.ListenPacket("udp", addr+":"+p)

@@ -29,6 +29,22 @@ func (s *Sink) ListenTCP(ln net.Listener) {
 	}()
 }
 
+// ListenSilent records every connection accepted on ln and then holds it
+// open without reading or writing: an upstream that never answers.
+func (s *Sink) ListenSilent(ln net.Listener) {
+	s.track(ln.Close)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.record(Contact{Local: c.LocalAddr().String(), Remote: c.RemoteAddr().String()})
+			s.track(c.Close)
+		}
+	}()
+}
+
 // ListenUDP records every datagram that arrives on pc.
 func (s *Sink) ListenUDP(pc net.PacketConn) {
 	s.track(pc.Close)
