@@ -129,15 +129,20 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
-		size := dns.MinMsgSize
-		if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > size {
-			size = int(opt.UDPSize())
-		}
-		resp.Truncate(size)
+		resp.Truncate(udpSize(req))
 	}
 	if err := w.WriteMsg(resp); err != nil {
 		s.cfg.Log.Debug("write dns answer", "err", err)
 	}
+}
+
+// udpSize is how large a UDP answer to req may be: what its EDNS record
+// advertises, at least the classic 512 bytes.
+func udpSize(req *dns.Msg) int {
+	if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > dns.MinMsgSize {
+		return int(opt.UDPSize())
+	}
+	return dns.MinMsgSize
 }
 
 func addrOf(a net.Addr) netip.Addr {

@@ -49,11 +49,7 @@ func (s *Server) udpWorker(conn *net.UDPConn) {
 		if resp == nil {
 			continue
 		}
-		size := dns.MinMsgSize
-		if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > size {
-			size = int(opt.UDPSize())
-		}
-		resp.Truncate(size)
+		resp.Truncate(udpSize(req))
 		out, err := resp.PackBuffer(buf)
 		if err != nil {
 			s.cfg.Log.Debug("pack dns answer", "err", err)

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
@@ -321,28 +320,6 @@ func (m *Manager) refuseIf(ch *nftables.Chain, reason string, match []expr.Any, 
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
 		Exprs: rule(match, limit, logTo(m.cfg.LogGroup, logPrefix+reason))})
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch, Exprs: rule(match, final)})
-}
-
-// notLocal is `fib daddr type != local`.
-func notLocal() []expr.Any {
-	return []expr.Any{
-		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
-	}
-}
-
-func pktType(t byte) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyPKTTYPE, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{t}},
-	}
-}
-
-func icmp6Type(t byte) []expr.Any {
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{t}},
-	}
 }
 
 // Remove deletes our table. A table that is already gone is not an error.

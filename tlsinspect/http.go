@@ -104,7 +104,7 @@ func (px *Proxy) readRequest(c *net.TCPConn, br *bufio.Reader, dst netip.AddrPor
 		ev.Name = host
 		return nil, reason
 	}
-	_, reason = px.decideName(host, dst, px.policy.Load(), ev)
+	reason = px.decideName(host, dst, px.policy.Load(), ev)
 	switch reason {
 	case ReasonNoSNI:
 		reason = ReasonNoHost

@@ -307,7 +307,7 @@ func (px *Proxy) inspectTLS(c *net.TCPConn, dst netip.AddrPort, ev journal.Event
 	}
 	ev.Name = hello.ServerName
 	p := px.policy.Load()
-	_, reason := px.decideName(hello.ServerName, dst, p, &ev)
+	reason := px.decideName(hello.ServerName, dst, p, &ev)
 	if reason == "" && hello.HasECH() {
 		reason = ReasonECH
 	}
@@ -335,31 +335,32 @@ func (px *Proxy) byAddress(c *net.TCPConn, dst netip.AddrPort, ev *journal.Event
 }
 
 // decideName checks a requested name (SNI or Host) for a connection to
-// dst: allowed on that port by the policy, and dst pinned to it.
-func (px *Proxy) decideName(raw string, dst netip.AddrPort, p *policy.Policy, ev *journal.Event) (string, string) {
+// dst: allowed on that port by the policy, and dst pinned to it. It
+// returns the refusal reason, "" when the name may pass.
+func (px *Proxy) decideName(raw string, dst netip.AddrPort, p *policy.Policy, ev *journal.Event) string {
 	ev.PolicyHash = p.Hash()
 	if raw == "" {
-		return "", ReasonNoSNI
+		return ReasonNoSNI
 	}
 	name, err := policy.CanonicalName(raw)
 	if err != nil {
 		if _, perr := netip.ParseAddr(raw); perr == nil {
-			return "", ReasonIPLiteralSNI
+			return ReasonIPLiteralSNI
 		}
-		return "", ReasonInvalidSNI
+		return ReasonInvalidSNI
 	}
 	ev.Name = name
 	d := p.MatchNamePort(name, dst.Port())
 	ev.Rule = d.Rule()
 	switch {
 	case d.Reason == policy.ReasonNameNotAllowed || d.Reason == policy.ReasonNoPolicy:
-		return name, ReasonSNINotAllowed
+		return ReasonSNINotAllowed
 	case !d.Allow:
-		return name, string(d.Reason)
+		return string(d.Reason)
 	case !px.cfg.Pins.Pinned(name, dst.Addr()):
-		return name, ReasonNotPinned
+		return ReasonNotPinned
 	}
-	return name, ""
+	return ""
 }
 
 // forward dials the original destination, replays what the client sent so

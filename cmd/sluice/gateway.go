@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -88,15 +89,25 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	if err != nil {
 		return g, err
 	}
+	// The servers close their sockets when shut down; this closes them
+	// whatever step fails first (closing twice is harmless).
+	sockets := []io.Closer{pc, ln}
+	g.cleanup = append(g.cleanup, func() error {
+		for _, s := range sockets {
+			_ = s.Close()
+		}
+		return nil
+	})
 	tlsLn, err := listenTCP(iface)
 	if err != nil {
 		return g, err
 	}
+	sockets = append(sockets, tlsLn)
 	httpLn, err := listenTCP(iface)
 	if err != nil {
-		tlsLn.Close()
 		return g, err
 	}
+	sockets = append(sockets, httpLn)
 	tlsPorts, httpPorts := p.InspectedPorts()
 	mgr, err := firewall.New(firewall.Config{
 		NetNSFd: -1, AgentIface: iface, AgentAddr4: agent.Addr, AgentAddr6: agent.Addr6,
@@ -104,20 +115,14 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 		TLSProxyPort: listenPort(tlsLn), HTTPProxyPort: listenPort(httpLn), TLSPorts: tlsPorts, HTTPPorts: httpPorts,
 	})
 	if err != nil {
-		pc.Close()
-		ln.Close()
 		return g, err
 	}
 	g.cleanup = append(g.cleanup, mgr.Close)
 	if err := mgr.Install(); err != nil {
-		pc.Close()
-		ln.Close()
 		return g, err
 	}
 	g.cleanup = append(g.cleanup, mgr.Remove)
 	if err := st.EnableForwarding(plan); err != nil {
-		pc.Close()
-		ln.Close()
 		return g, fmt.Errorf("enable forwarding: %w", err)
 	}
 
@@ -129,8 +134,6 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	// packets the gateway would refuse in silence, so it does not start.
 	stop, err := reader.Start(ctx)
 	if err != nil {
-		pc.Close()
-		ln.Close()
 		return g, fmt.Errorf("%w (is nfnetlink_log available?)", err)
 	}
 	g.cleanup = append(g.cleanup, func() error { stop(); return nil })
@@ -138,8 +141,6 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 
 	upstreams, err := upstreamServers(o.upstream)
 	if err != nil {
-		pc.Close()
-		ln.Close()
 		return g, err
 	}
 	clients := []netip.Prefix{netip.PrefixFrom(agent.Addr, 32)}
@@ -165,8 +166,6 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 		MinTTL: o.minTTL, MaxTTL: o.maxTTL, Log: log,
 	}, p)
 	if err != nil {
-		pc.Close()
-		ln.Close()
 		return g, err
 	}
 	if err := srv.Serve(pc, ln); err != nil {

@@ -15,23 +15,13 @@ type Sink struct {
 }
 
 // ListenTCP records every connection accepted on ln (and closes it).
-func (s *Sink) ListenTCP(ln net.Listener) {
-	s.track(ln.Close)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.record(Contact{Local: c.LocalAddr().String(), Remote: c.RemoteAddr().String()})
-			c.Close()
-		}
-	}()
-}
+func (s *Sink) ListenTCP(ln net.Listener) { s.accept(ln, false) }
 
 // ListenSilent records every connection accepted on ln and then holds it
 // open without reading or writing: an upstream that never answers.
-func (s *Sink) ListenSilent(ln net.Listener) {
+func (s *Sink) ListenSilent(ln net.Listener) { s.accept(ln, true) }
+
+func (s *Sink) accept(ln net.Listener, hold bool) {
 	s.track(ln.Close)
 	go func() {
 		for {
@@ -40,7 +30,11 @@ func (s *Sink) ListenSilent(ln net.Listener) {
 				return
 			}
 			s.record(Contact{Local: c.LocalAddr().String(), Remote: c.RemoteAddr().String()})
-			s.track(c.Close)
+			if hold {
+				s.track(c.Close)
+			} else {
+				c.Close()
+			}
 		}
 	}()
 }
