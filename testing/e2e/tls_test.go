@@ -96,14 +96,16 @@ dig +short allowed.test >/dev/null
 		send("h2c", `GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n`)+
 		send("no_host", `GET / HTTP/1.0\r\n\r\n`)+
 		send("other_port", `GET / HTTP/1.1\r\nHost: allowed.test:8080\r\nConnection: close\r\n\r\n`)+
-		send("wrong_dst", `GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`)+`
+		send("h2_preface", `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`)+
+		send("absolute_allowed", `GET http://allowed.test/ HTTP/1.1\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+`
 printf 'GET /one HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET /two HTTP/1.1\r\nHost: cust-evil.cdn.test\r\n\r\n' | nc -w 3 `+allowedAddr+` 80 | grep -c 'HTTP/1.1 200' | sed 's/^/keepalive_ok=/'
 `)
-	// wrong_dst is sent to the allowed address like the others; below it
-	// is repeated against an address never resolved for the name.
+	// absolute_allowed names allowed.test in its URI and another host in its
+	// Host header: it passes as allowed.test, and the loop below checks that
+	// the upstream saw only that Host (the request is written anew).
 	expect(t, r, map[string]string{
 		"honest": "1", "other_host": "0", "absolute": "0", "duplicate": "0", "connect": "0",
-		"h2c": "0", "no_host": "0", "other_port": "0", "keepalive_ok": "1",
+		"h2c": "0", "no_host": "0", "other_port": "0", "h2_preface": "0", "absolute_allowed": "1", "keepalive_ok": "1",
 	})
 	for _, reason := range []string{"host_not_allowed", "conflicting_host", "connect_method", "h2c_upgrade", "no_host"} {
 		if !strings.Contains(r.stderr, "layer=http reason="+reason) {
@@ -115,6 +117,10 @@ printf 'GET /one HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET /two HTTP/1.1\r\nHost
 			t.Errorf("the web server saw a request for %q", c.Host)
 		}
 	}
+	if n := len(w.web.Contacts()); n != 3 { // honest, absolute_allowed, keep-alive's first
+		t.Errorf("the web server saw %d requests, want 3", n)
+	}
+	// The honest request again, to an address never resolved for the name.
 	r = w.run(t, []string{"--allow", "allowed.test:80"}, prelude+`
 dig +short allowed.test >/dev/null
 printf 'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n' | nc -w 3 `+evilAddr+` 80 | wc -c | sed 's/^/spoofed_dst=/'
