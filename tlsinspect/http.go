@@ -39,9 +39,14 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 		lc.n, lc.open = br.Buffered(), false
 		req, reason := px.readRequest(c, br, dst, timeout, &ev)
 		lc.open = true // the body is the request's to send
-		if reason == "eof" && !first {
+		if !first && (reason == "eof" || reason == ErrHelloTimeout.Error()) {
+			// The client closed, or kept the connection idle past the
+			// keep-alive timeout, between requests: an ending, not a refusal.
 			c.Close()
 			return
+		}
+		if reason == "eof" {
+			reason = ReasonBadRequest // connected and closed without a request
 		}
 		if reason != "" && !first {
 			// The client may still be reading earlier answers: end with a
