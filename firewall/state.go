@@ -26,8 +26,8 @@ type State struct {
 	Start string `json:"start"` // the process's start time, against PID reuse
 	Table string `json:"table"`
 	Iface string `json:"iface"`
-	// Sysctls maps each sysctl sluice changed to the value it had before,
-	// in the order they were changed.
+	// Sysctls lists each sysctl sluice changed with the value it had
+	// before, in the order they were changed.
 	Sysctls []Sysctl `json:"sysctls"`
 	// Files are files the run created, removed by the next start if the
 	// run could not.

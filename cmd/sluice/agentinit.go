@@ -16,9 +16,10 @@ import (
 
 // agentInitArg is the hidden subcommand that sluice runs as the agent's
 // first process: already in the agent's network namespace and in a mount
-// namespace of its own, it points /etc/resolv.conf at the gateway, shows
-// the agent's own interfaces under /sys, drops privileges and executes the
-// user's command in its place.
+// namespace of its own, it hides host services reachable through the
+// filesystem, points /etc/resolv.conf at the gateway, shows the agent's own
+// interfaces under /sys, drops privileges, closes every inherited
+// descriptor but 0-2 and executes the user's command in its place.
 const agentInitArg = "__agent-init"
 
 func agentInit(args []string) error {
