@@ -26,7 +26,9 @@ cleanup() {
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-go build -o "$tmp/sluice" ./cmd/sluice
+# SLUICE_BIN=path measures a build made elsewhere (to compare two builds
+# in alternating runs); by default the working tree is built.
+if [ -n "${SLUICE_BIN:-}" ]; then cp "$SLUICE_BIN" "$tmp/sluice"; else go build -o "$tmp/sluice" ./cmd/sluice; fi
 go build -o "$tmp/dnsproto" ./bench/dnsproto
 go build -o "$tmp/snibench" ./bench/snibench
 
@@ -103,6 +105,17 @@ ours refused        -role cps -target allowed.bench.test:443 -sni evil.other.tes
 [ -n "${ONLY:-}" ] && [ "$ONLY" != peers ] && exit 0
 
 # Peers, explicit addressing from the cli namespace, in the same run.
+# PEER_CT=1 loads NAT hooks into the gateway first, so that the peers pay
+# for conntrack and a NAT lookup on every packet as sluice's redirect does
+# (without it the gateway namespace has no netfilter hooks at all).
+if [ -n "${PEER_CT:-}" ]; then
+	ip netns exec "$gw" nft -f - <<'NFT'
+table inet benchct {
+	chain pre { type nat hook prerouting priority dstnat; policy accept; }
+	chain post { type nat hook postrouting priority srcnat; policy accept; }
+}
+NFT
+fi
 target=198.18.128.1:8443
 cputicks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # peer NAME PID: the three runs against a peer listening on $2, with its CPU.

@@ -47,11 +47,13 @@ var (
 
 // recorder is the client side of the hello as crypto/tls sees it: reads
 // are recorded (and capped), writes are discarded so that no alert or
-// ServerHello ever reaches the client.
+// ServerHello ever reaches the client. hello is set once the ClientHello
+// has been parsed.
 type recorder struct {
 	net.Conn
-	buf []byte
-	max int
+	buf   []byte
+	max   int
+	hello *Hello
 }
 
 func (r *recorder) Read(p []byte) (int, error) {
@@ -68,6 +70,15 @@ func (r *recorder) Write(p []byte) (int, error) { return len(p), nil }
 
 var errGotHello = errors.New("got the client hello")
 
+// helloConfig stops every handshake at the ClientHello: one Config for all
+// connections, the hello going to the connection's own recorder.
+var helloConfig = &tls.Config{
+	GetConfigForClient: func(info *tls.ClientHelloInfo) (*tls.Config, error) {
+		info.Conn.(*recorder).hello = &Hello{ServerName: info.ServerName, Extensions: slices.Clone(info.Extensions)}
+		return nil, errGotHello
+	},
+}
+
 // ReadHello reads one ClientHello from c with crypto/tls's own parser, so
 // that records split across segments, hellos split across records,
 // GREASE, post-quantum key shares and malformed input are handled exactly
@@ -75,20 +86,14 @@ var errGotHello = errors.New("got the client hello")
 // deadline. It never writes to c.
 func ReadHello(c net.Conn, deadline time.Time, max int) (*Hello, error) {
 	rec := &recorder{Conn: c, max: max, buf: make([]byte, 0, 2048)}
-	var hello *Hello
-	srv := tls.Server(rec, &tls.Config{
-		GetConfigForClient: func(info *tls.ClientHelloInfo) (*tls.Config, error) {
-			hello = &Hello{ServerName: info.ServerName, Extensions: slices.Clone(info.Extensions)}
-			return nil, errGotHello
-		},
-	})
+	srv := tls.Server(rec, helloConfig)
 	// The deadline on c bounds the read; a context with a deadline would
 	// cost crypto/tls a watcher goroutine per connection for nothing.
 	if err := c.SetReadDeadline(deadline); err != nil {
 		return nil, err
 	}
 	err := srv.HandshakeContext(context.Background())
-	if hello != nil {
+	if hello := rec.hello; hello != nil {
 		hello.Raw = rec.buf
 		return hello, nil
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
+	"golang.org/x/sys/unix"
 )
 
 // Pins answers whether the resolver handed addr to this agent for name,
@@ -64,8 +65,8 @@ const (
 // other end is gone: a connection idle for a minute is probed, and dropped
 // when the probes go unanswered (the kernel's interval and count, by
 // default 9 probes 75 s apart; leaving them unset saves two system calls
-// per socket). Listeners should accept with it too
-// (net.ListenConfig.KeepAliveConfig), so it costs nothing more.
+// per socket). Listeners made by Listen give it to the connections they
+// accept without any system call per connection.
 var KeepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: -1, Count: -1}
 
 // Config configures a Proxy.
@@ -366,15 +367,12 @@ func (px *Proxy) decideName(raw string, dst netip.AddrPort, p *policy.Policy, ev
 // forward dials the original destination, replays what the client sent so
 // far and splices both ways.
 func (px *Proxy) forward(c *net.TCPConn, dst netip.AddrPort, replay []byte, ev journal.Event) {
-	ctx, cancel := context.WithTimeout(context.Background(), px.cfg.DialTimeout)
-	up, err := px.dialer.DialContext(ctx, "tcp", dst.String())
-	cancel()
+	upc, err := px.dialer.DialTCP(context.Background(), "tcp", netip.AddrPort{}, dst) // bounded by the dialer's Timeout
 	if err != nil {
 		ev.Detail = err.Error()
 		px.refuse(c, ev, ReasonDialFailed)
 		return
 	}
-	upc := up.(*net.TCPConn)
 	if _, err := upc.Write(replay); len(replay) > 0 && err != nil {
 		reset(upc)
 		ev.Detail = err.Error()
@@ -390,11 +388,11 @@ func (px *Proxy) forward(c *net.TCPConn, dst netip.AddrPort, replay []byte, ev j
 // splice copies both ways between two TCP connections with splice(2), so
 // that no byte passes through user space. When one side finishes sending,
 // the other side's write half is closed (half-close); an error on either
-// side, or no data either way for idleTimeout, tears both down.
+// side, or no data either way for idleTimeout, cuts both (see cut).
 func splice(a, b *net.TCPConn, idleTimeout time.Duration) {
 	idle := newIdleTimer(idleTimeout)
 	var once sync.Once
-	abort := func() { once.Do(func() { a.Close(); b.Close() }) }
+	abort := func() { once.Do(func() { cut(a); cut(b) }) }
 	copyHalf := func(dst, src *net.TCPConn) {
 		err := pump(dst, src, idle)
 		if err == nil {
@@ -411,7 +409,25 @@ func splice(a, b *net.TCPConn, idleTimeout time.Duration) {
 	}()
 	copyHalf(a, b)
 	<-done
-	abort()
+	once.Do(func() { a.Close(); b.Close() }) // both halves ended cleanly
+}
+
+// cut ends a connection whose other side failed (a reset, an idle
+// timeout, the proxy stopping) with a reset, as a direct connection would
+// have seen it: a FIN would tell the peer that the stream ended
+// completely, and a truncated upload or download would pass for a whole
+// one. Data the peer has not yet acknowledged would be discarded by a
+// reset, so a connection with unacknowledged data still queued is closed
+// after it instead.
+func cut(c *net.TCPConn) {
+	if raw, err := c.SyscallConn(); err == nil {
+		queued, qerr := 0, error(nil)
+		_ = raw.Control(func(fd uintptr) { queued, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+		if qerr == nil && queued == 0 {
+			_ = c.SetLinger(0)
+		}
+	}
+	_ = c.Close()
 }
 
 // refuse records the refusal and resets the connection, so the agent

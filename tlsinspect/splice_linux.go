@@ -110,6 +110,35 @@ func (t *idleTimer) waitErr(err error) error {
 	return errIdle
 }
 
+// deadlines holds one direction's idle deadline: on src's reads and on
+// dst's writes (a peer that stops reading must not hold a connection
+// forever). It is armed once, not at every transfer: when it fires on a
+// connection that moved data meanwhile, retry re-arms it and the caller
+// waits again, with nothing lost.
+type deadlines struct {
+	src, dst *net.TCPConn
+	idle     *idleTimer
+}
+
+func (d deadlines) arm() {
+	if d.idle == nil {
+		return
+	}
+	t := d.idle.deadline()
+	_ = d.src.SetReadDeadline(t)
+	_ = d.dst.SetWriteDeadline(t)
+}
+
+// retry returns nil when err is a deadline that fired on a connection
+// that is not idle (after re-arming it), and err otherwise.
+func (d deadlines) retry(err error) error {
+	if err = d.idle.waitErr(err); err != nil {
+		return err
+	}
+	d.arm()
+	return nil
+}
+
 // pump copies src to dst until src's EOF (returning nil) or an error. An
 // idle pump holds neither a buffer nor a pipe: both are taken only once
 // data has arrived. A flow that fills the buffer is bulk: it is spliced,
@@ -123,24 +152,21 @@ func pump(dst, src *net.TCPConn, idle *idleTimer) error {
 	if err != nil {
 		return err
 	}
+	dl := deadlines{src: src, dst: dst, idle: idle}
+	dl.arm()
 	bulk := false
 	for {
-		_ = src.SetReadDeadline(idle.deadline())
-		_ = dst.SetWriteDeadline(idle.deadline())
 		if bulk {
 			if err := waitReadable(srcRaw); err != nil {
-				if err = idle.waitErr(err); err != nil {
+				if err = dl.retry(err); err != nil {
 					return err
 				}
 				continue
 			}
 		} else {
-			n, full, err := copyRead(dstRaw, srcRaw)
+			n, full, err := copyRead(dstRaw, srcRaw, dl.retry)
 			if err != nil {
-				if err = idle.waitErr(err); err != nil {
-					return err
-				}
-				continue
+				return err
 			}
 			if n == 0 { // the peer finished sending
 				return nil
@@ -154,7 +180,7 @@ func pump(dst, src *net.TCPConn, idle *idleTimer) error {
 		if err != nil {
 			return err
 		}
-		moved, eof, err := drainAndPump(srcRaw, dstRaw, p)
+		moved, eof, err := drainAndPump(srcRaw, dstRaw, p, dl.retry)
 		putPipe(p, err == nil)
 		if err != nil || eof {
 			return err
@@ -167,31 +193,42 @@ func pump(dst, src *net.TCPConn, idle *idleTimer) error {
 }
 
 // copyRead waits for data on src, holding nothing, and copies what one
-// read returns to dst. full says the read filled the buffer.
-func copyRead(dstRaw, srcRaw rawConn) (n int, full bool, err error) {
-	var buf *[]byte
-	var rerr error
-	err = srcRaw.Read(func(fd uintptr) bool {
-		buf = readBufs.Get().(*[]byte)
-		n, rerr = unix.Read(int(fd), *buf)
-		if errors.Is(rerr, unix.EAGAIN) {
+// read returns to dst, whole. full says the read filled the buffer. Its
+// errors are final: deadlines on a connection that is not idle are
+// retried here.
+func copyRead(dstRaw, srcRaw rawConn, retry func(error) error) (n int, full bool, err error) {
+	var buf *[]byte // taken only once data is there: a waiting pump holds none
+	for {
+		var rerr error
+		err = srcRaw.Read(func(fd uintptr) bool {
+			buf = readBufs.Get().(*[]byte)
+			n, rerr = unix.Read(int(fd), *buf)
+			if errors.Is(rerr, unix.EAGAIN) {
+				readBufs.Put(buf)
+				buf = nil
+				return false // wait for data
+			}
+			return true
+		})
+		if err == nil {
+			err = rerr
+		}
+		if err == nil {
+			break
+		}
+		if buf != nil {
 			readBufs.Put(buf)
 			buf = nil
-			return false // wait for data
 		}
-		return true
-	})
-	if err == nil {
-		err = rerr
-	}
-	if buf == nil {
-		return 0, false, err
+		if err = retry(err); err != nil {
+			return 0, false, err
+		}
 	}
 	defer readBufs.Put(buf)
-	if err != nil || n <= 0 {
-		return 0, false, err
+	if n <= 0 {
+		return 0, false, nil
 	}
-	return n, n == readChunk, writeAll(dstRaw, (*buf)[:n])
+	return n, n == readChunk, writeAll(dstRaw, (*buf)[:n], retry)
 }
 
 // waitReadable waits until src has data or has ended, holding nothing.
@@ -208,7 +245,9 @@ func waitReadable(srcRaw rawConn) error {
 	return err
 }
 
-func writeAll(dstRaw rawConn, b []byte) error {
+// writeAll writes b whole to dst; a write deadline that fires on a
+// connection that is not idle is re-armed by retry and the write goes on.
+func writeAll(dstRaw rawConn, b []byte, retry func(error) error) error {
 	for len(b) > 0 {
 		var n int
 		var werr error
@@ -220,7 +259,10 @@ func writeAll(dstRaw rawConn, b []byte) error {
 			err = werr
 		}
 		if err != nil {
-			return err
+			if err = retry(err); err != nil {
+				return err
+			}
+			continue
 		}
 		b = b[n:]
 	}
@@ -229,7 +271,7 @@ func writeAll(dstRaw rawConn, b []byte) error {
 
 // drainAndPump moves what src has, chunk by chunk, until src would block
 // (eof false) or ends (eof true), and says how much it moved.
-func drainAndPump(srcRaw, dstRaw rawConn, p *pipe) (moved int64, eof bool, err error) {
+func drainAndPump(srcRaw, dstRaw rawConn, p *pipe, retry func(error) error) (moved int64, eof bool, err error) {
 	for {
 		var n int64
 		var serr error
@@ -237,8 +279,11 @@ func drainAndPump(srcRaw, dstRaw rawConn, p *pipe) (moved int64, eof bool, err e
 			n, serr = unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
 			return true // never wait here: an empty socket means go back to peeking
 		})
-		if rerr != nil {
-			return moved, false, rerr
+		if rerr != nil { // only a deadline, before anything was read
+			if rerr = retry(rerr); rerr != nil {
+				return moved, false, rerr
+			}
+			continue
 		}
 		switch {
 		case errors.Is(serr, unix.EAGAIN):
@@ -248,15 +293,16 @@ func drainAndPump(srcRaw, dstRaw rawConn, p *pipe) (moved int64, eof bool, err e
 		case n == 0:
 			return moved, true, nil
 		}
-		if err := pumpOut(dstRaw, p, n); err != nil {
+		if err := pumpOut(dstRaw, p, n, retry); err != nil {
 			return moved, false, err
 		}
 		moved += n
 	}
 }
 
-// pumpOut moves n bytes from the pipe to dst, waiting while dst is full.
-func pumpOut(dstRaw rawConn, p *pipe, n int64) error {
+// pumpOut moves n bytes from the pipe to dst, waiting while dst is full
+// (a write deadline on a connection that is not idle is re-armed by retry).
+func pumpOut(dstRaw rawConn, p *pipe, n int64, retry func(error) error) error {
 	for n > 0 {
 		var m int64
 		var serr error
@@ -265,7 +311,10 @@ func pumpOut(dstRaw rawConn, p *pipe, n int64) error {
 			return !errors.Is(serr, unix.EAGAIN)
 		})
 		if werr != nil {
-			return werr
+			if werr = retry(werr); werr != nil {
+				return werr
+			}
+			continue
 		}
 		if serr != nil {
 			return serr

@@ -3,8 +3,10 @@ package tlsinspect
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -63,17 +65,20 @@ func TestSpliceBothWays(t *testing.T) {
 	}
 }
 
-// TestSpliceResetTearsDown: a reset on one side closes the other.
+// TestSpliceResetTearsDown: a reset on one side reaches the other as a
+// reset, not as the end of a complete stream.
 func TestSpliceResetTearsDown(t *testing.T) {
 	client, proxyIn := tcpPair(t)
 	proxyOut, server := tcpPair(t)
 	done := make(chan struct{})
 	go func() { splice(proxyIn, proxyOut, 0); close(done) }()
+	client.Write([]byte("partial upload"))
 	client.SetLinger(0)
 	client.Close()
 	server.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := server.Read(make([]byte, 1)); err == nil {
-		t.Fatal("server read data after the client reset")
+	got, err := io.ReadAll(server)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("server read %q then %v, want a reset", got, err)
 	}
 	<-done
 }
@@ -126,5 +131,39 @@ func TestSpliceIdleTimeout(t *testing.T) {
 	server.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := server.Read(buf); err == nil {
 		t.Error("the server side stayed open after the idle timeout")
+	}
+}
+
+// TestSpliceStalledReaderLosesNothing: a side that stops reading for
+// longer than the idle timeout, while the other direction keeps the
+// connection alive, gets every byte once it reads again.
+func TestSpliceStalledReaderLosesNothing(t *testing.T) {
+	client, proxyIn := tcpPair(t)
+	proxyOut, server := tcpPair(t)
+	go splice(proxyIn, proxyOut, 200*time.Millisecond)
+	up := make([]byte, 16<<20) // more than the socket buffers hold: writes stall
+	rand.Read(up)
+	go func() {
+		client.Write(up)
+		client.CloseWrite()
+	}()
+	stop := make(chan struct{})
+	go func() { // the other direction moves a byte every 50 ms meanwhile
+		buf := make([]byte, 1)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			server.Write([]byte{'k'})
+			client.Read(buf)
+		}
+	}()
+	time.Sleep(time.Second) // the server reads nothing for five idle timeouts
+	got, err := io.ReadAll(server)
+	close(stop)
+	if err != nil || !bytes.Equal(got, up) {
+		t.Fatalf("server got %d bytes (err %v), want %d intact", len(got), err, len(up))
 	}
 }

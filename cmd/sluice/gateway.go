@@ -192,13 +192,11 @@ func (g *gateway) close() error {
 // listenTCP binds a proxy listener on a free port, on every address but
 // only for connections that arrive on the agent's link.
 func listenTCP(iface string) (*net.TCPListener, error) {
-	lc := bindToDevice(iface)
-	lc.KeepAliveConfig = tlsinspect.KeepAlive
-	ln, err := lc.Listen(context.Background(), "tcp", "[::]:0")
+	ln, err := tlsinspect.Listen(*bindToDevice(iface), "[::]:0")
 	if err != nil {
 		return nil, fmt.Errorf("proxy socket: %w", err)
 	}
-	return ln.(*net.TCPListener), nil
+	return ln, nil
 }
 
 func listenPort(ln net.Listener) uint16 { return uint16(ln.Addr().(*net.TCPAddr).Port) }

@@ -1,0 +1,42 @@
+package tlsinspect
+
+import (
+	"context"
+	"errors"
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listen opens a proxy listener on address with lc (its Control runs
+// first). Keep-alive (KeepAlive) is set once on the listening socket, and
+// the kernel copies it into every connection accepted from it, instead of
+// Go setting it again with two system calls per accepted connection.
+func Listen(lc net.ListenConfig, address string) (*net.TCPListener, error) {
+	control := lc.Control
+	lc.KeepAlive = -1 // inherited from the listening socket, see setKeepAlive
+	lc.KeepAliveConfig = net.KeepAliveConfig{}
+	lc.Control = func(network, address string, c syscall.RawConn) error {
+		if control != nil {
+			if err := control(network, address, c); err != nil {
+				return err
+			}
+		}
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = setKeepAlive(int(fd)) })
+		return errors.Join(err, serr)
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", address)
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+func setKeepAlive(fd int) error {
+	return errors.Join(
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1),
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(KeepAlive.Idle/time.Second)))
+}
