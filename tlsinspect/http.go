@@ -63,15 +63,13 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 		}
 		if first {
 			donePending()
-			ctx, cancel := context.WithTimeout(context.Background(), px.cfg.DialTimeout)
-			conn, err := px.dialer.DialContext(ctx, "tcp", dst.String())
-			cancel()
+			conn, err := px.dialer.DialTCP(context.Background(), "tcp", netip.AddrPort{}, dst) // bounded by the dialer's Timeout
 			if err != nil {
 				ev.Detail = err.Error()
 				px.refuse(c, ev, ReasonDialFailed)
 				return
 			}
-			up = conn.(*net.TCPConn)
+			up = conn
 			upr = bufio.NewReader(idleConn{up, px.cfg.IdleTimeout})
 		}
 		ev.Allow, ev.Reason, ev.Time = true, string(policy.ReasonAllowed), time.Now()

@@ -1,7 +1,6 @@
 package tlsinspect
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -367,14 +366,13 @@ func (px *Proxy) decideName(raw string, dst netip.AddrPort, p *policy.Policy, ev
 // forward dials the original destination, replays what the client sent so
 // far and splices both ways.
 func (px *Proxy) forward(c *net.TCPConn, dst netip.AddrPort, replay []byte, ev journal.Event) {
-	upc, err := px.dialer.DialTCP(context.Background(), "tcp", netip.AddrPort{}, dst) // bounded by the dialer's Timeout
-	if err != nil {
-		ev.Detail = err.Error()
+	if px.internal(dst.Addr()) { // the last check before any packet leaves, whatever led here
+		ev.Detail = "internal address"
 		px.refuse(c, ev, ReasonDialFailed)
 		return
 	}
-	if _, err := upc.Write(replay); len(replay) > 0 && err != nil {
-		reset(upc)
+	up, err := dialSend(dst, replay, px.cfg.DialTimeout)
+	if err != nil {
 		ev.Detail = err.Error()
 		px.refuse(c, ev, ReasonDialFailed)
 		return
@@ -382,18 +380,28 @@ func (px *Proxy) forward(c *net.TCPConn, dst netip.AddrPort, replay []byte, ev j
 	ev.Allow, ev.Reason, ev.Time = true, string(policy.ReasonAllowed), time.Now()
 	px.cfg.Journal.Record(ev)
 	_ = c.SetReadDeadline(time.Time{})
-	splice(c, upc, px.cfg.IdleTimeout)
+	splice(c, up, px.cfg.IdleTimeout)
+}
+
+// stream is what splice needs of a TCP connection: the agent's
+// *net.TCPConn and the destination's *upstream both have it.
+type stream interface {
+	SyscallConn() (syscall.RawConn, error)
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+	CloseWrite() error
+	Close() error
 }
 
 // splice copies both ways between two TCP connections with splice(2), so
 // that no byte passes through user space. When one side finishes sending,
 // the other side's write half is closed (half-close); an error on either
 // side, or no data either way for idleTimeout, cuts both (see cut).
-func splice(a, b *net.TCPConn, idleTimeout time.Duration) {
+func splice(a, b stream, idleTimeout time.Duration) {
 	idle := newIdleTimer(idleTimeout)
 	var once sync.Once
 	abort := func() { once.Do(func() { cut(a); cut(b) }) }
-	copyHalf := func(dst, src *net.TCPConn) {
+	copyHalf := func(dst, src stream) {
 		err := pump(dst, src, idle)
 		if err == nil {
 			err = dst.CloseWrite()
@@ -419,13 +427,13 @@ func splice(a, b *net.TCPConn, idleTimeout time.Duration) {
 // one. Data the peer has not yet acknowledged would be discarded by a
 // reset, so a connection with unacknowledged data still queued is closed
 // after it instead.
-func cut(c *net.TCPConn) {
+func cut(c stream) {
 	if raw, err := c.SyscallConn(); err == nil {
-		queued, qerr := 0, error(nil)
-		_ = raw.Control(func(fd uintptr) { queued, qerr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
-		if qerr == nil && queued == 0 {
-			_ = c.SetLinger(0)
-		}
+		_ = raw.Control(func(fd uintptr) {
+			if queued, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil && queued == 0 {
+				_ = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+			}
+		})
 	}
 	_ = c.Close()
 }

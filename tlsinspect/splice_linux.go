@@ -3,7 +3,6 @@ package tlsinspect
 import (
 	"errors"
 	"io"
-	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -116,7 +115,7 @@ func (t *idleTimer) waitErr(err error) error {
 // connection that moved data meanwhile, retry re-arms it and the caller
 // waits again, with nothing lost.
 type deadlines struct {
-	src, dst *net.TCPConn
+	src, dst stream
 	idle     *idleTimer
 }
 
@@ -143,7 +142,7 @@ func (d deadlines) retry(err error) error {
 // idle pump holds neither a buffer nor a pipe: both are taken only once
 // data has arrived. A flow that fills the buffer is bulk: it is spliced,
 // and stays spliced while its bursts stay large.
-func pump(dst, src *net.TCPConn, idle *idleTimer) error {
+func pump(dst, src stream, idle *idleTimer) error {
 	srcRaw, err := src.SyscallConn()
 	if err != nil {
 		return err

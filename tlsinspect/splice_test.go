@@ -167,3 +167,41 @@ func TestSpliceStalledReaderLosesNothing(t *testing.T) {
 		t.Fatalf("server got %d bytes (err %v), want %d intact", len(got), err, len(up))
 	}
 }
+
+// TestSpliceToUpstream: the same through an upstream made by dialSend, as
+// the proxy uses it.
+func TestSpliceToUpstream(t *testing.T) {
+	client, proxyIn := tcpPair(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	hello := []byte("replayed hello")
+	up, err := dialSend(ln.Addr().(*net.TCPAddr).AddrPort(), hello, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	go splice(proxyIn, up, time.Minute)
+	payload := make([]byte, 4<<20)
+	rand.Read(payload)
+	go func() {
+		client.Write(payload)
+		client.CloseWrite()
+	}()
+	got, err := io.ReadAll(server)
+	if err != nil || !bytes.Equal(got, append(hello, payload...)) {
+		t.Fatalf("server got %d bytes (err %v), want %d intact", len(got), err, len(hello)+len(payload))
+	}
+	server.Write([]byte("answer"))
+	server.(*net.TCPConn).CloseWrite()
+	back, err := io.ReadAll(client)
+	if err != nil || string(back) != "answer" {
+		t.Fatalf("client got %q (err %v)", back, err)
+	}
+}
