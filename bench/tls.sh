@@ -97,9 +97,11 @@ ours refused        -role cps -target allowed.bench.test:443 -sni evil.other.tes
 		while ! grep -q held '"$tmp"'/idle.out; do sleep 0.2; done
 		r1=$(rss); wait
 		echo "idle: $(cat '"$tmp"'/idle.out) sluice_rss_kb_before=$r0 sluice_rss_kb_held=$r1 per_conn_kb=$(( (r1-r0)/${IDLE_N:-9000} ))"
+		# let sluice finish closing the idle connections first
+		while [ "$(ls /proc/$PPID/fd | wc -l)" -gt 100 ]; do sleep 0.2; done
 		strace -f -c -e trace=splice,read,write -p $PPID -o '"$tmp"'/strace.out &
 		st=$!; sleep 0.5
-		'"$tmp"'/snibench -role tput -target allowed.bench.test:443 -c 1 -d 2s >/dev/null
+		echo "transfer: $('"$tmp"'/snibench -role tput -target allowed.bench.test:443 -c 1 -d 2s 2>&1)"
 		kill -INT $st; wait $st 2>/dev/null
 		echo "syscalls during a 2 s transfer through the proxy:"; grep -E "splice|read|write|calls" '"$tmp"'/strace.out || true' 2>"${SLUICE_STDERR:-/dev/null}" || true
 [ -n "${ONLY:-}" ] && [ "$ONLY" != peers ] && exit 0
