@@ -51,19 +51,39 @@ var (
 // has been parsed.
 type recorder struct {
 	net.Conn
-	buf   []byte
+	buf   []byte // every byte read from the client
+	off   int    // how much of buf crypto/tls has taken
 	max   int
 	hello *Hello
 }
 
+// helloBuf is the first read's room: Go's ClientHello with its
+// post-quantum key share (about 1.5 KiB) takes one read instead of the
+// two crypto/tls asks for (a record header, then the rest); larger hellos
+// double it as they come.
+const helloBuf = 2048
+
+// Read hands crypto/tls what the client sent, reading from the
+// connection only when all of it has been taken, and then as much as
+// has arrived (up to the cap), not just what crypto/tls asked for.
 func (r *recorder) Read(p []byte) (int, error) {
-	if len(r.buf) >= r.max {
-		return 0, ErrHelloTooBig
+	if r.off == len(r.buf) {
+		if len(r.buf) >= r.max {
+			return 0, ErrHelloTooBig
+		}
+		if len(r.buf) == cap(r.buf) {
+			r.buf = slices.Grow(r.buf, min(max(len(r.buf), helloBuf), r.max-len(r.buf)))
+		}
+		room := r.buf[len(r.buf):min(cap(r.buf), r.max)]
+		n, err := r.Conn.Read(room)
+		r.buf = r.buf[:len(r.buf)+n]
+		if n == 0 {
+			return 0, err
+		}
 	}
-	p = p[:min(len(p), r.max-len(r.buf))]
-	n, err := r.Conn.Read(p)
-	r.buf = append(r.buf, p[:n]...)
-	return n, err
+	n := copy(p, r.buf[r.off:])
+	r.off += n
+	return n, nil
 }
 
 func (r *recorder) Write(p []byte) (int, error) { return len(p), nil }
@@ -85,7 +105,7 @@ var helloConfig = &tls.Config{
 // as a Go TLS server handles them. It reads at most max bytes and stops at
 // deadline. It never writes to c.
 func ReadHello(c net.Conn, deadline time.Time, max int) (*Hello, error) {
-	rec := &recorder{Conn: c, max: max, buf: make([]byte, 0, 2048)}
+	rec := &recorder{Conn: c, max: max, buf: make([]byte, 0, min(helloBuf, max))}
 	srv := tls.Server(rec, helloConfig)
 	// The deadline on c bounds the read; a context with a deadline would
 	// cost crypto/tls a watcher goroutine per connection for nothing.

@@ -184,3 +184,26 @@ func FuzzReadHello(f *testing.F) {
 		}
 	})
 }
+
+// memConn is a connection whose client has sent b and waits.
+type memConn struct {
+	net.Conn
+	r bytes.Reader
+}
+
+func (c *memConn) Read(p []byte) (int, error)      { return c.r.Read(p) }
+func (c *memConn) SetReadDeadline(time.Time) error { return nil }
+
+// BenchmarkReadHello is the proxy's own cost of a ClientHello as Go's TLS
+// client sends it (X25519MLKEM768 key share included), without the socket.
+func BenchmarkReadHello(b *testing.B) {
+	hello := goHello(b, "allowed.bench.test")
+	b.ReportAllocs()
+	for b.Loop() {
+		c := &memConn{}
+		c.r.Reset(hello)
+		if _, err := ReadHello(c, time.Time{}, DefaultMaxHello); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
