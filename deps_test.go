@@ -14,7 +14,8 @@ var allowedImports = map[string][]string{
 	"journal":   {},
 	"dnsfilter": {"policy", "journal", "github.com/miekg/dns", "golang.org/x/net/"},
 	"firewall": {"policy", "journal", "github.com/google/nftables", "github.com/vishvananda/",
-		"github.com/florianl/go-nflog/", "golang.org/x/sys/"},
+		"github.com/florianl/go-nflog/", "github.com/ti-mo/conntrack", "github.com/mdlayher/netlink",
+		"golang.org/x/sys/"},
 	"tlsinspect": {"policy", "journal", "golang.org/x/sys/"},
 }
 

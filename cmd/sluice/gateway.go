@@ -122,6 +122,19 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 		return g, err
 	}
 	g.cleanup = append(g.cleanup, mgr.Remove)
+	// Flows an earlier agent on these addresses left in the connection
+	// tracking table must not pass for this one's (see ForgetFlows); the
+	// command has not started yet, so this agent has none.
+	agentNets := []netip.Prefix{net4}
+	if net6.IsValid() {
+		agentNets = append(agentNets, net6)
+	}
+	if n, err := firewall.ForgetFlows(-1, agentNets); err != nil {
+		return g, err
+	} else if n > 0 {
+		log.Debug("forgot the tracked flows of an earlier agent", "flows", n)
+	}
+	g.cleanup = append(g.cleanup, func() error { _, err := firewall.ForgetFlows(-1, agentNets); return err })
 	if err := st.EnableForwarding(plan); err != nil {
 		return g, fmt.Errorf("enable forwarding: %w", err)
 	}

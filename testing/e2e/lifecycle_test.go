@@ -2,14 +2,18 @@ package e2e
 
 import (
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/mdlayher/netlink"
 	"github.com/sluicegw/sluice/testing/fakenet"
 	"github.com/sluicegw/sluice/testing/nstest"
+	"github.com/ti-mo/conntrack"
+	"golang.org/x/sys/unix"
 )
 
 // TestSIGKILLFailsClosed kills sluice while the agent lives: the agent must
@@ -231,4 +235,47 @@ try honest `+c+` https://allowed.test/
 	if !strings.Contains(r.stderr, "reason=spoofed_source") {
 		t.Errorf("spoofed packets not logged")
 	}
+}
+
+// TestNoFlowInheritedFromAnEarlierRun: a tracked flow that an earlier agent
+// on the same addresses left behind (planted here: established, from the
+// agent's address and port 40005 to evil:4444, as an agent killed with its
+// connection open leaves it for days) is gone before the next agent starts.
+// Otherwise the same source port to the same destination would pass as
+// established, past this run's sets, which do not allow it.
+func TestNoFlowInheritedFromAnEarlierRun(t *testing.T) {
+	w := newWorld(t)
+	// The fake internet can answer the agent's own address, so that only
+	// the gateway's verdict decides.
+	w.inet.Run(t, "ip", "route", "add", agentNet, "via", "198.18.1.1")
+	err := w.gw.Do(func() error {
+		c, err := conntrack.Dial(&netlink.Config{NetNS: w.gw.Fd()})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		f := conntrack.NewFlow(unix.IPPROTO_TCP, 0,
+			netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr(evilAddr), 40005, 4444, 3600, 0)
+		f.ProtoInfo.TCP = &conntrack.ProtoInfoTCP{State: 3} // established
+		if err := c.Create(f); err != nil {
+			return err
+		}
+		// The kernel takes these status bits only on an entry it confirmed.
+		f.Status = conntrack.StatusConfirmed | conntrack.StatusSeenReply | conntrack.StatusAssured
+		return c.Update(f)
+	})
+	if err != nil {
+		t.Fatalf("plant a flow: %v", err)
+	}
+	r := w.run(t, []string{"--allow", "allowed.test"}, prelude+`
+try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
+`)
+	expect(t, r, map[string]string{"stale": "1"})
+	var evil []fakenet.Contact
+	for _, c := range w.sinkContacts() {
+		if strings.HasPrefix(c.Local, evilAddr+":4444") {
+			evil = append(evil, c)
+		}
+	}
+	noContacts(t, "evil:4444 through a flow of an earlier agent", evil)
 }
