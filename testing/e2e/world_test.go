@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mdlayher/netlink"
 	"github.com/sluicegw/sluice/testing/fakenet"
 	"github.com/sluicegw/sluice/testing/nstest"
+	"github.com/ti-mo/conntrack"
 )
 
 var sluiceBin, dnsloadBin string
@@ -272,6 +275,9 @@ func (w *world) assertClean(t *testing.T) {
 	if out := w.gw.Run(t, "ip", "-br", "link"); strings.Contains(out, "sl") && strings.Contains(out, "@") {
 		t.Errorf("agent link left behind: %s", out)
 	}
+	if left := agentFlows(t, w.gw); len(left) > 0 {
+		t.Errorf("tracked flows of the agent left behind: %v", left)
+	}
 	if out := w.gw.Run(t, "cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(out) != "0" {
 		t.Errorf("net.ipv4.ip_forward = %s after the run, want it restored to 0", out)
 	}
@@ -312,4 +318,27 @@ func noContacts(t *testing.T, what string, cs []fakenet.Contact) {
 	if len(cs) > 0 {
 		t.Errorf("%s was reached: %+v", what, cs)
 	}
+}
+
+// agentFlows lists the tracked flows from the agent's subnets in ns.
+func agentFlows(t *testing.T, ns *nstest.NS) []string {
+	t.Helper()
+	c, err := conntrack.Dial(&netlink.Config{NetNS: ns.Fd()})
+	if err != nil {
+		t.Fatalf("conntrack: %v", err)
+	}
+	defer c.Close()
+	flows, err := c.Dump(nil)
+	if err != nil {
+		t.Fatalf("conntrack dump: %v", err)
+	}
+	var out []string
+	for _, f := range flows {
+		src := f.TupleOrig.IP.SourceAddress
+		if netip.MustParsePrefix(agentNet).Contains(src) || netip.MustParsePrefix(agentNet6).Contains(src) {
+			out = append(out, fmt.Sprintf("%v:%d->%v:%d", src, f.TupleOrig.Proto.SourcePort,
+				f.TupleOrig.IP.DestinationAddress, f.TupleOrig.Proto.DestinationPort))
+		}
+	}
+	return out
 }
