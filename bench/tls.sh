@@ -4,6 +4,8 @@
 #   sudo bench/tls.sh        # nginx (libnginx-mod-stream) and haproxy are
 #                            # measured too when installed
 #   DURATION=5s ONLY=ours-cps PROF=/tmp/p sudo bench/tls.sh   # one phase, CPU profile
+#   SLUICE_BIN=/tmp/a ONLY=ours-lat sudo bench/tls.sh   # a build made elsewhere
+#   ONLY=peers PEER_CT=1 sudo bench/tls.sh   # peers with conntrack and NAT hooks
 #
 # Topology (namespaces made and removed here, addresses from 198.18.0.0/15):
 #   agent (made by sluice run) --- gw: sluice, pinned to CPU1, GOMAXPROCS=1
