@@ -62,7 +62,7 @@ func dialSend(dst netip.AddrPort, first []byte, timeout time.Duration) (*upstrea
 		return nil, fmt.Errorf("connect %s: %w", dst, err)
 	}
 	// The poller takes the descriptor here; from now on it closes it.
-	up := &upstream{os.NewFile(uintptr(fd), "upstream "+dst.String())}
+	up := &upstream{os.NewFile(uintptr(fd), "upstream")}
 	if err := up.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
 		up.Close()
 		return nil, err
