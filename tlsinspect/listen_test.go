@@ -17,16 +17,7 @@ func TestListenKeepAliveInherited(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s, err := ln.AcceptTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	_, s := tcpPairOn(t, ln)
 	raw, err := s.SyscallConn()
 	if err != nil {
 		t.Fatal(err)

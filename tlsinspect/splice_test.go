@@ -19,6 +19,12 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	return tcpPairOn(t, ln)
+}
+
+// tcpPairOn returns the client and the accepted end of a connection to ln.
+func tcpPairOn(t *testing.T, ln net.Listener) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
