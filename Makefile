@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test ./dnsfilter -run '^$$' -fuzz '^FuzzQuery$$' -fuzztime $$((80000 * $(FUZZ_SCALE)))x
 	$(GO) test ./dnsfilter -run '^$$' -fuzz '^FuzzUpstreamAnswer$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x
 	$(GO) test ./firewall -run '^$$' -fuzz '^FuzzParsePacket$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
+	$(GO) test ./firewall -run '^$$' -fuzz '^FuzzDeleteBody$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzCanonicalName$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseFile$$' -fuzztime $$((80000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzReadHello$$' -fuzztime $$((50000 * $(FUZZ_SCALE)))x

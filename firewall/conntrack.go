@@ -1,13 +1,26 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"syscall"
 
 	"github.com/mdlayher/netlink"
-	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
+)
+
+// ctnetlink message types and attributes (linux/netfilter/nfnetlink_conntrack.h).
+const (
+	ctMsgGet    = 1 // IPCTNL_MSG_CT_GET
+	ctMsgDelete = 2 // IPCTNL_MSG_CT_DELETE
+
+	ctaTupleOrig = 1  // CTA_TUPLE_ORIG
+	ctaZone      = 18 // CTA_ZONE
+	ctaTupleIP   = 1  // CTA_TUPLE_IP, in a tuple
+	ctaIPv4Src   = 1  // CTA_IP_V4_SRC, in CTA_TUPLE_IP
+	ctaIPv6Src   = 3  // CTA_IP_V6_SRC
 )
 
 // ForgetFlows deletes the connection-tracking entries of every flow started
@@ -23,32 +36,158 @@ import (
 // to the port of a proxy that is gone (a connection refused, or a
 // connection to whatever listens there now). So the entries of an agent's
 // subnets are deleted before its command starts and after it ends.
+//
+// The table is read as a stream and only each entry's original source is
+// looked at: a gateway may track hundreds of thousands of flows, and
+// decoding them all would cost far more than the few it deletes. Each is
+// deleted by the tuple (and zone) the kernel itself sent.
 func ForgetFlows(netnsFd int, prefixes []netip.Prefix) (int, error) {
 	cfg := &netlink.Config{}
 	if netnsFd >= 0 {
 		cfg.NetNS = netnsFd
 	}
-	c, err := conntrack.Dial(cfg)
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, cfg)
 	if err != nil {
 		return 0, fmt.Errorf("conntrack: %w", err)
 	}
 	defer c.Close()
-	flows, err := c.Dump(nil)
+	doomed, err := agentEntries(c, prefixes)
 	if err != nil {
 		return 0, fmt.Errorf("conntrack dump: %w", err)
 	}
 	n := 0
-	for _, f := range flows {
-		if !inAny(prefixes, f.TupleOrig.IP.SourceAddress) {
-			continue
-		}
+	for _, d := range doomed {
+		_, err := c.Execute(netlink.Message{
+			Header: netlink.Header{Type: ctType(ctMsgDelete), Flags: netlink.Request | netlink.Acknowledge},
+			Data:   d,
+		})
 		// An entry may end by itself between the dump and the delete.
-		if err := c.Delete(f); err != nil && !errors.Is(err, unix.ENOENT) {
-			return n, fmt.Errorf("conntrack delete %v: %w", f.TupleOrig, err)
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return n, fmt.Errorf("conntrack delete: %w", err)
 		}
 		n++
 	}
 	return n, nil
+}
+
+func ctType(msg uint16) netlink.HeaderType {
+	return netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | msg)
+}
+
+// agentEntries dumps the table and returns, for each entry from prefixes,
+// the body of the message that deletes it: its family header, original
+// tuple and zone as the kernel encoded them.
+func agentEntries(c *netlink.Conn, prefixes []netip.Prefix) ([][]byte, error) {
+	req := netlink.Message{
+		Header: netlink.Header{Type: ctType(ctMsgGet), Flags: netlink.Request | netlink.Dump},
+		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	}
+	sent, err := c.Send(req)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 64<<10)
+	var doomed [][]byte
+	for {
+		var n int
+		var rerr error
+		if err := raw.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+			return !errors.Is(rerr, unix.EAGAIN)
+		}); err != nil {
+			return nil, err
+		}
+		if rerr != nil {
+			return nil, rerr
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != sent.Header.Sequence {
+				continue
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return doomed, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
+						return nil, unix.Errno(-errno)
+					}
+				}
+				return doomed, nil
+			}
+			if d := deleteBody(m.Data, prefixes); d != nil {
+				doomed = append(doomed, d)
+			}
+		}
+	}
+}
+
+// deleteBody returns the body of a delete message for the entry in msg (a
+// ctnetlink message body: family header, then attributes) when its
+// original source is in prefixes, and nil otherwise.
+func deleteBody(msg []byte, prefixes []netip.Prefix) []byte {
+	if len(msg) < 4 {
+		return nil
+	}
+	var tuple, zone []byte
+	eachAttr(msg[4:], func(typ uint16, whole, payload []byte) {
+		switch typ {
+		case ctaTupleOrig:
+			tuple = whole
+		case ctaZone:
+			zone = whole
+		}
+	})
+	if tuple == nil || !inAny(prefixes, tupleSource(tuple[4:])) {
+		return nil
+	}
+	d := make([]byte, 0, 4+len(tuple)+len(zone))
+	d = append(d, msg[:4]...)
+	d = append(d, tuple...)
+	return append(d, zone...)
+}
+
+// tupleSource is the source address of a CTA_TUPLE_* payload.
+func tupleSource(tuple []byte) netip.Addr {
+	var src netip.Addr
+	eachAttr(tuple, func(typ uint16, _, ip []byte) {
+		if typ != ctaTupleIP {
+			return
+		}
+		eachAttr(ip, func(typ uint16, _, a []byte) {
+			switch {
+			case typ == ctaIPv4Src && len(a) == 4:
+				src = netip.AddrFrom4([4]byte(a))
+			case typ == ctaIPv6Src && len(a) == 16:
+				src = netip.AddrFrom16([16]byte(a))
+			}
+		})
+	})
+	return src
+}
+
+// eachAttr calls fn with the type (flags cleared), the whole attribute
+// (header and padding included) and the payload of each netlink attribute
+// in b; it stops at the first malformed one.
+func eachAttr(b []byte, fn func(typ uint16, whole, payload []byte)) {
+	for len(b) >= unix.SizeofNlAttr {
+		l := int(binary.NativeEndian.Uint16(b))
+		typ := binary.NativeEndian.Uint16(b[2:]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+		if l < unix.SizeofNlAttr || l > len(b) {
+			return
+		}
+		next := min((l+3)&^3, len(b))
+		fn(typ, b[:next], b[unix.SizeofNlAttr:l])
+		b = b[next:]
+	}
 }
 
 func inAny(prefixes []netip.Prefix, a netip.Addr) bool {

@@ -1,6 +1,8 @@
 package firewall
 
 import (
+	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"testing"
 
@@ -26,6 +28,10 @@ func TestForgetFlows(t *testing.T) {
 		conntrack.NewFlow(unix.IPPROTO_TCP, 0, a("2001:db8:a::2"), a("2001:db8:ff::5"), 40000, 443, 600, 0),
 		conntrack.NewFlow(unix.IPPROTO_TCP, 0, a("192.0.2.9"), dst, 40000, 443, 600, 0), // not the agent's
 	}
+	ping := conntrack.NewFlow(unix.IPPROTO_ICMP, 0, a("198.18.0.2"), dst, 0, 0, 600, 0) // no ports: the kernel's tuple is used as is
+	ping.TupleOrig.Proto.ICMPv4, ping.TupleOrig.Proto.ICMPID, ping.TupleOrig.Proto.ICMPType = true, 77, 8
+	ping.TupleReply.Proto.ICMPv4, ping.TupleReply.Proto.ICMPID, ping.TupleReply.Proto.ICMPType = true, 77, 0
+	flows = append(flows, ping)
 	for _, f := range flows {
 		if err := c.Create(f); err != nil {
 			t.Fatalf("create %v: %v", f.TupleOrig, err)
@@ -33,8 +39,8 @@ func TestForgetFlows(t *testing.T) {
 	}
 	prefixes := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/30"), netip.MustParsePrefix("2001:db8:a::/64")}
 	n, err := ForgetFlows(ns.Fd(), prefixes)
-	if err != nil || n != 3 {
-		t.Fatalf("ForgetFlows = %d, %v; want 3 deleted", n, err)
+	if err != nil || n != 4 {
+		t.Fatalf("ForgetFlows = %d, %v; want 4 deleted", n, err)
 	}
 	left, err := c.Dump(nil)
 	if err != nil {
@@ -79,4 +85,60 @@ func BenchmarkForgetFlows(b *testing.B) {
 			b.Fatalf("ForgetFlows = %d, %v", n, err)
 		}
 	}
+}
+
+// ctMessage is a ctnetlink entry as the kernel sends it: family header,
+// CTA_TUPLE_ORIG with the source and destination, and a zone.
+func ctMessage(src, dst netip.Addr) []byte {
+	attr := func(typ uint16, payload []byte) []byte {
+		b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(payload)))
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		b = append(b, payload...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	srcType, dstType := uint16(ctaIPv4Src), uint16(2)
+	if src.Is6() {
+		srcType, dstType = ctaIPv6Src, 4
+	}
+	ip := append(attr(srcType, src.AsSlice()), attr(dstType, dst.AsSlice())...)
+	tuple := attr(ctaTupleOrig|unix.NLA_F_NESTED, attr(ctaTupleIP|unix.NLA_F_NESTED, ip))
+	msg := append([]byte{unix.AF_INET, 0, 0, 0}, tuple...)
+	return append(msg, attr(ctaZone|unix.NLA_F_NET_BYTEORDER, []byte{0, 7})...)
+}
+
+func TestDeleteBody(t *testing.T) {
+	prefixes := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/30"), netip.MustParsePrefix("2001:db8:a::/64")}
+	for _, tc := range []struct {
+		src  string
+		want bool
+	}{{"198.18.0.2", true}, {"198.18.0.9", false}, {"2001:db8:a::2", true}, {"2001:db8:b::2", false}} {
+		msg := ctMessage(netip.MustParseAddr(tc.src), netip.MustParseAddr("203.0.113.5"))
+		if tc.src[0] == '2' {
+			msg = ctMessage(netip.MustParseAddr(tc.src), netip.MustParseAddr("2001:db8:ff::5"))
+		}
+		d := deleteBody(msg, prefixes)
+		if (d != nil) != tc.want {
+			t.Errorf("%s: delete %v, want %v", tc.src, d != nil, tc.want)
+		}
+		if d != nil && !bytes.Equal(d, msg) { // the family header, tuple and zone are all there is
+			t.Errorf("%s: delete body %x, want the entry's own %x", tc.src, d, msg)
+		}
+	}
+}
+
+// FuzzDeleteBody: any bytes where a ctnetlink entry is expected are
+// skipped or turned into a delete of the entry's own tuple, never a panic.
+func FuzzDeleteBody(f *testing.F) {
+	f.Add(ctMessage(netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("203.0.113.5")))
+	f.Add(ctMessage(netip.MustParseAddr("2001:db8:a::2"), netip.MustParseAddr("2001:db8:ff::5")))
+	prefixes := []netip.Prefix{netip.MustParsePrefix("198.18.0.0/30"), netip.MustParsePrefix("2001:db8:a::/64")}
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		d := deleteBody(msg, prefixes)
+		if d != nil && (len(d) < 8 || !bytes.Equal(d[:4], msg[:4])) {
+			t.Fatalf("delete body %x for %x", d, msg)
+		}
+	})
 }
