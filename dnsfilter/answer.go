@@ -37,8 +37,7 @@ type outcome struct {
 // Answer decides and answers one query from src. It returns nil when the
 // message deserves no reply at all.
 func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.Msg {
-	p := s.policy.Load()
-	o := s.resolve(ctx, src, req, p)
+	o := s.resolve(ctx, src, req)
 	if o.msg == nil {
 		return nil
 	}
@@ -46,7 +45,7 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.
 		o.ev.Time = s.now()
 		o.ev.Agent = s.cfg.Agent
 		o.ev.Layer = journal.LayerDNS
-		o.ev.PolicyHash = p.Hash()
+		o.ev.PolicyHash = s.policy.Hash()
 		s.cfg.Journal.Record(o.ev)
 	}
 	if req.IsEdns0() != nil {
@@ -55,52 +54,45 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.
 			opt := o.msg.IsEdns0()
 			opt.Option = append(opt.Option, &dns.EDNS0_EDE{
 				InfoCode:  dns.ExtendedErrorCodeBlocked,
-				ExtraText: fmt.Sprintf("sluice: %s (policy %s)", o.ev.Reason, p.Hash()),
+				ExtraText: fmt.Sprintf("sluice: %s (policy %s)", o.ev.Reason, s.policy.Hash()),
 			})
 		}
 	}
 	return o.msg
 }
 
-func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg, p *policy.Policy) outcome {
+func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outcome {
 	if req.Response {
 		return outcome{}
-	}
-	reply := func(rcode int) *dns.Msg {
-		m := new(dns.Msg)
-		m.SetRcode(req, rcode)
-		m.RecursionAvailable = true
-		m.Answer, m.Ns, m.Extra = nil, nil, nil
-		return m
 	}
 	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
 		rcode := dns.RcodeFormatError
 		if req.Opcode != dns.OpcodeQuery {
 			rcode = dns.RcodeNotImplemented
 		}
-		return outcome{msg: reply(rcode), record: true, ev: journal.Event{Reason: reasonNotQuery,
+		return outcome{msg: reply(req, rcode), record: true, ev: journal.Event{Reason: reasonNotQuery,
 			Detail: fmt.Sprintf("opcode %d, %d questions", req.Opcode, len(req.Question))}}
 	}
 	q := req.Question[0]
 	ev := journal.Event{Name: q.Name, Proto: dns.TypeToString[q.Qtype]}
 	if !slices.ContainsFunc(s.cfg.Clients, func(c netip.Prefix) bool { return c.Contains(src) }) {
 		ev.Reason, ev.Detail = reasonForeignClient, "query from "+src.String()
-		return outcome{msg: reply(dns.RcodeRefused), record: true, ev: ev}
+		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev}
 	}
 	if q.Qclass != dns.ClassINET || q.Qtype == dns.TypeANY || dns.IsSubDomain("arpa.", q.Name) && q.Qtype != dns.TypePTR {
 		ev.Reason = reasonBadQuestion
-		return outcome{msg: reply(dns.RcodeRefused), record: true, ev: ev, withEDNS: true}
+		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev, withEDNS: true}
 	}
-	d := p.MatchName(q.Name)
+	d := s.policy.MatchName(q.Name)
 	ev.Rule = d.Rule()
 	if !d.Allow {
 		ev.Reason = string(d.Reason)
-		return outcome{msg: reply(dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+		return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
 	}
 	ev.Name = d.Name
 	if q.Qtype == dns.TypeAAAA && !s.cfg.IPv6 {
 		ev.Allow, ev.Reason, ev.Detail = true, string(policy.ReasonAllowed), "no IPv6 on the gateway: empty answer"
-		return outcome{msg: reply(dns.RcodeSuccess), record: true, ev: ev}
+		return outcome{msg: reply(req, dns.RcodeSuccess), record: true, ev: ev}
 	}
 	return s.forward(ctx, req, q.Qtype, d, ev)
 }
@@ -116,7 +108,7 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, d poli
 		c, err = s.lookup(ctx, d, qtype, &ev)
 		if err != nil {
 			ev.Reason, ev.Detail = reasonUpstream, err.Error()
-			return s.servfail(req, ev)
+			return servfail(req, ev)
 		}
 		c.stored = now
 		s.cache.put(key, c)
@@ -126,11 +118,11 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, d poli
 		need := min(max(remaining, s.cfg.MinTTL), s.cfg.MaxTTL)
 		if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
 			ev.Reason, ev.Detail = reasonSetUpdate, err.Error()
-			return s.servfail(req, ev)
+			return servfail(req, ev)
 		}
 		if !s.cfg.Pins.Pin(d.Name, c.addrs, now.Add(need)) {
 			ev.Reason = reasonPinTable
-			return s.servfail(req, ev)
+			return servfail(req, ev)
 		}
 	}
 	m := new(dns.Msg)
@@ -145,11 +137,16 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, d poli
 	return outcome{msg: m, record: true, ev: ev}
 }
 
-func (s *Server) servfail(req *dns.Msg, ev journal.Event) outcome {
+// reply is an answer to req with rcode and nothing in it but the question.
+func reply(req *dns.Msg, rcode int) *dns.Msg {
 	m := new(dns.Msg)
-	m.SetRcode(req, dns.RcodeServerFailure)
+	m.SetRcode(req, rcode)
 	m.RecursionAvailable = true
-	return outcome{msg: m, record: true, ev: ev}
+	return m
+}
+
+func servfail(req *dns.Msg, ev journal.Event) outcome {
+	return outcome{msg: reply(req, dns.RcodeServerFailure), record: true, ev: ev}
 }
 
 // lookup asks the upstream with a query of our own making and filters the

@@ -6,6 +6,7 @@
 package dnsfilter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -80,7 +80,7 @@ type Config struct {
 // Server is a filtering resolver for one agent. It is safe for concurrent use.
 type Server struct {
 	cfg    Config
-	policy atomic.Pointer[policy.Policy]
+	policy *policy.Policy
 	cache  *cache
 	now    func() time.Time
 
@@ -94,12 +94,8 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	if cfg.Upstream == nil || cfg.Allower == nil || cfg.Pins == nil || cfg.Journal == nil {
 		return nil, errors.New("dnsfilter: Upstream, Allower, Pins and Journal are required")
 	}
-	if cfg.MinTTL == 0 {
-		cfg.MinTTL = DefaultMinTTL
-	}
-	if cfg.MaxTTL == 0 {
-		cfg.MaxTTL = DefaultMaxTTL
-	}
+	cfg.MinTTL = cmp.Or(cfg.MinTTL, DefaultMinTTL)
+	cfg.MaxTTL = cmp.Or(cfg.MaxTTL, DefaultMaxTTL)
 	if cfg.MinTTL > cfg.MaxTTL {
 		return nil, fmt.Errorf("dnsfilter: min TTL %v is above max TTL %v", cfg.MinTTL, cfg.MaxTTL)
 	}
@@ -113,13 +109,8 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, cache: newCache(size), now: time.Now}
-	s.policy.Store(p)
-	return s, nil
+	return &Server{cfg: cfg, policy: p, cache: newCache(size), now: time.Now}, nil
 }
-
-// SetPolicy replaces the policy for queries that arrive from now on.
-func (s *Server) SetPolicy(p *policy.Policy) { s.policy.Store(p) }
 
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {

@@ -6,6 +6,7 @@
 package firewall
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -117,15 +118,9 @@ type Manager struct {
 // New opens a lasting netlink connection to the gateway's namespace. It
 // changes nothing until Install.
 func New(cfg Config) (*Manager, error) {
-	if cfg.Table == "" {
-		cfg.Table = DefaultTable
-	}
-	if cfg.Heartbeat == 0 {
-		cfg.Heartbeat = DefaultHeartbeat
-	}
-	if cfg.SetSize == 0 {
-		cfg.SetSize = DefaultSetSize
-	}
+	cfg.Table = cmp.Or(cfg.Table, DefaultTable)
+	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, DefaultHeartbeat)
+	cfg.SetSize = cmp.Or(cfg.SetSize, DefaultSetSize)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -340,14 +335,10 @@ func (m *Manager) Close() error {
 	return m.conn.CloseLasting()
 }
 
-// RemoveTable deletes a table left by an earlier run, in the namespace of
-// nsFd (-1 for the current one), and reports whether there was one.
-func RemoveTable(nsFd int, name string) (bool, error) {
-	var opts []nftables.ConnOption
-	if nsFd >= 0 {
-		opts = append(opts, nftables.WithNetNSFd(nsFd))
-	}
-	c, err := nftables.New(opts...)
+// removeTable deletes a table left by an earlier run in this namespace,
+// and reports whether there was one.
+func removeTable(name string) (bool, error) {
+	c, err := nftables.New()
 	if err != nil {
 		return false, err
 	}

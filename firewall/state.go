@@ -110,7 +110,7 @@ func readState(path string) (*State, error) {
 // undo removes what a dead run left behind and says what it did.
 func (s *State) undo() []string {
 	var done []string
-	if existed, err := RemoveTable(-1, s.Table); existed && err == nil {
+	if existed, err := removeTable(s.Table); existed && err == nil {
 		done = append(done, "removed table inet "+s.Table)
 	}
 	if s.Iface != "" {

@@ -107,7 +107,7 @@ func (px *Proxy) readRequest(c *net.TCPConn, br *bufio.Reader, dst netip.AddrPor
 		ev.Name = host
 		return nil, reason
 	}
-	reason = px.decideName(host, dst, px.policy.Load(), ev)
+	reason = px.decideName(host, dst, ev)
 	switch reason {
 	case ReasonNoSNI:
 		reason = ReasonNoHost

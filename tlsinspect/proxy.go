@@ -1,6 +1,7 @@
 package tlsinspect
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -97,7 +98,7 @@ type Config struct {
 // Proxy is the transparent proxy for one agent. It is safe for concurrent use.
 type Proxy struct {
 	cfg    Config
-	policy atomic.Pointer[policy.Policy]
+	policy *policy.Policy
 	dialer net.Dialer
 
 	pending, conns atomic.Int64
@@ -114,35 +115,19 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	if cfg.Pins == nil || cfg.Journal == nil {
 		return nil, errors.New("tlsinspect: Pins and Journal are required")
 	}
-	if cfg.HelloTimeout == 0 {
-		cfg.HelloTimeout = DefaultHelloTimeout
-	}
-	if cfg.MaxHello == 0 {
-		cfg.MaxHello = DefaultMaxHello
-	}
-	if cfg.DialTimeout == 0 {
-		cfg.DialTimeout = DefaultDialTimeout
-	}
-	if cfg.MaxPending == 0 {
-		cfg.MaxPending = DefaultMaxPending
-	}
-	if cfg.MaxConns == 0 {
-		cfg.MaxConns = DefaultMaxConns
-	}
-	if cfg.IdleTimeout == 0 {
-		cfg.IdleTimeout = DefaultIdleTimeout
-	}
+	cfg.HelloTimeout = cmp.Or(cfg.HelloTimeout, DefaultHelloTimeout)
+	cfg.MaxHello = cmp.Or(cfg.MaxHello, DefaultMaxHello)
+	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultDialTimeout)
+	cfg.MaxPending = cmp.Or(cfg.MaxPending, DefaultMaxPending)
+	cfg.MaxConns = cmp.Or(cfg.MaxConns, DefaultMaxConns)
+	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	px := &Proxy{cfg: cfg, live: map[*net.TCPConn]struct{}{}}
+	px := &Proxy{cfg: cfg, policy: p, live: map[*net.TCPConn]struct{}{}}
 	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAliveConfig: KeepAlive, Control: px.checkDial}
-	px.policy.Store(p)
 	return px, nil
 }
-
-// SetPolicy replaces the policy for connections that start from now on.
-func (px *Proxy) SetPolicy(p *policy.Policy) { px.policy.Store(p) }
 
 // checkDial refuses, at the last moment, any destination inside the
 // gateway or the agents' networks, whatever led to it.
@@ -306,8 +291,7 @@ func (px *Proxy) inspectTLS(c *net.TCPConn, dst netip.AddrPort, ev journal.Event
 		return
 	}
 	ev.Name = hello.ServerName
-	p := px.policy.Load()
-	reason := px.decideName(hello.ServerName, dst, p, &ev)
+	reason := px.decideName(hello.ServerName, dst, &ev)
 	if reason == "" && hello.HasECH() {
 		reason = ReasonECH
 	}
@@ -323,12 +307,11 @@ func (px *Proxy) inspectTLS(c *net.TCPConn, dst netip.AddrPort, ev journal.Event
 // policy allows on its port: such destinations have no name to check, by
 // the policy's own choice. It reports whether it took the connection.
 func (px *Proxy) byAddress(c *net.TCPConn, dst netip.AddrPort, ev *journal.Event, donePending func()) bool {
-	p := px.policy.Load()
-	d := p.MatchAddr(dst.Addr(), dst.Port())
+	d := px.policy.MatchAddr(dst.Addr(), dst.Port())
 	if !d.Allow {
 		return false
 	}
-	ev.Rule, ev.PolicyHash = d.Rule(), p.Hash()
+	ev.Rule, ev.PolicyHash = d.Rule(), px.policy.Hash()
 	donePending()
 	px.forward(c, dst, nil, *ev)
 	return true
@@ -337,8 +320,8 @@ func (px *Proxy) byAddress(c *net.TCPConn, dst netip.AddrPort, ev *journal.Event
 // decideName checks a requested name (SNI or Host) for a connection to
 // dst: allowed on that port by the policy, and dst pinned to it. It
 // returns the refusal reason, "" when the name may pass.
-func (px *Proxy) decideName(raw string, dst netip.AddrPort, p *policy.Policy, ev *journal.Event) string {
-	ev.PolicyHash = p.Hash()
+func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) string {
+	ev.PolicyHash = px.policy.Hash()
 	if raw == "" {
 		return ReasonNoSNI
 	}
@@ -350,7 +333,7 @@ func (px *Proxy) decideName(raw string, dst netip.AddrPort, p *policy.Policy, ev
 		return ReasonInvalidSNI
 	}
 	ev.Name = name
-	d := p.MatchNamePort(name, dst.Port())
+	d := px.policy.MatchNamePort(name, dst.Port())
 	ev.Rule = d.Rule()
 	switch {
 	case d.Reason == policy.ReasonNameNotAllowed || d.Reason == policy.ReasonNoPolicy:
@@ -443,7 +426,7 @@ func cut(c stream) {
 func (px *Proxy) refuse(c *net.TCPConn, ev journal.Event, reason string) {
 	ev.Reason, ev.Time = reason, time.Now()
 	if ev.PolicyHash == "" {
-		ev.PolicyHash = px.policy.Load().Hash()
+		ev.PolicyHash = px.policy.Hash()
 	}
 	px.cfg.Journal.Record(ev)
 	reset(c)
