@@ -12,12 +12,12 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/sluicegw/sluice/bench/internal/latency"
 )
 
 func main() {
@@ -112,15 +112,8 @@ func main() {
 		}()
 	}
 	wg.Wait()
-	slices.Sort(lat)
-	pct := func(p float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(float64(len(lat))*p))]
-	}
-	fmt.Printf("answers=%d qps=%.0f ok=%d timeouts=%d errors=%d p50=%v p99=%v p999=%v",
-		len(lat), float64(len(lat))/dur.Seconds(), ok.Load(), timeouts.Load(), fail.Load(), pct(0.5), pct(0.99), pct(0.999))
+	fmt.Printf("answers=%d qps=%.0f ok=%d timeouts=%d errors=%d %s",
+		len(lat), float64(len(lat))/dur.Seconds(), ok.Load(), timeouts.Load(), fail.Load(), latency.Percentiles(lat))
 	rcodes.Range(func(k, v any) bool { fmt.Printf(" %s=%d", k, v.(*atomic.Int64).Load()); return true })
 	if *connect > 0 {
 		fmt.Printf(" connects=%d refused=%d", conns.Load(), refused.Load())

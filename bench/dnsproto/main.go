@@ -5,6 +5,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"flag"
 	"hash/fnv"
 	"log"
@@ -36,9 +37,10 @@ func main() {
 			}
 		}()
 	}
-	pfx := netip.MustParsePrefix(*network)
+	pfx := netip.MustParsePrefix(*network).Masked()
 	hosts := uint32(1) << (32 - pfx.Bits())
-	base := pfx.Addr().As4()
+	base4 := pfx.Addr().As4()
+	base := binary.BigEndian.Uint32(base4[:])
 	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
@@ -47,7 +49,7 @@ func main() {
 			h := fnv.New32a()
 			h.Write([]byte(strings.ToLower(r.Question[0].Name)))
 			n := h.Sum32()%(hosts-2) + 1
-			ip := net.IPv4(base[0], base[1], base[2]+byte(n>>8), base[3]+byte(n))
+			ip := binary.BigEndian.AppendUint32(nil, base+n) // inside pfx: n < hosts
 			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA,
 				Class: dns.ClassINET, Ttl: uint32(*ttl)}, A: ip}}
 		}

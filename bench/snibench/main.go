@@ -15,10 +15,11 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicegw/sluice/bench/internal/latency"
 )
 
 func main() {
@@ -175,14 +176,7 @@ func cps(addr string, hello []byte, conc int, dur time.Duration) {
 		}()
 	}
 	wg.Wait()
-	slices.Sort(lat)
-	p := func(q float64) time.Duration {
-		if len(lat) == 0 {
-			return 0
-		}
-		return lat[min(len(lat)-1, int(float64(len(lat))*q))]
-	}
-	fmt.Printf("conns=%d cps=%.0f errors=%d p50=%v p99=%v p999=%v\n", ok.Load(), float64(ok.Load())/dur.Seconds(), errs.Load(), p(0.5), p(0.99), p(0.999))
+	fmt.Printf("conns=%d cps=%.0f errors=%d %s\n", ok.Load(), float64(ok.Load())/dur.Seconds(), errs.Load(), latency.Percentiles(lat))
 }
 
 func tput(addr string, hello []byte, conc int, dur time.Duration) {
