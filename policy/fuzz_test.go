@@ -26,8 +26,10 @@ func FuzzCanonicalName(f *testing.F) {
 	})
 }
 
-// FuzzParseFile: a policy file must never crash the parser, and whatever
-// it accepts must build a policy.
+// FuzzParseFile: a policy file must never crash the parser, and a policy
+// built from what it accepts allows each entry's own destinations on each
+// of its ports (New may still refuse a set of entries: duplicates, port
+// conflicts).
 func FuzzParseFile(f *testing.F) {
 	f.Add([]byte("version: 1\nallow:\n  - host: a.example.com\n    ports: [443]\n  - cidr: 198.51.100.0/24\n    ports: [22]\n"))
 	f.Add([]byte("version: 1\nallow: [{host: '*.x.test', private: true}]\n"))
@@ -41,6 +43,38 @@ func FuzzParseFile(f *testing.F) {
 			return
 		}
 		_ = Lint(p)
-		_ = p.MatchNamePort("a.example.com", 443)
+		for _, e := range p.Entries() {
+			for _, port := range e.Ports {
+				var d Decision
+				switch {
+				case e.Host == "":
+					d = p.MatchAddr(e.Prefix.Addr(), port)
+				case e.Wildcard():
+					name := wildcardExample(p, e)
+					if name == "" {
+						continue
+					}
+					d = p.MatchNamePort(name, port)
+				default:
+					d = p.MatchNamePort(e.Host, port)
+				}
+				if !d.Allow {
+					t.Fatalf("%s: its own destination on port %d is refused (%s)", e, port, d.Reason)
+				}
+			}
+		}
 	})
+}
+
+// wildcardExample is a name only e matches best: one label (so no longer
+// wildcard can claim it) that no exact entry names, as long as the
+// wildcard; "" if every such label is taken.
+func wildcardExample(p *Policy, e *Entry) string {
+	for _, c := range "abcdefghijklmnopqrstuvwxyz0123456789" {
+		name := string(c) + e.Host[1:]
+		if d := p.MatchName(name); d.Entry == e {
+			return name
+		}
+	}
+	return ""
 }
