@@ -46,6 +46,7 @@ func testDialSend(t *testing.T, addr string) {
 		if err != nil {
 			t.Fatalf("%d bytes: %v", size, err)
 		}
+		checkSockopts(t, up)
 		if err := up.CloseWrite(); err != nil {
 			t.Fatal(err)
 		}
@@ -100,5 +101,31 @@ func TestDialSendTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("gave up after %v", d)
+	}
+}
+
+// checkSockopts: the upstream socket has no Nagle delay and the proxy's
+// keep-alive, as the agent's side has.
+func checkSockopts(t *testing.T, up *upstream) {
+	t.Helper()
+	want := map[[2]int]int{
+		{unix.IPPROTO_TCP, unix.TCP_NODELAY}:  1,
+		{unix.SOL_SOCKET, unix.SO_KEEPALIVE}:  1,
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE}: int(KeepAlive.Idle / time.Second),
+	}
+	err := up.control(func(fd int) error {
+		for opt, v := range want {
+			got, err := unix.GetsockoptInt(fd, opt[0], opt[1])
+			if err != nil {
+				return err
+			}
+			if got != v {
+				t.Errorf("socket option %v = %d, want %d", opt, got, v)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

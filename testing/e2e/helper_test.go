@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/sluicegw/sluice/testing/fakenet"
@@ -37,6 +40,8 @@ func runHelper(args []string) int {
 		err = helloClient(args[1:])
 	case "slowloris":
 		err = slowloris(args[1:])
+	case "hangup":
+		err = hangup(args[1:])
 	default:
 		err = fmt.Errorf("unknown helper %q", args[0])
 	}
@@ -151,6 +156,57 @@ func classify(err error) error {
 		return fmt.Errorf("timeout")
 	}
 	return err
+}
+
+// hangup ADDR SNI HOW: sends a Go ClientHello for SNI, waits for the
+// server's first byte, then ends the connection with a reset (HOW=reset)
+// or a FIN, reading on until the server closes too (HOW=fin), or waits
+// for the gateway to cut it and reports how: "cut_by_reset",
+// "cut_by_fin" or "timeout" (HOW=idle).
+func hangup(args []string) error {
+	if len(args) != 3 {
+		return fmt.Errorf("hangup ADDR SNI reset|fin|idle")
+	}
+	hello, err := fakenet.CaptureHello(&tls.Config{ServerName: args[1], InsecureSkipVerify: true})
+	if err != nil {
+		return err
+	}
+	c, err := net.DialTimeout("tcp", args[0], 3*time.Second)
+	if err != nil {
+		return fmt.Errorf("dial: %w", classify(err))
+	}
+	tc := c.(*net.TCPConn)
+	defer tc.Close()
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := tc.Write(hello); err != nil {
+		return fmt.Errorf("write: %w", classify(err))
+	}
+	if _, err := io.ReadFull(tc, make([]byte, 1)); err != nil {
+		return fmt.Errorf("first byte: %w", classify(err))
+	}
+	switch args[2] {
+	case "reset":
+		return tc.SetLinger(0) // the deferred Close sends the reset
+	case "idle":
+		tc.SetDeadline(time.Now().Add(10 * time.Second))
+		_, err := tc.Read(make([]byte, 1))
+		switch {
+		case errors.Is(err, syscall.ECONNRESET):
+			return errors.New("cut_by_reset")
+		case errors.Is(err, io.EOF):
+			return errors.New("cut_by_fin")
+		case err == nil:
+			return errors.New("data")
+		}
+		return classify(err)
+	}
+	if err := tc.CloseWrite(); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.Discard, tc); err != nil {
+		return fmt.Errorf("after fin: %w", classify(err))
+	}
+	return nil
 }
 
 // slowloris ADDR N HOLD: N connections that each send three bytes of a

@@ -3,14 +3,65 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // hello runs the helper TLS client against ADDR with SNI and MODE and
 // prints NAME=result.
 func (w *world) hello(name, addr, sni, mode string) string {
 	return "echo " + name + "=$(" + helperCmd() + " hello " + addr + " '" + sni + "' " + mode + " " + w.caFile + " | sed -n 's/^result=//p')\n"
+}
+
+// hangupCmd runs the helper's hangup client against ADDR with SNI and HOW and
+// prints NAME=result.
+func hangupCmd(name, addr, sni, how string) string {
+	return "echo " + name + "=$(" + helperCmd() + " hangup " + addr + " '" + sni + "' " + how + " | sed -n 's/^result=//p')\n"
+}
+
+// drainPolicy allows allowed.test on port 9443, checked as TLS, where the
+// fake internet's drain sink listens.
+const drainPolicy = "  - host: allowed.test\n    ports: [9443]\n    tls_ports: [9443]\n"
+
+// drainEnds waits until the drain sink has seen n connections end and
+// returns how each ended, in the order they were accepted.
+func (w *world) drainEnds(t *testing.T, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var ends []string
+		for _, c := range w.drain.Contacts() {
+			if c.End != "" {
+				ends = append(ends, c.End)
+			}
+		}
+		if len(ends) >= n || time.Now().After(deadline) {
+			if len(w.drain.Contacts()) != n {
+				t.Errorf("the drain sink saw %d connections, want %d", len(w.drain.Contacts()), n)
+			}
+			return ends
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestResetCrossesTheProxy: on the TLS path, the agent's reset reaches the
+// destination as a reset and its FIN as a FIN, so that an upload cut short
+// never passes for a complete one.
+func TestResetCrossesTheProxy(t *testing.T) {
+	w := newWorld(t)
+	pol := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(pol, []byte("version: 1\nallow:\n"+drainPolicy), 0o644)
+	r := w.run(t, []string{"--policy", pol}, prelude+`
+dig +short allowed.test >/dev/null
+`+hangupCmd("reset", allowedAddr+":9443", "allowed.test", "reset")+
+		hangupCmd("fin", allowedAddr+":9443", "allowed.test", "fin"))
+	expect(t, r, map[string]string{"reset": "ok", "fin": "ok"})
+	if ends := w.drainEnds(t, 2); !slices.Equal(ends, []string{"reset", "eof"}) {
+		t.Errorf("the destination saw the agent's reset and FIN end as %v, want [reset eof]", ends)
+	}
 }
 
 func TestTLSNameBoundToAddress(t *testing.T) {
@@ -153,17 +204,27 @@ s=$(date +%s); nc -w 10 `+allowedAddr+` 443 </dev/null; echo silent_seconds=$(( 
 
 // TestProxyIdleTimeout: an allowed upstream that accepts and never answers
 // holds the agent's connection only for the idle timeout, on the HTTP and
-// on the TLS path.
+// on the TLS path; on the TLS path both sides are cut with a reset.
 func TestProxyIdleTimeout(t *testing.T) {
 	w := newWorld(t)
 	pol := filepath.Join(t.TempDir(), "p.yaml")
-	os.WriteFile(pol, []byte("version: 1\nallow:\n  - host: \"*.synth.test\"\n    http_ports: [82]\n"), 0o644)
+	os.WriteFile(pol, []byte("version: 1\nallow:\n  - host: \"*.synth.test\"\n    http_ports: [82]\n"+drainPolicy), 0o644)
 	r := w.run(t, []string{"--policy", pol, "--idle-timeout", "1s"}, prelude+`
 a=$(dig +short h.synth.test)
 s=$(date +%s); printf 'GET / HTTP/1.1\r\nHost: h.synth.test:82\r\n\r\n' | nc -w 20 $a 82 >/dev/null; echo http_seconds=$(( $(date +%s) - s ))
+dig +short allowed.test >/dev/null
+s=$(date +%s)
+`+hangupCmd("tls_cut", allowedAddr+":9443", "allowed.test", "idle")+`echo tls_seconds=$(( $(date +%s) - s ))
 `)
-	if s := r.values()["http_seconds"]; s != "1" && s != "2" && s != "3" {
-		t.Errorf("a request to a silent upstream held the connection %s s, want about the 1 s idle timeout", s)
+	v := r.values()
+	for _, k := range []string{"http_seconds", "tls_seconds"} {
+		if s := v[k]; s != "1" && s != "2" && s != "3" {
+			t.Errorf("%s = %s: a silent connection was held past the 1 s idle timeout", k, s)
+		}
+	}
+	expect(t, r, map[string]string{"tls_cut": "cut_by_reset"})
+	if ends := w.drainEnds(t, 1); !slices.Equal(ends, []string{"reset"}) {
+		t.Errorf("the destination saw the idle connection end as %v, want [reset]", ends)
 	}
 	if len(w.silent.Contacts()) == 0 {
 		t.Error("the request never reached the silent upstream; the test tests nothing")

@@ -91,6 +91,7 @@ type world struct {
 	web      *fakenet.Web
 	sink     *fakenet.Sink // attacker endpoints and canaries
 	silent   *fakenet.Sink // accepts on port 82 and never answers
+	drain    *fakenet.Sink // allowed.test:9443, reads to the end and records how it came
 	caFile   string
 }
 
@@ -143,12 +144,13 @@ func (w *world) startServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.auth, w.public = fakenet.NewDNS(zone...), fakenet.NewDNS(zone...)
-	w.sink = &fakenet.Sink{}
+	w.sink, w.drain = &fakenet.Sink{}, &fakenet.Sink{}
 	t.Cleanup(func() {
 		w.auth.Close()
 		w.public.Close()
 		w.web.Close()
 		w.sink.Close()
+		w.drain.Close()
 		if w.silent != nil {
 			w.silent.Close()
 		}
@@ -197,6 +199,11 @@ func (w *world) startServers(t *testing.T) {
 				w.sink.ListenTCP(ln)
 			}
 		}
+		drain, err := net.Listen("tcp", allowedAddr+":9443")
+		if err != nil {
+			return err
+		}
+		w.drain.ListenDrain(drain)
 		silent, err := net.Listen("tcp", "0.0.0.0:82") // every synth.test address
 		if err != nil {
 			return err

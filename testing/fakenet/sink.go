@@ -1,8 +1,11 @@
 package fakenet
 
 import (
+	"errors"
+	"io"
 	"net"
 	"sync"
+	"syscall"
 )
 
 // Sink accepts TCP connections and UDP datagrams on any number of sockets
@@ -15,13 +18,50 @@ type Sink struct {
 }
 
 // ListenTCP records every connection accepted on ln (and closes it).
-func (s *Sink) ListenTCP(ln net.Listener) { s.accept(ln, false) }
+func (s *Sink) ListenTCP(ln net.Listener) {
+	s.accept(ln, func(c net.Conn, _ int) { c.Close() })
+}
 
 // ListenSilent records every connection accepted on ln and then holds it
 // open without reading or writing: an upstream that never answers.
-func (s *Sink) ListenSilent(ln net.Listener) { s.accept(ln, true) }
+func (s *Sink) ListenSilent(ln net.Listener) {
+	s.accept(ln, func(c net.Conn, _ int) { s.track(c.Close) })
+}
 
-func (s *Sink) accept(ln net.Listener, hold bool) {
+// ListenDrain records every connection accepted on ln, writes one byte
+// ("k", so the client knows the path is up), reads until the peer ends the
+// stream and records how (Contact.End). A connection still open when the
+// sink closes gets no End.
+func (s *Sink) ListenDrain(ln net.Listener) {
+	s.accept(ln, func(c net.Conn, i int) {
+		s.track(c.Close)
+		go s.drain(c, i)
+	})
+}
+
+func (s *Sink) drain(c net.Conn, i int) {
+	defer c.Close()
+	if _, err := c.Write([]byte("k")); err != nil {
+		return
+	}
+	_, err := io.Copy(io.Discard, c)
+	end := "eof"
+	switch {
+	case errors.Is(err, syscall.ECONNRESET):
+		end = "reset"
+	case errors.Is(err, net.ErrClosed):
+		return
+	case err != nil:
+		end = err.Error()
+	}
+	s.mu.Lock()
+	s.contacts[i].End = end
+	s.mu.Unlock()
+}
+
+// accept records every connection accepted on ln and hands it to serve
+// with the index of its record.
+func (s *Sink) accept(ln net.Listener, serve func(c net.Conn, i int)) {
 	s.track(ln.Close)
 	go func() {
 		for {
@@ -29,12 +69,7 @@ func (s *Sink) accept(ln net.Listener, hold bool) {
 			if err != nil {
 				return
 			}
-			s.record(Contact{Local: c.LocalAddr().String(), Remote: c.RemoteAddr().String()})
-			if hold {
-				s.track(c.Close)
-			} else {
-				c.Close()
-			}
+			serve(c, s.record(Contact{Local: c.LocalAddr().String(), Remote: c.RemoteAddr().String()}))
 		}
 	}()
 }
@@ -60,10 +95,12 @@ func (s *Sink) track(f func() error) {
 	s.closers = append(s.closers, f)
 }
 
-func (s *Sink) record(c Contact) {
+// record adds c and returns its index.
+func (s *Sink) record(c Contact) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.contacts = append(s.contacts, c)
+	return len(s.contacts) - 1
 }
 
 // Contacts returns everything recorded so far.

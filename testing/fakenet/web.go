@@ -76,6 +76,9 @@ type Contact struct {
 	SNI    string
 	Host   string
 	Path   string
+	// End is how the peer ended a connection a drain listener read to its
+	// end: "eof" (a FIN), "reset", or the read error.
+	End string
 }
 
 // Web serves HTTPS and HTTP for any name the certificate covers, answering
