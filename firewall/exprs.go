@@ -20,20 +20,30 @@ func ifname(name string) []byte {
 	return b
 }
 
+// meta is `meta KEY == DATA` (or `!=`).
+func meta(key expr.MetaKey, op expr.CmpOp, data []byte) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: key, Register: 1},
+		&expr.Cmp{Op: op, Register: 1, Data: data},
+	}
+}
+
+// th is `th @OFFSET == DATA`: bytes of the transport header.
+func th(offset uint32, data []byte) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: offset, Len: uint32(len(data))},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data},
+	}
+}
+
 // iif is `iifname NAME` (or `iifname != NAME`).
 func iif(name string, eq bool) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-		&expr.Cmp{Op: cmpOp(eq), Register: 1, Data: ifname(name)},
-	}
+	return meta(expr.MetaKeyIIFNAME, cmpOp(eq), ifname(name))
 }
 
 // oif is `oifname NAME` (or `oifname != NAME`).
 func oif(name string, eq bool) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
-		&expr.Cmp{Op: cmpOp(eq), Register: 1, Data: ifname(name)},
-	}
+	return meta(expr.MetaKeyOIFNAME, cmpOp(eq), ifname(name))
 }
 
 func cmpOp(eq bool) expr.CmpOp {
@@ -49,26 +59,17 @@ func nfproto(v6 bool) []expr.Any {
 	if v6 {
 		p = unix.NFPROTO_IPV6
 	}
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}},
-	}
+	return meta(expr.MetaKeyNFPROTO, expr.CmpOpEq, []byte{p})
 }
 
 // l4proto is `meta l4proto PROTO`.
 func l4proto(proto byte) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
-	}
+	return meta(expr.MetaKeyL4PROTO, expr.CmpOpEq, []byte{proto})
 }
 
 // dport is `th dport PORT`; use it after l4proto tcp or udp.
 func dport(port uint16) []expr.Any {
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(port)},
-	}
+	return th(2, binaryutil.BigEndian.PutUint16(port))
 }
 
 // ctState is `ct state STATES` for a mask of expr.CtStateBit* values.
@@ -162,19 +163,9 @@ func notLocal() []expr.Any {
 	}
 }
 
-func pktType(t byte) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyPKTTYPE, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{t}},
-	}
-}
+func pktType(t byte) []expr.Any { return meta(expr.MetaKeyPKTTYPE, expr.CmpOpEq, []byte{t}) }
 
-func icmp6Type(t byte) []expr.Any {
-	return []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{t}},
-	}
-}
+func icmp6Type(t byte) []expr.Any { return th(0, []byte{t}) }
 
 // redirectTo is `redirect to :PORT`.
 func redirectTo(port uint16) []expr.Any {
