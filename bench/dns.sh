@@ -25,18 +25,8 @@ go build -o "$tmp/sluice" ./cmd/sluice
 go build -o "$tmp/dnsproto" ./bench/dnsproto
 go build -o "$tmp/dnsload" ./bench/dnsload
 
-ip netns add "$gw"
-ip netns add "$srv"
-ip -n "$gw" link set lo up
-ip -n "$srv" link set lo up
-ip -n "$gw" link add g1 type veth peer name s0 netns "$srv"
-ip -n "$gw" addr add 198.18.1.1/24 dev g1
-ip -n "$gw" link set g1 up
-ip -n "$gw" route add default via 198.18.1.2
-ip -n "$srv" addr add 198.18.1.2/24 dev s0
-ip -n "$srv" link set s0 up
-ip -n "$srv" addr add 198.18.128.0/17 dev lo
-ip -n "$srv" route add unreachable default
+. bench/netns.sh
+gw_srv "$gw" "$srv"
 ip netns exec "$srv" taskset -c 0 "$tmp/dnsproto" -addr 198.18.1.2:53 -accept 0.0.0.0:80 &
 proto_pid=$!
 sleep 0.3

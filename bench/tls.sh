@@ -34,18 +34,13 @@ if [ -n "${SLUICE_BIN:-}" ]; then cp "$SLUICE_BIN" "$tmp/sluice"; else go build 
 go build -o "$tmp/dnsproto" ./bench/dnsproto
 go build -o "$tmp/snibench" ./bench/snibench
 
-for n in "$gw" "$srv" "$cli"; do ip netns add "$n"; ip -n "$n" link set lo up; done
-ip -n "$gw" link add g1 type veth peer name s0 netns "$srv"
+. bench/netns.sh
+gw_srv "$gw" "$srv"
+ip netns add "$cli"
+ip -n "$cli" link set lo up
 ip -n "$gw" link add g3 type veth peer name c0 netns "$cli"
-ip -n "$gw" addr add 198.18.1.1/24 dev g1
 ip -n "$gw" addr add 198.18.3.1/24 dev g3
-ip -n "$gw" link set g1 up
 ip -n "$gw" link set g3 up
-ip -n "$gw" route add default via 198.18.1.2
-ip -n "$srv" addr add 198.18.1.2/24 dev s0
-ip -n "$srv" link set s0 up
-ip -n "$srv" addr add 198.18.128.0/17 dev lo
-ip -n "$srv" route add unreachable default
 ip -n "$cli" addr add 198.18.3.2/24 dev c0
 ip -n "$cli" link set c0 up
 for n in "$gw" "$srv" "$cli"; do
