@@ -75,7 +75,7 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 	}
 	q := req.Question[0]
 	ev := journal.Event{Name: q.Name, Proto: dns.TypeToString[q.Qtype]}
-	if !slices.ContainsFunc(s.cfg.Clients, func(c netip.Prefix) bool { return c.Contains(src) }) {
+	if !policy.InPrefixes(s.cfg.Clients, src) {
 		ev.Reason, ev.Detail = reasonForeignClient, "query from "+src.String()
 		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev}
 	}
@@ -281,10 +281,8 @@ func (s *Server) forbidden(a netip.Addr, private bool) bool {
 	if a.Is4In6() {
 		return true // a mapped address in an AAAA record is never what a client should dial
 	}
-	for _, p := range s.cfg.Internal {
-		if p.Contains(a) {
-			return true
-		}
+	if policy.InPrefixes(s.cfg.Internal, a) {
+		return true
 	}
 	if private {
 		return a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() ||

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/mdlayher/netlink"
+	"github.com/sluicegw/sluice/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -146,7 +147,7 @@ func deleteBody(msg []byte, prefixes []netip.Prefix) []byte {
 			zone = whole
 		}
 	})
-	if tuple == nil || !inAny(prefixes, tupleSource(tuple[4:])) {
+	if tuple == nil || !policy.InPrefixes(prefixes, tupleSource(tuple[4:]).Unmap()) {
 		return nil
 	}
 	d := make([]byte, 0, 4+len(tuple)+len(zone))
@@ -188,14 +189,4 @@ func eachAttr(b []byte, fn func(typ uint16, whole, payload []byte)) {
 		fn(typ, b[:next], b[unix.SizeofNlAttr:l])
 		b = b[next:]
 	}
-}
-
-func inAny(prefixes []netip.Prefix, a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range prefixes {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }

@@ -40,9 +40,9 @@ func Forbidden(addr netip.Addr) bool {
 		return true
 	}
 	if addr.Is4() {
-		return inAny(forbiddenV4, addr)
+		return InPrefixes(forbiddenV4, addr)
 	}
-	if inAny(forbiddenV6, addr) {
+	if InPrefixes(forbiddenV6, addr) {
 		return true
 	}
 	b := addr.As16()
@@ -55,7 +55,9 @@ func Forbidden(addr netip.Addr) bool {
 	return false
 }
 
-func inAny(ps []netip.Prefix, addr netip.Addr) bool {
+// InPrefixes reports whether addr is in any of ps (a mapped IPv4 address
+// is not: unmap it first where that is meant).
+func InPrefixes(ps []netip.Prefix, addr netip.Addr) bool {
 	for _, p := range ps {
 		if p.Contains(addr) {
 			return true

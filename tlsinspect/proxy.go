@@ -144,12 +144,7 @@ func (px *Proxy) checkDial(_, address string, _ syscall.RawConn) error {
 
 func (px *Proxy) internal(a netip.Addr) bool {
 	a = a.Unmap()
-	for _, p := range px.cfg.Internal {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return a.IsLoopback() || a.IsUnspecified() || a.IsMulticast()
+	return policy.InPrefixes(px.cfg.Internal, a) || a.IsLoopback() || a.IsUnspecified() || a.IsMulticast()
 }
 
 // ServeTLS accepts redirected TLS connections on ln until Close.
