@@ -17,9 +17,13 @@ import (
 	"github.com/sluicegw/sluice/policy"
 )
 
-// idleTimeout bounds the wait for the next request on a kept-alive
-// connection.
-const idleTimeout = 60 * time.Second
+// keepAliveWait bounds the wait for the next request on a kept-alive
+// connection (--idle-timeout bounds each read and write inside one).
+const keepAliveWait = 60 * time.Second
+
+// reasonClosed is readRequest's word for a client that closed between
+// requests: an ending, not a refusal, unless no request came at all.
+const reasonClosed = "closed"
 
 // inspectHTTP proxies plain HTTP/1.x: every request on the connection is
 // parsed and its Host checked like an SNI (allowed, and the destination
@@ -39,13 +43,13 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 		lc.n, lc.open = br.Buffered(), false
 		req, reason := px.readRequest(c, br, dst, timeout, &ev)
 		lc.open = true // the body is the request's to send
-		if !first && (reason == "eof" || reason == ErrHelloTimeout.Error()) {
+		if !first && (reason == reasonClosed || reason == ErrHelloTimeout.Error()) {
 			// The client closed, or kept the connection idle past the
 			// keep-alive timeout, between requests: an ending, not a refusal.
 			c.Close()
 			return
 		}
-		if reason == "eof" {
+		if reason == reasonClosed {
 			reason = ReasonBadRequest // connected and closed without a request
 		}
 		if reason != "" && !first {
@@ -79,19 +83,19 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 			c.Close()
 			return
 		}
-		timeout = idleTimeout
+		timeout = keepAliveWait
 	}
 }
 
 // readRequest reads and checks one request head. reason is "" when the
-// request may pass, "eof" when the client closed between requests.
+// request may pass, reasonClosed when the client closed before one.
 func (px *Proxy) readRequest(c *net.TCPConn, br *bufio.Reader, dst netip.AddrPort, timeout time.Duration, ev *journal.Event) (*http.Request, string) {
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	req, err := http.ReadRequest(br)
 	_ = c.SetReadDeadline(time.Time{})
 	switch {
 	case errors.Is(err, io.EOF):
-		return nil, "eof"
+		return nil, reasonClosed
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return nil, ErrHelloTimeout.Error()
 	case errors.Is(err, errHeadTooBig):
