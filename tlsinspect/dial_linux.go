@@ -23,11 +23,12 @@ type upstream struct{ *os.File }
 
 // CloseWrite sends the FIN of a half-close.
 func (u upstream) CloseWrite() error {
-	return u.control(func(fd int) error { return unix.Shutdown(fd, unix.SHUT_WR) })
+	return control(u, func(fd int) error { return unix.Shutdown(fd, unix.SHUT_WR) })
 }
 
-func (u upstream) control(f func(fd int) error) error {
-	raw, err := u.SyscallConn()
+// control runs f on c's descriptor and returns the first error.
+func control(c syscall.Conn, f func(fd int) error) error {
+	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}

@@ -113,7 +113,7 @@ func checkSockopts(t *testing.T, up *upstream) {
 		{unix.SOL_SOCKET, unix.SO_KEEPALIVE}:  1,
 		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE}: int(KeepAlive.Idle / time.Second),
 	}
-	err := up.control(func(fd int) error {
+	err := control(up, func(fd int) error {
 		for opt, v := range want {
 			got, err := unix.GetsockoptInt(fd, opt[0], opt[1])
 			if err != nil {

@@ -18,18 +18,16 @@ func TestListenKeepAliveInherited(t *testing.T) {
 	}
 	defer ln.Close()
 	_, s := tcpPairOn(t, ln)
-	raw, err := s.SyscallConn()
+	var on, idle int
+	err = control(s, func(fd int) (err error) {
+		if on, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE); err != nil {
+			return err
+		}
+		idle, err = unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	var on, idle int
-	var err1, err2 error
-	raw.Control(func(fd uintptr) {
-		on, err1 = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE)
-		idle, err2 = unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_KEEPIDLE)
-	})
-	if err1 != nil || err2 != nil {
-		t.Fatal(err1, err2)
 	}
 	if on != 1 || time.Duration(idle)*time.Second != KeepAlive.Idle {
 		t.Errorf("accepted connection: SO_KEEPALIVE=%d TCP_KEEPIDLE=%ds, want 1 and %v", on, idle, KeepAlive.Idle)

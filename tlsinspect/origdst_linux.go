@@ -19,31 +19,25 @@ const soOriginalDst = 80
 // connection was not redirected (the kernel then has no NAT record for it),
 // and callers drop the connection: there is no destination to check.
 func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
 	var dst netip.AddrPort
-	var serr error
-	err = raw.Control(func(fd uintptr) {
+	err := control(c, func(fd int) error {
 		// A dual-stack socket carries IPv4 connections as mapped
 		// addresses; ask for IPv4 first, as its NAT record is the one that
 		// exists for them.
 		var sa4 unix.RawSockaddrInet4
 		n := uint32(unsafe.Sizeof(sa4))
-		if serr = getsockopt(int(fd), unix.SOL_IP, soOriginalDst, unsafe.Pointer(&sa4), &n); serr == nil {
+		if err := getsockopt(fd, unix.SOL_IP, soOriginalDst, unsafe.Pointer(&sa4), &n); err == nil {
 			dst = netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:]))
-			return
+			return nil
 		}
 		var sa6 unix.RawSockaddrInet6
 		n = uint32(unsafe.Sizeof(sa6))
-		if serr = getsockopt(int(fd), unix.SOL_IPV6, soOriginalDst, unsafe.Pointer(&sa6), &n); serr == nil {
+		err := getsockopt(fd, unix.SOL_IPV6, soOriginalDst, unsafe.Pointer(&sa6), &n)
+		if err == nil {
 			dst = netip.AddrPortFrom(netip.AddrFrom16(sa6.Addr), binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa6.Port))[:]))
 		}
+		return err
 	})
-	if err == nil {
-		err = serr
-	}
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
 	}

@@ -406,13 +406,12 @@ func splice(a, b stream, idleTimeout time.Duration) {
 // reset, so a connection with unacknowledged data still queued is closed
 // after it instead.
 func cut(c stream) {
-	if raw, err := c.SyscallConn(); err == nil {
-		_ = raw.Control(func(fd uintptr) {
-			if queued, err := unix.IoctlGetInt(int(fd), unix.SIOCOUTQ); err == nil && queued == 0 {
-				_ = unix.SetsockoptLinger(int(fd), unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
-			}
-		})
-	}
+	_ = control(c, func(fd int) error {
+		if queued, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil || queued > 0 {
+			return err
+		}
+		return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+	})
 	_ = c.Close()
 }
 
