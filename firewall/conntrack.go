@@ -52,23 +52,31 @@ func ForgetFlows(netnsFd int, prefixes []netip.Prefix) (int, error) {
 		return 0, fmt.Errorf("conntrack: %w", err)
 	}
 	defer c.Close()
-	doomed, err := agentEntries(c, prefixes)
-	if err != nil {
-		return 0, fmt.Errorf("conntrack dump: %w", err)
-	}
+	// A dump that runs while the table is resized can miss entries, and
+	// the kernel does not say so: after deleting, look again, until a pass
+	// finds nothing (at setup no new flow of the agent can appear).
 	n := 0
-	for _, d := range doomed {
-		_, err := c.Execute(netlink.Message{
-			Header: netlink.Header{Type: ctType(ctMsgDelete), Flags: netlink.Request | netlink.Acknowledge},
-			Data:   d,
-		})
-		// An entry may end by itself between the dump and the delete.
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			return n, fmt.Errorf("conntrack delete: %w", err)
+	for range 3 {
+		doomed, err := agentEntries(c, prefixes)
+		if err != nil {
+			return n, fmt.Errorf("conntrack dump: %w", err)
 		}
-		n++
+		if len(doomed) == 0 {
+			return n, nil
+		}
+		for _, d := range doomed {
+			_, err := c.Execute(netlink.Message{
+				Header: netlink.Header{Type: ctType(ctMsgDelete), Flags: netlink.Request | netlink.Acknowledge},
+				Data:   d,
+			})
+			// An entry may end by itself between the dump and the delete.
+			if err != nil && !errors.Is(err, unix.ENOENT) {
+				return n, fmt.Errorf("conntrack delete: %w", err)
+			}
+			n++
+		}
 	}
-	return n, nil
+	return n, errors.New("conntrack: flows from the agent's addresses keep appearing")
 }
 
 func ctType(msg uint16) netlink.HeaderType {
