@@ -35,7 +35,7 @@ fuzz:
 	$(GO) test ./firewall -run '^$$' -fuzz '^FuzzDeleteBody$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzCanonicalName$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseFile$$' -fuzztime $$((80000 * $(FUZZ_SCALE)))x
-	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzReadHello$$' -fuzztime $$((50000 * $(FUZZ_SCALE)))x
+	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzCheckHello$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzRequestHead$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x
 
 bench:

@@ -10,10 +10,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
-	"os"
 	"slices"
-	"time"
 )
 
 // Extension code points a ClientHello that hides its real server name
@@ -38,93 +37,117 @@ func (h *Hello) HasECH() bool {
 	return slices.Contains(h.Extensions, extECH) || slices.Contains(h.Extensions, extESNI)
 }
 
-// Errors of ReadHello, each a refusal reason.
+// Errors of CheckHello, each a refusal reason.
 var (
 	ErrNotTLS       = errors.New("not_tls")
 	ErrHelloTimeout = errors.New("hello_timeout")
 	ErrHelloTooBig  = errors.New("hello_too_large")
 )
 
-// recorder is the client side of the hello as crypto/tls sees it: reads
-// are recorded (and capped), writes are discarded so that no alert or
-// ServerHello ever reaches the client. hello is set once the ClientHello
-// has been parsed.
-type recorder struct {
+// TLS framing, as far as helloReady needs it.
+const (
+	recordHeader        = 5
+	recordTypeHandshake = 0x16
+	typeClientHello     = 1
+	// maxRecord is crypto/tls's bound on a record before decryption, and
+	// maxHandshake its bound on a handshake message: past them it fails
+	// at once, so waiting for more bytes would only delay its answer.
+	maxRecord    = 16384 + 2048
+	maxHandshake = 65536
+)
+
+// CheckHello decides on what a client has sent so far (b, at most max
+// bytes kept): the parsed hello, a refusal (ErrNotTLS, ErrHelloTooBig),
+// or neither when the hello is not complete yet and more may come. A
+// client that ends its side with neither is refused as ErrNotTLS.
+//
+// The decision on a complete hello is crypto/tls's own parser, so that
+// records split across segments, hellos split across records, GREASE,
+// post-quantum key shares and malformed input are handled exactly as a Go
+// TLS server handles them. Only the framing is read here, to know when
+// to ask it: a fixed-size peek would be wrong in both directions.
+func CheckHello(b []byte, max int) (*Hello, error) {
+	switch {
+	case helloReady(b):
+		return parseHello(b)
+	case len(b) >= max:
+		return nil, ErrHelloTooBig
+	}
+	return nil, nil
+}
+
+// helloReady reports whether b holds a whole ClientHello message, or
+// framing so wrong that more bytes cannot help.
+func helloReady(b []byte) bool {
+	if len(b) > 0 && b[0] != recordTypeHandshake {
+		return true
+	}
+	var head [4]byte // the handshake message's type and length
+	have := 0        // handshake bytes in the complete records so far
+	for len(b) >= recordHeader {
+		n := int(b[3])<<8 | int(b[4])
+		switch {
+		case b[0] != recordTypeHandshake || n > maxRecord:
+			return true
+		case len(b) < recordHeader+n:
+			return false
+		}
+		if have < len(head) {
+			copy(head[have:], b[recordHeader:recordHeader+n])
+		}
+		have += n
+		b = b[recordHeader+n:]
+		if have >= len(head) {
+			size := int(head[1])<<16 | int(head[2])<<8 | int(head[3])
+			if head[0] != typeClientHello || size > maxHandshake || have >= len(head)+size {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// helloConn is the client side of a hello as crypto/tls sees it: the
+// bytes received, then EOF; writes (an alert) are discarded, so that
+// nothing ever reaches the client. hello is set once the ClientHello has
+// been parsed.
+type helloConn struct {
 	net.Conn
-	buf   []byte // every byte read from the client
-	off   int    // how much of buf crypto/tls has taken
-	max   int
+	b     []byte
 	hello *Hello
 }
 
-// helloBuf is the first read's room: Go's ClientHello with its
-// post-quantum key share (about 1.5 KiB) takes one read instead of the
-// two crypto/tls asks for (a record header, then the rest); larger hellos
-// double it as they come.
-const helloBuf = 2048
-
-// Read hands crypto/tls what the client sent, reading from the
-// connection only when all of it has been taken, and then as much as
-// has arrived (up to the cap), not just what crypto/tls asked for.
-func (r *recorder) Read(p []byte) (int, error) {
-	if r.off == len(r.buf) {
-		if len(r.buf) >= r.max {
-			return 0, ErrHelloTooBig
-		}
-		if len(r.buf) == cap(r.buf) {
-			r.buf = slices.Grow(r.buf, min(max(len(r.buf), helloBuf), r.max-len(r.buf)))
-		}
-		room := r.buf[len(r.buf):min(cap(r.buf), r.max)]
-		n, err := r.Conn.Read(room)
-		r.buf = r.buf[:len(r.buf)+n]
-		if n == 0 {
-			return 0, err
-		}
+func (c *helloConn) Read(p []byte) (int, error) {
+	if len(c.b) == 0 {
+		return 0, io.EOF
 	}
-	n := copy(p, r.buf[r.off:])
-	r.off += n
+	n := copy(p, c.b)
+	c.b = c.b[n:]
 	return n, nil
 }
 
-func (r *recorder) Write(p []byte) (int, error) { return len(p), nil }
+func (c *helloConn) Write(p []byte) (int, error) { return len(p), nil }
 
 var errGotHello = errors.New("got the client hello")
 
 // helloConfig stops every handshake at the ClientHello: one Config for all
-// connections, the hello going to the connection's own recorder.
+// connections, the hello going to the connection's own helloConn.
 var helloConfig = &tls.Config{
 	GetConfigForClient: func(info *tls.ClientHelloInfo) (*tls.Config, error) {
-		info.Conn.(*recorder).hello = &Hello{ServerName: info.ServerName, Extensions: slices.Clone(info.Extensions)}
+		info.Conn.(*helloConn).hello = &Hello{ServerName: info.ServerName, Extensions: slices.Clone(info.Extensions)}
 		return nil, errGotHello
 	},
 }
 
-// ReadHello reads one ClientHello from c with crypto/tls's own parser, so
-// that records split across segments, hellos split across records,
-// GREASE, post-quantum key shares and malformed input are handled exactly
-// as a Go TLS server handles them. It reads at most max bytes and stops at
-// deadline. It never writes to c.
-func ReadHello(c net.Conn, deadline time.Time, max int) (*Hello, error) {
-	rec := &recorder{Conn: c, max: max, buf: make([]byte, 0, min(helloBuf, max))}
-	srv := tls.Server(rec, helloConfig)
-	// The deadline on c bounds the read; a context with a deadline would
-	// cost crypto/tls a watcher goroutine per connection for nothing.
-	if err := c.SetReadDeadline(deadline); err != nil {
-		return nil, err
-	}
-	err := srv.HandshakeContext(context.Background())
-	if hello := rec.hello; hello != nil {
-		hello.Raw = rec.buf
-		return hello, nil
-	}
-	switch {
-	case errors.Is(err, ErrHelloTooBig):
-		return nil, ErrHelloTooBig
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, ErrHelloTimeout
-	case len(rec.buf) > 0 && rec.buf[0] != 0x16:
-		return nil, ErrNotTLS
-	default:
+// parseHello runs crypto/tls's server handshake over b until it has
+// parsed the ClientHello. The whole of b is the replay.
+func parseHello(b []byte) (*Hello, error) {
+	c := &helloConn{b: b}
+	// A context that is never done costs crypto/tls no watcher goroutine.
+	err := tls.Server(c, helloConfig).HandshakeContext(context.Background())
+	if c.hello == nil {
 		return nil, errors.Join(ErrNotTLS, err)
 	}
+	c.hello.Raw = b
+	return c.hello, nil
 }

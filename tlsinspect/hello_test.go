@@ -4,31 +4,26 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
-	"net"
 	"testing"
-	"time"
 
 	"github.com/sluicegw/sluice/testing/fakenet"
 )
 
-// feed writes b to one end of a pipe, in writes of at most chunk bytes,
-// and runs ReadHello on the other.
+// feed gives b to CheckHello in pieces of at most chunk bytes, as a loop
+// does when they arrive, until it decides; a client that sent all of b
+// undecided is refused when it ends.
 func feed(t testing.TB, b []byte, chunk int, max int) (*Hello, error) {
 	t.Helper()
-	client, server := net.Pipe()
-	defer server.Close()
-	go func() {
-		defer client.Close()
-		for len(b) > 0 {
-			n := min(chunk, len(b))
-			if _, err := client.Write(b[:n]); err != nil {
-				return
-			}
-			b = b[n:]
+	var got []byte
+	for len(b) > 0 {
+		n := min(chunk, len(b), max-len(got))
+		got, b = append(got, b[:n]...), b[n:]
+		hello, err := CheckHello(got, max)
+		if hello != nil || err != nil {
+			return hello, err
 		}
-		time.Sleep(time.Second) // hold the connection open like a waiting client
-	}()
-	return ReadHello(server, time.Now().Add(2*time.Second), max)
+	}
+	return nil, ErrNotTLS
 }
 
 func goHello(t testing.TB, sni string) []byte {
@@ -40,7 +35,7 @@ func goHello(t testing.TB, sni string) []byte {
 	return h
 }
 
-func TestReadHelloFraming(t *testing.T) {
+func TestCheckHelloFraming(t *testing.T) {
 	h := goHello(t, "Allowed.Test")
 	if len(h) < 1400 {
 		t.Logf("note: Go's default hello is %d bytes (no post-quantum share?)", len(h))
@@ -71,7 +66,7 @@ func TestReadHelloFraming(t *testing.T) {
 	}
 }
 
-func TestReadHelloRefusals(t *testing.T) {
+func TestCheckHelloRefusals(t *testing.T) {
 	h := goHello(t, "allowed.test")
 	padded, err := fakenet.AddExtension(h, 21, make([]byte, 20000)) // padding: spans two records
 	if err != nil {
@@ -121,18 +116,23 @@ func TestReadHelloRefusals(t *testing.T) {
 	}
 }
 
-func TestReadHelloTimeout(t *testing.T) {
-	client, server := net.Pipe()
-	defer client.Close()
-	defer server.Close()
-	go client.Write([]byte{0x16, 3, 1}) // three bytes, then nothing
-	_, err := ReadHello(server, time.Now().Add(100*time.Millisecond), DefaultMaxHello)
-	if !errors.Is(err, ErrHelloTimeout) {
-		t.Fatalf("err %v, want %v", err, ErrHelloTimeout)
+// TestHelloWaitsForTheWhole: no prefix of a hello, however it is framed,
+// is decided on; the whole is.
+func TestHelloWaitsForTheWhole(t *testing.T) {
+	h := goHello(t, "allowed.test")
+	for _, b := range [][]byte{h, fakenet.Reframe(h, 1), fakenet.Reframe(h, 300)} {
+		for i := range len(b) {
+			if hello, err := CheckHello(b[:i], DefaultMaxHello); hello != nil || err != nil {
+				t.Fatalf("decided on %d of %d bytes: %v", i, len(b), err)
+			}
+		}
+		if hello, err := CheckHello(b, DefaultMaxHello); hello == nil || err != nil {
+			t.Fatalf("whole hello: %v", err)
+		}
 	}
 }
 
-func TestReadHelloSNIVariants(t *testing.T) {
+func TestCheckHelloSNIVariants(t *testing.T) {
 	h := goHello(t, "allowed.test")
 	for _, tt := range []struct {
 		sni, want string
@@ -159,50 +159,40 @@ func TestReadHelloSNIVariants(t *testing.T) {
 	}
 }
 
-// FuzzReadHello: the hello is the agent's bytes. Whatever they are, the
-// reader stops, and what it returns is exactly a prefix of what was sent.
-func FuzzReadHello(f *testing.F) {
+// FuzzCheckHello: the hello is the agent's bytes. Whatever they are and
+// however they arrive, CheckHello decides by the time it has them all or
+// they reach the cap, it decides the same on each longer prefix, and what
+// it replays is exactly what was sent.
+func FuzzCheckHello(f *testing.F) {
 	h := goHello(f, "allowed.test")
-	f.Add(h)
-	f.Add(fakenet.Reframe(h, 7))
+	f.Add(h, uint16(4096))
+	f.Add(fakenet.Reframe(h, 7), uint16(100))
 	ech, _ := fakenet.AddExtension(h, extECH, []byte{1})
-	f.Add(fakenet.Record(ech))
-	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		client, server := net.Pipe()
-		go func() {
-			client.Write(b)
-			client.Close() // EOF: the reader must stop at once, whatever it got
-		}()
-		got, err := ReadHello(server, time.Now().Add(2*time.Second), 4096)
-		server.Close()
+	f.Add(fakenet.Record(ech), uint16(1))
+	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"), uint16(3))
+	f.Fuzz(func(t *testing.T, b []byte, chunk uint16) {
+		const limit = 4096
+		b = b[:min(len(b), limit)]
+		got, err := feed(t, b, max(int(chunk), 1), limit)
 		if err != nil {
 			return
 		}
 		if !bytes.HasPrefix(b, got.Raw) {
 			t.Fatalf("recorded bytes are not what was sent")
 		}
+		if again, err := CheckHello(b, limit); err != nil || again.ServerName != got.ServerName {
+			t.Fatalf("whole input decided %v, in pieces %q", err, got.ServerName)
+		}
 	})
 }
 
-// memConn is a connection whose client has sent b and waits.
-type memConn struct {
-	net.Conn
-	r bytes.Reader
-}
-
-func (c *memConn) Read(p []byte) (int, error)      { return c.r.Read(p) }
-func (c *memConn) SetReadDeadline(time.Time) error { return nil }
-
-// BenchmarkReadHello is the proxy's own cost of a ClientHello as Go's TLS
+// BenchmarkCheckHello is the proxy's own cost of a ClientHello as Go's TLS
 // client sends it (X25519MLKEM768 key share included), without the socket.
-func BenchmarkReadHello(b *testing.B) {
+func BenchmarkCheckHello(b *testing.B) {
 	hello := goHello(b, "allowed.bench.test")
 	b.ReportAllocs()
 	for b.Loop() {
-		c := &memConn{}
-		c.r.Reset(hello)
-		if _, err := ReadHello(c, time.Time{}, DefaultMaxHello); err != nil {
+		if h, err := CheckHello(hello, DefaultMaxHello); h == nil || err != nil {
 			b.Fatal(err)
 		}
 	}

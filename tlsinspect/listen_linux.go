@@ -11,9 +11,10 @@ import (
 )
 
 // Listen opens a proxy listener on address with lc (its Control runs
-// first). Keep-alive (KeepAlive) is set once on the listening socket, and
-// the kernel copies it into every connection accepted from it, instead of
-// Go setting it again with two system calls per accepted connection.
+// first). Keep-alive (KeepAlive) and no Nagle delay are set once on the
+// listening socket, and the kernel copies them into every connection
+// accepted from it: the event loops accept with no system call of Go's,
+// and need none per connection for them.
 func Listen(lc net.ListenConfig, address string) (*net.TCPListener, error) {
 	control := lc.Control
 	lc.KeepAlive = -1 // inherited from the listening socket, see setKeepAlive
@@ -25,7 +26,9 @@ func Listen(lc net.ListenConfig, address string) (*net.TCPListener, error) {
 			}
 		}
 		var serr error
-		err := c.Control(func(fd uintptr) { serr = setKeepAlive(int(fd)) })
+		err := c.Control(func(fd uintptr) {
+			serr = errors.Join(setKeepAlive(int(fd)), unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+		})
 		return errors.Join(err, serr)
 	}
 	ln, err := lc.Listen(context.Background(), "tcp", address)

@@ -18,9 +18,17 @@ const soOriginalDst = 80
 // OriginalDst returns where the agent meant c to go. It fails when the
 // connection was not redirected (the kernel then has no NAT record for it),
 // and callers drop the connection: there is no destination to check.
-func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
+func OriginalDst(c *net.TCPConn) (dst netip.AddrPort, err error) {
+	err = control(c, func(fd int) (err error) {
+		dst, err = originalDst(fd)
+		return err
+	})
+	return dst, err
+}
+
+func originalDst(fd int) (netip.AddrPort, error) {
 	var dst netip.AddrPort
-	err := control(c, func(fd int) error {
+	err := func() error {
 		// A dual-stack socket carries IPv4 connections as mapped
 		// addresses; ask for IPv4 first, as its NAT record is the one that
 		// exists for them.
@@ -37,7 +45,7 @@ func OriginalDst(c *net.TCPConn) (netip.AddrPort, error) {
 			dst = netip.AddrPortFrom(netip.AddrFrom16(sa6.Addr), binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa6.Port))[:]))
 		}
 		return err
-	})
+	}()
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -103,11 +104,21 @@ type Proxy struct {
 
 	pending, conns atomic.Int64
 
+	loopsOnce sync.Once
+	loops     []*loop
+	loopsErr  error
+	next      atomic.Uint32
+
 	mu        sync.Mutex
 	listeners []net.Listener
-	live      map[*net.TCPConn]struct{}
-	wg        sync.WaitGroup
-	closed    bool
+	tlsFds    []int // listening sockets the loops accept from
+
+	// loopbackForTests lets the package's own tests relay to loopback
+	// listeners; nothing else sets it.
+	loopbackForTests bool
+	live             map[*net.TCPConn]struct{}
+	wg               sync.WaitGroup
+	closed           bool
 }
 
 // New returns a proxy enforcing p. It does nothing until Serve.
@@ -129,6 +140,31 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	return px, nil
 }
 
+// eventLoops starts the proxy's event loops on first use, one per
+// processor Go runs on.
+func (px *Proxy) eventLoops() ([]*loop, error) {
+	px.loopsOnce.Do(func() {
+		for range runtime.GOMAXPROCS(0) {
+			l, err := newLoop(px)
+			if err != nil {
+				px.loopsErr = err
+				break
+			}
+			px.loops = append(px.loops, l)
+		}
+	})
+	return px.loops, px.loopsErr
+}
+
+// anyLoop picks a loop for a connection handed over from a goroutine.
+func (px *Proxy) anyLoop() (*loop, error) {
+	loops, err := px.eventLoops()
+	if len(loops) == 0 {
+		return nil, cmp.Or(err, net.ErrClosed)
+	}
+	return loops[int(px.next.Add(1))%len(loops)], nil
+}
+
 // checkDial refuses, at the last moment, any destination inside the
 // gateway or the agents' networks, whatever led to it.
 func (px *Proxy) checkDial(_, address string, _ syscall.RawConn) error {
@@ -144,12 +180,39 @@ func (px *Proxy) checkDial(_, address string, _ syscall.RawConn) error {
 
 func (px *Proxy) internal(a netip.Addr) bool {
 	a = a.Unmap()
-	return policy.InPrefixes(px.cfg.Internal, a) || a.IsLoopback() || a.IsUnspecified() || a.IsMulticast()
+	return policy.InPrefixes(px.cfg.Internal, a) || (a.IsLoopback() && !px.loopbackForTests) || a.IsUnspecified() || a.IsMulticast()
 }
 
-// ServeTLS accepts redirected TLS connections on ln until Close.
-func (px *Proxy) ServeTLS(ln *net.TCPListener) {
-	px.serve(ln, func(c *net.TCPConn) { px.handle(c, journal.LayerTLS, px.inspectTLS) })
+// ServeTLS accepts redirected TLS connections on ln until Close. The
+// proxy's event loops take the listening socket over: ln itself is
+// closed.
+func (px *Proxy) ServeTLS(ln *net.TCPListener) error {
+	var fd int
+	err := control(ln, func(lnfd int) (err error) {
+		fd, err = unix.FcntlInt(uintptr(lnfd), unix.F_DUPFD_CLOEXEC, 0)
+		return err
+	})
+	ln.Close() // the duplicate holds the socket open
+	if err != nil {
+		return fmt.Errorf("tlsinspect: taking the listener: %w", err)
+	}
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	if px.closed {
+		unix.Close(fd)
+		return net.ErrClosed
+	}
+	px.tlsFds = append(px.tlsFds, fd)
+	loops, err := px.eventLoops()
+	if err != nil {
+		return err
+	}
+	for _, l := range loops {
+		if err := l.listen(fd); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ServeHTTP accepts redirected plain HTTP connections on ln until Close.
@@ -166,12 +229,13 @@ type inspector func(c *net.TCPConn, dst netip.AddrPort, ev journal.Event, donePe
 // cidr entries. The rest is inspect's.
 func (px *Proxy) handle(c *net.TCPConn, layer journal.Layer, inspect inspector) {
 	ev := journal.Event{Agent: px.cfg.Agent, Layer: layer, Proto: "tcp"}
-	donePending, reason := px.admit()
-	if reason != "" {
+	if reason := px.enter(); reason != "" {
 		px.refuse(c, ev, reason)
 		return
 	}
 	defer px.conns.Add(-1)
+	var once sync.Once
+	donePending := func() { once.Do(func() { px.pending.Add(-1) }) }
 	defer donePending()
 	dst, err := OriginalDst(c)
 	if err != nil {
@@ -179,14 +243,61 @@ func (px *Proxy) handle(c *net.TCPConn, layer journal.Layer, inspect inspector) 
 		return
 	}
 	ev.Dst = dst
+	pass, reason := px.route(dst, &ev)
+	switch {
+	case reason != "":
+		px.refuse(c, ev, reason)
+	case pass:
+		donePending()
+		px.handOver(c, dst, ev)
+	default:
+		inspect(c, dst, ev, donePending)
+	}
+}
+
+// route is the part of a decision that needs only the destination: the
+// gateway's own addresses are refused, and a destination that a cidr
+// entry of the policy allows on its port passes with no name to check,
+// by the policy's own choice.
+func (px *Proxy) route(dst netip.AddrPort, ev *journal.Event) (pass bool, reason string) {
 	if px.internal(dst.Addr()) {
-		px.refuse(c, ev, ReasonGatewayDst)
+		return false, ReasonGatewayDst
+	}
+	d := px.policy.MatchAddr(dst.Addr(), dst.Port())
+	if !d.Allow {
+		return false, ""
+	}
+	ev.Rule, ev.PolicyHash = d.Rule(), px.policy.Hash()
+	return true, ""
+}
+
+// handOver gives a connection decided on a goroutine to an event loop,
+// which dials dst and relays.
+func (px *Proxy) handOver(c *net.TCPConn, dst netip.AddrPort, ev journal.Event) {
+	l, err := px.anyLoop()
+	if err != nil {
+		ev.Detail = err.Error()
+		px.refuse(c, ev, ReasonDialFailed)
 		return
 	}
-	if px.byAddress(c, dst, &ev, donePending) {
+	// A duplicate descriptor of the same socket, unknown to Go's poller;
+	// closing c then leaves the socket to the loop.
+	var fd int
+	err = control(c, func(cfd int) (err error) {
+		fd, err = unix.FcntlInt(uintptr(cfd), unix.F_DUPFD_CLOEXEC, 0)
+		return err
+	})
+	if err != nil {
+		ev.Detail = err.Error()
+		px.refuse(c, ev, ReasonDialFailed)
 		return
 	}
-	inspect(c, dst, ev, donePending)
+	c.Close()
+	px.conns.Add(1) // the loop's now; it releases it
+	if !l.do(func() { l.adopt(fd, dst, nil, ev) }) {
+		px.conns.Add(-1)
+		resetFd(fd)
+	}
 }
 
 func (px *Proxy) serve(ln *net.TCPListener, handle func(*net.TCPConn)) {
@@ -253,63 +364,32 @@ func (px *Proxy) Close() {
 		c.Close()
 	}
 	px.mu.Unlock()
-	px.wg.Wait()
+	px.wg.Wait()               // no goroutine hands a connection over any more
+	px.loopsOnce.Do(func() {}) // and none starts a loop now
+	for _, l := range px.loops {
+		l.stop()
+	}
+	px.mu.Lock()
+	for _, fd := range px.tlsFds {
+		unix.Close(fd)
+	}
+	px.tlsFds = nil
+	px.mu.Unlock()
 }
 
-// admit counts a new connection against the limits; the returned func
-// ends the pending phase.
-func (px *Proxy) admit() (donePending func(), reason string) {
+// enter counts a new connection against the limits, or says which one
+// it would pass. A connection entered is pending until its decision.
+func (px *Proxy) enter() (reason string) {
 	if px.conns.Add(1) > px.cfg.MaxConns {
 		px.conns.Add(-1)
-		return nil, ReasonTooManyConns
+		return ReasonTooManyConns
 	}
 	if px.pending.Add(1) > px.cfg.MaxPending {
 		px.pending.Add(-1)
 		px.conns.Add(-1)
-		return nil, ReasonTooManyPending
+		return ReasonTooManyPending
 	}
-	var once sync.Once
-	return func() { once.Do(func() { px.pending.Add(-1) }) }, ""
-}
-
-// inspectTLS reads the ClientHello and checks its server name.
-func (px *Proxy) inspectTLS(c *net.TCPConn, dst netip.AddrPort, ev journal.Event, donePending func()) {
-	hello, err := ReadHello(c, time.Now().Add(px.cfg.HelloTimeout), px.cfg.MaxHello)
-	if err != nil {
-		reason := ErrNotTLS.Error()
-		for _, e := range []error{ErrHelloTimeout, ErrHelloTooBig} {
-			if errors.Is(err, e) {
-				reason = e.Error()
-			}
-		}
-		px.refuse(c, ev, reason)
-		return
-	}
-	ev.Name = hello.ServerName
-	reason := px.decideName(hello.ServerName, dst, &ev)
-	if reason == "" && hello.HasECH() {
-		reason = ReasonECH
-	}
-	if reason != "" {
-		px.refuse(c, ev, reason)
-		return
-	}
-	donePending()
-	px.forward(c, dst, hello.Raw, ev)
-}
-
-// byAddress passes a connection whose destination a cidr entry of the
-// policy allows on its port: such destinations have no name to check, by
-// the policy's own choice. It reports whether it took the connection.
-func (px *Proxy) byAddress(c *net.TCPConn, dst netip.AddrPort, ev *journal.Event, donePending func()) bool {
-	d := px.policy.MatchAddr(dst.Addr(), dst.Port())
-	if !d.Allow {
-		return false
-	}
-	ev.Rule, ev.PolicyHash = d.Rule(), px.policy.Hash()
-	donePending()
-	px.forward(c, dst, nil, *ev)
-	return true
+	return ""
 }
 
 // decideName checks a requested name (SNI or Host) for a connection to
@@ -341,88 +421,19 @@ func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) s
 	return ""
 }
 
-// forward dials the original destination, replays what the client sent so
-// far and splices both ways.
-func (px *Proxy) forward(c *net.TCPConn, dst netip.AddrPort, replay []byte, ev journal.Event) {
-	if px.internal(dst.Addr()) { // the last check before any packet leaves, whatever led here
-		ev.Detail = "internal address"
-		px.refuse(c, ev, ReasonDialFailed)
-		return
-	}
-	up, err := dialSend(dst, replay, px.cfg.DialTimeout)
-	if err != nil {
-		ev.Detail = err.Error()
-		px.refuse(c, ev, ReasonDialFailed)
-		return
-	}
-	ev.Allow, ev.Reason, ev.Time = true, string(policy.ReasonAllowed), time.Now()
-	px.cfg.Journal.Record(ev)
-	_ = c.SetReadDeadline(time.Time{})
-	splice(c, up, px.cfg.IdleTimeout)
-}
-
-// stream is what splice needs of a TCP connection: the agent's
-// *net.TCPConn and the destination's *upstream both have it.
-type stream interface {
-	SyscallConn() (syscall.RawConn, error)
-	SetReadDeadline(time.Time) error
-	SetWriteDeadline(time.Time) error
-	CloseWrite() error
-	Close() error
-}
-
-// splice copies both ways between two TCP connections with splice(2), so
-// that no byte passes through user space. When one side finishes sending,
-// the other side's write half is closed (half-close); an error on either
-// side, or no data either way for idleTimeout, cuts both (see cut).
-func splice(a, b stream, idleTimeout time.Duration) {
-	idle := newIdleTimer(idleTimeout)
-	var once sync.Once
-	abort := func() { once.Do(func() { cut(a); cut(b) }) }
-	copyHalf := func(dst, src stream) {
-		err := pump(dst, src, idle)
-		if err == nil {
-			err = dst.CloseWrite()
-		}
-		if err != nil {
-			abort()
-		}
-	}
-	done := make(chan struct{})
-	go func() {
-		copyHalf(b, a)
-		close(done)
-	}()
-	copyHalf(a, b)
-	<-done
-	once.Do(func() { a.Close(); b.Close() }) // both halves ended cleanly
-}
-
-// cut ends a connection whose other side failed (a reset, an idle
-// timeout, the proxy stopping) with a reset, as a direct connection would
-// have seen it: a FIN would tell the peer that the stream ended
-// completely, and a truncated upload or download would pass for a whole
-// one. Data the peer has not yet acknowledged would be discarded by a
-// reset, so a connection with unacknowledged data still queued is closed
-// after it instead.
-func cut(c stream) {
-	_ = control(c, func(fd int) error {
-		if queued, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil || queued > 0 {
-			return err
-		}
-		return unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
-	})
-	_ = c.Close()
-}
-
-// refuse records the refusal and resets the connection, so the agent
-// fails at once instead of waiting.
-func (px *Proxy) refuse(c *net.TCPConn, ev journal.Event, reason string) {
+// record journals a refusal.
+func (px *Proxy) record(ev journal.Event, reason string) {
 	ev.Reason, ev.Time = reason, time.Now()
 	if ev.PolicyHash == "" {
 		ev.PolicyHash = px.policy.Hash()
 	}
 	px.cfg.Journal.Record(ev)
+}
+
+// refuse records the refusal and resets the connection, so the agent
+// fails at once instead of waiting.
+func (px *Proxy) refuse(c *net.TCPConn, ev journal.Event, reason string) {
+	px.record(ev, reason)
 	reset(c)
 }
 

@@ -167,9 +167,11 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	if err != nil {
 		return g, err
 	}
-	proxy.ServeTLS(tlsLn)
-	proxy.ServeHTTP(httpLn)
 	g.cleanup = append(g.cleanup, func() error { proxy.Close(); return nil })
+	if err := proxy.ServeTLS(tlsLn); err != nil {
+		return g, err
+	}
+	proxy.ServeHTTP(httpLn)
 	fwd := &dnsfilter.Forwarder{Servers: upstreams}
 	g.cleanup = append(g.cleanup, func() error { fwd.Close(); return nil })
 	srv, err := dnsfilter.New(dnsfilter.Config{

@@ -1,0 +1,594 @@
+package tlsinspect
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+	"golang.org/x/sys/unix"
+)
+
+// phase is where a connection is in its life on a loop.
+type phase uint8
+
+const (
+	phaseHello phase = iota // reading the ClientHello
+	phaseDial               // connecting upstream and writing the replay
+	phaseRelay              // moving bytes both ways
+	phaseClosed
+)
+
+// sockState is what epoll last said of a socket (edge-triggered: a flag
+// stays set until a call on the socket finds it false).
+type sockState struct {
+	readable, writable bool
+	// hup: the peer's FIN (or an error) has arrived, so a short read does
+	// not mean the socket is drained: its end is still to be read.
+	hup bool
+}
+
+// half is one direction of a relayed connection.
+type half struct {
+	p      *pipe // holds inPipe bytes on their way; nil when empty
+	inPipe int
+	bulk   bool  // splicing: the last read filled the buffer
+	moved  int64 // spliced in the current burst
+	eof    bool  // the source ended
+	shut   bool  // its end was passed on (or both ends closed)
+}
+
+func (h *half) finished() bool { return h.eof && h.inPipe == 0 }
+
+// conn is one agent connection on a loop, and its upstream once dialed.
+type conn struct {
+	l        *loop
+	serial   uint32
+	cfd, ufd int // agent side; destination side (-1 until dialed)
+	cs, us   sockState
+	phase    phase
+	pending  bool // counted as awaiting a decision
+	dst      netip.AddrPort
+	ev       journal.Event
+	hello    []byte // phaseHello: read so far; phaseDial: still to write
+	wrote    bool   // phaseDial: some of the replay was written
+	up, down half   // agent→destination, destination→agent
+	last     time.Time
+	deadline time.Time
+	slot     int // in the loop's deadline heap, -1 when not
+}
+
+// errShortPipe: an empty pipe took less than a read's worth; never on Linux.
+var errShortPipe = errors.New("pipe took a partial write")
+
+// open takes a socket accepted from a TLS listener.
+func (l *loop) open(fd int) {
+	px := l.px
+	ev := journal.Event{Agent: px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp"}
+	if reason := px.enter(); reason != "" {
+		px.record(ev, reason)
+		resetFd(fd)
+		return
+	}
+	c := l.newConn(fd, ev, true)
+	dst, err := originalDst(fd)
+	if err != nil {
+		c.refuse(ReasonNoOrigDst)
+		return
+	}
+	c.dst, c.ev.Dst = dst, dst
+	pass, reason := px.route(dst, &c.ev)
+	switch {
+	case reason != "":
+		c.refuse(reason)
+		return
+	case pass:
+		c.donePending()
+		c.dial(nil)
+		return
+	}
+	l.setDeadline(c, l.now.Add(px.cfg.HelloTimeout))
+}
+
+// adopt takes a connection decided elsewhere (counted in px.conns, not
+// pending) and forwards it to dst.
+func (l *loop) adopt(fd int, dst netip.AddrPort, replay []byte, ev journal.Event) {
+	c := l.newConn(fd, ev, false)
+	if c == nil {
+		return
+	}
+	c.dst = dst
+	c.dial(replay)
+}
+
+// newConn registers the agent's socket fd; on failure it refuses it and
+// returns nil.
+func (l *loop) newConn(fd int, ev journal.Event, pending bool) *conn {
+	l.serial++
+	c := &conn{l: l, serial: l.serial, cfd: fd, ufd: -1, ev: ev, pending: pending, slot: -1}
+	// Edge-triggered, reading and writing: one registration for the
+	// connection's life, with no change of interest afterwards.
+	if err := l.add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, c.serial); err != nil {
+		c.ev.Detail = err.Error()
+		c.refuse(ReasonNoOrigDst)
+		return nil
+	}
+	l.conns[int32(fd)] = c
+	return c
+}
+
+func (c *conn) donePending() {
+	if c.pending {
+		c.pending = false
+		c.l.px.pending.Add(-1)
+	}
+}
+
+// event takes what epoll reported for one of c's sockets.
+func (c *conn) event(fd int, events uint32) {
+	st := &c.cs
+	if fd == c.ufd {
+		st = &c.us
+	}
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		st.readable = true
+	}
+	if events&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		st.writable = true
+	}
+	if events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		st.hup = true
+	}
+	switch c.phase {
+	case phaseHello:
+		c.readHello()
+	case phaseDial:
+		c.dialStep()
+	case phaseRelay:
+		c.relay()
+	}
+}
+
+// expired acts on c's deadline: the hello's, the dial's or the idle one.
+func (c *conn) expired() {
+	l := c.l
+	switch c.phase {
+	case phaseHello:
+		c.refuse(ErrHelloTimeout.Error())
+	case phaseDial:
+		c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, syscall.ETIMEDOUT)
+		c.refuse(ReasonDialFailed)
+	case phaseRelay:
+		if idle := c.last.Add(l.px.cfg.IdleTimeout); l.now.Before(idle) {
+			l.setDeadline(c, idle) // it moved data since: wait again
+			return
+		}
+		c.cut()
+	default:
+		l.setDeadline(c, time.Time{})
+	}
+}
+
+// readHello reads what the agent sent until the hello is decided.
+func (c *conn) readHello() {
+	px := c.l.px
+	for c.cs.readable {
+		room := c.l.buf[:min(len(c.l.buf), px.cfg.MaxHello-len(c.hello))]
+		n, err := unix.Read(c.cfd, room)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.cs.readable = false
+			return
+		case err != nil || n == 0: // reset or closed before a whole hello
+			c.refuse(ErrNotTLS.Error())
+			return
+		case n < len(room) && !c.cs.hup:
+			c.cs.readable = false // drained: the next byte brings an event
+		}
+		c.hello = append(c.hello, room[:n]...)
+		hello, err := CheckHello(c.hello, px.cfg.MaxHello)
+		switch {
+		case errors.Is(err, ErrHelloTooBig):
+			c.refuse(ErrHelloTooBig.Error())
+			return
+		case err != nil:
+			c.refuse(ErrNotTLS.Error())
+			return
+		case hello != nil:
+			c.decide(hello)
+			return
+		}
+	}
+}
+
+// decide checks a whole hello and forwards or refuses the connection.
+func (c *conn) decide(hello *Hello) {
+	px := c.l.px
+	c.ev.Name = hello.ServerName
+	reason := px.decideName(hello.ServerName, c.dst, &c.ev)
+	if reason == "" && hello.HasECH() {
+		reason = ReasonECH
+	}
+	if reason != "" {
+		c.refuse(reason)
+		return
+	}
+	c.donePending()
+	c.dial(hello.Raw)
+}
+
+// dial connects to the destination, after the last check that it is not
+// inside the gateway or the agents' networks, whatever led here.
+func (c *conn) dial(replay []byte) {
+	l := c.l
+	if l.px.internal(c.dst.Addr()) {
+		c.ev.Detail = "internal address"
+		c.refuse(ReasonDialFailed)
+		return
+	}
+	fd, err := connectTo(c.dst)
+	if err != nil {
+		c.ev.Detail = err.Error()
+		c.refuse(ReasonDialFailed)
+		return
+	}
+	c.ufd = fd
+	if err := l.add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, c.serial); err != nil {
+		c.ev.Detail = err.Error()
+		c.refuse(ReasonDialFailed)
+		return
+	}
+	l.conns[int32(fd)] = c
+	c.phase, c.hello = phaseDial, replay
+	// On a veth or loopback the handshake is usually complete when
+	// connect returns: write at once rather than wait for the event.
+	c.us.writable = true
+	l.setDeadline(c, l.now.Add(l.px.cfg.DialTimeout))
+	c.dialStep()
+}
+
+// dialStep writes the replay once the upstream connection allows it.
+func (c *conn) dialStep() {
+	for c.us.writable {
+		if len(c.hello) == 0 {
+			if !c.wrote {
+				// Nothing to write: ask whether the handshake is done.
+				err := connected(c.ufd)
+				if errors.Is(err, unix.ENOTCONN) {
+					c.us.writable = false
+					return
+				}
+				if err != nil {
+					c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, err)
+					c.refuse(ReasonDialFailed)
+					return
+				}
+			}
+			c.established()
+			return
+		}
+		// A write to a connection still in its handshake fails with
+		// EAGAIN and epoll reports it writable once established; a
+		// refused or unreachable destination fails it with its error.
+		n, err := unix.Write(c.ufd, c.hello)
+		if errors.Is(err, unix.EAGAIN) {
+			c.us.writable = false
+			return
+		}
+		if err != nil {
+			c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, err)
+			c.refuse(ReasonDialFailed)
+			return
+		}
+		c.hello, c.wrote = c.hello[n:], true
+	}
+}
+
+// established records the allowed connection and starts relaying.
+func (c *conn) established() {
+	l, px := c.l, c.l.px
+	c.ev.Allow, c.ev.Reason, c.ev.Time = true, string(policy.ReasonAllowed), time.Now()
+	if c.ev.PolicyHash == "" {
+		c.ev.PolicyHash = px.policy.Hash()
+	}
+	px.cfg.Journal.Record(c.ev)
+	c.ev = journal.Event{}
+	c.phase, c.hello, c.last = phaseRelay, nil, l.now
+	if px.cfg.IdleTimeout > 0 {
+		l.setDeadline(c, l.now.Add(px.cfg.IdleTimeout))
+	} else {
+		l.setDeadline(c, time.Time{})
+	}
+	c.relay()
+}
+
+// relay moves what it can both ways, passes each side's end to the other
+// side, and ends the connection when both are done or either fails.
+func (c *conn) relay() {
+	err := c.pump(&c.up, c.cfd, c.ufd, &c.cs, &c.us)
+	if err == nil {
+		err = c.pump(&c.down, c.ufd, c.cfd, &c.us, &c.cs)
+	}
+	if err == nil {
+		err = c.passEnd(&c.up, &c.down, c.ufd)
+	}
+	if err == nil {
+		err = c.passEnd(&c.down, &c.up, c.cfd)
+	}
+	switch {
+	case err != nil:
+		c.cut()
+	case c.up.shut && c.down.shut:
+		c.close()
+	}
+}
+
+// passEnd sends a half-close to dst once h's source has ended and all
+// of it was delivered. When the other direction is over too, the
+// connection is closed instead, which sends the same FIN.
+func (c *conn) passEnd(h, other *half, dst int) error {
+	if h.shut || !h.finished() {
+		return nil
+	}
+	h.shut = true
+	if other.finished() {
+		return nil
+	}
+	return unix.Shutdown(dst, unix.SHUT_WR)
+}
+
+// pump moves h's bytes from src to dst until one of them would block.
+// Small exchanges (a handshake, a request, its answer) are one read and
+// one write through the loop's buffer; a read that fills the buffer makes
+// the flow bulk, which is spliced through a pipe (zero-copy) until a
+// burst comes in smaller than the buffer. Bytes dst cannot take yet wait
+// in the pipe.
+func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
+	l := c.l
+	for {
+		if h.inPipe > 0 {
+			if !ds.writable {
+				return nil
+			}
+			n, err := unix.Splice(h.p.r, nil, dst, nil, h.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+				ds.writable = false
+				return nil
+			case err != nil:
+				return err
+			case n == 0:
+				return errShortPipe
+			}
+			h.inPipe -= int(n)
+			c.last = l.now
+			if h.inPipe > 0 {
+				continue
+			}
+			l.putPipe(h.p)
+			h.p = nil
+		}
+		if h.eof || !ss.readable {
+			return nil
+		}
+		if h.bulk {
+			if h.p == nil {
+				p, err := l.getPipe()
+				if err != nil {
+					return err
+				}
+				h.p = p
+			}
+			n, err := unix.Splice(src, nil, h.p.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+				ss.readable = false
+				h.bulk = h.moved >= readChunk
+				h.moved = 0
+				l.putPipe(h.p)
+				h.p = nil
+				return nil
+			case err != nil:
+				return err
+			case n == 0:
+				h.eof = true
+				l.putPipe(h.p)
+				h.p = nil
+				return nil
+			}
+			h.inPipe, h.moved, c.last = int(n), h.moved+n, l.now
+			continue
+		}
+		n, err := unix.Read(src, l.buf)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			ss.readable = false
+			return nil
+		case err != nil:
+			return err
+		case n == 0:
+			h.eof = true
+			return nil
+		case n == len(l.buf):
+			h.bulk = true
+		case !ss.hup:
+			ss.readable = false // drained: the next byte brings an event
+		}
+		c.last = l.now
+		data := l.buf[:n]
+		if ds.writable {
+			w, err := unix.Write(dst, data)
+			switch {
+			case errors.Is(err, unix.EAGAIN):
+				ds.writable = false
+			case err != nil:
+				return err
+			default:
+				data = data[w:]
+			}
+		}
+		if len(data) > 0 { // keep the rest in a pipe until dst takes it
+			p, err := l.getPipe()
+			if err != nil {
+				return err
+			}
+			if w, err := unix.Write(p.w, data); err != nil || w < len(data) {
+				p.close()
+				return cmpErr(err, errShortPipe)
+			}
+			h.p, h.inPipe = p, len(data)
+		}
+	}
+}
+
+func cmpErr(err, otherwise error) error {
+	if err != nil {
+		return err
+	}
+	return otherwise
+}
+
+// cut ends a connection whose other side failed (a reset, an idle
+// timeout, the proxy stopping) with a reset on both sockets, as a direct
+// connection would have seen it: a FIN would tell the peer that the
+// stream ended completely, and a truncated upload or download would pass
+// for a whole one. Data the peer has not yet acknowledged would be
+// discarded by a reset, so a socket with unacknowledged data still queued
+// is closed after it instead.
+func (c *conn) cut() {
+	for _, fd := range []int{c.cfd, c.ufd} {
+		if fd < 0 {
+			continue
+		}
+		if queued, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil && queued == 0 {
+			_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+		}
+	}
+	c.release()
+}
+
+// close ends a connection whose both directions ended cleanly.
+func (c *conn) close() { c.release() }
+
+// refuse records the refusal and resets the agent's side, so that it
+// fails at once instead of waiting.
+func (c *conn) refuse(reason string) {
+	c.l.px.record(c.ev, reason)
+	_ = unix.SetsockoptLinger(c.cfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+	c.release()
+}
+
+// release closes c's sockets (which also removes them from epoll) and
+// everything c holds.
+func (c *conn) release() {
+	if c.phase == phaseClosed {
+		return
+	}
+	l := c.l
+	c.phase = phaseClosed
+	for _, fd := range []int{c.cfd, c.ufd} {
+		if fd >= 0 {
+			delete(l.conns, int32(fd))
+			unix.Close(fd)
+		}
+	}
+	for _, h := range []*half{&c.up, &c.down} {
+		if h.p != nil { // still holding bytes: not reusable
+			h.p.close()
+			h.p = nil
+		}
+	}
+	l.setDeadline(c, time.Time{})
+	c.donePending()
+	l.px.conns.Add(-1)
+}
+
+func resetFd(fd int) {
+	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+	unix.Close(fd)
+}
+
+// connectTo starts a connection to dst on a new socket with the proxy's
+// keep-alive and no Nagle delay, set before the SYN leaves.
+func connectTo(dst netip.AddrPort) (int, error) {
+	addr := dst.Addr().Unmap()
+	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(dst.Port()), Addr: addr.As16()})
+	if addr.Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: addr.As4()}
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return -1, os.NewSyscallError("socket", err)
+	}
+	if err := errors.Join(
+		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1),
+		setKeepAlive(fd)); err != nil {
+		unix.Close(fd)
+		return -1, os.NewSyscallError("setsockopt", err)
+	}
+	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		unix.Close(fd)
+		return -1, fmt.Errorf("connect %s: %w", dst, err)
+	}
+	return fd, nil
+}
+
+// connected reports a finished handshake as nil, one still under way as
+// ENOTCONN, and a failed one as its error.
+func connected(fd int) error {
+	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	switch {
+	case err != nil:
+		return err
+	case soerr != 0:
+		return syscall.Errno(soerr)
+	}
+	_, err = unix.Getpeername(fd)
+	return err
+}
+
+// spliceChunk is how much one splice call moves at most, and the capacity
+// asked of each pipe (the default is 64 KiB; the kernel allows up to
+// fs.pipe-max-size, 1 MiB by default, and falls back silently).
+const spliceChunk = 256 << 10
+
+// readChunk is the loop's read buffer: a read that fills it makes the
+// flow bulk.
+const readChunk = 16 << 10
+
+type pipe struct{ r, w int }
+
+func (p *pipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+// getPipe takes an empty pipe. A connection holds one only while bytes
+// are in flight, so that thousands of idle connections hold none (Go's
+// io.Copy holds one per direction for a copy's whole life).
+func (l *loop) getPipe() (*pipe, error) {
+	if n := len(l.pipes); n > 0 {
+		p := l.pipes[n-1]
+		l.pipes = l.pipes[:n-1]
+		return p, nil
+	}
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return nil, os.NewSyscallError("pipe2", err)
+	}
+	_, _ = unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, spliceChunk)
+	return &pipe{r: fds[0], w: fds[1]}, nil
+}
+
+// putPipe keeps an empty pipe for reuse, up to maxFreePipes.
+func (l *loop) putPipe(p *pipe) {
+	if len(l.pipes) < maxFreePipes {
+		l.pipes = append(l.pipes, p)
+		return
+	}
+	p.close()
+}

@@ -1,0 +1,427 @@
+package tlsinspect
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+	"golang.org/x/sys/unix"
+)
+
+// events is a journal that keeps what it is given.
+type events struct {
+	mu   sync.Mutex
+	list []journal.Event
+}
+
+func (e *events) Record(ev journal.Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.list = append(e.list, ev)
+}
+
+func (e *events) last() journal.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.list) == 0 {
+		return journal.Event{}
+	}
+	return e.list[len(e.list)-1]
+}
+
+// loopProxy is a proxy whose loops may relay to loopback listeners.
+func loopProxy(t *testing.T, cfg Config) (*Proxy, *events) {
+	t.Helper()
+	ev := &events{}
+	cfg.Pins, cfg.Journal = fakePins{}, ev
+	p, err := policy.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px, err := New(cfg, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.loopbackForTests = true
+	t.Cleanup(px.Close)
+	return px, ev
+}
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); s.Close() })
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+// relayTo hands the proxy's end of a new agent connection to a loop, as
+// a decided connection to dst with replay to send first, and returns the
+// agent's end.
+func relayTo(t *testing.T, px *Proxy, dst netip.AddrPort, replay []byte) *net.TCPConn {
+	t.Helper()
+	client, proxyIn := tcpPair(t)
+	l, err := px.anyLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	if err := control(proxyIn, func(cfd int) (err error) {
+		fd, err = unix.FcntlInt(uintptr(cfd), unix.F_DUPFD_CLOEXEC, 0)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	proxyIn.Close()
+	px.conns.Add(1)
+	ev := journal.Event{Layer: journal.LayerTLS, Dst: dst}
+	if !l.do(func() { l.adopt(fd, dst, replay, ev) }) {
+		t.Fatal("loop stopped")
+	}
+	return client
+}
+
+// relayed returns the agent's and the destination's ends of a connection
+// relayed by a loop of px.
+func relayed(t *testing.T, px *Proxy) (client, server *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client = relayTo(t, px, ln.Addr().(*net.TCPAddr).AddrPort(), nil)
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return client, s.(*net.TCPConn)
+}
+
+// onLoops runs f on each of px's loops in turn.
+func onLoops(px *Proxy, f func(*loop)) {
+	for _, l := range px.loops {
+		l.call(func() { f(l) })
+	}
+}
+
+// waitDone waits until px holds no connection.
+func waitDone(t *testing.T, px *Proxy, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for px.conns.Load() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy still holds %d connections after %v", px.conns.Load(), within)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRelayBothWays: bytes arrive intact both ways, each direction's end
+// reaches the other side as EOF (half-close), and the proxy lets the
+// connection go once both are done.
+func TestRelayBothWays(t *testing.T) {
+	px, _ := loopProxy(t, Config{})
+	client, server := relayed(t, px)
+	up := make([]byte, 8<<20)
+	down := make([]byte, 3<<20)
+	rand.Read(up)
+	rand.Read(down)
+	go func() {
+		client.Write(up)
+		client.CloseWrite()
+	}()
+	gotUp, err := io.ReadAll(server) // ends at the client's half-close
+	if err != nil || !bytes.Equal(gotUp, up) {
+		t.Fatalf("upstream got %d bytes (err %v), want %d intact", len(gotUp), err, len(up))
+	}
+	server.Write(down)
+	server.CloseWrite()
+	gotDown, err := io.ReadAll(client)
+	if err != nil || !bytes.Equal(gotDown, down) {
+		t.Fatalf("client got %d bytes (err %v), want %d intact", len(gotDown), err, len(down))
+	}
+	waitDone(t, px, 5*time.Second)
+}
+
+// TestRelaySmallExchanges: request and answer, many times over, as a
+// TLS session goes.
+func TestRelaySmallExchanges(t *testing.T) {
+	px, _ := loopProxy(t, Config{})
+	client, server := relayed(t, px)
+	buf := make([]byte, 4096)
+	for i := range 200 {
+		msg := bytes.Repeat([]byte{byte(i)}, 1+i*17%4000)
+		if _, err := client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(server, buf[:len(msg)]); err != nil || !bytes.Equal(buf[:len(msg)], msg) {
+			t.Fatalf("exchange %d up: %v", i, err)
+		}
+		if _, err := server.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(client, buf[:len(msg)]); err != nil || !bytes.Equal(buf[:len(msg)], msg) {
+			t.Fatalf("exchange %d down: %v", i, err)
+		}
+	}
+}
+
+// TestRelayResetTearsDown: a reset on one side reaches the other as a
+// reset, not as the end of a complete stream.
+func TestRelayResetTearsDown(t *testing.T) {
+	px, _ := loopProxy(t, Config{})
+	client, server := relayed(t, px)
+	client.Write([]byte("partial upload"))
+	client.SetLinger(0)
+	client.Close()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got, err := io.ReadAll(server)
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("server read %q then %v, want a reset", got, err)
+	}
+	waitDone(t, px, 5*time.Second)
+}
+
+// TestIdleRelayHoldsNoPipe: after a bulk transfer, a connection waiting
+// for data has given its pipes back to the loop.
+func TestIdleRelayHoldsNoPipe(t *testing.T) {
+	px, _ := loopProxy(t, Config{})
+	client, server := relayed(t, px)
+	go client.Write(make([]byte, 1<<20)) // fills the read buffer: the loop splices
+	if _, err := io.ReadFull(server, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	var held, free int
+	onLoops(px, func(l *loop) {
+		for _, c := range l.conns {
+			for _, h := range []*half{&c.up, &c.down} {
+				if h.p != nil {
+					held++
+				}
+			}
+		}
+		free += len(l.pipes)
+	})
+	if held != 0 || free == 0 {
+		t.Errorf("idle connection holds %d pipes, the loop keeps %d for reuse", held, free)
+	}
+}
+
+// TestRelayIdleTimeout: traffic in one direction keeps the connection
+// open however long the other is silent; silence both ways ends it with
+// a reset on both sides.
+func TestRelayIdleTimeout(t *testing.T) {
+	px, _ := loopProxy(t, Config{IdleTimeout: 300 * time.Millisecond})
+	client, server := relayed(t, px)
+	buf := make([]byte, 1)
+	for range 10 { // 1 s of one-way traffic, every 100 ms
+		if _, err := client.Write([]byte{'x'}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(server, buf); err != nil {
+			t.Fatalf("one-way traffic was cut: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	waitDone(t, px, 5*time.Second)
+	for name, c := range map[string]*net.TCPConn{"client": client, "server": server} {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, err := c.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("%s after the idle timeout: %v, want a reset", name, err)
+		}
+	}
+}
+
+// TestRelayStalledReaderLosesNothing: a side that stops reading for
+// longer than the idle timeout, while the other direction keeps the
+// connection alive, gets every byte once it reads again.
+func TestRelayStalledReaderLosesNothing(t *testing.T) {
+	px, _ := loopProxy(t, Config{IdleTimeout: 200 * time.Millisecond})
+	client, server := relayed(t, px)
+	up := make([]byte, 16<<20) // more than the socket buffers hold: writes stall
+	rand.Read(up)
+	go func() {
+		client.Write(up)
+		client.CloseWrite()
+	}()
+	stop := make(chan struct{})
+	go func() { // the other direction moves a byte every 50 ms meanwhile
+		buf := make([]byte, 1)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			server.Write([]byte{'k'})
+			client.Read(buf)
+		}
+	}()
+	time.Sleep(time.Second) // the server reads nothing for five idle timeouts
+	got, err := io.ReadAll(server)
+	close(stop)
+	if err != nil || !bytes.Equal(got, up) {
+		t.Fatalf("server got %d bytes (err %v), want %d intact", len(got), err, len(up))
+	}
+}
+
+// TestDialReplay: the replay reaches the destination whole, whatever its
+// size and however slowly the destination reads, over IPv4 and IPv6, and
+// the destination's socket has the proxy's options.
+func TestDialReplay(t *testing.T) {
+	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		t.Run(addr, func(t *testing.T) { testDialReplay(t, addr) })
+	}
+}
+
+func testDialReplay(t *testing.T, addr string) {
+	px, ev := loopProxy(t, Config{})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dst := ln.Addr().(*net.TCPAddr).AddrPort()
+	for _, size := range []int{0, 517, 4 << 20} { // nothing, a hello, more than the send buffer
+		first := make([]byte, size)
+		rand.Read(first)
+		client := relayTo(t, px, dst, first)
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // a slow reader: the replay has to wait
+		checked := 0
+		onLoops(px, func(l *loop) {
+			for _, c := range l.conns {
+				if c.ufd >= 0 {
+					checkSockopts(t, c.ufd)
+					checked++
+				}
+			}
+		})
+		if checked == 0 {
+			t.Fatal("no upstream socket to check")
+		}
+		client.CloseWrite()
+		b, _ := io.ReadAll(s)
+		if !bytes.Equal(b, first) {
+			t.Errorf("%d bytes replayed, the destination read %d", size, len(b))
+		}
+		s.Close()
+		client.Close()
+		waitDone(t, px, 5*time.Second)
+		if e := ev.last(); !e.Allow || e.Dst != dst {
+			t.Errorf("%d bytes: journal has %+v, want the allowed connection", size, e)
+		}
+	}
+}
+
+// TestDialRefused: a destination that refuses the connection is a
+// dial_failed refusal, and the agent gets a reset.
+func TestDialRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := ln.Addr().(*net.TCPAddr).AddrPort()
+	ln.Close() // nothing listens there now
+	for _, first := range [][]byte{nil, []byte("hello")} {
+		px, ev := loopProxy(t, Config{})
+		client := relayTo(t, px, dst, first)
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := client.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("first=%q: the agent read %v, want a reset", first, err)
+		}
+		waitDone(t, px, 5*time.Second)
+		if e := ev.last(); e.Reason != ReasonDialFailed || !strings.Contains(e.Detail, "refused") {
+			t.Errorf("first=%q: journal has %q (%s), want %s for a refusal", first, e.Reason, e.Detail, ReasonDialFailed)
+		}
+	}
+}
+
+// TestDialTimeout: a destination that never answers the SYN (here a
+// listener whose accept queue is full) fails at the dial timeout.
+func TestDialTimeout(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(fd)
+	dst := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	for range 4 { // fill the accept queue
+		c, err := net.DialTimeout("tcp", dst.String(), 200*time.Millisecond)
+		if err != nil {
+			break
+		}
+		defer c.Close()
+	}
+	px, ev := loopProxy(t, Config{DialTimeout: 300 * time.Millisecond})
+	start := time.Now()
+	relayTo(t, px, dst, []byte("hello"))
+	waitDone(t, px, 3*time.Second)
+	if e := ev.last(); e.Reason != ReasonDialFailed || !strings.Contains(e.Detail, "timed out") {
+		t.Errorf("journal has %q (%s), want %s for a timeout", e.Reason, e.Detail, ReasonDialFailed)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("gave up after %v, before the timeout", d)
+	}
+}
+
+// TestCloseCutsRelayed: closing the proxy resets both sides of every
+// relayed connection and stops its loops.
+func TestCloseCutsRelayed(t *testing.T) {
+	px, _ := loopProxy(t, Config{})
+	client, server := relayed(t, px)
+	if _, err := client.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(server, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	px.Close()
+	if n := px.conns.Load(); n != 0 {
+		t.Errorf("%d connections counted after Close", n)
+	}
+	for name, c := range map[string]*net.TCPConn{"client": client, "server": server} {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("%s after Close: %v, want a reset", name, err)
+		}
+	}
+	l := px.loops[0]
+	if l.do(func() {}) {
+		t.Error("a stopped loop took work")
+	}
+}
