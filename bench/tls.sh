@@ -6,6 +6,8 @@
 #   DURATION=5s ONLY=ours-cps PROF=/tmp/p sudo bench/tls.sh   # one phase, CPU profile
 #   SLUICE_BIN=/tmp/a ONLY=ours-lat sudo bench/tls.sh   # a build made elsewhere
 #   ONLY=peers PEER_CT=1 sudo bench/tls.sh   # peers with conntrack and NAT hooks
+#   STRACE=/tmp/s or PERF=/tmp/p: system call counts (strace -c) or a call
+#   graph profile (perf record -g) of each run, sluice's and the peers'.
 #
 # Topology (namespaces made and removed here, addresses from 198.18.0.0/15):
 #   agent (made by sluice run) --- gw: sluice, pinned to CPU1, GOMAXPROCS=1
@@ -68,8 +70,9 @@ ours() {
 		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --agent-net 198.18.0.0/30 --no-ipv6 -- \
 		sh -c 'cpu() { awk "{print \$14+\$15}" /proc/$PPID/stat; }
 			[ -n "'"${STRACE:-}"'" ] && { strace -f -c -o '"${STRACE:-/dev/null}"' -p $PPID & sleep 0.5; }
+			[ -n "'"${PERF:-}"'" ] && { perf record -q -g -o '"${PERF:-/dev/null}"' -p $PPID & sleep 0.5; }
 			c0=$(cpu); out=$(taskset -c 0 '"$tmp"'/snibench '"$*"'); c1=$(cpu)
-			[ -n "'"${STRACE:-}"'" ] && { kill -INT $!; wait $! 2>/dev/null; }
+			[ -n "'"${STRACE:-}${PERF:-}"'" ] && { kill -INT $!; wait $! 2>/dev/null; }
 			n=$(echo "$out" | sed -n "s/^conns=\([0-9]*\).*/\1/p")
 			extra=""; [ -n "$n" ] && extra=" sluice_cpu_us_per_conn=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"
 			echo "'"$name"': $out$extra sluice_cpu_s=$(( (c1-c0) ))/100"' 2>/dev/null
@@ -123,8 +126,9 @@ peer() {
 	for r in "cps -c 32" "cps -c 1" "tput -c 2"; do
 		c0=$(cputicks "$pid")
 		[ -n "${STRACE:-}" ] && { strace -f -c -o "$STRACE.$name.${r// /}" -p "$pid" & sleep 0.5; }
+		[ -n "${PERF:-}" ] && { perf record -q -g -o "$PERF.$name.${r// /}" -p "$pid" & sleep 0.5; }
 		out=$(ip netns exec "$cli" taskset -c 0 "$tmp/snibench" -role $r -target "$addr" -d "$D")
-		[ -n "${STRACE:-}" ] && { kill -INT $!; wait $! 2>/dev/null || true; }
+		[ -n "${STRACE:-}${PERF:-}" ] && { kill -INT $!; wait $! 2>/dev/null || true; }
 		c1=$(cputicks "$pid")
 		n=$(echo "$out" | sed -n 's/^conns=\([0-9]*\).*/\1/p')
 		extra=""

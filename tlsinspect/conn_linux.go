@@ -36,10 +36,10 @@ type sockState struct {
 type half struct {
 	p      *pipe // holds inPipe bytes on their way; nil when empty
 	inPipe int
-	bulk   bool  // splicing: the last read filled the buffer
-	moved  int64 // spliced in the current burst
-	eof    bool  // the source ended
-	shut   bool  // its end was passed on (or both ends closed)
+	bulk   bool // splicing: the last read filled the buffer
+	moved  int  // spliced in the current burst
+	eof    bool // the source ended
+	shut   bool // its end was passed on (or both ends closed)
 }
 
 func (h *half) finished() bool { return h.eof && h.inPipe == 0 }
@@ -178,7 +178,7 @@ func (c *conn) readHello() {
 	px := c.l.px
 	for c.cs.readable {
 		room := c.l.buf[:min(len(c.l.buf), px.cfg.MaxHello-len(c.hello))]
-		n, err := unix.Read(c.cfd, room)
+		n, err := rawRead(c.cfd, room)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			c.cs.readable = false
@@ -274,7 +274,7 @@ func (c *conn) dialStep() {
 		// A write to a connection still in its handshake fails with
 		// EAGAIN and epoll reports it writable once established; a
 		// refused or unreachable destination fails it with its error.
-		n, err := unix.Write(c.ufd, c.hello)
+		n, err := rawWrite(c.ufd, c.hello)
 		if errors.Is(err, unix.EAGAIN) {
 			c.us.writable = false
 			return
@@ -338,7 +338,7 @@ func (c *conn) passEnd(h, other *half, dst int) error {
 	if other.finished() {
 		return nil
 	}
-	return unix.Shutdown(dst, unix.SHUT_WR)
+	return rawShutdownWrite(dst)
 }
 
 // pump moves h's bytes from src to dst until one of them would block.
@@ -354,7 +354,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 			if !ds.writable {
 				return nil
 			}
-			n, err := unix.Splice(h.p.r, nil, dst, nil, h.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := rawSplice(h.p.r, dst, h.inPipe)
 			switch {
 			case errors.Is(err, unix.EAGAIN):
 				ds.writable = false
@@ -364,7 +364,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 			case n == 0:
 				return errShortPipe
 			}
-			h.inPipe -= int(n)
+			h.inPipe -= n
 			c.last = l.now
 			if h.inPipe > 0 {
 				continue
@@ -383,7 +383,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 				}
 				h.p = p
 			}
-			n, err := unix.Splice(src, nil, h.p.w, nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			n, err := rawSplice(src, h.p.w, spliceChunk)
 			switch {
 			case errors.Is(err, unix.EAGAIN):
 				ss.readable = false
@@ -400,10 +400,10 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 				h.p = nil
 				return nil
 			}
-			h.inPipe, h.moved, c.last = int(n), h.moved+n, l.now
+			h.inPipe, h.moved, c.last = n, h.moved+n, l.now
 			continue
 		}
-		n, err := unix.Read(src, l.buf)
+		n, err := rawRead(src, l.buf)
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			ss.readable = false
@@ -421,7 +421,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 		c.last = l.now
 		data := l.buf[:n]
 		if ds.writable {
-			w, err := unix.Write(dst, data)
+			w, err := rawWrite(dst, data)
 			switch {
 			case errors.Is(err, unix.EAGAIN):
 				ds.writable = false
@@ -436,7 +436,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 			if err != nil {
 				return err
 			}
-			if w, err := unix.Write(p.w, data); err != nil || w < len(data) {
+			if w, err := rawWrite(p.w, data); err != nil || w < len(data) {
 				p.close()
 				return cmpErr(err, errShortPipe)
 			}
@@ -464,8 +464,8 @@ func (c *conn) cut() {
 		if fd < 0 {
 			continue
 		}
-		if queued, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err == nil && queued == 0 {
-			_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+		if queued, err := unsent(fd); err == nil && queued == 0 {
+			_ = setReset(fd)
 		}
 	}
 	c.release()
@@ -478,7 +478,7 @@ func (c *conn) close() { c.release() }
 // fails at once instead of waiting.
 func (c *conn) refuse(reason string) {
 	c.l.px.record(c.ev, reason)
-	_ = unix.SetsockoptLinger(c.cfd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
+	_ = setReset(c.cfd)
 	c.release()
 }
 
@@ -493,7 +493,7 @@ func (c *conn) release() {
 	for _, fd := range []int{c.cfd, c.ufd} {
 		if fd >= 0 {
 			delete(l.conns, int32(fd))
-			unix.Close(fd)
+			rawClose(fd)
 		}
 	}
 	for _, h := range []*half{&c.up, &c.down} {
@@ -508,30 +508,29 @@ func (c *conn) release() {
 }
 
 func resetFd(fd int) {
-	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1})
-	unix.Close(fd)
+	_ = setReset(fd)
+	rawClose(fd)
 }
 
 // connectTo starts a connection to dst on a new socket with the proxy's
 // keep-alive and no Nagle delay, set before the SYN leaves.
 func connectTo(dst netip.AddrPort) (int, error) {
-	addr := dst.Addr().Unmap()
-	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(dst.Port()), Addr: addr.As16()})
-	if addr.Is4() {
-		family, sa = unix.AF_INET, &unix.SockaddrInet4{Port: int(dst.Port()), Addr: addr.As4()}
+	family := unix.AF_INET6
+	if dst.Addr().Unmap().Is4() {
+		family = unix.AF_INET
 	}
-	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	fd, err := rawSocket(family)
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
 	if err := errors.Join(
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1),
+		rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1),
 		setKeepAlive(fd)); err != nil {
-		unix.Close(fd)
+		rawClose(fd)
 		return -1, os.NewSyscallError("setsockopt", err)
 	}
-	if err := unix.Connect(fd, sa); err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		unix.Close(fd)
+	if err := rawConnect(fd, dst); err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		rawClose(fd)
 		return -1, fmt.Errorf("connect %s: %w", dst, err)
 	}
 	return fd, nil
@@ -540,15 +539,14 @@ func connectTo(dst netip.AddrPort) (int, error) {
 // connected reports a finished handshake as nil, one still under way as
 // ENOTCONN, and a failed one as its error.
 func connected(fd int) error {
-	soerr, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	soerr, err := rawGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR)
 	switch {
 	case err != nil:
 		return err
 	case soerr != 0:
 		return syscall.Errno(soerr)
 	}
-	_, err = unix.Getpeername(fd)
-	return err
+	return rawGetpeername(fd)
 }
 
 // spliceChunk is how much one splice call moves at most, and the capacity
@@ -563,8 +561,8 @@ const readChunk = 16 << 10
 type pipe struct{ r, w int }
 
 func (p *pipe) close() {
-	unix.Close(p.r)
-	unix.Close(p.w)
+	rawClose(p.r)
+	rawClose(p.w)
 }
 
 // getPipe takes an empty pipe. A connection holds one only while bytes

@@ -40,6 +40,6 @@ func Listen(lc net.ListenConfig, address string) (*net.TCPListener, error) {
 
 func setKeepAlive(fd int) error {
 	return errors.Join(
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1),
-		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(KeepAlive.Idle/time.Second)))
+		rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1),
+		rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(KeepAlive.Idle/time.Second)))
 }

@@ -84,7 +84,7 @@ func newLoop(px *Proxy) (*loop, error) {
 
 func (l *loop) add(fd int, events uint32, serial uint32) error {
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: int32(serial)}
-	return os.NewSyscallError("epoll_ctl", unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev))
+	return os.NewSyscallError("epoll_ctl", rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev))
 }
 
 // do runs f on the loop's goroutine. It reports false, without running
@@ -139,7 +139,7 @@ func (l *loop) run() {
 		l.arm()
 		err := l.poll.Read(func(uintptr) bool {
 			for {
-				n, err := unix.EpollWait(l.epfd, events, 0)
+				n, err := rawEpollPoll(l.epfd, events)
 				if err != nil && !errors.Is(err, unix.EINTR) {
 					l.px.cfg.Log.Error("proxy event loop", "err", err)
 					l.stopping = true
@@ -193,7 +193,7 @@ func (l *loop) dispatch(e unix.EpollEvent) {
 	switch {
 	case int(fd) == l.wake:
 		var b [8]byte
-		_, _ = unix.Read(l.wake, b[:])
+		_, _ = rawRead(l.wake, b[:])
 		l.mu.Lock()
 		q := l.queue
 		l.queue = nil
@@ -231,10 +231,10 @@ const acceptBatch = 64
 
 func (l *loop) accept(lnfd int) {
 	for range acceptBatch {
-		fd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(lnfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		fd, errno := rawAccept(lnfd)
 		switch errno {
 		case 0:
-			l.open(int(fd))
+			l.open(fd)
 		case unix.EAGAIN:
 			return
 		case unix.ECONNABORTED, unix.EINTR, unix.EPERM, unix.EPROTO:
@@ -245,7 +245,7 @@ func (l *loop) accept(lnfd int) {
 			// listener that stays ready.
 			l.px.cfg.Log.Warn("proxy accept", "err", errno)
 			for fd := range l.lns {
-				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+				_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), &unix.EpollEvent{})
 			}
 			l.pausedUntil = l.now.Add(10 * time.Millisecond)
 			return

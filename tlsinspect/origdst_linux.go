@@ -54,12 +54,3 @@ func originalDst(fd int) (netip.AddrPort, error) {
 	}
 	return netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), nil
 }
-
-func getsockopt(fd, level, name int, val unsafe.Pointer, n *uint32) error {
-	_, _, errno := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(name),
-		uintptr(val), uintptr(unsafe.Pointer(n)), 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
