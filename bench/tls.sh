@@ -104,12 +104,18 @@ ours refused        -role cps -target allowed.bench.test:443 -sni evil.other.tes
 		echo "transfer: $('"$tmp"'/snibench -role tput -target allowed.bench.test:443 -c 1 -d 2s 2>&1)"
 		kill -INT $st; wait $st 2>/dev/null
 		echo "syscalls during a 2 s transfer through the proxy:"; grep -E "splice|read|write|calls" '"$tmp"'/strace.out || true' 2>"${SLUICE_STDERR:-/dev/null}" || true
-[ -n "${ONLY:-}" ] && [ "$ONLY" != peers ] && exit 0
+[ -n "${ONLY:-}" ] && [ "$ONLY" != peers ] && [ "$ONLY" != redirect ] && exit 0
 
-# Peers, explicit addressing from the cli namespace, in the same run.
-# PEER_CT=1 loads NAT hooks into the gateway first, so that the peers pay
-# for conntrack and a NAT lookup on every packet as sluice's redirect does
-# (without it the gateway namespace has no netfilter hooks at all).
+# Peers, in the same run, on two paths:
+#   explicit  cli -> gw:8444 (nginx) / gw:8445 (haproxy), no netfilter in
+#             the gateway (PEER_CT=1 adds empty conntrack and NAT hooks);
+#   redirect  the agent of a sluice run -> port 9454 / 9455, redirected by
+#             rules added to sluice's own table to the peer on 8454 / 8455:
+#             the client's packets pay for exactly the hooks and rules that
+#             sluice's redirected connections pay for, and the peer's
+#             connections/s are comparable with sluice's. sluice's proxy
+#             carries nothing meanwhile.
+# ONLY=peers measures the explicit path only, ONLY=redirect the other.
 if [ -n "${PEER_CT:-}" ]; then
 	ip netns exec "$gw" nft -f - <<'NFT'
 table inet benchct {
@@ -120,10 +126,11 @@ NFT
 fi
 target=198.18.128.1:8443
 cputicks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-# peer NAME PID: the three runs against a peer listening on $2, with its CPU.
+runs=("cps -c 32" "cps -c 1" "tput -c 2")
+# peer NAME PID ADDR: the runs against a peer on ADDR, from cli, with its CPU.
 peer() {
 	local name=$1 pid=$2 addr=$3
-	for r in "cps -c 32" "cps -c 1" "tput -c 2"; do
+	for r in "${runs[@]}"; do
 		c0=$(cputicks "$pid")
 		[ -n "${STRACE:-}" ] && { strace -f -c -o "$STRACE.$name.${r// /}" -p "$pid" & sleep 0.5; }
 		[ -n "${PERF:-}" ] && { perf record -q -g -o "$PERF.$name.${r// /}" -p "$pid" & sleep 0.5; }
@@ -136,6 +143,7 @@ peer() {
 		echo "$name ($r): $out$extra cpu_s=$((c1-c0))/100"
 	done
 }
+declare -A peerpid
 if [ -e /usr/lib/nginx/modules/ngx_stream_module.so ] && command -v nginx >/dev/null; then
 	mkdir -p "$tmp/nginx"
 	cat > "$tmp/nginx.conf" <<NGINX
@@ -151,6 +159,7 @@ stream {
     }
     server {
         listen 198.18.3.1:8444 reuseport;
+        listen 8454 reuseport;
         ssl_preread on;
         preread_timeout 5s;
         proxy_pass \$up;
@@ -162,7 +171,7 @@ NGINX
 	ip netns exec "$gw" taskset -c 1 nginx -c "$tmp/nginx.conf" -g 'daemon off;' &
 	pids+=($!)
 	sleep 0.5
-	peer nginx "$(pgrep -P "$(cat "$tmp/nginx/nginx.pid")" | head -1)" 198.18.3.1:8444
+	peerpid[nginx]=$(pgrep -P "$(cat "$tmp/nginx/nginx.pid")" | head -1)
 fi
 if command -v haproxy >/dev/null; then
 	cat > "$tmp/haproxy.cfg" <<HAPROXY
@@ -177,6 +186,7 @@ defaults
     option splice-auto
 frontend sni_in
     bind 198.18.3.1:8445
+    bind :8455
     tcp-request inspect-delay 5s
     tcp-request content accept if { req.ssl_hello_type 1 }
     use_backend allowed if { req.ssl_sni -i allowed.bench.test }
@@ -189,5 +199,41 @@ HAPROXY
 	ip netns exec "$gw" taskset -c 1 haproxy -f "$tmp/haproxy.cfg" -db &
 	pids+=($!)
 	sleep 0.5
-	peer haproxy "$!" 198.18.3.1:8445
+	peerpid[haproxy]=$!
 fi
+if [ "${ONLY:-}" != redirect ]; then
+	[ -n "${peerpid[nginx]:-}" ] && peer nginx "${peerpid[nginx]}" 198.18.3.1:8444
+	[ -n "${peerpid[haproxy]:-}" ] && peer haproxy "${peerpid[haproxy]}" 198.18.3.1:8445
+fi
+[ "${ONLY:-}" = peers ] && exit 0
+
+# The redirect path: the agent's command waits until the rules are in.
+script="while [ ! -e $tmp/go ]; do sleep 0.1; done"
+for name in nginx haproxy; do
+	pid=${peerpid[$name]:-}
+	[ -n "$pid" ] || continue
+	port=9454
+	[ "$name" = haproxy ] && port=9455
+	for r in "${runs[@]}"; do
+		script+="
+c0=\$(awk '{print \$14+\$15}' /proc/$pid/stat)
+out=\$(taskset -c 0 $tmp/snibench -role $r -target allowed.bench.test:$port -d $D)
+c1=\$(awk '{print \$14+\$15}' /proc/$pid/stat)
+n=\$(echo \"\$out\" | sed -n 's/^conns=\([0-9]*\).*/\1/p')
+extra=''; [ -n \"\$n\" ] && extra=\" cpu_us_per_conn=\$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))\"
+echo \"$name redirected ($r): \$out\$extra cpu_s=\$((c1-c0))/100\""
+	done
+done
+ip netns exec "$gw" env GOMAXPROCS=1 taskset -c 1 "$tmp/sluice" run \
+	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --agent-net 198.18.0.0/30 --no-ipv6 -- \
+	sh -c "$script" 2>/dev/null &
+sl=$!
+until ip netns exec "$gw" nft list chain inet sluice agent_in >/dev/null 2>&1; do sleep 0.1; done
+agentif=$(ip netns exec "$gw" nft list chain inet sluice prerouting | sed -n 's/.*iifname "\([^"]*\)".*/\1/p' | head -1)
+ip netns exec "$gw" nft -f - <<NFT
+insert rule inet sluice prerouting iifname "$agentif" tcp dport 9454 redirect to :8454
+insert rule inet sluice prerouting iifname "$agentif" tcp dport 9455 redirect to :8455
+insert rule inet sluice agent_in tcp dport { 8454, 8455 } ct status dnat accept
+NFT
+touch "$tmp/go"
+wait $sl || true

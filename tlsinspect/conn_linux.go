@@ -49,6 +49,7 @@ type conn struct {
 	l        *loop
 	serial   uint32
 	cfd, ufd int // agent side; destination side (-1 until dialed)
+	failed   int // the socket whose error ends the connection, -1 if none
 	cs, us   sockState
 	phase    phase
 	pending  bool // counted as awaiting a decision
@@ -109,7 +110,7 @@ func (l *loop) adopt(fd int, dst netip.AddrPort, replay []byte, ev journal.Event
 // returns nil.
 func (l *loop) newConn(fd int, ev journal.Event, pending bool) *conn {
 	l.serial++
-	c := &conn{l: l, serial: l.serial, cfd: fd, ufd: -1, ev: ev, pending: pending, slot: -1}
+	c := &conn{l: l, serial: l.serial, cfd: fd, ufd: -1, failed: -1, ev: ev, pending: pending, slot: -1}
 	// Edge-triggered, reading and writing: one registration for the
 	// connection's life, with no change of interest afterwards.
 	if err := l.add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, c.serial); err != nil {
@@ -360,6 +361,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 				ds.writable = false
 				return nil
 			case err != nil:
+				c.failed = dst
 				return err
 			case n == 0:
 				return errShortPipe
@@ -393,6 +395,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 				h.p = nil
 				return nil
 			case err != nil:
+				c.failed = src
 				return err
 			case n == 0:
 				h.eof = true
@@ -409,6 +412,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 			ss.readable = false
 			return nil
 		case err != nil:
+			c.failed = src
 			return err
 		case n == 0:
 			h.eof = true
@@ -426,6 +430,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 			case errors.Is(err, unix.EAGAIN):
 				ds.writable = false
 			case err != nil:
+				c.failed = dst
 				return err
 			default:
 				data = data[w:]
@@ -458,10 +463,11 @@ func cmpErr(err, otherwise error) error {
 // stream ended completely, and a truncated upload or download would pass
 // for a whole one. Data the peer has not yet acknowledged would be
 // discarded by a reset, so a socket with unacknowledged data still queued
-// is closed after it instead.
+// is closed after it instead. The socket that failed, if one did, is
+// closed as it is: a reset or broken connection sends nothing more.
 func (c *conn) cut() {
 	for _, fd := range []int{c.cfd, c.ufd} {
-		if fd < 0 {
+		if fd < 0 || fd == c.failed {
 			continue
 		}
 		if queued, err := unsent(fd); err == nil && queued == 0 {

@@ -225,31 +225,27 @@ func (l *loop) listen(fd int) error {
 	return err
 }
 
-// acceptBatch bounds the connections taken from a listener in one go, so
-// that a flood of new connections cannot starve the established ones.
-const acceptBatch = 64
-
+// accept takes one connection per readiness of the listener, as nginx
+// does: the listener is level-triggered, so the next wait reports it
+// again while more are queued, interleaved with the established
+// connections' events, and no call is spent on finding the queue empty.
 func (l *loop) accept(lnfd int) {
-	for range acceptBatch {
-		fd, errno := rawAccept(lnfd)
-		switch errno {
-		case 0:
-			l.open(fd)
-		case unix.EAGAIN:
-			return
-		case unix.ECONNABORTED, unix.EINTR, unix.EPERM, unix.EPROTO:
-			// That connection is gone (or a netfilter rule refused it).
-		default:
-			// Out of descriptors or memory: stop accepting for a moment
-			// and let connections close, instead of spinning on a
-			// listener that stays ready.
-			l.px.cfg.Log.Warn("proxy accept", "err", errno)
-			for fd := range l.lns {
-				_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), &unix.EpollEvent{})
-			}
-			l.pausedUntil = l.now.Add(10 * time.Millisecond)
-			return
+	fd, errno := rawAccept(lnfd)
+	switch errno {
+	case 0:
+		l.open(fd)
+	case unix.EAGAIN, unix.ECONNABORTED, unix.EINTR, unix.EPERM, unix.EPROTO:
+		// Another loop took it, or that connection is gone (or a
+		// netfilter rule refused it).
+	default:
+		// Out of descriptors or memory: stop accepting for a moment and
+		// let connections close, instead of spinning on a listener that
+		// stays ready.
+		l.px.cfg.Log.Warn("proxy accept", "err", errno)
+		for fd := range l.lns {
+			_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), &unix.EpollEvent{})
 		}
+		l.pausedUntil = l.now.Add(10 * time.Millisecond)
 	}
 }
 
