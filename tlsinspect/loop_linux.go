@@ -45,9 +45,10 @@ type loop struct {
 	serial      uint32
 	stopping    bool
 
-	mu    sync.Mutex
-	queue []func()
-	done  chan struct{}
+	mu      sync.Mutex
+	queue   []func()
+	closing bool // no more work is taken
+	done    chan struct{}
 }
 
 // maxFreePipes bounds the pipes a loop keeps for reuse.
@@ -88,27 +89,20 @@ func (l *loop) add(fd int, events uint32, serial uint32) error {
 }
 
 // do runs f on the loop's goroutine. It reports false, without running
-// f, when the loop has stopped.
+// f, when the loop is stopping.
 func (l *loop) do(f func()) bool {
 	l.mu.Lock()
-	if l.queue == nil && l.stopped() {
+	if l.closing {
 		l.mu.Unlock()
 		return false
 	}
 	l.queue = append(l.queue, f)
-	l.mu.Unlock()
+	// Under the lock: once closing is set, the eventfd may be closed and
+	// its number reused.
 	one := [8]byte{1}
-	_, _ = unix.Write(l.wake, one[:]) // fails only when the counter is full: already woken
+	_, _ = rawWrite(l.wake, one[:]) // fails only when the counter is full: already woken
+	l.mu.Unlock()
 	return true
-}
-
-func (l *loop) stopped() bool {
-	select {
-	case <-l.done:
-		return true
-	default:
-		return false
-	}
 }
 
 // call runs f on the loop and waits for it (for setup and tests).
@@ -211,12 +205,15 @@ func (l *loop) dispatch(e unix.EpollEvent) {
 }
 
 // listen starts accepting TLS connections from the listening socket fd,
-// which the proxy owns. Several loops may share it: each connection wakes
-// one of them.
+// which the proxy owns. One loop accepts from it and hands the
+// connections out to all loops in turn: nested in Go's poller, epoll
+// cannot wake just one of several loops waiting on a listener
+// (EPOLLEXCLUSIVE applies only to threads blocked in epoll_wait), and
+// every new connection would wake them all.
 func (l *loop) listen(fd int) error {
 	var err error
 	if !l.call(func() {
-		if err = l.add(fd, unix.EPOLLIN|unix.EPOLLEXCLUSIVE, 0); err == nil {
+		if err = l.add(fd, unix.EPOLLIN, 0); err == nil {
 			l.lns[int32(fd)] = true
 		}
 	}) {
@@ -233,7 +230,7 @@ func (l *loop) accept(lnfd int) {
 	fd, errno := rawAccept(lnfd)
 	switch errno {
 	case 0:
-		l.open(fd)
+		l.handOut(fd)
 	case unix.EAGAIN, unix.ECONNABORTED, unix.EINTR, unix.EPERM, unix.EPROTO:
 		// Another loop took it, or that connection is gone (or a
 		// netfilter rule refused it).
@@ -249,13 +246,22 @@ func (l *loop) accept(lnfd int) {
 	}
 }
 
+// handOut opens an accepted connection on the next loop in turn.
+func (l *loop) handOut(fd int) {
+	loops := l.px.loops
+	next := loops[int(l.px.next.Add(1))%len(loops)]
+	if next == l || !next.do(func() { next.open(fd) }) {
+		l.open(fd)
+	}
+}
+
 // expire acts on every deadline that has passed, and resumes accepting
 // after a pause.
 func (l *loop) expire() {
 	if !l.pausedUntil.IsZero() && !l.now.Before(l.pausedUntil) {
 		l.pausedUntil = time.Time{}
 		for fd := range l.lns {
-			if err := l.add(int(fd), unix.EPOLLIN|unix.EPOLLEXCLUSIVE, 0); err != nil {
+			if err := l.add(int(fd), unix.EPOLLIN, 0); err != nil {
 				l.px.cfg.Log.Error("proxy accept: resuming", "err", err)
 			}
 		}
@@ -266,8 +272,17 @@ func (l *loop) expire() {
 }
 
 // shutdown cuts every connection and releases the loop's descriptors
-// (the listening sockets are the proxy's).
+// (the listening sockets are the proxy's). Work queued before it runs
+// first, so that what it holds (a connection handed over) is cut too.
 func (l *loop) shutdown() {
+	l.mu.Lock()
+	l.closing = true
+	q := l.queue
+	l.queue = nil
+	l.mu.Unlock()
+	for _, f := range q {
+		f()
+	}
 	for _, c := range l.conns {
 		if c.phase != phaseClosed {
 			c.cut()
@@ -277,16 +292,9 @@ func (l *loop) shutdown() {
 		p.close()
 	}
 	l.pipes = nil
-	l.mu.Lock()
-	close(l.done)
-	q := l.queue
-	l.queue = nil
-	l.mu.Unlock()
-	for _, f := range q { // work queued too late runs now, to release what it holds
-		f()
-	}
-	unix.Close(l.wake)
+	rawClose(l.wake)
 	l.ep.Close()
+	close(l.done)
 }
 
 // deadlineHeap orders connections by their next deadline.

@@ -207,10 +207,8 @@ func (px *Proxy) ServeTLS(ln *net.TCPListener) error {
 	if err != nil {
 		return err
 	}
-	for _, l := range loops {
-		if err := l.listen(fd); err != nil {
-			return err
-		}
+	if err := loops[0].listen(fd); err != nil {
+		return err
 	}
 	return nil
 }
