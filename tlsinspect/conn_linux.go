@@ -76,6 +76,9 @@ func (l *loop) open(fd int) {
 		return
 	}
 	c := l.newConn(fd, ev, true)
+	if c == nil {
+		return
+	}
 	dst, err := originalDst(fd)
 	if err != nil {
 		c.refuse(ReasonNoOrigDst)
@@ -114,8 +117,8 @@ func (l *loop) newConn(fd int, ev journal.Event, pending bool) *conn {
 	// Edge-triggered, reading and writing: one registration for the
 	// connection's life, with no change of interest afterwards.
 	if err := l.add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, c.serial); err != nil {
-		c.ev.Detail = err.Error()
-		c.refuse(ReasonNoOrigDst)
+		c.ev.Detail = err.Error() // out of memory or of epoll watches
+		c.refuse(ReasonTooManyConns)
 		return nil
 	}
 	l.conns[int32(fd)] = c

@@ -3,6 +3,7 @@ package tlsinspect
 import (
 	"container/heap"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -135,8 +136,11 @@ func (l *loop) run() {
 			for {
 				n, err := rawEpollPoll(l.epfd, events)
 				if err != nil && !errors.Is(err, unix.EINTR) {
-					l.px.cfg.Log.Error("proxy event loop", "err", err)
-					l.stopping = true
+					// Only a bug of the loop's own (a closed or invalid
+					// instance) fails this; a proxy without its loop would
+					// leave new connections hanging unaccepted, so the
+					// gateway ends instead, which cuts the agent off.
+					panic(fmt.Sprintf("tlsinspect: event loop: %v", err))
 				}
 				if n <= 0 || l.stopping {
 					return l.stopping
@@ -159,8 +163,7 @@ func (l *loop) run() {
 		})
 		l.now = time.Now()
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			l.px.cfg.Log.Error("proxy event loop", "err", err)
-			l.stopping = true
+			panic(fmt.Sprintf("tlsinspect: event loop: %v", err)) // as above
 		}
 		l.expire()
 	}
