@@ -46,7 +46,11 @@ ip -n "$gw" link set g3 up
 ip -n "$cli" addr add 198.18.3.2/24 dev c0
 ip -n "$cli" link set c0 up
 for n in "$gw" "$srv" "$cli"; do
-	ip netns exec "$n" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
+	# The fixed ports of the backend and the peers are kept out of the
+	# ephemeral range: an earlier phase's upstream socket in TIME_WAIT on
+	# one of them would make a peer's wildcard bind fail.
+	ip netns exec "$n" sysctl -qw net.ipv4.ip_local_port_range="1024 65535" net.ipv4.ip_local_reserved_ports=8443-8455 \
+		net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096
 done
 ip netns exec "$srv" taskset -c 0 "$tmp/dnsproto" -addr 198.18.1.2:53 &
 pids+=($!)

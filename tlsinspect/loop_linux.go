@@ -16,13 +16,13 @@ import (
 // The TLS proxy runs as event loops, not as a goroutine per connection.
 // A connection's life is a handful of system calls (accept, read the
 // hello, connect, write it, then a read and a write per exchange); the
-// goroutine model adds to each a poller registration and removal, a
-// wake-up through the scheduler per wait, an EAGAIN read before each wait
-// and, on a busy core, the runtime's preemptions in between, which
-// doubled the CPU a connection costs and added 70 µs to its set-up. A
-// loop owns an epoll instance; its goroutine parks in Go's own poller on
-// that instance, so that it is an ordinary goroutine that costs nothing
-// while idle, and when woken it takes every ready event at once.
+// goroutine model added a poller registration and removal per socket, an
+// EAGAIN read before each wait and a goroutine stack or two per
+// connection, idle or not: about 16 KiB per idle connection against
+// about 1 KiB here, and 27 system calls per short connection against 20.
+// A loop owns an epoll instance; its goroutine parks in Go's own poller
+// on that instance, so that it is an ordinary goroutine that costs
+// nothing while idle, and when woken it takes every ready event at once.
 
 // loop is one event loop: its epoll instance, the connections registered
 // in it and their deadlines. Everything but queue is touched only by the
