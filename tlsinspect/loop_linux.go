@@ -225,27 +225,34 @@ func (l *loop) listen(fd int) error {
 	return err
 }
 
-// accept takes one connection per readiness of the listener, as nginx
-// does: the listener is level-triggered, so the next wait reports it
-// again while more are queued, interleaved with the established
-// connections' events, and no call is spent on finding the queue empty.
+// acceptBatch bounds the connections taken from the listener per
+// readiness: enough to keep its queue short under a burst, few enough
+// that the established connections' events are not starved by it. The
+// listener is level-triggered, so the next wait reports it again while
+// more are queued.
+const acceptBatch = 16
+
 func (l *loop) accept(lnfd int) {
-	fd, errno := rawAccept(lnfd)
-	switch errno {
-	case 0:
-		l.handOut(fd)
-	case unix.EAGAIN, unix.ECONNABORTED, unix.EINTR, unix.EPERM, unix.EPROTO:
-		// Another loop took it, or that connection is gone (or a
-		// netfilter rule refused it).
-	default:
-		// Out of descriptors or memory: stop accepting for a moment and
-		// let connections close, instead of spinning on a listener that
-		// stays ready.
-		l.px.cfg.Log.Warn("proxy accept", "err", errno)
-		for fd := range l.lns {
-			_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), &unix.EpollEvent{})
+	for range acceptBatch {
+		fd, errno := rawAccept(lnfd)
+		switch errno {
+		case 0:
+			l.handOut(fd)
+			continue
+		case unix.ECONNABORTED, unix.EINTR, unix.EPERM, unix.EPROTO:
+			continue // that connection is gone (or a netfilter rule refused it)
+		case unix.EAGAIN:
+		default:
+			// Out of descriptors or memory: stop accepting for a moment
+			// and let connections close, instead of spinning on a
+			// listener that stays ready.
+			l.px.cfg.Log.Warn("proxy accept", "err", errno)
+			for fd := range l.lns {
+				_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), &unix.EpollEvent{})
+			}
+			l.pausedUntil = l.now.Add(10 * time.Millisecond)
 		}
-		l.pausedUntil = l.now.Add(10 * time.Millisecond)
+		return
 	}
 }
 
