@@ -59,7 +59,7 @@ func TestDeniedNamesNeverLeaveTheGateway(t *testing.T) {
 	if q := f.up.questions(); len(q) != 0 {
 		t.Errorf("upstream was asked %v; denied queries must not leave the gateway", q)
 	}
-	if ev := f.log.last(); ev.Allow || ev.PolicyHash == "" || ev.Layer != "dns" || ev.Agent != "test" {
+	if ev := f.log.Last(); ev.Allow || ev.PolicyHash == "" || ev.Layer != "dns" || ev.Agent != "test" {
 		t.Errorf("journal event %+v lacks decision fields", ev)
 	}
 }
@@ -94,7 +94,7 @@ func TestFailedSetUpdateIsServfail(t *testing.T) {
 	if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
 		t.Fatalf("got %s %v, want SERVFAIL without addresses", dns.RcodeToString[r.Rcode], answers(r))
 	}
-	if ev := f.log.last(); ev.Reason != reasonSetUpdate {
+	if ev := f.log.Last(); ev.Reason != reasonSetUpdate {
 		t.Errorf("reason %q, want %q", ev.Reason, reasonSetUpdate)
 	}
 	if f.pins.Pinned("allowed.test", netip.MustParseAddr("198.18.2.10")) {
@@ -159,7 +159,7 @@ func TestForbiddenAddressesDropped(t *testing.T) {
 	if !slices.Equal(answers(r), []string{"198.18.2.10"}) {
 		t.Errorf("answer %v, want only the public address", answers(r))
 	}
-	if ev := f.log.last(); ev.Reason != reasonFilteredAddrs || !slices.Contains(ev.Addrs, netip.MustParseAddr("169.254.169.254")) {
+	if ev := f.log.Last(); ev.Reason != reasonFilteredAddrs || !slices.Contains(ev.Addrs, netip.MustParseAddr("169.254.169.254")) {
 		t.Errorf("event %+v, want addresses_dropped naming the metadata address", ev)
 	}
 	if r := f.ask(t, "mapped.allowed.test.", dns.TypeAAAA); len(r.Answer) != 0 {

@@ -91,26 +91,6 @@ func (f *fakeAllower) allowed() []string {
 	return out
 }
 
-type recorder struct {
-	mu     sync.Mutex
-	events []journal.Event
-}
-
-func (r *recorder) Record(ev journal.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, ev)
-}
-
-func (r *recorder) last() journal.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.events) == 0 {
-		return journal.Event{}
-	}
-	return r.events[len(r.events)-1]
-}
-
 var agentSrc = netip.MustParseAddr("198.18.0.2")
 
 type fixture struct {
@@ -118,7 +98,7 @@ type fixture struct {
 	up   *fakeUpstream
 	fw   *fakeAllower
 	pins *Pins
-	log  *recorder
+	log  *journal.Memory
 }
 
 func newFixture(t testing.TB, allow ...string) *fixture {
@@ -137,7 +117,7 @@ func newFixture(t testing.TB, allow ...string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{up: &fakeUpstream{zone: testZone()}, fw: &fakeAllower{}, pins: NewPins(1000), log: &recorder{}}
+	f := &fixture{up: &fakeUpstream{zone: testZone()}, fw: &fakeAllower{}, pins: NewPins(1000), log: &journal.Memory{}}
 	f.srv, err = New(Config{
 		Agent: "test", Clients: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
 		Internal: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},

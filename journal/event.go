@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -124,3 +125,27 @@ type Discard struct{}
 
 // Record does nothing.
 func (Discard) Record(Event) {}
+
+// Memory is a Sink that keeps every event, for tests. It is safe for
+// concurrent use.
+type Memory struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+// Record keeps ev.
+func (m *Memory) Record(ev Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.events = append(m.events, ev)
+}
+
+// Last returns the latest event, the zero Event when there is none.
+func (m *Memory) Last() Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.events) == 0 {
+		return Event{}
+	}
+	return m.events[len(m.events)-1]
+}

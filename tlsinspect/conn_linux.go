@@ -256,39 +256,33 @@ func (c *conn) dial(replay []byte) {
 }
 
 // dialStep writes the replay once the upstream connection allows it.
+// A write to a connection still in its handshake fails with EAGAIN, and
+// epoll reports it writable once established; a refused or unreachable
+// destination fails it with its error. With nothing to write, the
+// socket's own state says whether the handshake is done.
 func (c *conn) dialStep() {
 	for c.us.writable {
-		if len(c.hello) == 0 {
-			if !c.wrote {
-				// Nothing to write: ask whether the handshake is done.
-				err := connected(c.ufd)
-				if errors.Is(err, unix.ENOTCONN) {
-					c.us.writable = false
-					return
-				}
-				if err != nil {
-					c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, err)
-					c.refuse(ReasonDialFailed)
-					return
-				}
+		var err error
+		switch {
+		case len(c.hello) > 0:
+			var n int
+			if n, err = rawWrite(c.ufd, c.hello); err == nil {
+				c.hello, c.wrote = c.hello[n:], true
+				continue
 			}
+		case !c.wrote:
+			err = connected(c.ufd)
+		}
+		switch {
+		case err == nil:
 			c.established()
-			return
-		}
-		// A write to a connection still in its handshake fails with
-		// EAGAIN and epoll reports it writable once established; a
-		// refused or unreachable destination fails it with its error.
-		n, err := rawWrite(c.ufd, c.hello)
-		if errors.Is(err, unix.EAGAIN) {
+		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOTCONN):
 			c.us.writable = false
-			return
-		}
-		if err != nil {
+		default:
 			c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, err)
 			c.refuse(ReasonDialFailed)
-			return
 		}
-		c.hello, c.wrote = c.hello[n:], true
+		return
 	}
 }
 
@@ -359,14 +353,10 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 				return nil
 			}
 			n, err := rawSplice(h.p.r, dst, h.inPipe)
-			switch {
-			case errors.Is(err, unix.EAGAIN):
-				ds.writable = false
-				return nil
-			case err != nil:
-				c.failed = dst
+			if stop, err := c.settle(err, dst, &ds.writable); stop {
 				return err
-			case n == 0:
+			}
+			if n == 0 {
 				return errShortPipe
 			}
 			h.inPipe -= n
@@ -389,34 +379,25 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 				h.p = p
 			}
 			n, err := rawSplice(src, h.p.w, spliceChunk)
-			switch {
-			case errors.Is(err, unix.EAGAIN):
-				ss.readable = false
-				h.bulk = h.moved >= readChunk
-				h.moved = 0
+			stop, err := c.settle(err, src, &ss.readable)
+			if stop || n == 0 {
+				// The burst is over (drained, ended or failed): the pipe
+				// is empty again, and a burst smaller than the buffer
+				// ends bulk mode.
 				l.putPipe(h.p)
 				h.p = nil
-				return nil
-			case err != nil:
-				c.failed = src
+				h.eof = !stop
+				h.bulk, h.moved = h.moved >= readChunk, 0
 				return err
-			case n == 0:
-				h.eof = true
-				l.putPipe(h.p)
-				h.p = nil
-				return nil
 			}
 			h.inPipe, h.moved, c.last = n, h.moved+n, l.now
 			continue
 		}
 		n, err := rawRead(src, l.buf)
-		switch {
-		case errors.Is(err, unix.EAGAIN):
-			ss.readable = false
-			return nil
-		case err != nil:
-			c.failed = src
+		if stop, err := c.settle(err, src, &ss.readable); stop {
 			return err
+		}
+		switch {
 		case n == 0:
 			h.eof = true
 			return nil
@@ -429,13 +410,11 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 		data := l.buf[:n]
 		if ds.writable {
 			w, err := rawWrite(dst, data)
-			switch {
-			case errors.Is(err, unix.EAGAIN):
-				ds.writable = false
-			case err != nil:
-				c.failed = dst
+			stop, err := c.settle(err, dst, &ds.writable)
+			if err != nil {
 				return err
-			default:
+			}
+			if !stop {
 				data = data[w:]
 			}
 		}
@@ -450,6 +429,22 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 			}
 			h.p, h.inPipe = p, len(data)
 		}
+	}
+}
+
+// settle sorts the outcome of a call on socket fd: it would block (ready
+// is cleared: the next edge sets it), it failed (fd is the socket that
+// ends the connection), or it went through (stop is false).
+func (c *conn) settle(err error, fd int, ready *bool) (stop bool, _ error) {
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, unix.EAGAIN):
+		*ready = false
+		return true, nil
+	default:
+		c.failed = fd
+		return true, err
 	}
 }
 

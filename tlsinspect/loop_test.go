@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,31 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// events is a journal that keeps what it is given.
-type events struct {
-	mu   sync.Mutex
-	list []journal.Event
-}
-
-func (e *events) Record(ev journal.Event) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.list = append(e.list, ev)
-}
-
-func (e *events) last() journal.Event {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.list) == 0 {
-		return journal.Event{}
-	}
-	return e.list[len(e.list)-1]
-}
-
 // loopProxy is a proxy whose loops may relay to loopback listeners.
-func loopProxy(t *testing.T, cfg Config) (*Proxy, *events) {
+func loopProxy(t *testing.T, cfg Config) (*Proxy, *journal.Memory) {
 	t.Helper()
-	ev := &events{}
+	ev := &journal.Memory{}
 	cfg.Pins, cfg.Journal = fakePins{}, ev
 	p, err := policy.New(nil)
 	if err != nil {
@@ -335,7 +313,7 @@ func testDialReplay(t *testing.T, addr string) {
 		s.Close()
 		client.Close()
 		waitDone(t, px, 5*time.Second)
-		if e := ev.last(); !e.Allow || e.Dst != dst {
+		if e := ev.Last(); !e.Allow || e.Dst != dst {
 			t.Errorf("%d bytes: journal has %+v, want the allowed connection", size, e)
 		}
 	}
@@ -358,7 +336,7 @@ func TestDialRefused(t *testing.T) {
 			t.Errorf("first=%q: the agent read %v, want a reset", first, err)
 		}
 		waitDone(t, px, 5*time.Second)
-		if e := ev.last(); e.Reason != ReasonDialFailed || !strings.Contains(e.Detail, "refused") {
+		if e := ev.Last(); e.Reason != ReasonDialFailed || !strings.Contains(e.Detail, "refused") {
 			t.Errorf("first=%q: journal has %q (%s), want %s for a refusal", first, e.Reason, e.Detail, ReasonDialFailed)
 		}
 	}
@@ -391,7 +369,7 @@ func TestDialTimeout(t *testing.T) {
 	start := time.Now()
 	relayTo(t, px, dst, []byte("hello"))
 	waitDone(t, px, 3*time.Second)
-	if e := ev.last(); e.Reason != ReasonDialFailed || !strings.Contains(e.Detail, "timed out") {
+	if e := ev.Last(); e.Reason != ReasonDialFailed || !strings.Contains(e.Detail, "timed out") {
 		t.Errorf("journal has %q (%s), want %s for a timeout", e.Reason, e.Detail, ReasonDialFailed)
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
