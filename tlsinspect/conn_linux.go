@@ -40,6 +40,7 @@ type half struct {
 	moved  int  // spliced in the current burst
 	eof    bool // the source ended
 	shut   bool // its end was passed on (or both ends closed)
+	paced  bool // the destination socket has notSentLowat
 }
 
 func (h *half) finished() bool { return h.eof && h.inPipe == 0 }
@@ -403,6 +404,11 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 			return nil
 		case n == len(l.buf):
 			h.bulk = true
+			if !h.paced {
+				// See notSentLowat. Only bulk flows pay the call.
+				h.paced = true
+				_ = rawSetsockoptInt(dst, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, notSentLowat)
+			}
 		case !ss.hup:
 			ss.readable = false // drained: the next byte brings an event
 		}
@@ -557,6 +563,16 @@ func connected(fd int) error {
 // asked of each pipe (the default is 64 KiB; the kernel allows up to
 // fs.pipe-max-size, 1 MiB by default, and falls back silently).
 const spliceChunk = 256 << 10
+
+// notSentLowat bounds the bytes a bulk flow's destination socket holds
+// unsent (TCP_NOTSENT_LOWAT): the socket reports itself writable, and
+// takes more, only below it. Without it, the proxy filled the socket's
+// whole send buffer (megabytes, by autotuning), and the kernel sent that
+// backlog from wherever the peer's acknowledgements were processed,
+// which on a gateway is mostly the receiving side's core; with it, most
+// of the sending happens in the proxy's own splice calls. Upload through
+// the proxy in bench/tls.sh: 14.3-15.0 Gbit/s against 8.7-10.9 without.
+const notSentLowat = 256 << 10
 
 // readChunk is the loop's read buffer: a read that fills it makes the
 // flow bulk.

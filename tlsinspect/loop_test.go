@@ -403,3 +403,35 @@ func TestCloseCutsRelayed(t *testing.T) {
 		t.Error("a stopped loop took work")
 	}
 }
+
+// TestBulkFlowIsPaced: the destination socket of a bulk flow gets
+// notSentLowat; that of a small exchange keeps the system's default.
+func TestBulkFlowIsPaced(t *testing.T) {
+	px, _ := loopProxy(t, Config{})
+	client, server := relayed(t, px)
+	lowat := func() (up, down int) {
+		onLoops(px, func(l *loop) {
+			for _, c := range l.conns {
+				up, _ = rawGetsockoptInt(c.ufd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
+				down, _ = rawGetsockoptInt(c.cfd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
+			}
+		})
+		return up, down
+	}
+	if _, err := client.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(server, make([]byte, 5)); err != nil {
+		t.Fatal(err)
+	}
+	if up, _ := lowat(); up == notSentLowat {
+		t.Fatal("a small exchange paced the destination socket")
+	}
+	go client.Write(make([]byte, 1<<20))
+	if _, err := io.ReadFull(server, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if up, down := lowat(); up != notSentLowat || down == notSentLowat {
+		t.Errorf("after a bulk upload: TCP_NOTSENT_LOWAT %d upstream, %d toward the agent; want %d and the default", up, down, notSentLowat)
+	}
+}
