@@ -56,10 +56,12 @@ type conn struct {
 	pending  bool // counted as awaiting a decision
 	dst      netip.AddrPort
 	ev       journal.Event
-	hello    []byte // phaseHello: read so far; phaseDial: still to write
-	wrote    bool   // phaseDial: some of the replay was written
-	up, down half   // agent→destination, destination→agent
-	last     time.Time
+	hello    []byte    // phaseHello: read so far; phaseDial: still to write
+	wrote    bool      // phaseDial: some of the replay was written
+	up, down half      // agent→destination, destination→agent
+	last     time.Time // data last moved either way
+	since    time.Time // relaying since
+	kept     bool      // the upstream socket has keep-alive (see keepAliveAfter)
 	deadline time.Time
 	slot     int // in the loop's deadline heap, -1 when not
 }
@@ -168,11 +170,15 @@ func (c *conn) expired() {
 		c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, syscall.ETIMEDOUT)
 		c.refuse(ReasonDialFailed)
 	case phaseRelay:
-		if idle := c.last.Add(l.px.cfg.IdleTimeout); l.now.Before(idle) {
-			l.setDeadline(c, idle) // it moved data since: wait again
+		if !c.kept && !l.now.Before(c.since.Add(keepAliveAfter)) {
+			c.kept = true
+			_ = setKeepAlive(c.ufd) // best effort: the idle timeout still bounds it
+		}
+		if idle := l.px.cfg.IdleTimeout; idle > 0 && !l.now.Before(c.last.Add(idle)) {
+			c.cut()
 			return
 		}
-		c.cut()
+		l.setDeadline(c, c.relayDeadline()) // it moved data since: wait again
 	default:
 		l.setDeadline(c, time.Time{})
 	}
@@ -296,13 +302,29 @@ func (c *conn) established() {
 	}
 	px.cfg.Journal.Record(c.ev)
 	c.ev = journal.Event{}
-	c.phase, c.hello, c.last = phaseRelay, nil, l.now
-	if px.cfg.IdleTimeout > 0 {
-		l.setDeadline(c, l.now.Add(px.cfg.IdleTimeout))
-	} else {
-		l.setDeadline(c, time.Time{})
-	}
+	c.phase, c.hello, c.last, c.since = phaseRelay, nil, l.now, l.now
+	l.setDeadline(c, c.relayDeadline())
 	c.relay()
+}
+
+// keepAliveAfter is how long a relayed connection lives before its
+// upstream socket gets keep-alive (the agent's side inherits it from the
+// listener). Probes start after KeepAlive.Idle of silence either way, so
+// setting it this late changes nothing for a connection that outlives
+// it, and the short connections, most of them, never pay the two calls.
+var keepAliveAfter = KeepAlive.Idle / 2
+
+// relayDeadline is the next time c needs looking at: its keep-alive or
+// its idle timeout, whichever comes first (zero: never).
+func (c *conn) relayDeadline() time.Time {
+	var t time.Time
+	if idle := c.l.px.cfg.IdleTimeout; idle > 0 {
+		t = c.last.Add(idle)
+	}
+	if ka := c.since.Add(keepAliveAfter); !c.kept && (t.IsZero() || ka.Before(t)) {
+		t = ka
+	}
+	return t
 }
 
 // relay moves what it can both ways, passes each side's end to the other
@@ -522,8 +544,9 @@ func resetFd(fd int) {
 	rawClose(fd)
 }
 
-// connectTo starts a connection to dst on a new socket with the proxy's
-// keep-alive and no Nagle delay, set before the SYN leaves.
+// connectTo starts a connection to dst on a new socket with no Nagle
+// delay, set before the SYN leaves (keep-alive comes later, see
+// keepAliveAfter).
 func connectTo(dst netip.AddrPort) (int, error) {
 	family := unix.AF_INET6
 	if dst.Addr().Unmap().Is4() {
@@ -533,9 +556,7 @@ func connectTo(dst netip.AddrPort) (int, error) {
 	if err != nil {
 		return -1, os.NewSyscallError("socket", err)
 	}
-	if err := errors.Join(
-		rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1),
-		setKeepAlive(fd)); err != nil {
+	if err := rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1); err != nil {
 		rawClose(fd)
 		return -1, os.NewSyscallError("setsockopt", err)
 	}

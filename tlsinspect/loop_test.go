@@ -269,7 +269,7 @@ func TestRelayStalledReaderLosesNothing(t *testing.T) {
 
 // TestDialReplay: the replay reaches the destination whole, whatever its
 // size and however slowly the destination reads, over IPv4 and IPv6, and
-// the destination's socket has the proxy's options.
+// the destination's socket has no Nagle delay.
 func TestDialReplay(t *testing.T) {
 	for _, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
 		t.Run(addr, func(t *testing.T) { testDialReplay(t, addr) })
@@ -297,7 +297,9 @@ func testDialReplay(t *testing.T, addr string) {
 		onLoops(px, func(l *loop) {
 			for _, c := range l.conns {
 				if c.ufd >= 0 {
-					checkSockopts(t, c.ufd)
+					if v, _ := rawGetsockoptInt(c.ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY); v != 1 {
+						t.Errorf("upstream TCP_NODELAY = %d", v)
+					}
 					checked++
 				}
 			}
@@ -434,4 +436,37 @@ func TestBulkFlowIsPaced(t *testing.T) {
 	if up, down := lowat(); up != notSentLowat || down == notSentLowat {
 		t.Errorf("after a bulk upload: TCP_NOTSENT_LOWAT %d upstream, %d toward the agent; want %d and the default", up, down, notSentLowat)
 	}
+}
+
+// TestUpstreamKeepAliveLater: a relayed connection's upstream socket has
+// no keep-alive at first and the proxy's once it has lived keepAliveAfter,
+// whether or not data moved meanwhile.
+func TestUpstreamKeepAliveLater(t *testing.T) {
+	defer func(d time.Duration) { keepAliveAfter = d }(keepAliveAfter)
+	keepAliveAfter = 300 * time.Millisecond
+	px, _ := loopProxy(t, Config{})
+	client, server := relayed(t, px)
+	upstream := func(f func(fd int)) {
+		onLoops(px, func(l *loop) {
+			for _, c := range l.conns {
+				f(c.ufd)
+				return
+			}
+		})
+	}
+	upstream(func(fd int) {
+		if v, _ := rawGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE); v != 0 {
+			t.Error("keep-alive set at once")
+		}
+	})
+	for range 6 { // traffic all along: the keep-alive comes anyway
+		if _, err := client.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(server, make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	upstream(func(fd int) { checkSockopts(t, fd) })
 }

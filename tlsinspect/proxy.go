@@ -67,7 +67,8 @@ const (
 // when the probes go unanswered (the kernel's interval and count, by
 // default 9 probes 75 s apart; leaving them unset saves two system calls
 // per socket). Listeners made by Listen give it to the connections they
-// accept without any system call per connection.
+// accept without any system call per connection; the TLS proxy's sockets
+// to the destinations get it once they have lived keepAliveAfter.
 var KeepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: -1, Count: -1}
 
 // Config configures a Proxy.
