@@ -99,6 +99,12 @@ func (l *loop) open(fd int) {
 		return
 	}
 	l.setDeadline(c, l.now.Add(px.cfg.HelloTimeout))
+	// A client sends its hello right behind the last ACK of its
+	// handshake, and it has often arrived by the time the loop accepts:
+	// read at once rather than wait for the event (as HAProxy does). At
+	// one client, p50 about 30 µs lower over four alternating runs.
+	c.cs.readable = true
+	c.readHello()
 }
 
 // adopt takes a connection decided elsewhere (counted in px.conns, not
