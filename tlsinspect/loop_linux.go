@@ -41,8 +41,9 @@ type loop struct {
 	// pausedUntil is when accepting resumes after running out of
 	// descriptors (zero when not paused).
 	pausedUntil time.Time
-	buf         []byte  // a read before the flow is known to be bulk
-	pipes       []*pipe // empty pipes, kept for the next bulk burst
+	warned      time.Time // when accepting last failed aloud
+	buf         []byte    // a read before the flow is known to be bulk
+	pipes       []*pipe   // empty pipes, kept for the next bulk burst
 	serial      uint32
 	stopping    bool
 
@@ -246,7 +247,10 @@ func (l *loop) accept(lnfd int) {
 			// Out of descriptors or memory: stop accepting for a moment
 			// and let connections close, instead of spinning on a
 			// listener that stays ready.
-			l.px.cfg.Log.Warn("proxy accept", "err", errno)
+			if l.now.Sub(l.warned) >= time.Second { // at most once a second
+				l.warned = l.now
+				l.px.cfg.Log.Warn("proxy accept", "err", errno)
+			}
 			for fd := range l.lns {
 				_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), &unix.EpollEvent{})
 			}
