@@ -470,3 +470,80 @@ func TestUpstreamKeepAliveLater(t *testing.T) {
 	}
 	upstream(func(fd int) { checkSockopts(t, fd) })
 }
+
+// TestAcceptPausesOutOfDescriptors: with no descriptor left, the proxy
+// leaves new connections queued (no spin, no reset) and takes them once
+// descriptors are free again.
+func TestAcceptPausesOutOfDescriptors(t *testing.T) {
+	px, ev := loopProxy(t, Config{})
+	ln, err := Listen(net.ListenConfig{}, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if err := px.ServeTLS(ln); err != nil {
+		t.Fatal(err)
+	}
+	// The clients' sockets are made now and connected once no descriptor
+	// is left: connect needs none.
+	clients := make([]int, 3)
+	for i := range clients {
+		if clients[i], err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(clients[i])
+	}
+	var limit unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &limit); err != nil {
+		t.Fatal(err)
+	}
+	free, err := unix.Dup(0) // the lowest free descriptor number
+	if err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(free)
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: uint64(free), Max: limit.Max}); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &limit); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer restore()
+	for _, fd := range clients {
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			restore()
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, fd := range clients {
+		if _, _, err := unix.Recvfrom(fd, make([]byte, 1), unix.MSG_DONTWAIT); !errors.Is(err, unix.EAGAIN) {
+			restore()
+			t.Fatalf("a client queued while no descriptor was free: %v, want nothing yet", err)
+		}
+	}
+	restore()
+	// Accepted now, and refused: a loopback connection was not redirected.
+	deadline := time.Now().Add(3 * time.Second)
+	for _, fd := range clients {
+		for {
+			_, _, err := unix.Recvfrom(fd, make([]byte, 1), unix.MSG_DONTWAIT)
+			if errors.Is(err, unix.ECONNRESET) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a client was not taken once descriptors were free: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if e := ev.Last(); e.Reason != ReasonNoOrigDst {
+		t.Errorf("journal has %q, want %s", e.Reason, ReasonNoOrigDst)
+	}
+}
