@@ -230,3 +230,33 @@ s=$(date +%s)
 		t.Error("the request never reached the silent upstream; the test tests nothing")
 	}
 }
+
+// TestCIDREntryPassesByAddress: a destination a cidr entry allows on 443
+// and 80 has no name to check, by the policy's own choice: the proxy
+// passes it on both paths (the TLS loop's dial without a replay, and the
+// HTTP path's hand-over to a loop) whatever the agent sends, and nothing
+// else of that address.
+func TestCIDREntryPassesByAddress(t *testing.T) {
+	w := newWorld(t)
+	pol := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(pol, []byte("version: 1\nallow:\n  - cidr: "+evilAddr+"/32\n    ports: [443, 80]\n"), 0o644)
+	r := w.run(t, []string{"--policy", pol, "--log-allowed"}, prelude+`
+try tls sh -c "printf 'not a hello' | nc -w 2 `+evilAddr+` 443"
+try http sh -c "printf 'GET / HTTP/1.1\r\nHost: anything.test\r\n\r\n' | nc -w 2 `+evilAddr+` 80"
+try other_port nc -z -w 2 `+evilAddr+` 4444
+`)
+	expect(t, r, map[string]string{"tls": ok, "http": ok, "other_port": "1"})
+	var got []string
+	for _, c := range w.sinkContacts() {
+		got = append(got, c.Local)
+	}
+	slices.Sort(got)
+	if want := []string{evilAddr + ":443", evilAddr + ":80"}; !slices.Equal(got, want) {
+		t.Errorf("the cidr destination saw %v, want %v", got, want)
+	}
+	for _, layer := range []string{"tls", "http"} {
+		if !strings.Contains(r.stderr, "layer="+layer+" reason=allowed") {
+			t.Errorf("no allowed %s decision on stderr:\n%s", layer, r.stderr)
+		}
+	}
+}
