@@ -50,16 +50,9 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 			return g, fmt.Errorf("--agent-net6 %q: want an IPv6 prefix such as %s", o.agentNet6, defaultAgentNet6)
 		}
 	}
-	own, err := gatewayAddrs()
-	if err != nil {
-		return g, err
-	}
-	for _, n := range []netip.Prefix{net4, net6} {
-		if n.IsValid() && slices.ContainsFunc(own, func(a netip.Prefix) bool { return a.Overlaps(n) }) {
-			return g, fmt.Errorf("the agent link %s overlaps a network of this gateway; choose another with --agent-net/--agent-net6", n)
-		}
-	}
-
+	// An earlier run that died is cleaned up first: its agent link, still
+	// there while its agent lives (or while the kernel tears down its
+	// namespace), would otherwise fail the overlap check below.
 	iface := fmt.Sprintf("sl%d", os.Getpid())
 	st, undone, err := firewall.Claim(firewall.DefaultTable, iface)
 	for _, u := range undone {
@@ -70,6 +63,16 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	}
 	g.state = st
 	g.cleanup = append(g.cleanup, st.Release)
+	own, err := gatewayAddrs()
+	if err != nil {
+		return g, err
+	}
+	for _, n := range []netip.Prefix{net4, net6} {
+		if n.IsValid() && slices.ContainsFunc(own, func(a netip.Prefix) bool { return a.Overlaps(n) }) {
+			return g, fmt.Errorf("the agent link %s overlaps a network of this gateway; choose another with --agent-net/--agent-net6", n)
+		}
+	}
+
 	plan, err := firewall.PlanForwarding(net6.IsValid())
 	if err != nil {
 		return g, fmt.Errorf("read forwarding settings: %w", err)

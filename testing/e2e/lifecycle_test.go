@@ -33,6 +33,7 @@ try after_dns dig +time=1 +tries=1 @` + gwAddr + ` allowed.test
 try after_dns_ext dig +time=1 +tries=1 @` + publicDNS + ` x.evil.test
 try after_evil nc -z -w 2 ` + evilAddr + ` 443
 touch ` + done + `
+sleep 2
 `
 	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--allow", "allowed.test")...), "--", "sh", "-c", script)
 	cmd := exec.Command("ip", args...)
@@ -64,13 +65,14 @@ touch ` + done + `
 		t.Errorf("queries after the kill reached the upstream: %v", q)
 	}
 
-	// The agent has exited, so its namespace and link are gone; the table,
-	// the forwarding sysctls and the state record remain until the next start.
+	// The agent still lives (it sleeps), and so do its namespace and link;
+	// the table, the forwarding sysctls and the state record remain too.
+	// The next start, on the same agent network, removes them all.
 	if out := w.gw.Run(t, "nft", "list", "tables"); !strings.Contains(out, "sluice") {
 		t.Fatalf("the killed run's table is already gone; the test does not test recovery")
 	}
 	r = w.run(t, nil, "true")
-	for _, want := range []string{"removed table inet sluice", "restored net/ipv4/ip_forward=0", ".resolv.conf"} {
+	for _, want := range []string{"removed table inet sluice", "removed link sl", "restored net/ipv4/ip_forward=0", ".resolv.conf"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("next start did not report %q:\n%s", want, r.stderr)
 		}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
+	"github.com/sluicegw/sluice/firewall"
 	"github.com/sluicegw/sluice/testing/fakenet"
 	"github.com/sluicegw/sluice/testing/nstest"
 	"github.com/ti-mo/conntrack"
@@ -105,6 +106,21 @@ func newWorldOpts(t *testing.T, ipv6 bool) *world {
 	t.Parallel()
 	prefix := nstest.Prefix()
 	w := &world{gw: nstest.New(t, prefix+"-gw"), inet: nstest.New(t, prefix+"-in")}
+	// What a run that failed or was killed left in /run/sluice for this
+	// gateway (its state record and files) goes as the next start would
+	// take it, before the namespace itself goes.
+	t.Cleanup(func() {
+		err := w.gw.Do(func() error {
+			st, _, err := firewall.Claim(firewall.DefaultTable, "")
+			if err != nil {
+				return err
+			}
+			return st.Release()
+		})
+		if err != nil {
+			t.Errorf("clean up the gateway's sluice state: %v", err)
+		}
+	})
 	nstest.Link(t, w.gw, "g1", w.inet, "i0")
 	w.gw.Run(t, "ip", "addr", "add", "198.18.1.1/24", "dev", "g1")
 	w.gw.Run(t, "ip", "-6", "addr", "add", "2001:db8:1::1/64", "dev", "g1", "nodad")
