@@ -27,25 +27,7 @@ func OriginalDst(c *net.TCPConn) (dst netip.AddrPort, err error) {
 }
 
 func originalDst(fd int) (netip.AddrPort, error) {
-	var dst netip.AddrPort
-	err := func() error {
-		// A dual-stack socket carries IPv4 connections as mapped
-		// addresses; ask for IPv4 first, as its NAT record is the one that
-		// exists for them.
-		var sa4 unix.RawSockaddrInet4
-		n := uint32(unsafe.Sizeof(sa4))
-		if err := getsockopt(fd, unix.SOL_IP, soOriginalDst, unsafe.Pointer(&sa4), &n); err == nil {
-			dst = netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:]))
-			return nil
-		}
-		var sa6 unix.RawSockaddrInet6
-		n = uint32(unsafe.Sizeof(sa6))
-		err := getsockopt(fd, unix.SOL_IPV6, soOriginalDst, unsafe.Pointer(&sa6), &n)
-		if err == nil {
-			dst = netip.AddrPortFrom(netip.AddrFrom16(sa6.Addr), binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa6.Port))[:]))
-		}
-		return err
-	}()
+	dst, err := natDst(fd)
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
 	}
@@ -54,3 +36,23 @@ func originalDst(fd int) (netip.AddrPort, error) {
 	}
 	return netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), nil
 }
+
+// natDst reads the NAT record of fd's connection. A dual-stack socket
+// carries IPv4 connections as mapped addresses, and the record that exists
+// for them is an IPv4 one: that is asked first.
+func natDst(fd int) (netip.AddrPort, error) {
+	var sa4 unix.RawSockaddrInet4
+	n := uint32(unsafe.Sizeof(sa4))
+	if getsockopt(fd, unix.SOL_IP, soOriginalDst, unsafe.Pointer(&sa4), &n) == nil {
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), binary.BigEndian.Uint16(netPort(&sa4.Port))), nil
+	}
+	var sa6 unix.RawSockaddrInet6
+	n = uint32(unsafe.Sizeof(sa6))
+	if err := getsockopt(fd, unix.SOL_IPV6, soOriginalDst, unsafe.Pointer(&sa6), &n); err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(sa6.Addr), binary.BigEndian.Uint16(netPort(&sa6.Port))), nil
+}
+
+// netPort is a sockaddr's port field as the bytes it holds: network order.
+func netPort(p *uint16) []byte { return (*[2]byte)(unsafe.Pointer(p))[:] }

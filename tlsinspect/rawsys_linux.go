@@ -113,11 +113,11 @@ func rawConnect(fd int, dst netip.AddrPort) error {
 	addr := dst.Addr().Unmap()
 	if addr.Is4() {
 		sa := unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: addr.As4()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], dst.Port())
+		binary.BigEndian.PutUint16(netPort(&sa.Port), dst.Port())
 		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
 	} else {
 		sa := unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: addr.As16()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], dst.Port())
+		binary.BigEndian.PutUint16(netPort(&sa.Port), dst.Port())
 		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
 	}
 	return errnoErr(e)
