@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/sluicegw/sluice/journal"
-	"github.com/sluicegw/sluice/policy"
 	"golang.org/x/sys/unix"
 )
 
@@ -301,12 +300,8 @@ func (c *conn) dialStep() {
 
 // established records the allowed connection and starts relaying.
 func (c *conn) established() {
-	l, px := c.l, c.l.px
-	c.ev.Allow, c.ev.Reason, c.ev.Time = true, string(policy.ReasonAllowed), time.Now()
-	if c.ev.PolicyHash == "" {
-		c.ev.PolicyHash = px.policy.Hash()
-	}
-	px.cfg.Journal.Record(c.ev)
+	l := c.l
+	l.px.allowed(c.ev)
 	c.ev = journal.Event{}
 	c.phase, c.hello, c.last, c.since = phaseRelay, nil, l.now, l.now
 	l.setDeadline(c, c.relayDeadline())

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/sluicegw/sluice/journal"
-	"github.com/sluicegw/sluice/policy"
 )
 
 // keepAliveWait bounds the wait for the next request on a kept-alive
@@ -55,8 +54,7 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 		if reason != "" && !first {
 			// The client may still be reading earlier answers: end with a
 			// FIN, as a reset could make its kernel drop them.
-			ev.Reason, ev.Time = reason, time.Now()
-			px.cfg.Journal.Record(ev)
+			px.record(ev, reason)
 			_ = c.CloseWrite()
 			c.Close()
 			return
@@ -76,9 +74,7 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 			up = conn
 			upr = bufio.NewReader(idleConn{up, px.cfg.IdleTimeout})
 		}
-		ev.Allow, ev.Reason, ev.Time = true, string(policy.ReasonAllowed), time.Now()
-		px.cfg.Journal.Record(ev)
-		ev.Allow, ev.Reason, ev.Detail = false, "", ""
+		px.allowed(ev)
 		if !px.exchange(idleConn{c, px.cfg.IdleTimeout}, idleConn{up, px.cfg.IdleTimeout}, br, upr, req) {
 			c.Close()
 			return

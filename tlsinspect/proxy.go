@@ -420,7 +420,13 @@ func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) s
 	return ""
 }
 
-// record journals a refusal.
+// allowed journals a connection (or request) let through.
+func (px *Proxy) allowed(ev journal.Event) {
+	ev.Allow = true
+	px.record(ev, string(policy.ReasonAllowed))
+}
+
+// record journals a decision: a refusal's reason, or allowed's.
 func (px *Proxy) record(ev journal.Event, reason string) {
 	ev.Reason, ev.Time = reason, time.Now()
 	if ev.PolicyHash == "" {
