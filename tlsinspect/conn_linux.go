@@ -345,7 +345,7 @@ func (c *conn) relay() {
 	case err != nil:
 		c.cut()
 	case c.up.shut && c.down.shut:
-		c.close()
+		c.release() // both ends passed on: a plain close
 	}
 }
 
@@ -452,9 +452,13 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 			if err != nil {
 				return err
 			}
-			if w, err := rawWrite(p.w, data); err != nil || w < len(data) {
+			w, err := rawWrite(p.w, data)
+			if err == nil && w < len(data) {
+				err = errShortPipe
+			}
+			if err != nil {
 				p.close()
-				return cmpErr(err, errShortPipe)
+				return err
 			}
 			h.p, h.inPipe = p, len(data)
 		}
@@ -477,13 +481,6 @@ func (c *conn) settle(err error, fd int, ready *bool) (stop bool, _ error) {
 	}
 }
 
-func cmpErr(err, otherwise error) error {
-	if err != nil {
-		return err
-	}
-	return otherwise
-}
-
 // cut ends a connection whose other side failed (a reset, an idle
 // timeout, the proxy stopping) with a reset on both sockets, as a direct
 // connection would have seen it: a FIN would tell the peer that the
@@ -503,9 +500,6 @@ func (c *conn) cut() {
 	}
 	c.release()
 }
-
-// close ends a connection whose both directions ended cleanly.
-func (c *conn) close() { c.release() }
 
 // refuse records the refusal and resets the agent's side, so that it
 // fails at once instead of waiting.

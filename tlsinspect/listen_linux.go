@@ -27,7 +27,7 @@ func Listen(lc net.ListenConfig, address string) (*net.TCPListener, error) {
 		}
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			serr = errors.Join(setKeepAlive(int(fd)), unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
+			serr = errors.Join(setKeepAlive(int(fd)), rawSetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY, 1))
 		})
 		return errors.Join(err, serr)
 	}
@@ -38,6 +38,10 @@ func Listen(lc net.ListenConfig, address string) (*net.TCPListener, error) {
 	return ln.(*net.TCPListener), nil
 }
 
+// setKeepAlive turns keep-alive on with KeepAlive's idle time. The order
+// matters on a connection that has lived a while (see keepAliveAfter):
+// TCP_KEEPIDLE set after SO_KEEPALIVE reschedules the first probe from
+// the last data received, not from now.
 func setKeepAlive(fd int) error {
 	return errors.Join(
 		rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1),
