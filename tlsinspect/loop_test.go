@@ -106,6 +106,25 @@ func onLoops(px *Proxy, f func(*loop)) {
 	}
 }
 
+// relayedSockets returns the agent's and the destination's socket of the
+// one connection px holds; the test fails if it holds none or several.
+func relayedSockets(t *testing.T, px *Proxy) (cfd, ufd int) {
+	t.Helper()
+	seen := map[*conn]bool{}
+	onLoops(px, func(l *loop) {
+		for _, c := range l.conns {
+			if !seen[c] {
+				seen[c] = true
+				cfd, ufd = c.cfd, c.ufd
+			}
+		}
+	})
+	if len(seen) != 1 || ufd < 0 {
+		t.Fatalf("the proxy holds %d connections (upstream %d), want one relayed", len(seen), ufd)
+	}
+	return cfd, ufd
+}
+
 // waitDone waits until px holds no connection.
 func waitDone(t *testing.T, px *Proxy, within time.Duration) {
 	t.Helper()
@@ -293,19 +312,9 @@ func testDialReplay(t *testing.T, addr string) {
 			t.Fatal(err)
 		}
 		time.Sleep(50 * time.Millisecond) // a slow reader: the replay has to wait
-		checked := 0
-		onLoops(px, func(l *loop) {
-			for _, c := range l.conns {
-				if c.ufd >= 0 {
-					if v, _ := rawGetsockoptInt(c.ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY); v != 1 {
-						t.Errorf("upstream TCP_NODELAY = %d", v)
-					}
-					checked++
-				}
-			}
-		})
-		if checked == 0 {
-			t.Fatal("no upstream socket to check")
+		_, ufd := relayedSockets(t, px)
+		if v, _ := rawGetsockoptInt(ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY); v != 1 {
+			t.Errorf("upstream TCP_NODELAY = %d", v)
 		}
 		client.CloseWrite()
 		b, _ := io.ReadAll(s)
@@ -412,12 +421,9 @@ func TestBulkFlowIsPaced(t *testing.T) {
 	px, _ := loopProxy(t, Config{})
 	client, server := relayed(t, px)
 	lowat := func() (up, down int) {
-		onLoops(px, func(l *loop) {
-			for _, c := range l.conns {
-				up, _ = rawGetsockoptInt(c.ufd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
-				down, _ = rawGetsockoptInt(c.cfd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
-			}
-		})
+		cfd, ufd := relayedSockets(t, px)
+		up, _ = rawGetsockoptInt(ufd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
+		down, _ = rawGetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT)
 		return up, down
 	}
 	if _, err := client.Write([]byte("hello")); err != nil {
@@ -446,19 +452,10 @@ func TestUpstreamKeepAliveLater(t *testing.T) {
 	keepAliveAfter = 300 * time.Millisecond
 	px, _ := loopProxy(t, Config{})
 	client, server := relayed(t, px)
-	upstream := func(f func(fd int)) {
-		onLoops(px, func(l *loop) {
-			for _, c := range l.conns {
-				f(c.ufd)
-				return
-			}
-		})
+	_, ufd := relayedSockets(t, px)
+	if v, _ := rawGetsockoptInt(ufd, unix.SOL_SOCKET, unix.SO_KEEPALIVE); v != 0 {
+		t.Error("keep-alive set at once")
 	}
-	upstream(func(fd int) {
-		if v, _ := rawGetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE); v != 0 {
-			t.Error("keep-alive set at once")
-		}
-	})
 	for range 6 { // traffic all along: the keep-alive comes anyway
 		if _, err := client.Write([]byte("x")); err != nil {
 			t.Fatal(err)
@@ -468,7 +465,8 @@ func TestUpstreamKeepAliveLater(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	upstream(func(fd int) { checkSockopts(t, fd) })
+	_, ufd = relayedSockets(t, px)
+	checkSockopts(t, ufd)
 }
 
 // TestAcceptPausesOutOfDescriptors: with no descriptor left, the proxy
