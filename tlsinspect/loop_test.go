@@ -545,3 +545,27 @@ func TestAcceptPausesOutOfDescriptors(t *testing.T) {
 		t.Errorf("journal has %q, want %s", e.Reason, ReasonNoOrigDst)
 	}
 }
+
+// TestMaxConnsFitTheDescriptorLimit: the default bound on connections
+// leaves each its two sockets and a reserve within the limit, so that the
+// proxy refuses one too many instead of running out of descriptors.
+func TestMaxConnsFitTheDescriptorLimit(t *testing.T) {
+	for _, tt := range []struct {
+		limit uint64
+		want  int64
+	}{
+		{1024, 448}, {20000, 9488}, {1 << 20, DefaultMaxConns}, {unix.RLIM_INFINITY, DefaultMaxConns}, {16, 1},
+	} {
+		if got := maxConnsFor(tt.limit); got != tt.want {
+			t.Errorf("limit %d: %d connections, want %d", tt.limit, got, tt.want)
+		}
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	px, _ := loopProxy(t, Config{})
+	if got := px.cfg.MaxConns; got != maxConnsFor(lim.Cur) || uint64(2*got) > lim.Cur {
+		t.Errorf("New left MaxConns %d under a limit of %d descriptors", got, lim.Cur)
+	}
+}

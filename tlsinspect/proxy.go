@@ -35,7 +35,8 @@ const (
 	// DefaultMaxPending bounds connections still in their hello or request
 	// head, so slow clients cannot exhaust the proxy.
 	DefaultMaxPending = 1024
-	// DefaultMaxConns bounds connections in total.
+	// DefaultMaxConns bounds connections in total, fewer when the
+	// descriptor limit cannot hold them (see maxConnsFor).
 	DefaultMaxConns = 16384
 	// DefaultIdleTimeout closes connections silent both ways for an hour.
 	DefaultIdleTimeout = time.Hour
@@ -131,7 +132,13 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	cfg.MaxHello = cmp.Or(cfg.MaxHello, DefaultMaxHello)
 	cfg.DialTimeout = cmp.Or(cfg.DialTimeout, DefaultDialTimeout)
 	cfg.MaxPending = cmp.Or(cfg.MaxPending, DefaultMaxPending)
-	cfg.MaxConns = cmp.Or(cfg.MaxConns, DefaultMaxConns)
+	if cfg.MaxConns == 0 {
+		var lim unix.Rlimit
+		if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+			return nil, fmt.Errorf("tlsinspect: descriptor limit: %w", err)
+		}
+		cfg.MaxConns = maxConnsFor(lim.Cur)
+	}
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -139,6 +146,20 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	px := &Proxy{cfg: cfg, policy: p, live: map[*net.TCPConn]struct{}{}}
 	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAliveConfig: KeepAlive, Control: px.checkDial}
 	return px, nil
+}
+
+// maxConnsFor is DefaultMaxConns, or as many connections as limit open
+// descriptors hold: two sockets each, beside a reserve for everything
+// else (the resolver, netlink, the pipes of bulk flows, the HTTP path's
+// connections). A proxy out of descriptors cannot accept, and new
+// connections would wait unanswered in the kernel's queue; under this
+// bound, one too many is accepted and refused at once with a reset.
+func maxConnsFor(limit uint64) int64 {
+	if limit >= 4*DefaultMaxConns {
+		return DefaultMaxConns
+	}
+	reserve := min(max(limit/8, 64), 1024)
+	return max(int64(limit)-int64(reserve), 2) / 2
 }
 
 // eventLoops starts the proxy's event loops on first use, one per

@@ -166,7 +166,7 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 		internal = append(internal, net6)
 	}
 	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
-	proxy, err := tlsinspect.New(tlsinspect.Config{Agent: iface, Pins: pins, Internal: internal, Journal: sink, HelloTimeout: o.helloTimeout, IdleTimeout: o.idleTimeout, Log: log}, p)
+	proxy, err := tlsinspect.New(tlsinspect.Config{Agent: iface, Pins: pins, Internal: internal, Journal: sink, HelloTimeout: o.helloTimeout, IdleTimeout: o.idleTimeout, MaxConns: o.maxConns, Log: log}, p)
 	if err != nil {
 		return g, err
 	}

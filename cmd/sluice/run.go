@@ -48,6 +48,7 @@ type runOptions struct {
 	maxTTL       time.Duration
 	helloTimeout time.Duration
 	idleTimeout  time.Duration
+	maxConns     int64
 	logAllowed   bool
 	logJSON      bool
 	verbose      bool
@@ -72,10 +73,15 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.DurationVar(&o.maxTTL, "max-ttl", dnsfilter.DefaultMaxTTL, "keep answered addresses open at most this long per answer")
 	fs.DurationVar(&o.helloTimeout, "hello-timeout", tlsinspect.DefaultHelloTimeout, "time a connection has to send its TLS ClientHello or HTTP request head")
 	fs.DurationVar(&o.idleTimeout, "idle-timeout", tlsinspect.DefaultIdleTimeout, "close a proxied connection that moves no data for this long")
+	fs.Int64Var(&o.maxConns, "max-connections", 0, "proxied connections open at once; beyond, new ones are reset (0: 16384, or what the open files limit holds)")
 	fs.BoolVar(&o.logAllowed, "log-allowed", false, "log allowed decisions too, not only refusals")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	fs.BoolVar(&o.verbose, "v", false, "log what sluice sets up and tears down")
 	if err := fs.Parse(args); err != nil {
+		return nil, exitError{2}
+	}
+	if o.maxConns < 0 {
+		fmt.Fprintln(os.Stderr, "sluice: --max-connections must not be negative")
 		return nil, exitError{2}
 	}
 	o.command = fs.Args()
@@ -244,16 +250,20 @@ func isTerminal(f *os.File) bool {
 }
 
 // raiseFileLimit lets the proxy hold many connections: each spliced one
-// takes two sockets and, while data flows, two pipes.
+// takes two sockets and, while data flows, two pipes. Where the hard limit
+// cannot be raised, the soft one is raised to it; the proxy bounds its
+// connections by what is left (tlsinspect.DefaultMaxConns).
 func raiseFileLimit(log *slog.Logger) {
 	const want = 1 << 20
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		return
 	}
-	lim.Cur, lim.Max = max(lim.Cur, want), max(lim.Max, want)
-	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
-		log.Debug("cannot raise the open files limit", "err", err)
+	raised := unix.Rlimit{Cur: max(lim.Cur, want), Max: max(lim.Max, want)}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &raised); err != nil {
+		log.Debug("cannot raise the open files limit", "err", err, "hard", lim.Max)
+		lim.Cur = lim.Max
+		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
 	}
 }
 

@@ -42,6 +42,8 @@ func runHelper(args []string) int {
 		err = slowloris(args[1:])
 	case "hangup":
 		err = hangup(args[1:])
+	case "hold":
+		err = hold(args[1:])
 	default:
 		err = fmt.Errorf("unknown helper %q", args[0])
 	}
@@ -233,5 +235,44 @@ func slowloris(args []string) error {
 		c.Close()
 	}
 	fmt.Printf("opened=%d\ncut=%d\n", len(conns), cut)
+	return nil
+}
+
+// hold opens N connections to ADDR, one after the other, each sending a
+// ClientHello for SNI and waiting for the first byte of the answer, and
+// holds them all until it has tried every one. It prints how many were
+// answered (held), reset, or neither within 3 s (other).
+func hold(args []string) error {
+	if len(args) != 3 {
+		return fmt.Errorf("hold ADDR SNI N")
+	}
+	n, err := strconv.Atoi(args[2])
+	if err != nil {
+		return err
+	}
+	hello, err := fakenet.CaptureHello(&tls.Config{ServerName: args[1], InsecureSkipVerify: true})
+	if err != nil {
+		return err
+	}
+	held, reset, other := 0, 0, 0
+	for range n {
+		c, err := net.DialTimeout("tcp", args[0], 3*time.Second)
+		if err == nil {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err = c.Write(hello); err == nil {
+				_, err = io.ReadFull(c, make([]byte, 1))
+			}
+		}
+		switch {
+		case err == nil:
+			held++
+		case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
+			reset++ // at the connect, the write or the read, as it raced
+		default:
+			other++
+		}
+	}
+	fmt.Printf("held=%d\nreset=%d\nother=%d\n", held, reset, other)
 	return nil
 }

@@ -260,3 +260,19 @@ try other_port nc -z -w 2 `+evilAddr+` 4444
 		}
 	}
 }
+
+// TestProxyConnectionLimit: beyond --max-connections open at once, a new
+// connection is reset at once and journaled; those within it are relayed.
+func TestProxyConnectionLimit(t *testing.T) {
+	w := newWorld(t)
+	pol := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(pol, []byte("version: 1\nallow:\n"+drainPolicy), 0o644)
+	r := w.run(t, []string{"--policy", pol, "--max-connections", "20"}, prelude+`
+dig +short allowed.test >/dev/null
+`+helperCmd()+` hold `+allowedAddr+`:9443 allowed.test 30
+`)
+	expect(t, r, map[string]string{"held": "20", "reset": "10", "other": "0"})
+	if !strings.Contains(r.stderr, "layer=tls reason=too_many_connections") {
+		t.Error("no too_many_connections refusal on stderr")
+	}
+}
