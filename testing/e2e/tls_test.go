@@ -200,6 +200,9 @@ s=$(date +%s); nc -w 10 `+allowedAddr+` 443 </dev/null; echo silent_seconds=$(( 
 	if !strings.Contains(r.stderr, "reason=hello_timeout") {
 		t.Errorf("stalled connections not logged")
 	}
+	if !strings.Contains(r.stderr, "layer=tls reason=too_many_pending") {
+		t.Errorf("the stalled connections beyond the 1024 awaiting a hello were not refused as too_many_pending")
+	}
 }
 
 // TestProxyIdleTimeout: an allowed upstream that accepts and never answers
