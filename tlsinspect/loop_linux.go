@@ -68,6 +68,12 @@ func newLoop(px *Proxy) (*loop, error) {
 	}
 	l := &loop{px: px, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"),
 		conns: map[int32]*conn{}, lns: map[int32]bool{}, buf: make([]byte, readChunk), done: make(chan struct{})}
+	// Without Go's poller behind it, the instance would take no deadline:
+	// hello, dial and idle timeouts would never fire. Refuse to run so.
+	if err := l.ep.SetReadDeadline(time.Time{}); err != nil {
+		l.ep.Close()
+		return nil, fmt.Errorf("tlsinspect: epoll instance not pollable: %w", err)
+	}
 	if l.poll, err = l.ep.SyscallConn(); err != nil {
 		l.ep.Close()
 		return nil, err
