@@ -221,7 +221,9 @@ for name in nginx haproxy; do
 	for r in "${runs[@]}"; do
 		script+="
 c0=\$(awk '{print \$14+\$15}' /proc/$pid/stat)
+${PERF:+perf record -q -g -o $PERF.$name-redirected.${r// /} -p $pid & sleep 0.5}
 out=\$(taskset -c 0 $tmp/snibench -role $r -target allowed.bench.test:$port -d $D)
+${PERF:+kill -INT \$!; wait \$! 2>/dev/null}
 c1=\$(awk '{print \$14+\$15}' /proc/$pid/stat)
 n=\$(echo \"\$out\" | sed -n 's/^conns=\([0-9]*\).*/\1/p')
 extra=''; [ -n \"\$n\" ] && extra=\" cpu_us_per_conn=\$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))\"
