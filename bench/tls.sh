@@ -6,6 +6,8 @@
 #   DURATION=5s ONLY=ours-cps PROF=/tmp/p sudo bench/tls.sh   # one phase, CPU profile
 #   SLUICE_BIN=/tmp/a ONLY=ours-lat sudo bench/tls.sh   # a build made elsewhere
 #   ONLY=peers PEER_CT=1 sudo bench/tls.sh   # peers with conntrack and NAT hooks
+#   ONLY=redirect ROUNDS=3 RUNS="cps -c 1" sudo bench/tls.sh   # sluice, the routed
+#                            # path and the peers in turn, in one sluice run
 #   STRACE=/tmp/s or PERF=/tmp/p: system call counts (strace -c) or a call
 #   graph profile (perf record -g) of each run, sluice's and the peers'.
 #
@@ -131,6 +133,8 @@ fi
 target=198.18.128.1:8443
 cputicks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 runs=("cps -c 32" "cps -c 1" "tput -c 2")
+# RUNS="cps -c 1;cps -c 1 -gap 300us" replaces the peers' phases.
+[ -n "${RUNS:-}" ] && IFS=';' read -r -a runs <<<"$RUNS"
 # peer NAME PID ADDR: the runs against a peer on ADDR, from cli, with its CPU.
 peer() {
 	local name=$1 pid=$2 addr=$3
@@ -211,23 +215,38 @@ if [ "${ONLY:-}" != redirect ]; then
 fi
 [ "${ONLY:-}" = peers ] && exit 0
 
-# The redirect path: the agent's command waits until the rules are in.
+# The redirect path, in one sluice run whose agent takes turns: sluice's
+# own proxy (port 443), the routed path with no proxy (8443) and the peers
+# behind the same redirect, each phase for every target in turn, ROUNDS
+# times (default 1). Interleaved, the ratios are not skewed by the host
+# slowing down between the phases above, which run minutes apart.
+# The agent's command waits until the rules are in; sluice is its parent.
+targets=("sluice 443 \$PPID" "direct 8443 -")
+[ -n "${peerpid[nginx]:-}" ] && targets+=("nginx 9454 ${peerpid[nginx]}")
+[ -n "${peerpid[haproxy]:-}" ] && targets+=("haproxy 9455 ${peerpid[haproxy]}")
 script="while [ ! -e $tmp/go ]; do sleep 0.1; done"
-for name in nginx haproxy; do
-	pid=${peerpid[$name]:-}
-	[ -n "$pid" ] || continue
-	port=9454
-	[ "$name" = haproxy ] && port=9455
+for round in $(seq "${ROUNDS:-1}"); do
 	for r in "${runs[@]}"; do
-		script+="
+		for t in "${targets[@]}"; do
+			read -r name port pid <<<"$t"
+			label="$name redirected ($r)"
+			[ "$name" = direct ] && label="direct ($r)"
+			[ "${ROUNDS:-1}" -gt 1 ] && label+=" round $round"
+			if [ "$pid" = - ]; then
+				script+="
+echo \"$label: \$(taskset -c 0 $tmp/snibench -role $r -target allowed.bench.test:$port -d $D)\""
+				continue
+			fi
+			script+="
 c0=\$(awk '{print \$14+\$15}' /proc/$pid/stat)
-${PERF:+perf record -q -g -o $PERF.$name-redirected.${r// /} -p $pid & sleep 0.5}
+${PERF:+perf record -q -g -o $PERF.$name-redirected.${r// /}.$round -p $pid & sleep 0.5}
 out=\$(taskset -c 0 $tmp/snibench -role $r -target allowed.bench.test:$port -d $D)
 ${PERF:+kill -INT \$!; wait \$! 2>/dev/null}
 c1=\$(awk '{print \$14+\$15}' /proc/$pid/stat)
 n=\$(echo \"\$out\" | sed -n 's/^conns=\([0-9]*\).*/\1/p')
 extra=''; [ -n \"\$n\" ] && extra=\" cpu_us_per_conn=\$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))\"
-echo \"$name redirected ($r): \$out\$extra cpu_s=\$((c1-c0))/100\""
+echo \"$label: \$out\$extra cpu_s=\$((c1-c0))/100\""
+		done
 	done
 done
 ip netns exec "$gw" env GOMAXPROCS=1 taskset -c 1 "$tmp/sluice" run \
