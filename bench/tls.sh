@@ -10,6 +10,8 @@
 #                            # path and the peers in turn, in one sluice run
 #   STRACE=/tmp/s or PERF=/tmp/p: system call counts (strace -c) or a call
 #   graph profile (perf record -g) of each run, sluice's and the peers'.
+#   SLUICE_STDERR=/tmp/e: sluice's standard error of the "ours" and idle
+#   runs, appended (otherwise discarded).
 #
 # Topology (namespaces made and removed here, addresses from 198.18.0.0/15):
 #   agent (made by sluice run) --- gw: sluice, pinned to CPU1, GOMAXPROCS=1
@@ -81,7 +83,7 @@ ours() {
 			[ -n "'"${STRACE:-}${PERF:-}"'" ] && { kill -INT $!; wait $! 2>/dev/null; }
 			n=$(echo "$out" | sed -n "s/^conns=\([0-9]*\).*/\1/p")
 			extra=""; [ -n "$n" ] && extra=" sluice_cpu_us_per_conn=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"
-			echo "'"$name"': $out$extra sluice_cpu_s=$(( (c1-c0) ))/100"' 2>/dev/null
+			echo "'"$name"': $out$extra sluice_cpu_s=$(( (c1-c0) ))/100"' 2>>"${SLUICE_STDERR:-/dev/null}"
 }
 
 ours ours-cps       -role cps -target allowed.bench.test:443 -c 32 -d "$D"
