@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -469,23 +471,51 @@ func TestUpstreamKeepAliveLater(t *testing.T) {
 	checkSockopts(t, ufd)
 }
 
-// TestAcceptPausesOutOfDescriptors: with no descriptor left, the proxy
-// leaves new connections queued (no spin, no reset) and takes them once
-// descriptors are free again.
+// TestAcceptPausesOutOfDescriptors: with no descriptor left, each
+// listener (the TLS loops' and the HTTP goroutine's) leaves new
+// connections queued (no spin, no reset, one warning rather than one
+// per retry) and takes them once descriptors are free again.
 func TestAcceptPausesOutOfDescriptors(t *testing.T) {
-	px, ev := loopProxy(t, Config{})
-	ln, err := Listen(net.ListenConfig{}, "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name  string
+		serve func(*Proxy, *net.TCPListener) error
+	}{
+		{"tls", (*Proxy).ServeTLS},
+		{"http", func(px *Proxy, ln *net.TCPListener) error { px.ServeHTTP(ln); return nil }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logged bytes.Buffer
+			px, ev := loopProxy(t, Config{Log: slog.New(slog.NewTextHandler(&lockedWriter{w: &logged}, nil))})
+			ln, err := Listen(net.ListenConfig{}, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.serve(px, ln); err != nil {
+				t.Fatal(err)
+			}
+			acceptOutOfDescriptors(t, ln.Addr().(*net.TCPAddr).Port)
+			if e := ev.Last(); e.Reason != ReasonNoOrigDst {
+				t.Errorf("journal has %q, want %s", e.Reason, ReasonNoOrigDst)
+			}
+			px.Close()
+			if n := strings.Count(logged.String(), "proxy accept"); n != 1 {
+				t.Errorf("%d accept warnings over 300 ms out of descriptors, want 1:\n%s", n, logged.String())
+			}
+		})
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	if err := px.ServeTLS(ln); err != nil {
-		t.Fatal(err)
-	}
+}
+
+// acceptOutOfDescriptors connects three clients to port while the
+// process has no descriptor free, checks that none is answered, frees
+// descriptors and checks that each is then reset (a loopback connection
+// was not redirected).
+func acceptOutOfDescriptors(t *testing.T, port int) {
+	t.Helper()
 	// The clients' sockets are made now and connected once no descriptor
 	// is left: connect needs none.
 	clients := make([]int, 3)
 	for i := range clients {
+		var err error
 		if clients[i], err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -527,7 +557,6 @@ func TestAcceptPausesOutOfDescriptors(t *testing.T) {
 		}
 	}
 	restore()
-	// Accepted now, and refused: a loopback connection was not redirected.
 	deadline := time.Now().Add(3 * time.Second)
 	for _, fd := range clients {
 		for {
@@ -541,9 +570,19 @@ func TestAcceptPausesOutOfDescriptors(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	if e := ev.Last(); e.Reason != ReasonNoOrigDst {
-		t.Errorf("journal has %q, want %s", e.Reason, ReasonNoOrigDst)
-	}
+}
+
+// lockedWriter serialises writes to w, for a log written from several
+// goroutines and read by the test.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (lw *lockedWriter) Write(p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.w.Write(p)
 }
 
 // TestMaxConnsFitTheDescriptorLimit: the default bound on connections

@@ -332,13 +332,17 @@ func (px *Proxy) serve(ln *net.TCPListener, handle func(*net.TCPConn)) {
 	px.mu.Unlock()
 	go func() {
 		defer px.wg.Done()
+		var warned time.Time
 		for {
 			c, err := ln.AcceptTCP()
 			if err != nil {
 				if errors.Is(err, net.ErrClosed) {
 					return
 				}
-				px.cfg.Log.Warn("proxy accept", "err", err)
+				if time.Since(warned) >= time.Second { // as the event loops: at most once a second
+					warned = time.Now()
+					px.cfg.Log.Warn("proxy accept", "err", err)
+				}
 				time.Sleep(10 * time.Millisecond) // out of descriptors: let some close
 				continue
 			}
