@@ -220,16 +220,21 @@ fi
 # The redirect path, in one sluice run whose agent takes turns: sluice's
 # own proxy (port 443), the routed path with no proxy (8443) and the peers
 # behind the same redirect, each phase for every target in turn, ROUNDS
-# times (default 1). Interleaved, the ratios are not skewed by the host
-# slowing down between the phases above, which run minutes apart.
+# times (default 1), each round starting with the next target.
+# Interleaved, the ratios are not skewed by the host slowing down between
+# the phases above, which run minutes apart.
 # The agent's command waits until the rules are in; sluice is its parent.
 targets=("sluice 443 \$PPID" "direct 8443 -")
 [ -n "${peerpid[nginx]:-}" ] && targets+=("nginx 9454 ${peerpid[nginx]}")
 [ -n "${peerpid[haproxy]:-}" ] && targets+=("haproxy 9455 ${peerpid[haproxy]}")
 script="while [ ! -e $tmp/go ]; do sleep 0.1; done"
 for round in $(seq "${ROUNDS:-1}"); do
+	# Each round starts with the next target, so that none is always the
+	# first measured after a change of phase.
+	k=$(( (round - 1) % ${#targets[@]} ))
+	order=("${targets[@]:k}" "${targets[@]:0:k}")
 	for r in "${runs[@]}"; do
-		for t in "${targets[@]}"; do
+		for t in "${order[@]}"; do
 			read -r name port pid <<<"$t"
 			label="$name redirected ($r)"
 			[ "$name" = direct ] && label="direct ($r)"
