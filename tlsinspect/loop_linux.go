@@ -188,7 +188,12 @@ func (l *loop) arm() {
 	}
 	if !next.Equal(l.armed) {
 		l.armed = next
-		_ = l.ep.SetReadDeadline(next)
+		if err := l.ep.SetReadDeadline(next); err != nil {
+			// newLoop made sure the instance takes deadlines, so only a
+			// closed one fails here; without its wake-up no hello, dial or
+			// idle timeout would fire, so the gateway ends (as in run).
+			panic(fmt.Sprintf("tlsinspect: event loop deadline: %v", err))
+		}
 	}
 }
 
