@@ -1,6 +1,10 @@
 package tlsinspect
 
-import "syscall"
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
 
 // control runs f on c's descriptor and returns the first error.
 func control(c syscall.Conn, f func(fd int) error) error {
@@ -13,4 +17,14 @@ func control(c syscall.Conn, f func(fd int) error) error {
 		return err
 	}
 	return ferr
+}
+
+// dupFd returns a duplicate of c's descriptor, unknown to Go's poller:
+// closing c then leaves the socket to an event loop.
+func dupFd(c syscall.Conn) (fd int, err error) {
+	err = control(c, func(cfd int) (err error) {
+		fd, err = unix.FcntlInt(uintptr(cfd), unix.F_DUPFD_CLOEXEC, 0)
+		return err
+	})
+	return fd, err
 }

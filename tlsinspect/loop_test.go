@@ -67,11 +67,8 @@ func relayTo(t *testing.T, px *Proxy, dst netip.AddrPort, replay []byte) *net.TC
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fd int
-	if err := control(proxyIn, func(cfd int) (err error) {
-		fd, err = unix.FcntlInt(uintptr(cfd), unix.F_DUPFD_CLOEXEC, 0)
-		return err
-	}); err != nil {
+	fd, err := dupFd(proxyIn)
+	if err != nil {
 		t.Fatal(err)
 	}
 	proxyIn.Close()

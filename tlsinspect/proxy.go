@@ -209,11 +209,7 @@ func (px *Proxy) internal(a netip.Addr) bool {
 // proxy's event loops take the listening socket over: ln itself is
 // closed.
 func (px *Proxy) ServeTLS(ln *net.TCPListener) error {
-	var fd int
-	err := control(ln, func(lnfd int) (err error) {
-		fd, err = unix.FcntlInt(uintptr(lnfd), unix.F_DUPFD_CLOEXEC, 0)
-		return err
-	})
+	fd, err := dupFd(ln)
 	ln.Close() // the duplicate holds the socket open
 	if err != nil {
 		return fmt.Errorf("tlsinspect: taking the listener: %w", err)
@@ -229,10 +225,7 @@ func (px *Proxy) ServeTLS(ln *net.TCPListener) error {
 	if err != nil {
 		return err
 	}
-	if err := loops[0].listen(fd); err != nil {
-		return err
-	}
-	return nil
+	return loops[0].listen(fd)
 }
 
 // ServeHTTP accepts redirected plain HTTP connections on ln until Close.
@@ -300,13 +293,7 @@ func (px *Proxy) handOver(c *net.TCPConn, dst netip.AddrPort, ev journal.Event) 
 		px.refuse(c, ev, ReasonDialFailed)
 		return
 	}
-	// A duplicate descriptor of the same socket, unknown to Go's poller;
-	// closing c then leaves the socket to the loop.
-	var fd int
-	err = control(c, func(cfd int) (err error) {
-		fd, err = unix.FcntlInt(uintptr(cfd), unix.F_DUPFD_CLOEXEC, 0)
-		return err
-	})
+	fd, err := dupFd(c)
 	if err != nil {
 		ev.Detail = err.Error()
 		px.refuse(c, ev, ReasonDialFailed)
