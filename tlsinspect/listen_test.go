@@ -17,11 +17,7 @@ func TestListenOptionsInherited(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	dial(t, ln)
 	var fd int
 	err = control(ln, func(lnfd int) (err error) {
 		fd, _, err = unix.Accept4(lnfd, unix.SOCK_CLOEXEC)

@@ -45,16 +45,24 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dial(t, ln)
 	s, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
+	t.Cleanup(func() { s.Close() })
+	return c, s.(*net.TCPConn)
+}
+
+// dial connects to ln; the connection is closed when the test ends.
+func dial(t *testing.T, ln net.Listener) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
 }
 
 // relayTo hands the proxy's end of a new agent connection to a loop, as
