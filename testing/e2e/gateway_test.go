@@ -198,8 +198,7 @@ try curl_private `+c+` --resolve private.allowed.test:443:10.0.0.1 https://priva
 
 func TestPrivateEntryReachesPrivateAddress(t *testing.T) {
 	w := newWorld(t)
-	pol := filepath.Join(t.TempDir(), "p.yaml")
-	os.WriteFile(pol, []byte("version: 1\nallow:\n  - host: private.allowed.test\n    private: true\n    ports: [80]\n"), 0o644)
+	pol := policyFile(t, "  - host: private.allowed.test\n    private: true\n    ports: [80]\n")
 	r := w.run(t, []string{"--policy", pol}, prelude+`
 echo private=$(dig +short private.allowed.test)
 try connect nc -z -w 3 10.0.0.1 80

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -52,8 +50,7 @@ func (w *world) drainEnds(t *testing.T, n int) []string {
 // never passes for a complete one.
 func TestResetCrossesTheProxy(t *testing.T) {
 	w := newWorld(t)
-	pol := filepath.Join(t.TempDir(), "p.yaml")
-	os.WriteFile(pol, []byte("version: 1\nallow:\n"+drainPolicy), 0o644)
+	pol := policyFile(t, drainPolicy)
 	r := w.run(t, []string{"--policy", pol}, prelude+`
 dig +short allowed.test >/dev/null
 `+hangupCmd("reset", allowedAddr+":9443", "allowed.test", "reset")+
@@ -210,8 +207,7 @@ s=$(date +%s); nc -w 10 `+allowedAddr+` 443 </dev/null; echo silent_seconds=$(( 
 // on the TLS path; on the TLS path both sides are cut with a reset.
 func TestProxyIdleTimeout(t *testing.T) {
 	w := newWorld(t)
-	pol := filepath.Join(t.TempDir(), "p.yaml")
-	os.WriteFile(pol, []byte("version: 1\nallow:\n  - host: \"*.synth.test\"\n    http_ports: [82]\n"+drainPolicy), 0o644)
+	pol := policyFile(t, "  - host: \"*.synth.test\"\n    http_ports: [82]\n"+drainPolicy)
 	r := w.run(t, []string{"--policy", pol, "--idle-timeout", "1s"}, prelude+`
 a=$(dig +short h.synth.test)
 s=$(date +%s); printf 'GET / HTTP/1.1\r\nHost: h.synth.test:82\r\n\r\n' | nc -w 20 $a 82 >/dev/null; echo http_seconds=$(( $(date +%s) - s ))
@@ -241,8 +237,7 @@ s=$(date +%s)
 // else of that address.
 func TestCIDREntryPassesByAddress(t *testing.T) {
 	w := newWorld(t)
-	pol := filepath.Join(t.TempDir(), "p.yaml")
-	os.WriteFile(pol, []byte("version: 1\nallow:\n  - cidr: "+evilAddr+"/32\n    ports: [443, 80]\n"), 0o644)
+	pol := policyFile(t, "  - cidr: "+evilAddr+"/32\n    ports: [443, 80]\n")
 	r := w.run(t, []string{"--policy", pol, "--log-allowed"}, prelude+`
 try tls sh -c "printf 'not a hello' | nc -w 2 `+evilAddr+` 443"
 try http sh -c "printf 'GET / HTTP/1.1\r\nHost: anything.test\r\n\r\n' | nc -w 2 `+evilAddr+` 80"
@@ -268,8 +263,7 @@ try other_port nc -z -w 2 `+evilAddr+` 4444
 // connection is reset at once and journaled; those within it are relayed.
 func TestProxyConnectionLimit(t *testing.T) {
 	w := newWorld(t)
-	pol := filepath.Join(t.TempDir(), "p.yaml")
-	os.WriteFile(pol, []byte("version: 1\nallow:\n"+drainPolicy), 0o644)
+	pol := policyFile(t, drainPolicy)
 	r := w.run(t, []string{"--policy", pol, "--max-connections", "20"}, prelude+`
 dig +short allowed.test >/dev/null
 `+helperCmd()+` hold `+allowedAddr+`:9443 allowed.test 30

@@ -264,6 +264,17 @@ type result struct {
 
 // sluiceArgs are the flags every test run gets: the test network's
 // addresses and the fake internet's resolver.
+// policyFile writes a policy whose allow list is entries (YAML list
+// items) and returns its path.
+func policyFile(t *testing.T, entries string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(p, []byte("version: 1\nallow:\n"+entries), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func sluiceArgs(extra ...string) []string {
 	return append([]string{"run", "--upstream", authAddr, "--agent-net", agentNet, "--agent-net6", agentNet6}, extra...)
 }
