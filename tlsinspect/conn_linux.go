@@ -19,6 +19,7 @@ const (
 	phaseHello phase = iota // reading the ClientHello
 	phaseDial               // connecting upstream and writing the replay
 	phaseRelay              // moving bytes both ways
+	phaseDrain              // one side failed: the other gets what is held for it, then a reset
 	phaseClosed
 )
 
@@ -48,7 +49,7 @@ func (h *half) finished() bool { return h.eof && h.inPipe == 0 }
 type conn struct {
 	l        *loop
 	serial   uint32
-	cfd, ufd int // agent side; destination side (-1 until dialed)
+	cfd, ufd int // agent side; destination side (-1 until dialed, and once closed while draining)
 	failed   int // the socket whose error ends the connection, -1 if none
 	cs, us   sockState
 	phase    phase
@@ -61,6 +62,7 @@ type conn struct {
 	last     time.Time // data last moved either way
 	since    time.Time // relaying since
 	kept     bool      // the upstream socket has keep-alive (see keepAliveAfter)
+	drainEnd time.Time // phaseDrain: the reset goes out by then at the latest
 	deadline time.Time
 	slot     int // in the loop's deadline heap, -1 when not
 }
@@ -162,6 +164,8 @@ func (c *conn) event(fd int, events uint32) {
 		c.dialStep()
 	case phaseRelay:
 		c.relay()
+	case phaseDrain:
+		c.drain()
 	}
 }
 
@@ -184,6 +188,8 @@ func (c *conn) expired() {
 			return
 		}
 		l.setDeadline(c, c.relayDeadline()) // it moved data since: wait again
+	case phaseDrain:
+		c.drain()
 	default:
 		l.setDeadline(c, time.Time{})
 	}
@@ -481,24 +487,81 @@ func (c *conn) settle(err error, fd int, ready *bool) (stop bool, _ error) {
 	}
 }
 
-// cut ends a connection whose other side failed (a reset, an idle
-// timeout, the proxy stopping) with a reset on both sockets, as a direct
+// cut ends a connection with a reset on both sides, as a direct
 // connection would have seen it: a FIN would tell the peer that the
 // stream ended completely, and a truncated upload or download would pass
-// for a whole one. Data the peer has not yet acknowledged would be
-// discarded by a reset, so a socket with unacknowledged data still queued
-// is closed after it instead. The socket that failed, if one did, is
-// closed as it is: a reset or broken connection sends nothing more.
+// for a whole one. When one side failed (a reset, a broken connection),
+// its socket is closed as it is, and the other side first gets what the
+// proxy still holds for it: the bytes its peer sent before failing, as a
+// direct connection would have delivered them before the reset (see
+// drain). An idle timeout or the proxy stopping resets both at once.
 func (c *conn) cut() {
+	if c.failed >= 0 && c.phase == phaseRelay && !c.l.stopping {
+		c.startDrain()
+		return
+	}
 	for _, fd := range []int{c.cfd, c.ufd} {
-		if fd < 0 || fd == c.failed {
-			continue
-		}
-		if queued, err := unsent(fd); err == nil && queued == 0 {
+		if fd >= 0 && fd != c.failed {
 			_ = setReset(fd)
 		}
 	}
 	c.release()
+}
+
+// drainTimeout bounds how long the side that did not fail may take to
+// take what is held for it; then it is reset all the same.
+const drainTimeout = 5 * time.Second
+
+// drainPoll is how often a draining socket's queue is looked at: the
+// kernel signals no event when the last byte is acknowledged.
+const drainPoll = 5 * time.Millisecond
+
+// startDrain closes the failed socket and starts draining toward the other.
+func (c *conn) startDrain() {
+	l := c.l
+	failed := c.failed
+	delete(l.conns, int32(failed))
+	rawClose(failed)
+	if failed == c.cfd {
+		c.cfd, c.up.eof = -1, true // nothing more comes from the agent
+	} else {
+		c.ufd, c.down.eof = -1, true
+	}
+	c.failed = -1
+	c.phase, c.drainEnd = phaseDrain, l.now.Add(drainTimeout)
+	c.drain()
+}
+
+// drain moves what the pipe holds for the remaining side, then resets it
+// once the peer has acknowledged every byte (SIOCOUTQ is zero) or at
+// drainEnd; if that side fails too, it is closed as it is.
+func (c *conn) drain() {
+	l := c.l
+	h, fd, ss, ds := &c.up, c.ufd, &c.cs, &c.us
+	if c.ufd < 0 {
+		h, fd, ss, ds = &c.down, c.cfd, &c.us, &c.cs
+	}
+	if err := c.pump(h, -1, fd, ss, ds); err != nil {
+		c.release()
+		return
+	}
+	if h.inPipe == 0 {
+		if queued, err := unsent(fd); err != nil || queued == 0 {
+			_ = setReset(fd)
+			c.release()
+			return
+		}
+	}
+	if !l.now.Before(c.drainEnd) {
+		_ = setReset(fd)
+		c.release()
+		return
+	}
+	next := l.now.Add(drainPoll)
+	if c.drainEnd.Before(next) {
+		next = c.drainEnd
+	}
+	l.setDeadline(c, next)
 }
 
 // refuse records the refusal and resets the agent's side, so that it

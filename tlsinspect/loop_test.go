@@ -613,3 +613,28 @@ func TestMaxConnsFitTheDescriptorLimit(t *testing.T) {
 		t.Errorf("New left MaxConns %d under a limit of %d descriptors", got, lim.Cur)
 	}
 }
+
+// TestRelayResetMidTransfer: a side that resets in the middle of a bulk
+// transfer, while its peer is slow to read (so the proxy holds bytes for
+// it), is seen by that peer as a reset after what it sent, never as the
+// end of a complete stream; both directions.
+func TestRelayResetMidTransfer(t *testing.T) {
+	for _, upload := range []bool{true, false} {
+		px, _ := loopProxy(t, Config{})
+		client, server := relayed(t, px)
+		from, to := client, server
+		if !upload {
+			from, to = server, client
+		}
+		go from.Write(make([]byte, 8<<20)) // more than the buffers on the way hold
+		time.Sleep(300 * time.Millisecond) // the peer reads nothing meanwhile
+		from.SetLinger(0)
+		from.Close()
+		to.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := io.Copy(io.Discard, to)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("upload=%v: the peer read %d bytes then %v, want a reset", upload, n, err)
+		}
+		waitDone(t, px, 5*time.Second)
+	}
+}

@@ -161,13 +161,15 @@ func classify(err error) error {
 }
 
 // hangup ADDR SNI HOW: sends a Go ClientHello for SNI, waits for the
-// server's first byte, then ends the connection with a reset (HOW=reset)
-// or a FIN, reading on until the server closes too (HOW=fin), or waits
+// server's first byte, then ends the connection with a reset (HOW=reset),
+// with a reset right behind 8 MiB of upload (HOW=bulkreset: the gateway
+// still holds some of it then), or a FIN, reading on until the server
+// closes too (HOW=fin), or waits
 // for the gateway to cut it and reports how: "cut_by_reset",
 // "cut_by_fin" or "timeout" (HOW=idle).
 func hangup(args []string) error {
 	if len(args) != 3 {
-		return fmt.Errorf("hangup ADDR SNI reset|fin|idle")
+		return fmt.Errorf("hangup ADDR SNI reset|bulkreset|fin|idle")
 	}
 	hello, err := fakenet.CaptureHello(&tls.Config{ServerName: args[1], InsecureSkipVerify: true})
 	if err != nil {
@@ -189,6 +191,11 @@ func hangup(args []string) error {
 	switch args[2] {
 	case "reset":
 		return tc.SetLinger(0) // the deferred Close sends the reset
+	case "bulkreset":
+		if _, err := tc.Write(make([]byte, 8<<20)); err != nil {
+			return fmt.Errorf("upload: %w", classify(err))
+		}
+		return tc.SetLinger(0)
 	case "idle":
 		tc.SetDeadline(time.Now().Add(10 * time.Second))
 		_, err := tc.Read(make([]byte, 1))
