@@ -94,6 +94,10 @@ type Config struct {
 	RefreshByDelete bool
 	// Log reports kernel errors.
 	Log *slog.Logger
+
+	// connOpts are added to the nftables connection's options; tests pass
+	// nftables.WithTestDial to capture the netlink messages without a kernel.
+	connOpts []nftables.ConnOption
 }
 
 // Manager owns one table. It is safe for concurrent use.
@@ -131,6 +135,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.NetNSFd >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(cfg.NetNSFd))
 	}
+	opts = append(opts, cfg.connOpts...)
 	conn, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("firewall: open nftables connection: %w", err)
