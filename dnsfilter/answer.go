@@ -276,10 +276,16 @@ func (s *Server) keepAddr(rr dns.RR, ip []byte, d policy.Decision, addrs, droppe
 }
 
 // forbidden says whether an answer address must be dropped. The gateway's
-// and agents' own prefixes are dropped even for private entries.
+// and agents' own prefixes are dropped even for private entries. An IPv6
+// address that stands for an IPv4 one (NAT64, 6to4) is judged as that IPv4
+// address too, so no form of the gateway, loopback or the metadata address
+// passes.
 func (s *Server) forbidden(a netip.Addr, private bool) bool {
 	if a.Is4In6() {
 		return true // a mapped address in an AAAA record is never what a client should dial
+	}
+	if v4, ok := policy.EmbeddedIPv4(a); ok && s.forbidden(v4, private) {
+		return true
 	}
 	if policy.InPrefixes(s.cfg.Internal, a) {
 		return true

@@ -304,3 +304,71 @@ func TestPinsBounded(t *testing.T) {
 		t.Error("re-pinning known addresses refused")
 	}
 }
+
+// TestEmbeddedIPv4FormsDropped: the NAT64 and 6to4 forms of the gateway's
+// own address (in Internal), of loopback and of the metadata address are
+// judged as the IPv4 address they stand for, for private entries too; the
+// same forms of a public address pass.
+func TestEmbeddedIPv4FormsDropped(t *testing.T) {
+	f := newFixture(t, "allowed.test")
+	tests := []struct {
+		addr    string
+		private bool
+		want    bool // dropped
+	}{
+		{"64:ff9b::c612:1", false, true},    // NAT64 of the gateway, 198.18.0.1
+		{"64:ff9b::c612:1", true, true},     //
+		{"2002:c612:1::", false, true},      // 6to4 of the gateway
+		{"2002:c612:1:ffff::1", true, true}, //
+		{"64:ff9b::7f00:1", false, true},    // NAT64 of 127.0.0.1
+		{"64:ff9b::7f00:1", true, true},     //
+		{"2002:7f00:1::1", false, true},     // 6to4 of 127.0.0.1
+		{"2002:7f00:1::1", true, true},      //
+		{"64:ff9b::a9fe:a9fe", false, true}, // NAT64 of 169.254.169.254
+		{"64:ff9b::a9fe:a9fe", true, true},  //
+		{"2002:a9fe:a9fe::", false, true},   // 6to4 of 169.254.169.254
+		{"2002:a9fe:a9fe::", true, true},    //
+		{"64:ff9b::a01:203", false, true},   // NAT64 of 10.1.2.3: private only with private: true
+		{"64:ff9b::a01:203", true, false},   //
+		{"64:ff9b::c612:20a", false, false}, // NAT64 of 198.18.2.10, an address of the fake internet
+		{"64:ff9b::c612:20a", true, false},  //
+		{"2002:c612:20a::1", false, false},  // 6to4 of it
+		{"2002:c612:20a::1", true, false},   //
+	}
+	for _, tt := range tests {
+		if got := f.srv.forbidden(netip.MustParseAddr(tt.addr), tt.private); got != tt.want {
+			t.Errorf("forbidden(%s, private %v) = %v, want %v", tt.addr, tt.private, got, tt.want)
+		}
+	}
+}
+
+// TestEmbeddedIPv4FormsNotAnswered: the same through a whole answer and
+// the sets, for a private entry and a plain one.
+func TestEmbeddedIPv4FormsNotAnswered(t *testing.T) {
+	f := newFixture(t, "nat64.allowed.test!private", "sixtofour.allowed.test")
+	f.up.zone["nat64.allowed.test."] = []string{
+		"nat64.allowed.test. 300 IN AAAA 64:ff9b::c612:1",
+		"nat64.allowed.test. 300 IN AAAA 64:ff9b::7f00:1",
+		"nat64.allowed.test. 300 IN AAAA 64:ff9b::a9fe:a9fe",
+		"nat64.allowed.test. 300 IN AAAA 64:ff9b::c612:20a",
+	}
+	f.up.zone["sixtofour.allowed.test."] = []string{
+		"sixtofour.allowed.test. 300 IN AAAA 2002:c612:1::1",
+		"sixtofour.allowed.test. 300 IN AAAA 2002:7f00:1::1",
+		"sixtofour.allowed.test. 300 IN AAAA 2002:a9fe:a9fe::1",
+		"sixtofour.allowed.test. 300 IN AAAA 2002:c612:20a::1",
+	}
+	for _, tt := range [][2]string{{"nat64.allowed.test.", "64:ff9b::c612:20a"}, {"sixtofour.allowed.test.", "2002:c612:20a::1"}} {
+		name, want := tt[0], tt[1]
+		r := f.ask(t, name, dns.TypeAAAA)
+		if got := answers(r); !slices.Equal(got, []string{want}) {
+			t.Errorf("%s: answer %v, want only %s", name, got, want)
+		}
+		if ev := f.log.Last(); ev.Reason != reasonFilteredAddrs || len(ev.Addrs) != 3 {
+			t.Errorf("%s: event %+v, want addresses_dropped naming three addresses", name, ev)
+		}
+	}
+	if got := f.fw.allowed(); !slices.Equal(got, []string{"64:ff9b::c612:20a", "2002:c612:20a::1"}) {
+		t.Errorf("allowed %v", got)
+	}
+}

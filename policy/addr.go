@@ -45,14 +45,33 @@ func Forbidden(addr netip.Addr) bool {
 	if InPrefixes(forbiddenV6, addr) {
 		return true
 	}
-	b := addr.As16()
-	switch {
-	case nat64.Contains(addr):
-		return Forbidden(netip.AddrFrom4([4]byte(b[12:16])))
-	case sixTo4.Contains(addr):
-		return Forbidden(netip.AddrFrom4([4]byte(b[2:6])))
+	if v4, ok := EmbeddedIPv4(addr); ok {
+		return Forbidden(v4)
 	}
 	return false
+}
+
+// EmbeddedIPv4 returns the IPv4 address that the IPv6 address a stands
+// for: an IPv4-mapped address (::ffff:0:0/96), one under the well-known
+// NAT64 prefix (64:ff9b::/96, RFC 6052) or a 6to4 address (2002::/16,
+// RFC 3056), which a NAT64 gateway or a 6to4 relay delivers to that IPv4
+// address. ok is false for every other address, IPv4 ones included. A check
+// that compares addresses against a list must judge this address too: the
+// gateway's own address, loopback and 169.254.169.254 each have these forms.
+func EmbeddedIPv4(a netip.Addr) (v4 netip.Addr, ok bool) {
+	if !a.Is6() {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	switch {
+	case a.Is4In6():
+		return a.Unmap(), true
+	case nat64.Contains(a):
+		return netip.AddrFrom4([4]byte(b[12:16])), true
+	case sixTo4.Contains(a):
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	}
+	return netip.Addr{}, false
 }
 
 // InPrefixes reports whether addr is in any of ps (a mapped IPv4 address

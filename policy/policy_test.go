@@ -274,3 +274,29 @@ allow:
 		}
 	}
 }
+
+func TestEmbeddedIPv4(t *testing.T) {
+	tests := []struct {
+		in, want string // want "" for no embedded address
+	}{
+		{"64:ff9b::c612:1", "198.18.0.1"}, // NAT64
+		{"64:ff9b::7f00:1", "127.0.0.1"},  // NAT64
+		{"64:ff9b::a9fe:a9fe", "169.254.169.254"},
+		{"2002:c612:1::", "198.18.0.1"},      // 6to4, subnet and host bits zero
+		{"2002:7f00:1:ffff::1", "127.0.0.1"}, // 6to4 with subnet and host bits
+		{"2002:a9fe:a9fe::1", "169.254.169.254"},
+		{"::ffff:169.254.169.254", "169.254.169.254"},
+		{"64:ff9b:0:1::c612:1", ""}, // outside the /96
+		{"64:ff9b:1::c612:1", ""},   // local-use NAT64: the position is not known
+		{"2003:c612:1::", ""},
+		{"2001:db8::1", ""},
+		{"::7f00:1", ""},
+		{"198.18.0.1", ""},
+	}
+	for _, tt := range tests {
+		got, ok := EmbeddedIPv4(netip.MustParseAddr(tt.in))
+		if want := tt.want != ""; ok != want || (ok && got != netip.MustParseAddr(tt.want)) {
+			t.Errorf("EmbeddedIPv4(%s) = %v, %v; want %q", tt.in, got, ok, tt.want)
+		}
+	}
+}
