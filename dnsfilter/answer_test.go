@@ -2,6 +2,7 @@ package dnsfilter
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -370,5 +371,104 @@ func TestEmbeddedIPv4FormsNotAnswered(t *testing.T) {
 	}
 	if got := f.fw.allowed(); !slices.Equal(got, []string{"64:ff9b::c612:20a", "2002:c612:20a::1"}) {
 		t.Errorf("allowed %v", got)
+	}
+}
+
+// TestRefusedSetUpdateNeverAnswers: while the kernel refuses the update
+// (a full set), every answer is SERVFAIL, the cached one too; once it
+// accepts again, the same name resolves.
+func TestRefusedSetUpdateNeverAnswers(t *testing.T) {
+	f := newFixture(t, "allowed.test")
+	f.fw.err = errors.New("add element: no space left on device")
+	for i := range 2 { // the second is answered from the cache
+		r := f.ask(t, "allowed.test.", dns.TypeA)
+		if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
+			t.Fatalf("try %d: got %s %v, want SERVFAIL without addresses", i, dns.RcodeToString[r.Rcode], answers(r))
+		}
+		if ev := f.log.Last(); ev.Allow || ev.Reason != reasonSetUpdate || !strings.Contains(ev.Detail, "no space") {
+			t.Errorf("try %d: event %+v, want a refusal for %s with the kernel's error", i, ev, reasonSetUpdate)
+		}
+	}
+	if q := f.up.questions(); len(q) != 1 {
+		t.Errorf("upstream asked %v, want once (the answer is cached, never released)", q)
+	}
+	f.fw.err = nil
+	if r := f.ask(t, "allowed.test.", dns.TypeA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 2 {
+		t.Errorf("after the set accepts again: %s %v, want both addresses", dns.RcodeToString[r.Rcode], answers(r))
+	}
+}
+
+// TestFullPinTableIsServfail: an answer whose addresses cannot be pinned
+// is SERVFAIL, never the addresses.
+func TestFullPinTableIsServfail(t *testing.T) {
+	f := newFixtureWith(t, func(c *Config) { c.Pins = NewPins(2) }, "*.allowed.test")
+	if r := f.ask(t, "v6.allowed.test.", dns.TypeAAAA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("one pin of two: %s %v, want the address", dns.RcodeToString[r.Rcode], answers(r))
+	}
+	r := f.ask(t, "www.allowed.test.", dns.TypeA) // a new pin: fits
+	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("second pin: %s %v, want the address", dns.RcodeToString[r.Rcode], answers(r))
+	}
+	r = f.ask(t, "chain.allowed.test.", dns.TypeA) // a third
+	if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
+		t.Fatalf("full pin table: %s %v, want SERVFAIL without addresses", dns.RcodeToString[r.Rcode], answers(r))
+	}
+	if ev := f.log.Last(); ev.Allow || ev.Reason != reasonPinTable {
+		t.Errorf("event %+v, want %s", ev, reasonPinTable)
+	}
+	if f.pins.Pinned("chain.allowed.test", netip.MustParseAddr("198.18.2.20")) {
+		t.Error("address pinned although the table was full")
+	}
+}
+
+// TestPinExpires: a pin lasts as long as the set element, max(TTL, min
+// TTL), and not a moment longer; a sweep then frees it.
+func TestPinExpires(t *testing.T) {
+	f := newFixture(t, "short.allowed.test")
+	now := time.Unix(1_000_000, 0)
+	f.srv.now = func() time.Time { return now }
+	f.pins.now = f.srv.now
+	f.ask(t, "short.allowed.test.", dns.TypeA) // TTL 1 s: held for the min TTL
+	a := netip.MustParseAddr("198.18.2.10")
+	if need := f.fw.calls[0].need; need != DefaultMinTTL {
+		t.Fatalf("set element for %v, want %v", need, DefaultMinTTL)
+	}
+	now = now.Add(DefaultMinTTL - time.Millisecond)
+	if !f.pins.Pinned("short.allowed.test", a) {
+		t.Error("pin expired before the set element")
+	}
+	now = now.Add(time.Millisecond)
+	if f.pins.Pinned("short.allowed.test", a) {
+		t.Error("pin still valid when the set element expires")
+	}
+	f.pins.Sweep()
+	if n := f.pins.Len(); n != 0 {
+		t.Errorf("%d pins after a sweep, want 0", n)
+	}
+}
+
+// TestMaxTTLBoundsSetAndPin: --max-ttl bounds the set element's timeout,
+// the pin and the served TTL of a huge upstream TTL.
+func TestMaxTTLBoundsSetAndPin(t *testing.T) {
+	const maxTTL = 10 * time.Second
+	f := newFixtureWith(t, func(c *Config) { c.MinTTL, c.MaxTTL = 2*time.Second, maxTTL }, "huge.allowed.test")
+	now := time.Unix(1_000_000, 0)
+	f.srv.now = func() time.Time { return now }
+	f.pins.now = f.srv.now
+	r := f.ask(t, "huge.allowed.test.", dns.TypeA)
+	if ttl := time.Duration(r.Answer[0].Header().Ttl) * time.Second; ttl != maxTTL {
+		t.Errorf("served TTL %v, want %v", ttl, maxTTL)
+	}
+	if need := f.fw.calls[0].need; need != maxTTL {
+		t.Errorf("set element for %v, want %v", need, maxTTL)
+	}
+	a := netip.MustParseAddr("198.18.2.10")
+	now = now.Add(maxTTL - time.Millisecond)
+	if !f.pins.Pinned("huge.allowed.test", a) {
+		t.Error("pin expired before max TTL")
+	}
+	now = now.Add(time.Millisecond)
+	if f.pins.Pinned("huge.allowed.test", a) {
+		t.Error("pin outlived max TTL")
 	}
 }

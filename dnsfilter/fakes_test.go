@@ -103,6 +103,13 @@ type fixture struct {
 
 func newFixture(t testing.TB, allow ...string) *fixture {
 	t.Helper()
+	return newFixtureWith(t, nil, allow...)
+}
+
+// newFixtureWith is newFixture with the Server's Config changed by mod
+// first (mod may be nil).
+func newFixtureWith(t testing.TB, mod func(*Config), allow ...string) *fixture {
+	t.Helper()
 	var entries []policy.Entry
 	for _, a := range allow {
 		private := strings.HasSuffix(a, "!private")
@@ -118,11 +125,16 @@ func newFixture(t testing.TB, allow ...string) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{up: &fakeUpstream{zone: testZone()}, fw: &fakeAllower{}, pins: NewPins(1000), log: &journal.Memory{}}
-	f.srv, err = New(Config{
+	cfg := Config{
 		Agent: "test", Clients: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
 		Internal: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
 		IPv6:     true, Upstream: f.up, Allower: f.fw, Pins: f.pins, Journal: f.log,
-	}, p)
+	}
+	if mod != nil {
+		mod(&cfg)
+		f.pins = cfg.Pins
+	}
+	f.srv, err = New(cfg, p)
 	if err != nil {
 		t.Fatal(err)
 	}
