@@ -2,8 +2,10 @@ package tlsinspect
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluicegw/sluice/journal"
@@ -166,17 +169,22 @@ func (px *Proxy) exchange(c, up idleConn, br, upr *bufio.Reader, req *http.Reque
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header["User-Agent"] = []string{""} // keep req.Write from adding Go's own
 	}
-	if err := req.Write(up); err != nil {
+	sent, err := send(up, req)
+	if err != nil {
 		return false
 	}
-	resp, err := http.ReadResponse(upr, req)
+	resp, err := response(c, upr, req)
 	if err != nil {
+		abandon(c, up, sent)
 		return false
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// Not h2c (refused above): a WebSocket or similar. From here on the
 		// bytes are opaque, as on a spliced TLS connection.
+		if !sent() {
+			return false
+		}
 		if err := resp.Write(c); err != nil {
 			return false
 		}
@@ -192,9 +200,99 @@ func (px *Proxy) exchange(c, up idleConn, br, upr *bufio.Reader, req *http.Reque
 		return false
 	}
 	if err := resp.Write(c); err != nil {
+		abandon(c, up, sent)
 		return false
 	}
-	return !req.Close && !resp.Close
+	// A destination may answer before it has read the whole body; the
+	// next request starts only after it.
+	return sent() && !req.Close && !resp.Close
+}
+
+// send writes req upstream and returns a function that waits until it is
+// written and reports whether all of it was; err is a failure to write a
+// request that has no body. A request with a body is
+// written on its own goroutine while the responses are read: a client that
+// sent "Expect: 100-continue" waits for the 100 before it sends the body,
+// and a destination may answer before reading it.
+func send(up idleConn, req *http.Request) (wait func() bool, err error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		if err := req.Write(up); err != nil {
+			return nil, err
+		}
+		return func() bool { return true }, nil
+	}
+	body := &bodyReader{r: req.Body}
+	req.Body = body
+	done := make(chan bool, 1)
+	go func() {
+		err := req.Write(up)
+		if err != nil && body.err != nil && !errors.Is(body.err, io.EOF) {
+			// The client broke off its body: no answer can follow.
+			// Closing the destination ends the wait for one.
+			up.c.Close()
+		}
+		done <- err == nil
+	}()
+	return sync.OnceValue(func() bool { return <-done }), nil
+}
+
+// abandon ends a failed exchange: the goroutine sending the body, if any,
+// waits for neither side any more.
+func abandon(c, up idleConn, sent func() bool) {
+	up.c.Close()
+	_ = c.c.CloseRead()
+	sent()
+}
+
+// bodyReader remembers why reading a request body from the client failed.
+type bodyReader struct {
+	r   io.ReadCloser
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *bodyReader) Close() error { return b.r.Close() }
+
+// response reads the destination's answer to req. Interim responses (1xx,
+// but 101, which is final) go to the client as they come, and the final
+// one is returned. An HTTP/1.0 client, which cannot expect them, is not
+// sent any (RFC 9110, section 15.2).
+func response(c idleConn, upr *bufio.Reader, req *http.Request) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(upr, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+		if req.ProtoAtLeast(1, 1) {
+			if err := writeInterim(c, resp); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// writeInterim writes an interim response's head, all it has.
+func writeInterim(c idleConn, resp *http.Response) error {
+	var b bytes.Buffer
+	code := strconv.Itoa(resp.StatusCode)
+	text := strings.TrimSpace(strings.TrimPrefix(resp.Status, code))
+	fmt.Fprintf(&b, "HTTP/1.1 %s %s\r\n", code, text)
+	if err := resp.Header.Write(&b); err != nil {
+		return err
+	}
+	b.WriteString("\r\n")
+	_, err := c.Write(b.Bytes())
+	return err
 }
 
 var errHeadTooBig = errors.New("request head too large")
