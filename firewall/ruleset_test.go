@@ -3,12 +3,13 @@ package firewall
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/sluicegw/sluice/policy"
 	"github.com/sluicegw/sluice/testing/nstest"
 )
 
@@ -21,16 +22,9 @@ func newManagerB(b *testing.B) (*Manager, *nstest.NS) { return newManagerTB(b, f
 func newManagerTB(t testing.TB, refreshByDelete bool) (*Manager, *nstest.NS) {
 	t.Helper()
 	ns := nstest.New(t, nstest.Prefix()+"-gw")
-	e, err := policy.ParseAllowFlag("198.51.100.0/24:22")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := New(Config{
-		NetNSFd: ns.Fd(), AgentIface: "sla0",
-		AgentAddr4: netip.MustParseAddr("198.18.0.2"), AgentAddr6: netip.MustParseAddr("2001:db8:a::2"),
-		DNSPort: 5353, LogGroup: 7, TLSProxyPort: 4443, HTTPProxyPort: 4080,
-		TLSPorts: []uint16{443, 8443}, HTTPPorts: []uint16{80}, Prefixes: []*policy.Entry{&e}, RefreshByDelete: refreshByDelete,
-	})
+	cfg := fullConfig(t)
+	cfg.NetNSFd, cfg.RefreshByDelete = ns.Fd(), refreshByDelete
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,35 +84,155 @@ func jsonString(v any) string {
 	return strings.Trim(string(b), `"`)
 }
 
+// TestInstallRuleset reads the installed table back with the nft tool and
+// checks every chain rule by rule, in order: a packet meets the rules of a
+// chain in this order, and the chains of one hook in the order of their
+// priorities (the spoof filter at mangle before the redirects at dstnat).
+// A signature is the rule as nft prints it; " … " stands for text in
+// between that nft versions print differently (the dead-man switch's
+// constant key has no type nft knows).
 func TestInstallRuleset(t *testing.T) {
 	_, ns := newManager(t, false)
 	out := ns.Run(t, "nft", "list", "table", "inet", "sluice")
-	for _, want := range []string{
-		`iifname "sla0" udp dport 53 redirect to :5353`,
-		`iifname "sla0" tcp dport 53 redirect to :5353`,
-		`iifname "sla0" tcp dport 443 fib daddr type != local redirect to :4443`,
-		`iifname "sla0" tcp dport 8443 fib daddr type != local redirect to :4443`,
-		`iifname "sla0" tcp dport 80 fib daddr type != local redirect to :4080`,
-		`tcp dport 4443 ct status dnat accept`,
-		`ip saddr != 198.18.0.2`,
-		`ip6 saddr != 2001:db8:a::2 ip6 saddr != fe80::/10`,
-		`udp dport 443 limit rate 50/second burst 100 packets log prefix "sluice quic" group 7`,
-		`udp dport 443 reject with icmpx admin-prohibited`,
-		`tcp dport 853 reject with tcp reset`,
-		`!= @alive reject with icmpx admin-prohibited`,
-		`ip daddr . tcp dport @allow4 accept`,
-		`ip6 daddr . tcp dport @allow6 accept`,
-		`ip daddr 198.51.100.0/24 tcp dport 22 accept`,
-		`log prefix "sluice no_set_entry" group 7`,
-		`log prefix "sluice gateway_port" group 7`,
-		`meta l4proto tcp reject with tcp reset`,
-		`iifname "sla0" oifname != "sla0" masquerade`,
-		`oifname "sla0" drop`,
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("ruleset lacks %q:\n%s", want, out)
+	const (
+		spoof4 = `iifname "sla0" ip saddr != 198.18.0.2 `
+		spoof6 = `iifname "sla0" ip6 saddr != 2001:db8:a::2 ip6 saddr != fe80::/10 `
+		limit  = `limit rate 50/second burst 100 packets `
+		admin  = `reject with icmpx admin-prohibited`
+		tcpRST = `meta l4proto tcp reject with tcp reset`
+	)
+	want := map[string][]string{
+		"prerouting_filter": {
+			`type filter hook prerouting priority mangle; policy accept;`,
+			spoof4 + limit + `log prefix "sluice spoofed_source" group 7`,
+			spoof4 + `drop`,
+			spoof6 + limit + `log prefix "sluice spoofed_source" group 7`,
+			spoof6 + `drop`,
+		},
+		"prerouting": {
+			`type nat hook prerouting priority dstnat; policy accept;`,
+			`iifname "sla0" udp dport 53 redirect to :5353`,
+			`iifname "sla0" tcp dport 53 redirect to :5353`,
+			`iifname "sla0" tcp dport 443 fib daddr type != local redirect to :4443`,
+			`iifname "sla0" tcp dport 8443 fib daddr type != local redirect to :4443`,
+			`iifname "sla0" tcp dport 80 fib daddr type != local redirect to :4080`,
+		},
+		"input": {
+			`type filter hook input priority filter; policy accept;`,
+			`iifname "sla0" jump agent_in`,
+		},
+		"agent_in": {
+			`ct state established,related accept`,
+			`udp dport 5353 ct status dnat accept`,
+			`tcp dport 5353 ct status dnat accept`,
+			`tcp dport 4443 ct status dnat accept`,
+			`tcp dport 4080 ct status dnat accept`,
+			`icmpv6 type nd-neighbor-solicit accept`,
+			`icmpv6 type nd-neighbor-advert accept`,
+			`meta pkttype multicast drop`,
+			`meta pkttype broadcast drop`,
+			`meta l4proto tcp ` + limit + `log prefix "sluice gateway_port" group 7`,
+			tcpRST,
+			limit + `log prefix "sluice gateway_port" group 7`,
+			admin,
+		},
+		"forward": {
+			`type filter hook forward priority filter; policy accept;`,
+			`iifname "sla0" jump agent_fwd`,
+			`oifname "sla0" ct state established,related accept`,
+			`oifname "sla0" drop`,
+		},
+		"agent_fwd": {
+			`ct state invalid drop`,
+			`ct state established,related accept`,
+			`meta l4proto tcp … != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
+			`meta l4proto tcp … != @alive reject with tcp reset`,
+			`0x1 … != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
+			`0x1 … != @alive ` + admin,
+			`udp dport 443 ` + limit + `log prefix "sluice quic" group 7`,
+			`udp dport 443 ` + admin,
+			`tcp dport 853 ` + limit + `log prefix "sluice dot" group 7`,
+			`tcp dport 853 reject with tcp reset`,
+			`udp dport 853 ` + limit + `log prefix "sluice dot" group 7`,
+			`udp dport 853 ` + admin,
+			`ip daddr . tcp dport @allow4 accept`,
+			`ip6 daddr . tcp dport @allow6 accept`,
+			`ip daddr 198.51.100.0/24 tcp dport 22 accept`,
+			`meta l4proto tcp ` + limit + `log prefix "sluice no_set_entry" group 7`,
+			tcpRST,
+			limit + `log prefix "sluice no_set_entry" group 7`,
+			admin,
+		},
+		"postrouting": {
+			`type nat hook postrouting priority srcnat; policy accept;`,
+			`iifname "sla0" oifname != "sla0" masquerade`,
+		},
+	}
+	got := chainLines(out)
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		sigs := want[name]
+		lines, ok := got[name]
+		if !ok {
+			t.Errorf("chain %s missing:\n%s", name, out)
+			continue
+		}
+		for i := range max(len(lines), len(sigs)) {
+			switch {
+			case i >= len(lines):
+				t.Errorf("chain %s: rule %d missing, want %q", name, i, sigs[i])
+			case i >= len(sigs):
+				t.Errorf("chain %s: rule %d %q not expected", name, i, lines[i])
+			case !matchSignature(lines[i], sigs[i]):
+				t.Errorf("chain %s: rule %d is %q, want %q", name, i, lines[i], sigs[i])
+			}
 		}
 	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("chain %s not expected:\n%s", name, out)
+		}
+	}
+}
+
+// chainLines returns the lines of each chain of `nft list table` output,
+// in order: the base chain's type line first, then one line per rule.
+func chainLines(out string) map[string][]string {
+	chains := map[string][]string{}
+	var cur string
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "chain ") && strings.HasSuffix(l, " {"):
+			cur = strings.TrimSuffix(strings.TrimPrefix(l, "chain "), " {")
+			chains[cur] = nil
+		case l == "}":
+			cur = ""
+		case cur != "" && l != "":
+			chains[cur] = append(chains[cur], l)
+		}
+	}
+	return chains
+}
+
+// matchSignature reports whether line is sig, where each " … " in sig
+// stands for any text.
+func matchSignature(line, sig string) bool {
+	parts := strings.Split(sig, "…")
+	if len(parts) == 1 {
+		return line == sig
+	}
+	if !strings.HasPrefix(line, parts[0]) || !strings.HasSuffix(line, parts[len(parts)-1]) {
+		return false
+	}
+	rest := line[len(parts[0]):]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(rest, p)
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+len(p):]
+	}
+	return len(rest) >= len(parts[len(parts)-1])
 }
 
 func TestAllowAndRefresh(t *testing.T) {
