@@ -1,10 +1,24 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sluicegw/sluice/testing/fakenet"
 )
 
 // hello runs the helper TLS client against ADDR with SNI and MODE and
@@ -102,81 +116,267 @@ echo | openssl s_client -connect `+allowedAddr+`:443 -servername allowed.test -C
 	noContacts(t, "an attacker endpoint", w.sinkContacts())
 }
 
+// TestTLSHelloShapes: hellos split across segments and records pass
+// (full handshakes, the positive controls); hellos carrying ECH or ESNI,
+// hellos past the size cap and bytes that are not TLS are reset at once,
+// each followed on the same path by a plain hello that is answered, so a
+// hang, a FIN or a broken proxy cannot pass for a refusal.
 func TestTLSHelloShapes(t *testing.T) {
 	w := newWorld(t)
+	addr := allowedAddr + ":443"
+	control := "hello:allowed.test:plain"
 	r := w.run(t, []string{"--allow", "allowed.test:443"}, prelude+`
 dig +short allowed.test >/dev/null
-`+w.hello("plain", allowedAddr+":443", "allowed.test", "plain")+
-		w.hello("segments1", allowedAddr+":443", "allowed.test", "segments1")+
-		w.hello("records7", allowedAddr+":443", "allowed.test", "records7")+
-		w.hello("ech", allowedAddr+":443", "allowed.test", "ech")+
-		w.hello("esni", allowedAddr+":443", "allowed.test", "esni")+
-		w.hello("huge", allowedAddr+":443", "allowed.test", "huge")+`
-printf 'GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n' | nc -w 3 `+allowedAddr+` 443 | wc -c | sed 's/^/http_on_443=/'
-head -c 4096 /dev/urandom | nc -w 3 `+allowedAddr+` 443 | wc -c | sed 's/^/garbage=/'
-printf 'SSH-2.0-OpenSSH_9.2\r\n' | nc -w 3 `+allowedAddr+` 443 | wc -c | sed 's/^/ssh=/'
-`)
+`+w.hello("plain", addr, "allowed.test", "plain")+
+		w.hello("segments1", addr, "allowed.test", "segments1")+
+		w.hello("records7", addr, "allowed.test", "records7")+
+		rawCmd("ech", addr, "hello:allowed.test:ech", control)+
+		rawCmd("esni", addr, "hello:allowed.test:esni", control)+
+		rawCmd("huge", addr, "hello:allowed.test:huge", control)+
+		rawCmd("http_on_443", addr, `bytes:GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n`, control)+
+		rawCmd("garbage", addr, "random:4096", control)+
+		rawCmd("ssh", addr, `bytes:SSH-2.0-OpenSSH_9.2\r\n`, control))
+	refused := "reset," + rawAnswered
 	expect(t, r, map[string]string{
 		"plain": "ok", "segments1": "ok", "records7": "ok",
-		"ech": "handshake:_reset", "esni": "handshake:_reset", "huge": "handshake:_reset",
-		"http_on_443": "0", "garbage": "0", "ssh": "0",
+		"ech": refused, "esni": refused, "huge": refused,
+		"http_on_443": refused, "garbage": refused, "ssh": refused,
 	})
-	for _, reason := range []string{"ech", "hello_too_large", "not_tls"} {
-		if !strings.Contains(r.stderr, "layer=tls reason="+reason) {
-			t.Errorf("no tls refusal with reason %s on stderr", reason)
-		}
-	}
+	countReasons(t, r, "tls", map[string]int{"ech": 2, "hello_too_large": 1, "not_tls": 3})
 	if n := len(w.web.Contacts()); n != 3 {
 		t.Errorf("web server saw %d requests, want the 3 good handshakes: %+v", n, w.web.Contacts())
 	}
 }
 
+// TestHTTPHostRules: on the HTTP path, each request whose authority is
+// not allowed, is ambiguous or would carry other traffic is reset at
+// once, and an honest request on a new connection to the same address
+// right after it gets its 200, so a hang, a FIN or a broken proxy cannot
+// pass for a refusal. A refusal after an allowed request on a kept-alive
+// connection ends it with a FIN behind the first answer.
 func TestHTTPHostRules(t *testing.T) {
 	w := newWorld(t)
-	send := func(name, req string) string {
-		return "printf '" + req + "' | nc -w 3 " + allowedAddr + " 80 | head -1 | grep -c ' 200 ' | sed 's/^/" + name + "=/'\n"
-	}
+	addr := allowedAddr + ":80"
+	honest := `http:GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`
+	refusal := func(name, req string) string { return rawCmd(name, addr, "http:"+req, honest) }
 	r := w.run(t, []string{"--allow", "allowed.test:80"}, prelude+`
 dig +short allowed.test >/dev/null
-`+send("honest", `GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`)+
-		send("other_host", `GET / HTTP/1.1\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+
-		send("absolute", `GET http://cust-evil.cdn.test/ HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`)+
-		send("duplicate", `GET / HTTP/1.1\r\nHost: allowed.test\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+
-		send("connect", `CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n`)+
-		send("h2c", `GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n`)+
-		send("no_host", `GET / HTTP/1.0\r\n\r\n`)+
-		send("other_port", `GET / HTTP/1.1\r\nHost: allowed.test:8080\r\nConnection: close\r\n\r\n`)+
-		send("h2_preface", `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`)+
-		send("absolute_allowed", `GET http://allowed.test/ HTTP/1.1\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+`
-printf 'GET /one HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET /two HTTP/1.1\r\nHost: cust-evil.cdn.test\r\n\r\n' | nc -w 3 `+allowedAddr+` 80 | grep -c 'HTTP/1.1 200' | sed 's/^/keepalive_ok=/'
-`)
+`+rawCmd("honest", addr, honest)+
+		refusal("other_host", `GET / HTTP/1.1\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+
+		refusal("absolute", `GET http://cust-evil.cdn.test/ HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n`)+
+		refusal("duplicate", `GET / HTTP/1.1\r\nHost: allowed.test\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+
+		refusal("connect", `CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n`)+
+		refusal("h2c", `GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n`)+
+		refusal("no_host", `GET / HTTP/1.0\r\n\r\n`)+
+		refusal("other_port", `GET / HTTP/1.1\r\nHost: allowed.test:8080\r\nConnection: close\r\n\r\n`)+
+		refusal("h2_preface", `PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`)+
+		rawCmd("absolute_allowed", addr, `http:GET http://allowed.test/ HTTP/1.1\r\nHost: cust-evil.cdn.test\r\nConnection: close\r\n\r\n`)+
+		rawCmd("keepalive", addr, `http:GET /one HTTP/1.1\r\nHost: allowed.test\r\n\r\nGET /two HTTP/1.1\r\nHost: cust-evil.cdn.test\r\n\r\n`))
 	// absolute_allowed names allowed.test in its URI and another host in its
 	// Host header: it passes as allowed.test, and the loop below checks that
 	// the upstream saw only that Host (the request is written anew).
+	refused := "reset,200_fin"
 	expect(t, r, map[string]string{
-		"honest": "1", "other_host": "0", "absolute": "0", "duplicate": "0", "connect": "0",
-		"h2c": "0", "no_host": "0", "other_port": "0", "h2_preface": "0", "absolute_allowed": "1", "keepalive_ok": "1",
+		"honest": "200_fin", "other_host": refused, "absolute": refused, "duplicate": refused, "connect": refused,
+		"h2c": refused, "no_host": refused, "other_port": refused, "h2_preface": refused,
+		"absolute_allowed": "200_fin", "keepalive": "200_fin",
 	})
-	for _, reason := range []string{"host_not_allowed", "conflicting_host", "connect_method", "h2c_upgrade", "no_host"} {
-		if !strings.Contains(r.stderr, "layer=http reason="+reason) {
-			t.Errorf("no http refusal with reason %s on stderr", reason)
-		}
-	}
+	countReasons(t, r, "http", map[string]int{
+		"host_not_allowed": 3, // other_host, absolute, keep-alive's second
+		"conflicting_host": 2, // duplicate, other_port
+		"connect_method":   1, "h2c_upgrade": 1, "no_host": 1, "bad_request": 1,
+	})
 	for _, c := range w.web.Contacts() {
-		if c.Host != "allowed.test" {
-			t.Errorf("the web server saw a request for %q", c.Host)
+		if c.Host != "allowed.test" || c.Path == "/two" {
+			t.Errorf("the web server saw a request for %q %s", c.Host, c.Path)
 		}
 	}
-	if n := len(w.web.Contacts()); n != 3 { // honest, absolute_allowed, keep-alive's first
-		t.Errorf("the web server saw %d requests, want 3", n)
+	// honest, the 8 refusals' controls, absolute_allowed, keep-alive's first
+	if n := len(w.web.Contacts()); n != 11 {
+		t.Errorf("the web server saw %d requests, want 11", n)
 	}
-	// The honest request again, to an address never resolved for the name.
+	// The honest request again, to an address never resolved for the name,
+	// then to the one that was.
 	r = w.run(t, []string{"--allow", "allowed.test:80"}, prelude+`
 dig +short allowed.test >/dev/null
-printf 'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: close\r\n\r\n' | nc -w 3 `+evilAddr+` 80 | wc -c | sed 's/^/spoofed_dst=/'
-`)
-	expect(t, r, map[string]string{"spoofed_dst": "0"})
+`+rawCmd("spoofed_dst", evilAddr+":80", honest)+rawCmd("control", addr, honest))
+	expect(t, r, map[string]string{"spoofed_dst": "reset", "control": "200_fin"})
+	countReasons(t, r, "http", map[string]int{"address_not_pinned": 1})
 	noContacts(t, "an attacker endpoint", w.sinkContacts())
+}
+
+// countReasons checks how many refusals of each reason the run logged on
+// layer, so that each refusal of a test is seen refused for its reason.
+func countReasons(t *testing.T, r result, layer string, want map[string]int) {
+	t.Helper()
+	for reason, n := range want {
+		if got := strings.Count(r.stderr, "layer="+layer+" reason="+reason+" "); got != n {
+			t.Errorf("%d %s refusals with reason %s on stderr, want %d", got, layer, reason, n)
+		}
+	}
+}
+
+// The test binary doubles as a raw client too (besides the world's
+// helper): SLUICE_E2E_RAW=1 BINARY NAME ADDR SPEC... sends each SPEC on a
+// new connection to ADDR and prints NAME=OUTCOME,OUTCOME,... A SPEC is
+//
+//	http:BYTES   a request (Go string escapes), read to the end
+//	bytes:BYTES  bytes to send, then one byte of answer awaited
+//	random:N     N random bytes that do not start a TLS record, likewise
+//	hello:SNI:MODE  a Go ClientHello, plain, or with ECH, ESNI or padded
+//	             past the proxy's cap in 1-byte records (huge), likewise
+//
+// An OUTCOME is how the connection went: "answered" (a byte came back),
+// the status codes of the responses read, and then how it ended: "fin",
+// "reset" (ECONNRESET, or EPIPE on a write) or "timeout" (nothing for
+// 3 s), joined by "_".
+const rawEnv = "SLUICE_E2E_RAW"
+
+// rawAnswered is the outcome of a spec answered with at least a byte.
+const rawAnswered = "answered"
+
+func init() {
+	if os.Getenv(rawEnv) != "" {
+		os.Exit(rawClient(os.Args[1:]))
+	}
+}
+
+// rawCmd is the script line that runs the raw client (without the race
+// detector's pause at exit).
+func rawCmd(name, addr string, specs ...string) string {
+	exe, _ := os.Executable()
+	return rawEnv + "=1 GORACE=atexit_sleep_ms=0 " + exe + " " + name + " " + addr + " '" + strings.Join(specs, "' '") + "'\n"
+}
+
+func rawClient(args []string) int {
+	if len(args) < 3 {
+		fmt.Println("raw=usage")
+		return 2
+	}
+	var outcomes []string
+	for _, spec := range args[2:] {
+		outcomes = append(outcomes, rawOutcome(args[1], spec))
+	}
+	fmt.Printf("%s=%s\n", args[0], strings.Join(outcomes, ","))
+	return 0
+}
+
+func rawOutcome(addr, spec string) string {
+	payload, whole, err := rawPayload(spec)
+	if err != nil {
+		return "bad_spec(" + err.Error() + ")"
+	}
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return "dial_" + rawEnd(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write(payload); err != nil {
+		return rawEnd(err)
+	}
+	if !whole {
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			return rawEnd(err)
+		}
+		return rawAnswered
+	}
+	var got []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := c.Read(buf)
+		got = append(got, buf[:n]...)
+		if err != nil {
+			return strings.Join(append(statuses(got), rawEnd(err)), "_")
+		}
+	}
+}
+
+// rawPayload returns the bytes a spec sends, and whether the answer is
+// to be read to its end.
+func rawPayload(spec string) ([]byte, bool, error) {
+	kind, arg, _ := strings.Cut(spec, ":")
+	switch kind {
+	case "http", "bytes":
+		s, err := strconv.Unquote(`"` + arg + `"`)
+		return []byte(s), kind == "http", err
+	case "random":
+		n, err := strconv.Atoi(arg)
+		if err != nil || n < 1 {
+			return nil, false, fmt.Errorf("random:%s", arg)
+		}
+		b := make([]byte, n)
+		rand.Read(b)
+		b[0] &^= 0x80 // no TLS record starts so: the proxy need not wait for more
+		b[0] |= 0x40
+		return b, false, nil
+	case "hello":
+		sni, mode, _ := strings.Cut(arg, ":")
+		b, err := rawHello(sni, mode)
+		return b, false, err
+	}
+	return nil, false, fmt.Errorf("unknown spec %q", kind)
+}
+
+// rawHello is a Go ClientHello for sni, as mode says.
+func rawHello(sni, mode string) ([]byte, error) {
+	rec, err := fakenet.CaptureHello(&tls.Config{ServerName: sni, InsecureSkipVerify: true})
+	if err != nil {
+		return nil, err
+	}
+	var msg []byte
+	switch mode {
+	case "plain":
+		return rec, nil
+	case "ech":
+		msg, err = fakenet.AddExtension(rec, 0xfe0d, append([]byte{0, 0, 1, 0, 1, 5, 0, 32}, make([]byte, 50)...))
+	case "esni":
+		msg, err = fakenet.AddExtension(rec, 0xffce, append([]byte{0, 0, 1, 0, 1, 5, 0, 32}, make([]byte, 50)...))
+	case "huge": // a legal message, past the cap once framed in 1-byte records
+		msg, err = fakenet.AddExtension(rec, 21, make([]byte, 12000))
+		if err == nil {
+			return fakenet.Reframe(fakenet.Record(msg), 1), nil
+		}
+	default:
+		return nil, fmt.Errorf("unknown hello mode %q", mode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return fakenet.Record(msg), nil
+}
+
+// statuses returns the status codes of the HTTP responses in b, and
+// "garbage" for bytes after them that are none.
+func statuses(b []byte) []string {
+	var out []string
+	br := bufio.NewReader(bytes.NewReader(b))
+	for {
+		if _, err := br.Peek(1); err != nil {
+			return out
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+		}
+		if err != nil {
+			return append(out, "garbage")
+		}
+		out = append(out, strconv.Itoa(resp.StatusCode))
+	}
+}
+
+// rawEnd names how a connection ended.
+func rawEnd(err error) string {
+	switch {
+	case errors.Is(err, io.EOF):
+		return "fin"
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return "reset"
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	return "error(" + strings.ReplaceAll(err.Error(), " ", "_") + ")"
 }
 
 func TestProxySlowClients(t *testing.T) {
