@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -83,10 +84,17 @@ echo tcp_denied=$(echo "$tcp" | grep -c 'status: NXDOMAIN')
 dig @`+gwAddr+` evil.test | grep -q 'EDE: 15 (Blocked)'; echo ede=$?
 try getent getent hosts y.evil.test
 `)
+	nx := 0
 	for k, v := range r.values() {
-		if strings.HasPrefix(k, "nx_") && v != "0" {
-			t.Errorf("%s: not NXDOMAIN", k)
+		if strings.HasPrefix(k, "nx_") {
+			nx++
+			if v != "0" {
+				t.Errorf("%s: not NXDOMAIN", k)
+			}
 		}
+	}
+	if nx != 7 {
+		t.Errorf("%d denied names checked, want 7", nx)
 	}
 	expect(t, r, map[string]string{"tcp_allowed": "1", "tcp_denied": "2", "ede": "0", "getent": "2"})
 	if q := w.auth.AskedAbout("evil.test"); len(q) > 0 {
@@ -225,17 +233,74 @@ try late `+c+` --resolve short.allowed.test:443:`+allowedAddr+` https://short.al
 
 func TestGatewayPortsClosed(t *testing.T) {
 	w := newWorld(t)
-	r := w.run(t, []string{"--allow", "allowed.test"}, prelude+`
+	r := w.runPaused(t, []string{"--allow", "allowed.test"}, prelude+`
 echo open4=$(nc -z -w 1 -v `+gwAddr+` 1-65535 2>&1 | grep -c succeeded)
 echo open_dns=$(nc -z -w 1 -v `+gwAddr+` 53 2>&1 | grep -c succeeded)
 try other_addr nc -z -w 2 198.18.1.1 53
 echo open6=$(nc -z -w 1 -v 2001:db8:a::1 1-65535 2>&1 | grep -c succeeded)
-try link_local sh -c 'nc -z -w 2 fe80::1%eth0 53'
-`)
-	expect(t, r, map[string]string{"open4": "1", "open_dns": "1", "open6": "1", "other_addr": "0"})
+set -- $(pause)
+ll=$1; shift
+echo ll=$ll
+echo ll_ports=$(echo "$@" | tr ' ' ,)
+for p in "$@"; do try ll_$p nc -z -w 2 $ll%eth0 $p; done
+echo ll_router=$(ip -6 neigh show $ll dev eth0 | grep -c " router ")
+echo dns_ll=$(dig +time=2 +tries=1 @$ll%eth0 allowed.test | grep -o 'status: [A-Z]*')
+`, w.gatewayListeners)
+	expect(t, r, map[string]string{"open4": "1", "open_dns": "1", "open6": "1", "other_addr": "0",
+		"ll_router": "1", "dns_ll": "status: REFUSED"})
 	if !strings.Contains(r.stderr, "reason=gateway_port") {
 		t.Errorf("gateway port refusals not logged")
 	}
+	// The link-local address: every port sluice listens on in the gateway
+	// is refused there too (dropped, and journaled: the agent's TCP reset
+	// is lost on the way to a link-local source, so the refusal shows in
+	// the journal, not as a reset).
+	v := r.values()
+	ll, ports := v["ll"], strings.Split(v["ll_ports"], ",")
+	if !strings.HasPrefix(ll, "fe80:") || len(ports) < 2 {
+		t.Fatalf("gateway link-local address %q, listening ports %v: want an address and at least the resolver's and the proxy's ports", ll, ports)
+	}
+	for _, p := range ports {
+		if got := v["ll_"+p]; got != "1" {
+			t.Errorf("port %s at the gateway's link-local address: nc exit %q, want 1 (not connected)", p, got)
+		}
+		if want := "reason=gateway_port dst=[" + ll + "]:" + p + " "; !strings.Contains(r.stderr, want) {
+			t.Errorf("no refusal %q journaled", want)
+		}
+	}
+}
+
+// gatewayListeners returns the link-local address of the gateway's end of
+// the agent's link (the one link of the gateway namespace besides lo and
+// g1, the link to the fake internet), then the TCP ports listened on in
+// the gateway namespace, separated by spaces.
+func (w *world) gatewayListeners() (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", w.gw.Name, "ip", "-6", "-o", "addr", "show", "scope", "link").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%v: %s", err, out)
+	}
+	var found []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[2] != "inet6" || f[1] == "lo" || f[1] == "g1" || strings.HasPrefix(f[1], "g1@") {
+			continue
+		}
+		addr, _, _ := strings.Cut(f[3], "/")
+		found = append(found, addr)
+	}
+	if len(found) != 1 {
+		return "", fmt.Errorf("want one link-local address on the agent's link, found %v in\n%s", found, out)
+	}
+	out, err = exec.Command("ip", "netns", "exec", w.gw.Name, "ss", "-Hltn").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) >= 4 {
+			found = append(found, f[3][strings.LastIndex(f[3], ":")+1:])
+		}
+	}
+	return strings.Join(found, " "), nil
 }
 
 func TestExitStatusAndSignals(t *testing.T) {
@@ -275,6 +340,45 @@ func TestExitStatusAndSignals(t *testing.T) {
 	}
 }
 
+// runPaused runs script like run; the script calls `pause` once (as in
+// x=$(pause)), and the run waits there while between runs in the test,
+// with the agent and its gateway up; pause then prints between's result.
+// between must not call t's methods: it runs on another goroutine.
+func (w *world) runPaused(t *testing.T, flags []string, script string, between func() (string, error)) result {
+	t.Helper()
+	dir := t.TempDir()
+	paused, resume := filepath.Join(dir, "paused"), filepath.Join(dir, "resume")
+	pause := `pause() { touch ` + paused + `; i=0; while [ ! -e ` + resume + ` ]; do i=$((i+1)); [ $i -gt 600 ] && { echo pause=timeout; exit 99; }; sleep 0.05; done; cat ` + resume + `; }
+`
+	errc := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			if _, err := os.Stat(paused); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				errc <- errors.New("the script never paused")
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		out, err := between()
+		if werr := os.WriteFile(resume+".tmp", []byte(out), 0o644); werr == nil {
+			werr = os.Rename(resume+".tmp", resume)
+			err = errors.Join(err, werr)
+		} else {
+			err = errors.Join(err, werr)
+		}
+		errc <- err
+	}()
+	r := w.run(t, flags, pause+script)
+	if err := <-errc; err != nil {
+		t.Fatalf("while the run was paused: %v", err)
+	}
+	return r
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
@@ -294,10 +398,12 @@ func TestAnswerReleasedAfterSetUpdate(t *testing.T) {
 	r := w.run(t, []string{"--allow", "*.synth.test:81"},
 		dnsloadBin+" -server "+gwAddr+":53 -names 'n%07d.synth.test.' -unique -count 0 -c 4 -connect 81 -d 2s")
 	var answers, connects, refused int
-	fmt.Sscanf(r.stdout[strings.Index(r.stdout, "answers="):], "answers=%d", &answers)
-	if i := strings.Index(r.stdout, "connects="); i >= 0 {
-		fmt.Sscanf(r.stdout[i:], "connects=%d refused=%d", &connects, &refused)
+	i, j := strings.Index(r.stdout, "answers="), strings.Index(r.stdout, "connects=")
+	if i < 0 || j < 0 {
+		t.Fatalf("dnsload printed no answers=/connects= line: %q", r.stdout)
 	}
+	fmt.Sscanf(r.stdout[i:], "answers=%d", &answers)
+	fmt.Sscanf(r.stdout[j:], "connects=%d refused=%d", &connects, &refused)
 	if connects < 100 || refused != 0 {
 		t.Errorf("%d answers, %d immediate connections, %d refused; want many and none refused", answers, connects, refused)
 	}
