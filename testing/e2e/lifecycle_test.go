@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mdlayher/netlink"
+	"github.com/sluicegw/sluice/firewall"
 	"github.com/sluicegw/sluice/testing/fakenet"
 	"github.com/sluicegw/sluice/testing/nstest"
 	"github.com/ti-mo/conntrack"
@@ -37,21 +39,25 @@ sleep 2
 `
 	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--allow", "allowed.test")...), "--", "sh", "-c", script)
 	cmd := exec.Command("ip", args...)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	// A file, not a pipe: the agent outlives sluice and holds its copy of
+	// sluice's stderr, so Wait would wait for a pipe's copier forever.
+	stderr, err := os.Create(filepath.Join(dir, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stderr.Close()
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+	killed := time.Now()
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
-	// The dead-man switch lapses within the heartbeat period.
-	waitFor(t, func() bool {
-		set := w.gw.Run(t, "nft", "list", "set", "inet", "sluice", "alive")
-		return !strings.Contains(set, "elements")
-	})
+	lapsed := heartbeatLapses(t, w, killed)
+	t.Logf("the heartbeat element lapsed %v after the kill", lapsed.Round(time.Millisecond))
 	if err := os.WriteFile(goFile, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -76,6 +82,30 @@ sleep 2
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("next start did not report %q:\n%s", want, r.stderr)
 		}
+	}
+}
+
+// heartbeatBound is how long after sluice stops refreshing the heartbeat
+// (killed or stalled) its element may still be in the set: the promised
+// lifetime plus a margin for the last refresh's commit and the polling.
+const heartbeatBound = firewall.DefaultHeartbeat + 1500*time.Millisecond
+
+// heartbeatLapses polls the gateway's heartbeat set until its element is
+// gone and returns how long after since that was seen; it fails t as soon
+// as the element is seen present later than heartbeatBound after since.
+func heartbeatLapses(t *testing.T, w *world, since time.Time) time.Duration {
+	t.Helper()
+	for {
+		at := time.Since(since) // the listing below shows the set at or after this
+		set := w.gw.Run(t, "nft", "list", "set", "inet", "sluice", "alive")
+		if !strings.Contains(set, "elements") {
+			return time.Since(since)
+		}
+		if at > heartbeatBound {
+			t.Fatalf("the heartbeat element is still in the set %v after sluice stopped refreshing it (promised: %v):\n%s",
+				at.Round(time.Millisecond), firewall.DefaultHeartbeat, set)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
