@@ -23,6 +23,7 @@ const (
 	reasonSetUpdate     = "set_update_failed"
 	reasonPinTable      = "pin_table_full"
 	reasonFilteredAddrs = "addresses_dropped"
+	reasonNameBudget    = "name_budget_exceeded"
 )
 
 // outcome is what one query came to: the message to send and the decision
@@ -90,6 +91,11 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 		return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
 	}
 	ev.Name = d.Name
+	if !s.budgets.admit(d.Entry, d.Name, s.now()) {
+		ev.Reason = reasonNameBudget
+		ev.Detail = fmt.Sprintf("more than %d new names a minute under %s", d.Entry.NameBudget(), d.Entry.Host)
+		return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+	}
 	if q.Qtype == dns.TypeAAAA && !s.cfg.IPv6 {
 		ev.Allow, ev.Reason, ev.Detail = true, string(policy.ReasonAllowed), "no IPv6 on the gateway: empty answer"
 		return outcome{msg: reply(req, dns.RcodeSuccess), record: true, ev: ev}

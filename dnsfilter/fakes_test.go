@@ -1,9 +1,11 @@
 package dnsfilter
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -112,12 +114,21 @@ func newFixtureWith(t testing.TB, mod func(*Config), allow ...string) *fixture {
 	t.Helper()
 	var entries []policy.Entry
 	for _, a := range allow {
+		// "HOST!names=N" gives a wildcard a budget of N new names a minute (0: none).
+		a, budget, hasBudget := strings.Cut(a, "!names=")
 		private := strings.HasSuffix(a, "!private")
 		e, err := policy.ParseAllowFlag(strings.TrimSuffix(a, "!private"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.Private = private
+		if hasBudget {
+			n, err := strconv.Atoi(budget)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.MaxNewNames = cmp.Or(n, policy.NoNameBudget)
+		}
 		entries = append(entries, e)
 	}
 	p, err := policy.New(entries)

@@ -82,7 +82,9 @@ type Server struct {
 	cfg    Config
 	policy *policy.Policy
 	cache  *cache
-	now    func() time.Time
+	// budgets bounds the new names asked under each wildcard entry.
+	budgets *nameBudgets
+	now     func() time.Time
 
 	mu      sync.Mutex
 	servers []*dns.Server
@@ -109,7 +111,7 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, policy: p, cache: newCache(size), now: time.Now}, nil
+	return &Server{cfg: cfg, policy: p, cache: newCache(size), budgets: newNameBudgets(), now: time.Now}, nil
 }
 
 // ServeDNS implements dns.Handler.

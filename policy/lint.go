@@ -80,6 +80,9 @@ func Lint(p *Policy) []Warning {
 			if e.Private {
 				warn("%s is a wildcard with private: true: any name under it may point into your internal network", e.Host)
 			}
+			if e.NameBudget() == 0 {
+				warn("%s has max_new_names: 0, no budget of new names: the agent can carry data out in the names it asks, at any rate", e.Host)
+			}
 		}
 	}
 	return ws

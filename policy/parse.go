@@ -153,7 +153,7 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 		return e, false
 	}
 	before := len(p.errs)
-	var hostNode, cidrNode, portsNode, tlsNode, httpNode *yaml.Node
+	var hostNode, cidrNode, portsNode, tlsNode, httpNode, budgetNode *yaml.Node
 	p.mapping(n, path, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "host":
@@ -172,8 +172,10 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 				return
 			}
 			e.Private = v.Value == "true"
+		case "max_new_names":
+			budgetNode = v
 		default:
-			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, tls_ports, http_ports, private")
+			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, tls_ports, http_ports, private, max_new_names")
 		}
 	})
 	switch {
@@ -209,6 +211,9 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 	if (tlsNode != nil || httpNode != nil) && cidrNode != nil {
 		p.fail(n, path, "tls_ports and http_ports need a host to check; a cidr entry has none")
 	}
+	if budgetNode != nil {
+		p.nameBudget(&e, budgetNode, path+".max_new_names")
+	}
 	for _, port := range e.TLSPorts {
 		if slices.Contains(e.HTTPPorts, port) {
 			p.fail(n, path, "port %d is listed both in tls_ports and in http_ports", port)
@@ -219,6 +224,28 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 	slices.Sort(e.Ports)
 	e.Ports = slices.Compact(e.Ports)
 	return e, len(p.errs) == before
+}
+
+// nameBudget reads max_new_names: a whole number from 0 (no budget) to
+// MaxMaxNewNames, on a wildcard entry only.
+func (p *parser) nameBudget(e *Entry, n *yaml.Node, path string) {
+	v, err := strconv.Atoi(scalar(n))
+	if err != nil || v < 0 || v > MaxMaxNewNames {
+		p.fail(n, path, "must be a whole number of names a minute from 0 (no budget) to %d", MaxMaxNewNames)
+		return
+	}
+	if e.Host != "" && !e.Wildcard() {
+		p.fail(n, path, "only a wildcard host has a budget of new names; %s is one name", e.Host)
+		return
+	}
+	if e.Host == "" && e.Prefix.IsValid() {
+		p.fail(n, path, "only a wildcard host has a budget of new names; a cidr entry has no names")
+		return
+	}
+	e.MaxNewNames = v
+	if v == 0 {
+		e.MaxNewNames = NoNameBudget
+	}
 }
 
 func scalar(n *yaml.Node) string {

@@ -34,12 +34,44 @@ type Entry struct {
 	TLSPorts, HTTPPorts []uint16
 	// Private allows the name to resolve to private and internal addresses.
 	Private bool
+	// MaxNewNames bounds, for a wildcard entry, how many distinct names
+	// under it that it has not seen lately one agent may have resolved in
+	// a minute: the query names themselves can carry data out. Zero means
+	// DefaultMaxNewNames; NoNameBudget (written max_new_names: 0) means no
+	// bound. An exact entry has one name and no budget. See NameBudget.
+	MaxNewNames int
 	// Source says where the entry came from: "agent.yaml:7" or "--allow".
 	Source string
 }
 
 // Wildcard reports whether the entry matches subdomains rather than one name.
 func (e *Entry) Wildcard() bool { return strings.HasPrefix(e.Host, "*.") }
+
+// Name budget of a wildcard entry.
+const (
+	// DefaultMaxNewNames is a wildcard entry's budget when it names none:
+	// more distinct new names a minute than a package manager or a
+	// browser asks of one domain, and few enough that the names cannot
+	// carry much.
+	DefaultMaxNewNames = 100
+	// MaxMaxNewNames is the largest budget a policy may give.
+	MaxMaxNewNames = 10000
+	// NoNameBudget in MaxNewNames turns the budget off.
+	NoNameBudget = -1
+)
+
+// NameBudget is how many distinct new names under the entry one agent may
+// resolve a minute; 0 means no bound (an exact entry, or a wildcard whose
+// budget is turned off).
+func (e *Entry) NameBudget() int {
+	switch {
+	case !e.Wildcard() || e.MaxNewNames < 0:
+		return 0
+	case e.MaxNewNames == 0:
+		return DefaultMaxNewNames
+	}
+	return e.MaxNewNames
+}
 
 // String is the entry in the form a person would write it.
 func (e *Entry) String() string {
@@ -54,6 +86,9 @@ func (e *Entry) String() string {
 	s := target + " ports " + strings.Join(ports, ",")
 	if e.Private {
 		s += " private"
+	}
+	if e.Wildcard() && e.MaxNewNames != 0 {
+		s += " max_new_names " + strconv.Itoa(max(e.NameBudget(), 0))
 	}
 	return s
 }
@@ -163,7 +198,11 @@ func (p *Policy) computeHash() string {
 	h := sha256.New()
 	for _, e := range p.Entries() {
 		// Source is left out on purpose: moving a line does not change what is allowed.
-		fmt.Fprintf(h, "%s|%s|%v|%v|%v|%v\n", e.Host, prefixString(e.Prefix), e.Ports, e.Private, e.TLSPorts, e.HTTPPorts)
+		fmt.Fprintf(h, "%s|%s|%v|%v|%v|%v", e.Host, prefixString(e.Prefix), e.Ports, e.Private, e.TLSPorts, e.HTTPPorts)
+		if e.Wildcard() {
+			fmt.Fprintf(h, "|%d", e.NameBudget())
+		}
+		fmt.Fprintln(h)
 	}
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
 }

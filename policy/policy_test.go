@@ -105,6 +105,12 @@ func TestParseBad(t *testing.T) {
 		"ip-host.yaml":          {"ip-host.yaml:3: allow[0].host: \"192.0.2.1\": \"192.0.2.1\" is an IP address"},
 		"not-yaml.yaml":         {"not-yaml.yaml: not valid YAML"},
 		"private-not-bool.yaml": {"private-not-bool.yaml:4: allow[0].private: must be true or false"},
+		"name-budget.yaml": {
+			"name-budget.yaml:4: allow[0].max_new_names: only a wildcard host has a budget of new names; api.example.com is one name",
+			"name-budget.yaml:6: allow[1].max_new_names: must be a whole number of names a minute from 0 (no budget) to 10000",
+			"name-budget.yaml:8: allow[2].max_new_names: must be a whole number",
+			"name-budget.yaml:11: allow[3].max_new_names: only a wildcard host has a budget of new names; a cidr entry has no names",
+		},
 		"many.yaml": {
 			"many.yaml:3: allow[0].host: a bare '*'",
 			"many.yaml:5: allow[1].ports[0]: port \"0\"",
@@ -298,5 +304,60 @@ func TestEmbeddedIPv4(t *testing.T) {
 		if want := tt.want != ""; ok != want || (ok && got != netip.MustParseAddr(tt.want)) {
 			t.Errorf("EmbeddedIPv4(%s) = %v, %v; want %q", tt.in, got, ok, tt.want)
 		}
+	}
+}
+
+func TestNameBudget(t *testing.T) {
+	entries, err := ParseFile("n.yaml", []byte(`version: 1
+allow:
+  - host: "*.default.test"
+  - host: "*.ten.test"
+    max_new_names: 10
+  - host: "*.off.test"
+    max_new_names: 0
+  - host: exact.test
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{"a.default.test": DefaultMaxNewNames, "a.ten.test": 10, "a.off.test": 0, "exact.test": 0} {
+		if got := p.MatchName(name).Entry.NameBudget(); got != want {
+			t.Errorf("%s: budget %d, want %d", name, got, want)
+		}
+	}
+	flag, err := ParseAllowFlag("*.flag.test")
+	if err != nil || flag.NameBudget() != DefaultMaxNewNames {
+		t.Errorf("--allow wildcard: budget %d, %v; want the default", flag.NameBudget(), err)
+	}
+	var warned []string
+	for _, w := range Lint(p) {
+		if strings.Contains(w.Msg, "max_new_names: 0") {
+			warned = append(warned, w.Source)
+		}
+	}
+	if !slices.Equal(warned, []string{"n.yaml:6"}) {
+		t.Errorf("budget-off warnings at %v, want [n.yaml:6]", warned)
+	}
+	// The budget is part of what is allowed, so part of the hash; the
+	// default written out is the same policy as the default left out.
+	hash := func(doc string) string {
+		t.Helper()
+		es, err := ParseFile("h.yaml", []byte("version: 1\nallow:\n  - host: \"*.h.test\"\n"+doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := New(es)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Hash()
+	}
+	def, hundred, ten, off := hash(""), hash("    max_new_names: 100\n"), hash("    max_new_names: 10\n"), hash("    max_new_names: 0\n")
+	if def != hundred || def == ten || def == off || ten == off {
+		t.Errorf("hashes default %s, 100 %s, 10 %s, off %s: want default = 100 and the rest distinct", def, hundred, ten, off)
 	}
 }

@@ -395,7 +395,9 @@ func waitFor(t *testing.T, cond func() bool) {
 // with a new address, so every answer needs a fresh set element.
 func TestAnswerReleasedAfterSetUpdate(t *testing.T) {
 	w := newWorld(t)
-	r := w.run(t, []string{"--allow", "*.synth.test:81"},
+	// Every name is new: the budget of new names is turned off.
+	pol := policyFile(t, "  - host: \"*.synth.test\"\n    ports: [81]\n    max_new_names: 0\n")
+	r := w.run(t, []string{"--policy", pol},
 		dnsloadBin+" -server "+gwAddr+":53 -names 'n%07d.synth.test.' -unique -count 0 -c 4 -connect 81 -d 2s")
 	var answers, connects, refused int
 	i, j := strings.Index(r.stdout, "answers="), strings.Index(r.stdout, "connects=")
