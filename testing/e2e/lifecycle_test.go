@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -107,6 +110,113 @@ func heartbeatLapses(t *testing.T, w *world, since time.Time) time.Duration {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// probeTCP defines `probe NAME ADDR PORT`, which connects with nc and
+// prints NAME=connected, NAME=refused (a reset or an ICMP reject),
+// NAME=timeout or NAME=other, so that a refusal is told from a hang.
+const probeTCP = `probe() { out=$(nc -zv -w 2 "$2" "$3" 2>&1); case $out in
+  *succeeded*) r=connected;; *refused*|*prohibited*|*unreachable*) r=refused;; *"timed out"*) r=timeout;; *) r=other;; esac
+  echo "$1=$r"; }
+`
+
+// TestStalledFailsClosed stops sluice (SIGSTOP) while the agent lives: the
+// heartbeat is no longer refreshed, so within its 3 s lifetime the agent's
+// new connections are refused, even to an address it resolved before and
+// that the same probe reached just before the stop. Once sluice continues
+// (SIGCONT) the heartbeat returns, the path works again and sluice exits
+// cleanly when its command ends.
+func TestStalledFailsClosed(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	file := func(name string) string { return filepath.Join(dir, name) }
+	waitFile := func(name string) string {
+		return "while [ ! -e " + file(name) + " ]; do sleep 0.02; done\n"
+	}
+	// allowed.test:22 is a forwarded port (not the proxy's): only the
+	// sets and the heartbeat decide.
+	script := prelude + probeTCP + `dig +short allowed.test >/dev/null
+probe before ` + allowedAddr + ` 22
+touch ` + file("ready") + "\n" + waitFile("go") + `echo stalled_at=$(date +%s%N)
+probe stalled ` + allowedAddr + ` 22
+touch ` + file("probed") + "\n" + waitFile("resume") + `probe resumed ` + allowedAddr + ` 22
+`
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--allow", "allowed.test:22")...), "--", "sh", "-c", script)
+	cmd := exec.Command("ip", args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	// Whatever happens below, sluice is not left stopped, nor running.
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = syscall.Kill(pid, syscall.SIGCONT)
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	waitFor(t, func() bool { _, err := os.Stat(file("ready")); return err == nil })
+	// `ip netns exec` execs sluice: the process started is sluice itself.
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || exe != sluiceBin {
+		t.Fatalf("process %d runs %q (%v), not sluice %s", pid, exe, err, sluiceBin)
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	waitFor(t, func() bool { return processState(pid) == "T" })
+	// The first attempt after the promised 3 s and a margin.
+	time.Sleep(time.Until(stopped.Add(firewall.DefaultHeartbeat + 500*time.Millisecond)))
+	if err := os.WriteFile(file("go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(file("probed")); return err == nil })
+	if st := processState(pid); st != "T" {
+		t.Fatalf("sluice is in state %q after the probe, not stopped: the probe did not test a stall", st)
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// The heartbeat returns with sluice's next tick.
+	waitFor(t, func() bool {
+		return strings.Contains(w.gw.Run(t, "nft", "list", "set", "inet", "sluice", "alive"), "elements")
+	})
+	if err := os.WriteFile(file("resume"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	t.Logf("agent output:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
+	if err != nil {
+		t.Errorf("sluice run after SIGSTOP and SIGCONT: %v; want a clean exit", err)
+	}
+	r := result{stdout: stdout.String()}
+	expect(t, r, map[string]string{"before": "connected", "stalled": "refused", "resumed": "connected"})
+	if at, err := strconv.ParseInt(r.values()["stalled_at"], 10, 64); err != nil {
+		t.Errorf("no time of the stalled probe: %v", err)
+	} else if late := time.Unix(0, at).Sub(stopped); late > heartbeatBound {
+		t.Errorf("the stalled probe started %v after the stop, past %v: it does not test the promise", late, heartbeatBound)
+	} else {
+		t.Logf("the stalled probe started %v after the stop", late.Round(time.Millisecond))
+	}
+	if !strings.Contains(stderr.String(), "reason=gateway_not_alive") {
+		t.Errorf("the refusal during the stall was not logged as gateway_not_alive")
+	}
+	w.assertClean(t)
+}
+
+// processState returns the state letter of process pid ("T" when stopped).
+func processState(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// The state follows the command name, which is in parentheses.
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+		return string(b[i+2])
+	}
+	return ""
 }
 
 func TestBadPolicyChangesNothing(t *testing.T) {
