@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/sluicegw/sluice/firewall"
 )
 
 // TestNameBudgetUnderWildcard: a burst of unique names under an allowed
@@ -50,5 +54,89 @@ echo other=$(dig +time=2 +tries=1 www.allowed.test | grep -o 'status: [A-Z]*')
 	}
 	if !strings.Contains(r.stderr, "reason=name_budget_exceeded") {
 		t.Errorf("budget refusals not logged with their reason")
+	}
+}
+
+// TestFullSetGivesServfail: when the kernel refuses a set update (the
+// agent's set is full), the answer is SERVFAIL, never the address, and the
+// address stays closed.
+func TestFullSetGivesServfail(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.runPaused(t, []string{"--allow", "allowed.test", "--allow", "chain.allowed.test"}, prelude+`
+echo before=$(dig +time=2 +tries=1 allowed.test | grep -o 'status: [A-Z]*')
+try before_connect `+c+` https://allowed.test/
+echo filled=$(pause)
+echo full=$(dig +time=2 +tries=1 chain.allowed.test | grep -o 'status: [A-Z]*')
+echo full_addrs=$(dig +short +time=2 +tries=1 chain.allowed.test | grep -c '^[0-9]')
+try full_curl `+c+` https://chain.allowed.test/
+try full_direct `+c+` --resolve chain.allowed.test:443:`+allowedAddr2+` https://chain.allowed.test/
+`, w.fillAllowSet)
+	expect(t, r, map[string]string{"before": "status: NOERROR", "before_connect": ok, "filled": "ok",
+		"full": "status: SERVFAIL", "full_addrs": "0", "full_curl": curlNoResolve, "full_direct": curlRefused})
+	if !strings.Contains(r.stderr, "reason=set_update_failed") {
+		t.Errorf("the refused set update was not journaled")
+	}
+}
+
+// fillAllowSet fills the agent's IPv4 allow set to its size with elements
+// of its own (addresses in 100.64.0.0/10, which no answer can carry).
+func (w *world) fillAllowSet() (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", w.gw.Name, "nft", "-j", "list", "set", "inet", firewall.DefaultTable, "allow4").Output()
+	if err != nil {
+		return "", fmt.Errorf("list set: %v", err)
+	}
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Size int   `json:"size"`
+				Elem []any `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return "", err
+	}
+	size, have := 0, 0
+	for _, o := range doc.Nftables {
+		if o.Set != nil {
+			size, have = o.Set.Size, len(o.Set.Elem)
+		}
+	}
+	if size == 0 || have == 0 {
+		return "", fmt.Errorf("set allow4 of size %d with %d elements: want a bounded set the run has used", size, have)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "add element inet %s allow4 {", firewall.DefaultTable)
+	for i := range size - have {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, " 100.64.%d.%d . 1 timeout 1h", i>>8, i&0xff)
+	}
+	b.WriteString(" }\n")
+	cmd := exec.Command("ip", "netns", "exec", w.gw.Name, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("fill set: %v: %s", err, out)
+	}
+	return "ok", nil
+}
+
+// TestExpiredPinRefused: once an answer's time is up (--max-ttl), the
+// address is no longer pinned to the name: a TLS connection to it is
+// refused as address_not_pinned until the name is resolved again.
+func TestExpiredPinRefused(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	r := w.run(t, []string{"--allow", "allowed.test", "--min-ttl", "1s", "--max-ttl", "2s"}, prelude+`
+try fresh `+c+` -4 https://allowed.test/
+sleep 3
+try expired `+c+` --resolve allowed.test:443:`+allowedAddr+` https://allowed.test/
+try again `+c+` -4 https://allowed.test/
+`)
+	expect(t, r, map[string]string{"fresh": ok, "expired": curlRefused, "again": ok})
+	if !strings.Contains(r.stderr, "reason=address_not_pinned") {
+		t.Errorf("the expired pin's refusal was not journaled as address_not_pinned")
 	}
 }
