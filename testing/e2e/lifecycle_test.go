@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -333,15 +335,20 @@ func TestForwardingOpensNoOtherPath(t *testing.T) {
 // its stdin, and the user it runs as.
 func TestAgentEnvironment(t *testing.T) {
 	w := newWorld(t)
+	// Each side door holds something on the host while the agent looks
+	// (the run's own state record, the test's namespaces, a marker), so
+	// that an agent that is shown the host's directory sees an entry.
+	plantMarkers(t, "/run/dbus", "/run/systemd", "/run/nscd")
 	r := w.run(t, nil, prelude+`
 echo resolv=$(awk '/^nameserver/{print $2}' /etc/resolv.conf)
-for d in /run/sluice /run/netns /run/dbus /run/systemd; do
-  [ -d $d ] && echo "entries_$(basename $d)=$(ls -A $d | wc -l)"
+for d in /run/sluice /run/netns /run/dbus /run/systemd /run/nscd; do
+  if [ -d $d ]; then echo "entries_$(basename $d)=$(ls -A $d | wc -l)"; else echo "entries_$(basename $d)=missing"; fi
 done
 echo pipes=$(ls -l /proc/self/fd | grep -c 'socket:\|pipe:')
 echo ifaces=$(ls /sys/class/net | tr '\n' ' ')
 `)
-	expect(t, r, map[string]string{"resolv": gwAddr, "entries_sluice": "0", "entries_netns": "0", "pipes": "2", "ifaces": "eth0 lo"})
+	expect(t, r, map[string]string{"resolv": gwAddr, "entries_sluice": "0", "entries_netns": "0", "entries_dbus": "0",
+		"entries_systemd": "0", "entries_nscd": "0", "pipes": "2", "ifaces": "eth0 lo"})
 	for k, v := range r.values() {
 		if strings.HasPrefix(k, "entries_") && v != "0" {
 			t.Errorf("%s: the agent sees %s entries", k, v)
@@ -360,6 +367,35 @@ echo ifaces=$(ls /sys/class/net | tr '\n' ' ')
 		t.Errorf("under sudo: %v, output %q; want the invoking user", err, out)
 	}
 	w.assertClean(t)
+}
+
+// plantMarkers puts a marker file of this test in each of dirs, creating
+// the directory when the host has none, and removes at the end only what
+// it made: its markers, and the directories it created if they are empty
+// by then.
+func plantMarkers(t *testing.T, dirs ...string) {
+	t.Helper()
+	for _, dir := range dirs {
+		created := true
+		if err := os.Mkdir(dir, 0o755); errors.Is(err, fs.ErrExist) {
+			created = false
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.CreateTemp(dir, ".sluice-e2e-marker-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		t.Cleanup(func() {
+			if err := os.Remove(f.Name()); err != nil {
+				t.Errorf("remove the marker: %v", err)
+			}
+			if created {
+				_ = os.Remove(dir) // fails, and keeps it, if anything else is in it now
+			}
+		})
+	}
 }
 
 // TestSpoofedSourceDropped: root in the agent adds another address and
