@@ -266,6 +266,7 @@ func (l *loop) accept(lnfd int) {
 				_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, int(fd), &unix.EpollEvent{})
 			}
 			l.pausedUntil = l.now.Add(10 * time.Millisecond)
+			l.px.acceptPauses.Add(1)
 		}
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -132,15 +133,71 @@ func relayedSockets(t *testing.T, px *Proxy) (cfd, ufd int) {
 	return cfd, ufd
 }
 
+// waitFor polls cond until it holds, and fails the test, saying what it
+// waited for, if it does not within the bound.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s", within, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 // waitDone waits until px holds no connection.
 func waitDone(t *testing.T, px *Proxy, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for px.conns.Load() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the proxy still holds %d connections after %v", px.conns.Load(), within)
+	waitFor(t, within, "the proxy to let its connections go", func() bool { return px.conns.Load() == 0 })
+}
+
+// held returns the bytes px's loops hold on their way to the destination
+// (up) or to the agent.
+func held(px *Proxy, up bool) int {
+	n := 0
+	onLoops(px, func(l *loop) {
+		seen := map[*conn]bool{}
+		for _, c := range l.conns {
+			switch {
+			case seen[c]:
+			case up:
+				n += c.up.inPipe
+			default:
+				n += c.down.inPipe
+			}
+			seen[c] = true
 		}
-		time.Sleep(5 * time.Millisecond)
+	})
+	return n
+}
+
+// queued returns the bytes in c's receive queue (SIOCINQ, unread) or
+// send queue (SIOCOUTQ, not yet acknowledged by the peer).
+func queued(t *testing.T, c *net.TCPConn, req uint) int {
+	t.Helper()
+	var n int
+	err := control(c, func(fd int) (err error) {
+		n, err = unix.IoctlGetInt(fd, req)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// ping moves one byte from one end to the other and fails the test if it
+// does not get through within a few seconds.
+func ping(t *testing.T, from, to *net.TCPConn) {
+	t.Helper()
+	if _, err := from.Write([]byte{'x'}); err != nil {
+		t.Fatalf("a byte could not be sent: %v", err)
+	}
+	to.SetReadDeadline(time.Now().Add(5 * time.Second))
+	defer to.SetReadDeadline(time.Time{})
+	if _, err := io.ReadFull(to, make([]byte, 1)); err != nil {
+		t.Fatalf("a byte was not relayed: %v", err)
 	}
 }
 
@@ -239,19 +296,16 @@ func TestIdleRelayHoldsNoPipe(t *testing.T) {
 // open however long the other is silent; silence both ways ends it with
 // a reset on both sides.
 func TestRelayIdleTimeout(t *testing.T) {
-	px, _ := loopProxy(t, Config{IdleTimeout: 300 * time.Millisecond})
+	const idle = 300 * time.Millisecond
+	px, _ := loopProxy(t, Config{IdleTimeout: idle})
 	client, server := relayed(t, px)
-	buf := make([]byte, 1)
-	for range 10 { // 1 s of one-way traffic, every 100 ms
-		if _, err := client.Write([]byte{'x'}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.ReadFull(server, buf); err != nil {
-			t.Fatalf("one-way traffic was cut: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	start := time.Now()
+	waitFor(t, 10*time.Second, "one-way traffic to outlive three idle timeouts", func() bool {
+		ping(t, client, server)
+		return time.Since(start) > 3*idle
+	})
 	waitDone(t, px, 5*time.Second)
+	buf := make([]byte, 1)
 	for name, c := range map[string]*net.TCPConn{"client": client, "server": server} {
 		c.SetReadDeadline(time.Now().Add(time.Second))
 		if _, err := c.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
@@ -264,7 +318,8 @@ func TestRelayIdleTimeout(t *testing.T) {
 // longer than the idle timeout, while the other direction keeps the
 // connection alive, gets every byte once it reads again.
 func TestRelayStalledReaderLosesNothing(t *testing.T) {
-	px, _ := loopProxy(t, Config{IdleTimeout: 200 * time.Millisecond})
+	const idle = 200 * time.Millisecond
+	px, _ := loopProxy(t, Config{IdleTimeout: idle})
 	client, server := relayed(t, px)
 	up := make([]byte, 16<<20) // more than the socket buffers hold: writes stall
 	rand.Read(up)
@@ -272,22 +327,21 @@ func TestRelayStalledReaderLosesNothing(t *testing.T) {
 		client.Write(up)
 		client.CloseWrite()
 	}()
-	stop := make(chan struct{})
-	go func() { // the other direction moves a byte every 50 ms meanwhile
-		buf := make([]byte, 1)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			server.Write([]byte{'k'})
-			client.Read(buf)
+	// The server reads nothing, while the other direction keeps the
+	// connection alive, until the upload has stalled (the proxy holds
+	// bytes the server's full buffer cannot take) for five idle timeouts.
+	var stalled time.Time
+	waitFor(t, 10*time.Second, "the upload to stall for five idle timeouts", func() bool {
+		ping(t, server, client)
+		switch {
+		case held(px, true) == 0 || queued(t, server, unix.SIOCINQ) == 0:
+			stalled = time.Time{}
+		case stalled.IsZero():
+			stalled = time.Now()
 		}
-	}()
-	time.Sleep(time.Second) // the server reads nothing for five idle timeouts
+		return !stalled.IsZero() && time.Since(stalled) > 5*idle
+	})
 	got, err := io.ReadAll(server)
-	close(stop)
 	if err != nil || !bytes.Equal(got, up) {
 		t.Fatalf("server got %d bytes (err %v), want %d intact", len(got), err, len(up))
 	}
@@ -318,7 +372,11 @@ func testDialReplay(t *testing.T, addr string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond) // a slow reader: the replay has to wait
+		// The destination reads nothing yet: a replay it can take
+		// arrives whole, a larger one waits in the loop for room.
+		waitFor(t, 5*time.Second, fmt.Sprintf("%d bytes of replay to arrive or wait", size), func() bool {
+			return queued(t, s.(*net.TCPConn), unix.SIOCINQ) == size || replayWaiting(px) > 0
+		})
 		_, ufd := relayedSockets(t, px)
 		if v, _ := rawGetsockoptInt(ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY); v != 1 {
 			t.Errorf("upstream TCP_NODELAY = %d", v)
@@ -335,6 +393,20 @@ func testDialReplay(t *testing.T, addr string) {
 			t.Errorf("%d bytes: journal has %+v, want the allowed connection", size, e)
 		}
 	}
+}
+
+// replayWaiting returns the bytes of a replay that px's loops hold until
+// the destination's socket takes them.
+func replayWaiting(px *Proxy) int {
+	n := 0
+	onLoops(px, func(l *loop) {
+		for fd, c := range l.conns {
+			if int(fd) == c.ufd && c.phase == phaseDial && !c.us.writable {
+				n += len(c.hello)
+			}
+		}
+	})
+	return n
 }
 
 // TestDialRefused: a destination that refuses the connection is a
@@ -455,24 +527,27 @@ func TestBulkFlowIsPaced(t *testing.T) {
 // no keep-alive at first and the proxy's once it has lived keepAliveAfter,
 // whether or not data moved meanwhile.
 func TestUpstreamKeepAliveLater(t *testing.T) {
-	defer func(d time.Duration) { keepAliveAfter = d }(keepAliveAfter)
+	// Restored once the proxy's loops, which read it, have stopped
+	// (cleanups run in reverse order).
+	old := keepAliveAfter
+	t.Cleanup(func() { keepAliveAfter = old })
 	keepAliveAfter = 300 * time.Millisecond
 	px, _ := loopProxy(t, Config{})
+	start := time.Now()
 	client, server := relayed(t, px)
 	_, ufd := relayedSockets(t, px)
-	if v, _ := rawGetsockoptInt(ufd, unix.SOL_SOCKET, unix.SO_KEEPALIVE); v != 0 {
-		t.Error("keep-alive set at once")
-	}
-	for range 6 { // traffic all along: the keep-alive comes anyway
-		if _, err := client.Write([]byte("x")); err != nil {
+	// Traffic all along: the keep-alive comes anyway, not before its time.
+	waitFor(t, 5*time.Second, "keep-alive on the upstream socket", func() bool {
+		ping(t, client, server)
+		v, err := rawGetsockoptInt(ufd, unix.SOL_SOCKET, unix.SO_KEEPALIVE)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := io.ReadFull(server, make([]byte, 1)); err != nil {
-			t.Fatal(err)
+		if v != 0 && time.Since(start) < keepAliveAfter {
+			t.Fatalf("keep-alive set after %v, before %v", time.Since(start), keepAliveAfter)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	_, ufd = relayedSockets(t, px)
+		return v != 0
+	})
 	checkSockopts(t, ufd)
 }
 
@@ -498,23 +573,25 @@ func TestAcceptPausesOutOfDescriptors(t *testing.T) {
 			if err := tc.serve(px, ln); err != nil {
 				t.Fatal(err)
 			}
-			acceptOutOfDescriptors(t, ln.Addr().(*net.TCPAddr).Port)
+			out := acceptOutOfDescriptors(t, px, ln.Addr().(*net.TCPAddr).Port)
 			if e := ev.Last(); e.Reason != ReasonNoOrigDst {
 				t.Errorf("journal has %q, want %s", e.Reason, ReasonNoOrigDst)
 			}
 			px.Close()
-			if n := strings.Count(logged.String(), "proxy accept"); n != 1 {
-				t.Errorf("%d accept warnings over 300 ms out of descriptors, want 1:\n%s", n, logged.String())
+			if n := strings.Count(logged.String(), "proxy accept"); n < 1 || n > 1+int(out/time.Second) {
+				t.Errorf("%d accept warnings over %v out of descriptors, want 1 a second:\n%s", n, out, logged.String())
 			}
 		})
 	}
 }
 
 // acceptOutOfDescriptors connects three clients to port while the
-// process has no descriptor free, checks that none is answered, frees
-// descriptors and checks that each is then reset (a loopback connection
-// was not redirected).
-func acceptOutOfDescriptors(t *testing.T, port int) {
+// process has no descriptor free, waits until px has failed to accept
+// and paused three times, checks that none is answered and that px
+// paused no more often than it should, frees descriptors and checks that
+// each is then reset (a loopback connection was not redirected). It
+// returns how long the process was out of descriptors.
+func acceptOutOfDescriptors(t *testing.T, px *Proxy, port int) time.Duration {
 	t.Helper()
 	// The clients' sockets are made now and connected once no descriptor
 	// is left: connect needs none.
@@ -548,13 +625,15 @@ func acceptOutOfDescriptors(t *testing.T, port int) {
 		}
 	}
 	defer restore()
+	start := time.Now()
 	for _, fd := range clients {
 		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 			restore()
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, 5*time.Second, "the proxy to pause accepting three times", func() bool { return px.acceptPauses.Load() >= 3 })
+	pauses, window := px.acceptPauses.Load(), time.Since(start)
 	for _, fd := range clients {
 		if _, _, err := unix.Recvfrom(fd, make([]byte, 1), unix.MSG_DONTWAIT); !errors.Is(err, unix.EAGAIN) {
 			restore()
@@ -562,19 +641,18 @@ func acceptOutOfDescriptors(t *testing.T, port int) {
 		}
 	}
 	restore()
-	deadline := time.Now().Add(3 * time.Second)
-	for _, fd := range clients {
-		for {
-			_, _, err := unix.Recvfrom(fd, make([]byte, 1), unix.MSG_DONTWAIT)
-			if errors.Is(err, unix.ECONNRESET) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("a client was not taken once descriptors were free: %v", err)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+	out := time.Since(start)
+	// Each pause lasts 10 ms: more of them means the accept spins.
+	if most := int64(window/(10*time.Millisecond)) + 1; pauses > most {
+		t.Errorf("accepting paused %d times in %v, at most %d expected", pauses, window, most)
 	}
+	for i, fd := range clients {
+		waitFor(t, 3*time.Second, fmt.Sprintf("client %d to be taken and reset once descriptors were free", i), func() bool {
+			_, _, err := unix.Recvfrom(fd, make([]byte, 1), unix.MSG_DONTWAIT)
+			return errors.Is(err, unix.ECONNRESET)
+		})
+	}
+	return out
 }
 
 // lockedWriter serialises writes to w, for a log written from several
@@ -627,7 +705,11 @@ func TestRelayResetMidTransfer(t *testing.T) {
 			from, to = server, client
 		}
 		go from.Write(make([]byte, 8<<20)) // more than the buffers on the way hold
-		time.Sleep(300 * time.Millisecond) // the peer reads nothing meanwhile
+		// The peer reads nothing until its buffer is full and the proxy
+		// holds bytes for it.
+		waitFor(t, 5*time.Second, "the proxy to hold bytes for a slow reader", func() bool {
+			return held(px, upload) > 0 && queued(t, to, unix.SIOCINQ) > 0
+		})
 		from.SetLinger(0)
 		from.Close()
 		to.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -105,6 +105,9 @@ type Proxy struct {
 	dialer net.Dialer
 
 	pending, conns atomic.Int64
+	// acceptPauses counts the pauses in accepting for want of
+	// descriptors or memory (the TLS loops' and the HTTP listeners').
+	acceptPauses atomic.Int64
 
 	loopsOnce sync.Once
 	loops     []*loop
@@ -330,6 +333,7 @@ func (px *Proxy) serve(ln *net.TCPListener, handle func(*net.TCPConn)) {
 					warned = time.Now()
 					px.cfg.Log.Warn("proxy accept", "err", err)
 				}
+				px.acceptPauses.Add(1)
 				time.Sleep(10 * time.Millisecond) // out of descriptors: let some close
 				continue
 			}
