@@ -1,0 +1,205 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/sluicegw/sluice/testing/nstest"
+)
+
+// The agent's own addresses on the test network (the second of each
+// prefix of sluiceArgs).
+const (
+	agentAddr  = "198.18.0.2"
+	agentAddr6 = "2001:db8:a::2"
+)
+
+// agentRun is a `sluice run` whose command keeps running while the test
+// acts from outside.
+type agentRun struct {
+	cmd            *exec.Cmd
+	stdout, stderr strings.Builder
+}
+
+// startAgent starts `sluice run FLAGS -- sh -c SCRIPT` in the gateway; the
+// test ends it with wait. Whatever happens, it is not left running.
+func startAgent(t *testing.T, w *world, flags []string, script string) *agentRun {
+	t.Helper()
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(flags...)...), "--", "sh", "-c", script)
+	a := &agentRun{cmd: exec.Command("ip", args...)}
+	a.cmd.Stdout, a.cmd.Stderr = &a.stdout, &a.stderr
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if a.cmd.ProcessState == nil {
+			_ = a.cmd.Process.Kill()
+			_ = a.cmd.Wait()
+		}
+	})
+	return a
+}
+
+// wait waits for sluice to exit and returns what the run printed.
+func (a *agentRun) wait(t *testing.T) result {
+	t.Helper()
+	err := a.cmd.Wait()
+	r := result{stdout: a.stdout.String(), stderr: a.stderr.String()}
+	t.Logf("stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	if err != nil {
+		t.Errorf("sluice run: %v", err)
+	}
+	return r
+}
+
+// fileFlag returns a path in dir and the shell line that waits for it.
+func fileFlag(dir, name string) (path, wait string) {
+	path = filepath.Join(dir, name)
+	return path, "while [ ! -e " + path + " ]; do sleep 0.02; done\n"
+}
+
+func touch(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// counters adds, in ns, a table of its own that counts the packets to
+// the agent's addresses at the forward and output hooks (ahead of
+// sluice's chains), so that a test can tell packets that reached the
+// gateway on their way into the agent from packets that never came. It
+// returns a function that reads the counts by chain.
+func counters(t *testing.T, ns *nstest.NS) func() map[string]int {
+	t.Helper()
+	const table = "e2ecount" // not "sluice": assertClean looks for that
+	ruleset := `table inet ` + table + ` {
+	chain forward { type filter hook forward priority -10; ip daddr ` + agentAddr + ` counter; ip6 daddr ` + agentAddr6 + ` counter; }
+	chain output { type filter hook output priority -10; ip daddr ` + agentAddr + ` counter; ip6 daddr ` + agentAddr6 + ` counter; }
+}
+`
+	f := filepath.Join(t.TempDir(), "count.nft")
+	if err := os.WriteFile(f, []byte(ruleset), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns.Run(t, "nft", "-f", f)
+	t.Cleanup(func() { _ = ns.Cmd("nft", "delete", "table", "inet", table).Run() })
+	re := regexp.MustCompile(`(ip6? daddr \S+) counter packets (\d+)`)
+	return func() map[string]int {
+		out := map[string]int{}
+		chain := ""
+		for _, line := range strings.Split(ns.Run(t, "nft", "list", "table", "inet", table), "\n") {
+			if strings.Contains(line, "chain ") {
+				chain = strings.Fields(line)[1]
+			}
+			if m := re.FindStringSubmatch(line); m != nil {
+				n, _ := strconv.Atoi(m[2])
+				out[chain+" "+m[1]] = n
+			}
+		}
+		return out
+	}
+}
+
+// outcome runs a client and names what happened: "ok" (exit 0), or the
+// exit status, with its combined output for the log.
+func outcome(cmd *exec.Cmd) (string, string) {
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return strconv.Itoa(ee.ExitCode()), string(out)
+	} else if err != nil {
+		return err.Error(), string(out)
+	}
+	return "ok", string(out)
+}
+
+// TestNothingStartsAFlowIntoTheAgent: the agent listens on TCP (v4 and
+// v6) and UDP, and answers pings; the fake internet, routed to the
+// agent's network through the gateway, can neither open a flow to it nor
+// get a datagram or an echo request into it, although its packets reach
+// the gateway's forward hook on their way in. The control: the same
+// listeners and the same kernel, reached from inside the agent, receive.
+func TestNothingStartsAFlowIntoTheAgent(t *testing.T) {
+	w := newWorld(t)
+	w.inet.Run(t, "ip", "route", "add", agentNet, "via", "198.18.1.1")
+	probeIntoAgent(t, w, w.inet, "forward")
+}
+
+// probeIntoAgent runs an agent with listeners, probes them from ns with
+// real clients, and checks that nothing arrived while the packets were
+// counted at hook in the gateway, and that the agent's own control did.
+func probeIntoAgent(t *testing.T, w *world, from *nstest.NS, hook string) {
+	t.Helper()
+	count := counters(t, w.gw)
+	dir := t.TempDir()
+	ready, _ := fileFlag(dir, "ready")
+	goFile, waitGo := fileFlag(dir, "go")
+	in := func(name string) string { return filepath.Join(dir, name) }
+	echos := `$(awk '/^Icmp:/ { if (!n) { for (i = 1; i <= NF; i++) if ($i == "InEchos") c = i; n = 1 } else print $c }' /proc/net/snmp)`
+	script := `echo addr4=$(ip -4 -br addr show dev eth0 | awk '{print $3}')
+echo addr6=$(ip -6 -br addr show dev eth0 scope global | awk '{print $3}')
+nc -4 -lk ` + agentAddr + ` 7000 > ` + in("tcp4") + ` & p1=$!
+nc -6 -lk ` + agentAddr6 + ` 7006 > ` + in("tcp6") + ` & p2=$!
+nc -4 -lku ` + agentAddr + ` 7001 > ` + in("udp4") + ` & p3=$!
+while ! ss -Hltn | grep -q ':7000 ' || ! ss -Hltn | grep -q ':7006 ' || ! ss -Hlun | grep -q ':7001 '; do sleep 0.02; done
+echo echos_before=` + echos + `
+touch ` + ready + "\n" + waitGo + `echo echos_outside=` + echos + `
+echo control4 | nc -4 -N -w 2 ` + agentAddr + ` 7000
+echo control6 | nc -6 -N -w 2 ` + agentAddr6 + ` 7006
+echo control | nc -4 -u -w 1 ` + agentAddr + ` 7001
+ping -c 1 -W 1 ` + agentAddr + ` >/dev/null
+echo echos_control=` + echos + `
+for f in tcp4 tcp6 udp4; do
+  i=0; while ! grep -q control ` + dir + `/$f && [ $i -lt 100 ]; do sleep 0.02; i=$((i+1)); done
+  echo "got_$f=$(tr '\n' ' ' < ` + dir + `/$f)"
+done
+kill $p1 $p2 $p3
+`
+	a := startAgent(t, w, nil, script)
+	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+
+	probes := map[string]*exec.Cmd{
+		"tcp4": from.Cmd("sh", "-c", "echo outside | nc -4 -N -v -w 2 "+agentAddr+" 7000"),
+		"tcp6": from.Cmd("sh", "-c", "echo outside | nc -6 -N -v -w 2 "+agentAddr6+" 7006"),
+		"udp4": from.Cmd("sh", "-c", "for i in 1 2 3; do echo outside; done | nc -4 -u -w 1 "+agentAddr+" 7001"),
+		"ping": from.Cmd("ping", "-c", "2", "-i", "0.2", "-W", "1", agentAddr),
+	}
+	for name, cmd := range probes {
+		res, out := outcome(cmd)
+		t.Logf("%s from %s: exit %s\n%s", name, from.Name, res, out)
+		if name != "udp4" && res == "ok" {
+			t.Errorf("%s from %s reached the agent (a connection or an answer)", name, from.Name)
+		}
+	}
+	seen := count()
+	touch(t, goFile)
+	r := a.wait(t)
+	t.Logf("packets counted on their way to the agent: %v", seen)
+	expect(t, r, map[string]string{"addr4": agentAddr + "/30", "addr6": agentAddr6 + "/64"})
+	v := r.values()
+	for _, f := range []string{"tcp4", "tcp6", "udp4"} {
+		if !strings.Contains(v["got_"+f], "control") {
+			t.Errorf("the agent's %s listener did not receive the agent's own control (%q): the test tests nothing", f, v["got_"+f])
+		}
+		if strings.Contains(v["got_"+f], "outside") {
+			t.Errorf("the agent's %s listener received from %s: %q", f, from.Name, v["got_"+f])
+		}
+	}
+	if v["echos_before"] == "" || v["echos_before"] != v["echos_outside"] {
+		t.Errorf("echo requests from %s reached the agent: InEchos %q before, %q after", from.Name, v["echos_before"], v["echos_outside"])
+	}
+	if v["echos_control"] == v["echos_outside"] {
+		t.Errorf("the agent's own ping was not counted (InEchos %q): the test tests nothing", v["echos_control"])
+	}
+	for _, dst := range []string{"ip daddr " + agentAddr, "ip6 daddr " + agentAddr6} {
+		if seen[hook+" "+dst] == 0 {
+			t.Errorf("no packet counted at the gateway's %s hook to %s: the probes did not come the way the test means", hook, dst)
+		}
+	}
+	w.assertClean(t)
+}
