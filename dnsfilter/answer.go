@@ -290,17 +290,17 @@ func (s *Server) forbidden(a netip.Addr, private bool) bool {
 	if a.Is4In6() {
 		return true // a mapped address in an AAAA record is never what a client should dial
 	}
-	if v4, ok := policy.EmbeddedIPv4(a); ok && s.forbidden(v4, private) {
-		return true
-	}
 	if policy.InPrefixes(s.cfg.Internal, a) {
 		return true
+	}
+	if v4, ok := policy.EmbeddedIPv4(a); ok {
+		return s.forbidden(v4, private) // the forms themselves are global: NAT64 is, 6to4 is N/A
 	}
 	if private {
 		return a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() ||
 			(a.Is4() && a.As4() == [4]byte{255, 255, 255, 255})
 	}
-	return policy.Forbidden(a)
+	return policy.Forbidden(a) && !policy.InPrefixes(s.cfg.Global, a)
 }
 
 // stripSVCB removes the ECH configuration (which would let a client hide

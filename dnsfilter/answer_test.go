@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sluicegw/sluice/journal"
 )
 
 func answers(m *dns.Msg) []string {
@@ -470,5 +472,56 @@ func TestMaxTTLBoundsSetAndPin(t *testing.T) {
 	now = now.Add(time.Millisecond)
 	if f.pins.Pinned("huge.allowed.test", a) {
 		t.Error("pin outlived max TTL")
+	}
+}
+
+// TestGlobalOverride: documentation and benchmarking addresses are dropped
+// from answers unless Config.Global widens them; the override never
+// reaches the gateway's own prefixes or private ranges, and New refuses
+// one outside the lab ranges.
+func TestGlobalOverride(t *testing.T) {
+	zone := map[string][]string{
+		"lab.allowed.test.": {
+			"lab.allowed.test. 300 IN A 198.18.2.10", "lab.allowed.test. 300 IN A 192.0.2.66",
+			"lab.allowed.test. 300 IN A 198.18.0.1", "lab.allowed.test. 300 IN A 10.1.2.3",
+		},
+		"lab6.allowed.test.": {"lab6.allowed.test. 300 IN AAAA 2001:db8:2::10", "lab6.allowed.test. 300 IN AAAA 64:ff9b::c612:20a"},
+	}
+	for _, tt := range []struct {
+		global    []netip.Prefix
+		want4     []string
+		want6     []string
+		wantDrops int
+	}{
+		{nil, nil, nil, 6},
+		{testGlobal, []string{"198.18.2.10", "192.0.2.66"}, []string{"2001:db8:2::10", "64:ff9b::c612:20a"}, 2},
+	} {
+		f := newFixtureWith(t, func(c *Config) { c.Global = tt.global }, "*.allowed.test")
+		drops := 0
+		for name, rrs := range zone {
+			f.up.zone[name] = rrs
+		}
+		if got := answers(f.ask(t, "lab.allowed.test.", dns.TypeA)); !slices.Equal(got, tt.want4) {
+			t.Errorf("global %v: A answer %v, want %v", tt.global, got, tt.want4)
+		}
+		if ev := f.log.Last(); ev.Reason == reasonFilteredAddrs {
+			drops = len(ev.Addrs)
+		}
+		if got := answers(f.ask(t, "lab6.allowed.test.", dns.TypeAAAA)); !slices.Equal(got, tt.want6) {
+			t.Errorf("global %v: AAAA answer %v, want %v", tt.global, got, tt.want6)
+		}
+		if ev := f.log.Last(); ev.Reason == reasonFilteredAddrs {
+			drops += len(ev.Addrs)
+		}
+		if drops != tt.wantDrops {
+			t.Errorf("global %v: %d addresses dropped, want %d", tt.global, drops, tt.wantDrops)
+		}
+	}
+	for _, bad := range []string{"10.0.0.0/8", "127.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "fd00::/8", "198.16.0.0/14"} {
+		_, err := New(Config{Upstream: &fakeUpstream{}, Allower: &fakeAllower{}, Pins: NewPins(1), Journal: &journal.Memory{},
+			Global: []netip.Prefix{netip.MustParsePrefix(bad)}}, nil)
+		if err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("New with Global %s: %v, want an error naming it", bad, err)
+		}
 	}
 }

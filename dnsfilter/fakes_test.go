@@ -95,6 +95,13 @@ func (f *fakeAllower) allowed() []string {
 
 var agentSrc = netip.MustParseAddr("198.18.0.2")
 
+// testGlobal are the ranges the fake internet of these tests lives on,
+// treated as globally reachable as the e2e harness does.
+var testGlobal = []netip.Prefix{
+	netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("192.0.2.0/24"),
+	netip.MustParsePrefix("2001:db8::/32"),
+}
+
 type fixture struct {
 	srv  *Server
 	up   *fakeUpstream
@@ -139,6 +146,7 @@ func newFixtureWith(t testing.TB, mod func(*Config), allow ...string) *fixture {
 	cfg := Config{
 		Agent: "test", Clients: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
 		Internal: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
+		Global:   testGlobal,
 		IPv6:     true, Upstream: f.up, Allower: f.fw, Pins: f.pins, Journal: f.log,
 	}
 	if mod != nil {

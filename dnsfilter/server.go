@@ -58,6 +58,12 @@ type Config struct {
 	// Internal are prefixes no answer may point into, whatever the policy
 	// says: the gateway's own addresses and the agents' subnets.
 	Internal []netip.Prefix
+	// Global are special-purpose ranges that answers may point into as if
+	// they were globally reachable, for labs and tests whose fake internet
+	// lives on documentation and benchmarking addresses. Only prefixes
+	// inside policy.LabRanges are accepted (policy.CheckGlobalRange);
+	// Internal still wins over them.
+	Global []netip.Prefix
 	// IPv6 says whether the gateway can carry IPv6. When false, AAAA
 	// questions get an empty answer so that clients do not wait on v6.
 	IPv6 bool
@@ -95,6 +101,11 @@ type Server struct {
 func New(cfg Config, p *policy.Policy) (*Server, error) {
 	if cfg.Upstream == nil || cfg.Allower == nil || cfg.Pins == nil || cfg.Journal == nil {
 		return nil, errors.New("dnsfilter: Upstream, Allower, Pins and Journal are required")
+	}
+	for _, g := range cfg.Global {
+		if err := policy.CheckGlobalRange(g); err != nil {
+			return nil, fmt.Errorf("dnsfilter: %w", err)
+		}
 	}
 	cfg.MinTTL = cmp.Or(cfg.MinTTL, DefaultMinTTL)
 	cfg.MaxTTL = cmp.Or(cfg.MaxTTL, DefaultMaxTTL)

@@ -236,8 +236,18 @@ func TestForbidden(t *testing.T) {
 		"0.0.0.0", "224.0.0.1", "255.255.255.255", "::", "::1", "fe80::1", "fd00:ec2::254",
 		"ff02::1", "::ffff:169.254.169.254", "::ffff:192.0.2.1", "64:ff9b::a9fe:a9fe",
 		"64:ff9b:1::1", "2002:7f00:1::1", "::7f00:1",
+		// documentation, benchmarking and the rest of the registries
+		"192.0.2.66", "198.18.2.10", "198.19.255.255", "198.51.100.1", "203.0.113.5", "192.88.99.1",
+		"192.0.0.8", "192.0.0.170", "240.0.0.1", "2001:db8:66::66", "64:ff9b::c000:242", "2002:c612:20a::1",
+		"3fff::1", "5f00::1", "2001::1", "2001:2::1", "2001:10::1", "2001:1::4", "2001:1ff::1",
+		"100:0:0:1::1", "fec0::1",
 	}
-	public := []string{"192.0.2.66", "198.18.2.10", "8.8.8.8", "2001:db8:66::66", "64:ff9b::c000:242", "2606:4700::1111"}
+	public := []string{
+		"8.8.8.8", "2606:4700::1111", "64:ff9b::808:808", "2002:808:808::1", "198.17.255.255", "198.20.0.0",
+		"192.0.0.9", "192.0.0.10", "192.31.196.1", "192.52.193.1", "192.175.48.1",
+		"2001:1::1", "2001:1::2", "2001:1::3", "2001:3::1", "2001:4:112::1", "2001:20::1", "2001:30::1",
+		"2001:200::1", "2620:4f:8000::1",
+	}
 	for _, s := range forbidden {
 		if !Forbidden(netip.MustParseAddr(s)) {
 			t.Errorf("Forbidden(%s) = false, want true", s)
@@ -359,5 +369,37 @@ allow:
 	def, hundred, ten, off := hash(""), hash("    max_new_names: 100\n"), hash("    max_new_names: 10\n"), hash("    max_new_names: 0\n")
 	if def != hundred || def == ten || def == off || ten == off {
 		t.Errorf("hashes default %s, 100 %s, 10 %s, off %s: want default = 100 and the rest distinct", def, hundred, ten, off)
+	}
+}
+
+func TestCheckGlobalRange(t *testing.T) {
+	ok := []string{"198.18.0.0/15", "198.18.2.0/24", "192.0.2.0/24", "192.0.2.66/32", "198.51.100.0/24",
+		"203.0.113.0/24", "2001:db8::/32", "2001:db8:a::/64", "3fff::/20", "2001:2::/48"}
+	bad := []string{"198.16.0.0/14", "192.0.0.0/16", "127.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12",
+		"192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "0.0.0.0/0", "224.0.0.0/4",
+		"2001:db8::/31", "fc00::/7", "fd00::/8", "fe80::/10", "ff00::/8", "::1/128", "::/0", "8.8.8.0/24"}
+	for _, s := range ok {
+		if err := CheckGlobalRange(netip.MustParsePrefix(s)); err != nil {
+			t.Errorf("CheckGlobalRange(%s) = %v, want nil", s, err)
+		}
+	}
+	for _, s := range bad {
+		err := CheckGlobalRange(netip.MustParsePrefix(s))
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("CheckGlobalRange(%s) = %v, want an error naming it", s, err)
+		}
+	}
+}
+
+// TestLabRangeCIDREntry: a cidr entry may name a documentation or
+// benchmarking range without private: true; a private range still needs it.
+func TestLabRangeCIDREntry(t *testing.T) {
+	for _, s := range []string{"198.51.100.7:22", "[2001:db8::/32]:22", "198.18.0.0/15:22"} {
+		if _, err := ParseAllowFlag(s); err != nil {
+			t.Errorf("ParseAllowFlag(%s): %v", s, err)
+		}
+	}
+	if _, err := ParseAllowFlag("10.0.0.0/8:22"); err == nil {
+		t.Error("a private range was accepted without private: true")
 	}
 }
