@@ -4,11 +4,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sluicegw/sluice/testing/fakenet"
 	"github.com/sluicegw/sluice/testing/nstest"
 )
 
@@ -70,36 +71,39 @@ func touch(t *testing.T, path string) {
 	}
 }
 
-// counters adds, in ns, a table of its own that counts the packets to
-// the agent's addresses at the forward and output hooks (ahead of
-// sluice's chains), so that a test can tell packets that reached the
-// gateway on their way into the agent from packets that never came. It
-// returns a function that reads the counts by chain.
-func counters(t *testing.T, ns *nstest.NS) func() map[string]int {
+// counters adds, in ns, a table of its own with a counter for each of
+// matches (nft rule text, such as "ip daddr 192.0.2.1") at the forward
+// and output hooks, ahead of sluice's chains, so that a test can tell
+// packets that reached the gateway from packets that never came. It
+// returns a function that reads the counts, keyed "forward MATCH" and
+// "output MATCH".
+func counters(t *testing.T, ns *nstest.NS, matches ...string) func() map[string]int {
 	t.Helper()
 	const table = "e2ecount" // not "sluice": assertClean looks for that
-	ruleset := `table inet ` + table + ` {
-	chain forward { type filter hook forward priority -10; ip daddr ` + agentAddr + ` counter; ip6 daddr ` + agentAddr6 + ` counter; }
-	chain output { type filter hook output priority -10; ip daddr ` + agentAddr + ` counter; ip6 daddr ` + agentAddr6 + ` counter; }
-}
-`
+	var rules string
+	for _, m := range matches {
+		rules += " " + m + " counter;"
+	}
+	ruleset := "table inet " + table + " {\n" +
+		"	chain forward { type filter hook forward priority -10;" + rules + " }\n" +
+		"	chain output { type filter hook output priority -10;" + rules + " }\n}\n"
 	f := filepath.Join(t.TempDir(), "count.nft")
 	if err := os.WriteFile(f, []byte(ruleset), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ns.Run(t, "nft", "-f", f)
 	t.Cleanup(func() { _ = ns.Cmd("nft", "delete", "table", "inet", table).Run() })
-	re := regexp.MustCompile(`(ip6? daddr \S+) counter packets (\d+)`)
 	return func() map[string]int {
 		out := map[string]int{}
 		chain := ""
 		for _, line := range strings.Split(ns.Run(t, "nft", "list", "table", "inet", table), "\n") {
-			if strings.Contains(line, "chain ") {
-				chain = strings.Fields(line)[1]
+			line = strings.TrimSpace(line)
+			if c, ok := strings.CutPrefix(line, "chain "); ok {
+				chain = strings.Fields(c)[0]
 			}
-			if m := re.FindStringSubmatch(line); m != nil {
-				n, _ := strconv.Atoi(m[2])
-				out[chain+" "+m[1]] = n
+			if m, n, ok := strings.Cut(line, " counter packets "); ok {
+				packets, _ := strconv.Atoi(strings.Fields(n)[0])
+				out[chain+" "+m] = packets
 			}
 		}
 		return out
@@ -135,7 +139,7 @@ func TestNothingStartsAFlowIntoTheAgent(t *testing.T) {
 // counted at hook in the gateway, and that the agent's own control did.
 func probeIntoAgent(t *testing.T, w *world, from *nstest.NS, hook string) {
 	t.Helper()
-	count := counters(t, w.gw)
+	count := counters(t, w.gw, "ip daddr "+agentAddr, "ip6 daddr "+agentAddr6)
 	dir := t.TempDir()
 	ready, _ := fileFlag(dir, "ready")
 	goFile, waitGo := fileFlag(dir, "go")
@@ -202,4 +206,59 @@ kill $p1 $p2 $p3
 		}
 	}
 	w.assertClean(t)
+}
+
+// TestRefusalLogRateLimit floods a refused UDP destination from the agent
+// for a while: the firewall logs the refusals at up to 50 packets a
+// second per refusing rule after a burst of 100, so the log lines for the
+// flood number more than none and at most that, while every packet,
+// logged or not, is still refused (none reaches the sink) and the
+// gateway counted far more packets than the limit lets through to the
+// log.
+func TestRefusalLogRateLimit(t *testing.T) {
+	const (
+		burst, rate = 100, 50 // the README's figures
+		slack       = 5
+		flood       = 1500 * time.Millisecond // long enough for the rate, not only the burst
+		port        = "51820"                 // a UDP sink of the fake internet that no test allows
+	)
+	w := newWorld(t)
+	match := "ip daddr " + evilAddr + " udp dport " + port
+	count := counters(t, w.gw, match)
+	r := w.run(t, nil, `t0=$(date +%s%N)
+bash -c 'exec 3>/dev/udp/`+evilAddr+`/`+port+`; end=$((${EPOCHREALTIME/./} + `+strconv.Itoa(int(flood/time.Microsecond))+`))
+  while [ ${EPOCHREALTIME/./} -lt $end ]; do for i in 1 2 3 4 5 6 7 8 9 10; do echo x >&3; done; done' 2>/dev/null
+t1=$(date +%s%N)
+echo flood_ns=$((t1 - t0))
+`)
+	seen := count()["forward "+match]
+	elapsedNs, err := strconv.ParseInt(r.values()["flood_ns"], 10, 64)
+	if err != nil {
+		t.Fatalf("no duration of the flood: %v", err)
+	}
+	elapsed := time.Duration(elapsedNs)
+	logged := 0
+	for _, line := range strings.Split(r.stderr, "\n") {
+		if strings.Contains(line, "reason=no_set_entry") && strings.Contains(line, "dst="+evilAddr+":"+port) {
+			logged++
+		}
+	}
+	bound := burst + int(rate*elapsed.Seconds()) + slack
+	t.Logf("%d packets of the flood reached the gateway in %v, %d were logged (at most %d allowed)", seen, elapsed.Round(time.Millisecond), logged, bound)
+	if seen <= 2*bound {
+		t.Fatalf("only %d packets reached the gateway, not far past the limit's %d: the test tests nothing", seen, bound)
+	}
+	if logged == 0 {
+		t.Errorf("no refusal of the flood was logged")
+	}
+	if logged > bound {
+		t.Errorf("%d refusals logged in %v; the limit allows at most %d (burst %d, %d a second, slack %d)", logged, elapsed.Round(time.Millisecond), bound, burst, rate, slack)
+	}
+	var through []fakenet.Contact
+	for _, c := range w.sinkContacts() {
+		if c.Local == evilAddr+":"+port {
+			through = append(through, c)
+		}
+	}
+	noContacts(t, "the flood's sink, past the log limit", through)
 }
