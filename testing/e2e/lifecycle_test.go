@@ -82,8 +82,11 @@ sleep 2
 	if out := w.gw.Run(t, "nft", "list", "tables"); !strings.Contains(out, "sluice") {
 		t.Fatalf("the killed run's table is already gone; the test does not test recovery")
 	}
+	// The dead run's link is not asked for by name: when the recovery ends
+	// the agent, the link may go with the agent's namespace before the
+	// recovery gets to it. w.run checks that no agent link is left.
 	r = w.run(t, nil, "true")
-	for _, want := range []string{"removed table inet sluice", "removed link sl", "restored net/ipv4/ip_forward=0", ".resolv.conf"} {
+	for _, want := range []string{"removed table inet sluice", "restored net/ipv4/ip_forward=0", ".resolv.conf"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("next start did not report %q:\n%s", want, r.stderr)
 		}
