@@ -178,7 +178,7 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	fwd := &dnsfilter.Forwarder{Servers: upstreams}
 	g.cleanup = append(g.cleanup, func() error { fwd.Close(); return nil })
 	srv, err := dnsfilter.New(dnsfilter.Config{
-		Agent: iface, Clients: clients, Internal: internal, IPv6: agent.Addr6.IsValid(),
+		Agent: iface, Clients: clients, Internal: internal, Global: o.global, IPv6: agent.Addr6.IsValid(),
 		Upstream: fwd,
 		Allower:  mgr, Pins: pins, Journal: sink,
 		MinTTL: o.minTTL, MaxTTL: o.maxTTL, Log: log,

@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluicegw/sluice/dnsfilter"
 	"github.com/sluicegw/sluice/firewall"
+	"github.com/sluicegw/sluice/policy"
 	"github.com/sluicegw/sluice/tlsinspect"
 )
 
@@ -40,6 +41,7 @@ type runOptions struct {
 	policyFile   string
 	allow        multiFlag
 	upstream     multiFlag
+	globalRanges multiFlag
 	user         string
 	agentNet     string
 	agentNet6    string
@@ -53,6 +55,7 @@ type runOptions struct {
 	logJSON      bool
 	verbose      bool
 	command      []string
+	global       []netip.Prefix // globalRanges, parsed
 }
 
 func parseRunFlags(args []string) (*runOptions, error) {
@@ -65,6 +68,7 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.StringVar(&o.policyFile, "policy", "", "policy `file` (YAML, version 1)")
 	fs.Var(&o.allow, "allow", "allow `HOST[:PORT]` or CIDR:PORT in addition to the policy (repeatable)")
 	fs.Var(&o.upstream, "upstream", "upstream resolver `ADDR[:PORT]` (repeatable; default: the nameservers of /etc/resolv.conf)")
+	fs.Var(&o.globalRanges, "global-range", "treat this documentation or benchmarking `PREFIX` as globally reachable in answers, for labs and tests (repeatable)")
 	fs.StringVar(&o.user, "user", "", "run the command as this `user` (default: the user who ran sudo, else root)")
 	fs.StringVar(&o.agentNet, "agent-net", defaultAgentNet, "IPv4 `prefix` of the link to the agent")
 	fs.StringVar(&o.agentNet6, "agent-net6", defaultAgentNet6, "IPv6 `prefix` of the link to the agent")
@@ -83,6 +87,17 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	if o.maxConns < 0 {
 		fmt.Fprintln(os.Stderr, "sluice: --max-connections must not be negative")
 		return nil, exitError{2}
+	}
+	for _, r := range o.globalRanges {
+		pfx, err := netip.ParsePrefix(r)
+		if err == nil {
+			err = policy.CheckGlobalRange(pfx)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "sluice: --global-range: %v\n", err)
+			return nil, exitError{2}
+		}
+		o.global = append(o.global, pfx)
 	}
 	o.command = fs.Args()
 	if len(o.command) == 0 {

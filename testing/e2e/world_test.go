@@ -276,7 +276,10 @@ func policyFile(t *testing.T, entries string) string {
 }
 
 func sluiceArgs(extra ...string) []string {
-	return append([]string{"run", "--upstream", authAddr, "--agent-net", agentNet, "--agent-net6", agentNet6}, extra...)
+	return append([]string{"run", "--upstream", authAddr, "--agent-net", agentNet, "--agent-net6", agentNet6,
+		// The fake internet lives on benchmarking and documentation
+		// addresses, which answers may not point into by default.
+		"--global-range", "198.18.0.0/15", "--global-range", "192.0.2.0/24", "--global-range", "2001:db8::/32"}, extra...)
 }
 
 // run runs `sluice run FLAGS -- sh -c SCRIPT` in the gateway namespace.
