@@ -38,6 +38,8 @@ type Agent struct {
 	// Gateway and Addr are the gateway's and the agent's IPv4 addresses on
 	// the link; Gateway6 and Addr6 are invalid when the agent has no IPv6.
 	Gateway, Addr, Gateway6, Addr6 netip.Addr
+
+	init *os.Process // the first process of the agent's PID namespace
 }
 
 // hostAddrs returns the first and second host address of p.
@@ -185,9 +187,16 @@ func notMainThread() error {
 	return nil
 }
 
-// Start starts cmd inside the agent's namespace. Only the new process is
-// in it: the thread that forks it is discarded afterwards.
+// Start starts cmd inside the agent's namespace, as the first process of
+// a PID namespace of its own: every process it starts stays in that PID
+// namespace, even one that moves to another network namespace, and dies
+// with it (see Kill). Only the new process is in the agent's network
+// namespace: the thread that forks it is discarded afterwards.
 func (a *Agent) Start(cmd *exec.Cmd) error {
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -201,12 +210,29 @@ func (a *Agent) Start(cmd *exec.Cmd) error {
 		}
 		errc <- cmd.Start()
 	}()
-	return <-errc
+	if err := <-errc; err != nil {
+		return err
+	}
+	a.init = cmd.Process
+	return nil
 }
 
-// KillAll sends SIGKILL to every process still in the agent's namespace
-// (daemons the command left behind) and reports how many there were.
-func (a *Agent) KillAll() int {
+// Kill ends every process of the agent. Killing the first process of its
+// PID namespace makes the kernel kill all the others; processes that
+// entered the network namespace some other way (from the host, through
+// /proc/PID/ns/net) are found by scanning /proc. It reports how many
+// processes it signalled directly.
+func (a *Agent) Kill() int {
+	n := 0
+	if a.init != nil && a.init.Kill() == nil {
+		n++
+	}
+	return n + a.killNetNS()
+}
+
+// killNetNS sends SIGKILL to every process whose network namespace is the
+// agent's.
+func (a *Agent) killNetNS() int {
 	var st unix.Stat_t
 	if a.Fd < 0 || unix.Fstat(a.Fd, &st) != nil {
 		return 0

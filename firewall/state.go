@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -26,6 +27,10 @@ type State struct {
 	Start string `json:"start"` // the process's start time, against PID reuse
 	Table string `json:"table"`
 	Iface string `json:"iface"`
+	// AgentPID and AgentStart identify the first process of the agent's
+	// PID namespace: killing it ends every process of the agent.
+	AgentPID   int    `json:"agent_pid,omitempty"`
+	AgentStart string `json:"agent_start,omitempty"`
 	// Sysctls lists each sysctl sluice changed with the value it had
 	// before, in the order they were changed.
 	Sysctls []Sysctl `json:"sysctls"`
@@ -107,16 +112,25 @@ func readState(path string) (*State, error) {
 	return &s, nil
 }
 
-// undo removes what a dead run left behind and says what it did.
+// undo removes what a dead run left behind and says what it did. The
+// agent goes first, its processes and then its link, and the table last:
+// the dead run's agent is by design still running (cut off by the table),
+// and with the table gone before the link it would forward anything,
+// anywhere, unfiltered.
 func (s *State) undo() []string {
 	var done []string
-	if existed, err := removeTable(s.Table); existed && err == nil {
-		done = append(done, "removed table inet "+s.Table)
+	if s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
+		if syscall.Kill(s.AgentPID, syscall.SIGKILL) == nil {
+			done = append(done, fmt.Sprintf("killed the agent (pid %d)", s.AgentPID))
+		}
 	}
 	if s.Iface != "" {
 		if existed, err := DeleteLink(s.Iface); existed && err == nil {
 			done = append(done, "removed link "+s.Iface)
 		}
+	}
+	if existed, err := removeTable(s.Table); existed && err == nil {
+		done = append(done, "removed table inet "+s.Table)
 	}
 	for _, sc := range slices.Backward(s.Sysctls) {
 		if cur, err := readSysctl(sc.Path); err == nil && cur != sc.Value && writeSysctl(sc.Path, sc.Value) == nil {
@@ -130,6 +144,16 @@ func (s *State) undo() []string {
 	}
 	_ = os.Remove(s.path)
 	return done
+}
+
+// SetAgent records the first process of the agent's PID namespace, so
+// that the next start after a crash can end the agent before it removes
+// the link and the table.
+func (s *State) SetAgent(pid int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.AgentPID, s.AgentStart = pid, processStart(pid)
+	return s.save()
 }
 
 // WriteFile creates a file that belongs to this run, recorded first so

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,11 +16,14 @@ import (
 )
 
 // agentInitArg is the hidden subcommand that sluice runs as the agent's
-// first process: already in the agent's network namespace and in a mount
-// namespace of its own, it hides host services reachable through the
-// filesystem, points /etc/resolv.conf at the gateway, shows the agent's own
-// interfaces under /sys, drops privileges, closes every inherited
-// descriptor but 0-2 and executes the user's command in its place.
+// first process: already in the agent's network namespace, in a mount
+// namespace and a PID namespace of its own, it hides host services
+// reachable through the filesystem, points /etc/resolv.conf at the
+// gateway, shows the agent's own interfaces under /sys and its own
+// processes under /proc, drops privileges, closes every inherited
+// descriptor but 0-2 and starts the user's command. It stays as the PID
+// namespace's init (see superviseCommand): when it ends, the kernel kills
+// every process of the agent, wherever it has moved its network.
 const agentInitArg = "__agent-init"
 
 func agentInit(args []string) error {
@@ -28,6 +32,7 @@ func agentInit(args []string) error {
 	uid := fs.Int("uid", 0, "user id to run as")
 	gid := fs.Int("gid", 0, "group id to run as")
 	groups := fs.String("groups", "", "supplementary group ids, comma separated")
+	interactive := fs.Bool("interactive", false, "the command shares a terminal's process group with sluice")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
 		return exitError{125}
 	}
@@ -56,6 +61,10 @@ func agentInit(args []string) error {
 		if err := mountResolvConf(resolvPath, hidden); err != nil {
 			return fail(err)
 		}
+	}
+	// /proc shows the agent's own processes: those of its PID namespace.
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fail(fmt.Errorf("mount /proc: %w", err))
 	}
 	// Like `ip netns exec`: /sys shows this namespace's interfaces.
 	if unix.Unmount("/sys", unix.MNT_DETACH) == nil {
@@ -89,9 +98,73 @@ func agentInit(args []string) error {
 		}
 		return exitError{126}
 	}
-	err = syscall.Exec(path, fs.Args(), os.Environ())
-	fmt.Fprintf(os.Stderr, "sluice: exec %s: %v\n", path, err)
-	return exitError{126}
+	return superviseCommand(path, fs.Args(), *interactive)
+}
+
+// superviseCommand runs the command as the only child of this process,
+// the PID namespace's init: it passes on the signals sluice relays, reaps
+// every orphan that the kernel hands to an init, and exits with the
+// command's status (128+N when a signal N ended it). Its exit is what
+// ends the agent: the kernel kills every process left in the namespace.
+// The command is not init itself because an init ignores every signal it
+// has no handler for, so a plain command would never see sluice's SIGTERM.
+func superviseCommand(path string, args []string, interactive bool) error {
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs)
+	cmd := exec.Command(path, args[1:]...)
+	cmd.Args = args
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "sluice: exec %s: %v\n", path, err)
+		return exitError{126}
+	}
+	pid := cmd.Process.Pid
+	// The standard streams are the command's: holding them open here would
+	// keep a reader of sluice's output waiting for this process too.
+	if null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0); err == nil {
+		for fd := range 3 {
+			_ = unix.Dup2(int(null.Fd()), fd)
+		}
+		null.Close()
+	}
+	for sig := range sigs {
+		switch sig {
+		case syscall.SIGCHLD:
+			if status, done := reapChildren(pid); done {
+				return exitError{status}
+			}
+		case syscall.SIGURG, syscall.SIGPIPE:
+			// Go's scheduler preempts with SIGURG; SIGPIPE is ours alone.
+		case syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTSTP:
+			if interactive {
+				continue // the terminal sent it to the command too
+			}
+			_ = syscall.Kill(pid, sig.(syscall.Signal))
+		default:
+			_ = syscall.Kill(pid, sig.(syscall.Signal))
+		}
+	}
+	return exitError{125}
+}
+
+// reapChildren collects every child that has ended and reports the
+// command's status once it is among them.
+func reapChildren(command int) (status int, done bool) {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if err != nil || pid <= 0 {
+			return status, done
+		}
+		if pid != command {
+			continue
+		}
+		done = true
+		status = ws.ExitStatus()
+		if ws.Signaled() {
+			status = 128 + int(ws.Signal())
+		}
+	}
 }
 
 // sideDoors are host services reachable through the filesystem, which no

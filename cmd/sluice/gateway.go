@@ -84,8 +84,7 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	if err != nil {
 		return g, fmt.Errorf("create agent namespace: %w", err)
 	}
-	g.agent = agent
-	g.cleanup = append(g.cleanup, agent.Close, func() error { agent.KillAll(); return nil })
+	g.agent = agent // close removes it first, before anything else
 	log.Debug("agent link up", "iface", iface, "agent", agent.Addr, "gateway", agent.Gateway, "agent6", agent.Addr6)
 
 	pc, ln, port, err := listenDNS(iface)
@@ -194,10 +193,21 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	return g, nil
 }
 
-// close undoes everything newGateway did, last step first, and reports
-// every step that failed.
+// close undoes everything newGateway did and reports every step that
+// failed. The agent goes first, its processes and then its link: until the
+// link is gone, the table is all that stands between a process of the
+// agent and the outside, so removing the table (or restoring forwarding)
+// before would let a process still alive there through unfiltered. The
+// other steps run last to first.
 func (g *gateway) close() error {
 	var errs []error
+	if g.agent != nil {
+		g.agent.Kill()
+		if err := g.agent.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		g.agent = nil
+	}
 	for _, f := range slices.Backward(g.cleanup) {
 		if err := f(); err != nil {
 			errs = append(errs, err)

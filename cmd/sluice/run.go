@@ -155,9 +155,6 @@ func runCmd(args []string) error {
 		return err
 	}
 	code, err := g.runCommand(o.command, cred)
-	if n := g.agent.KillAll(); n > 0 {
-		log.Info("killed processes the command left in the agent namespace", "count", n)
-	}
 	if cerr := g.close(); cerr != nil {
 		log.Error("cleanup incomplete", "err", cerr)
 		if err == nil {
@@ -210,21 +207,24 @@ func (g *gateway) runCommand(command []string, cred credential) (int, error) {
 	if err := g.state.WriteFile(resolv, []byte("nameserver "+g.agent.Gateway.String()+"\noptions edns0\n")); err != nil {
 		return 0, err
 	}
-	args := []string{agentInitArg, "--resolv", resolv,
-		"--uid", fmt.Sprint(cred.uid), "--gid", fmt.Sprint(cred.gid), "--groups", cred.groups, "--"}
-	cmd := exec.Command("/proc/self/exe", append(args, command...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = cred.env(os.Environ())
 	// With a terminal the command stays in our process group, so Ctrl-C
 	// reaches it from the terminal once, not twice; without one it gets a
 	// group of its own and every signal is relayed.
 	interactive := isTerminal(os.Stdin)
+	args := []string{agentInitArg, "--resolv", resolv, fmt.Sprintf("--interactive=%t", interactive),
+		"--uid", fmt.Sprint(cred.uid), "--gid", fmt.Sprint(cred.gid), "--groups", cred.groups, "--"}
+	cmd := exec.Command("/proc/self/exe", append(args, command...)...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = cred.env(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS, Setpgid: !interactive}
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer signal.Stop(sigs)
 	if err := g.agent.Start(cmd); err != nil {
 		return 0, fmt.Errorf("start %s: %w", command[0], err)
+	}
+	if err := g.state.SetAgent(cmd.Process.Pid); err != nil {
+		g.log.Error("cannot record the agent's process: a crash now would leave it running", "err", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

@@ -291,6 +291,10 @@ func (w *world) run(t *testing.T, flags []string, script string) result {
 	cmd := exec.CommandContext(ctx, "ip", args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// An agent process that outlives sluice holds these pipes open; the
+	// test then fails on what it finds instead of hanging until go test's
+	// deadline, when its clean-ups no longer run.
+	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
 	r := result{stdout: stdout.String(), stderr: stderr.String()}
 	if ee, ok := err.(*exec.ExitError); ok {

