@@ -282,7 +282,8 @@ func (s *Server) keepAddr(rr dns.RR, ip []byte, d policy.Decision, addrs, droppe
 }
 
 // forbidden says whether an answer address must be dropped. The gateway's
-// and agents' own prefixes are dropped even for private entries. An IPv6
+// and agents' own prefixes are dropped even for private entries; the
+// networks the gateway is attached to, for all others. An IPv6
 // address that stands for an IPv4 one (NAT64, 6to4) is judged as that IPv4
 // address too, so no form of the gateway, loopback or the metadata address
 // passes.
@@ -299,6 +300,9 @@ func (s *Server) forbidden(a netip.Addr, private bool) bool {
 	if private {
 		return a.IsUnspecified() || a.IsMulticast() || a.IsLoopback() || a.IsLinkLocalUnicast() ||
 			(a.Is4() && a.As4() == [4]byte{255, 255, 255, 255})
+	}
+	if policy.InPrefixes(s.cfg.Connected, a) {
+		return true
 	}
 	return policy.Forbidden(a) && !policy.InPrefixes(s.cfg.Global, a)
 }

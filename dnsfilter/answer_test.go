@@ -525,3 +525,22 @@ func TestGlobalOverride(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectedNetworksNeedPrivate: an answer into a network the gateway
+// is attached to (its router, a NAS of its LAN) is dropped unless the
+// entry says private: true, even inside a range counted as global.
+func TestConnectedNetworksNeedPrivate(t *testing.T) {
+	connected := func(c *Config) { c.Connected = []netip.Prefix{netip.MustParsePrefix("198.18.2.0/28")} }
+	f := newFixtureWith(t, connected, "allowed.test", "chain.allowed.test")
+	if got := answers(f.ask(t, "allowed.test.", dns.TypeA)); len(got) != 0 {
+		t.Errorf("answer into a connected network: %v, want it dropped", got)
+	}
+	// Control: the same server answers outside the connected network.
+	if got := answers(f.ask(t, "chain.allowed.test.", dns.TypeA)); !slices.Contains(got, "198.18.2.20") {
+		t.Errorf("answer outside the connected networks: %v, want 198.18.2.20", got)
+	}
+	f = newFixtureWith(t, connected, "allowed.test!private")
+	if got := answers(f.ask(t, "allowed.test.", dns.TypeA)); !slices.Equal(got, []string{"198.18.2.10", "198.18.2.11"}) {
+		t.Errorf("private entry, connected network: %v, want both addresses", got)
+	}
+}

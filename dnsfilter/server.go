@@ -58,11 +58,15 @@ type Config struct {
 	// Internal are prefixes no answer may point into, whatever the policy
 	// says: the gateway's own addresses and the agents' subnets.
 	Internal []netip.Prefix
+	// Connected are the networks the gateway is attached to (its upstream
+	// link's subnet: its router, a NAS, other hosts of that LAN). Answers
+	// may point into them only for entries with private: true.
+	Connected []netip.Prefix
 	// Global are special-purpose ranges that answers may point into as if
 	// they were globally reachable, for labs and tests whose fake internet
 	// lives on documentation and benchmarking addresses. Only prefixes
 	// inside policy.LabRanges are accepted (policy.CheckGlobalRange);
-	// Internal still wins over them.
+	// Internal and Connected still win over them.
 	Global []netip.Prefix
 	// IPv6 says whether the gateway can carry IPv6. When false, AAAA
 	// questions get an empty answer so that clients do not wait on v6.

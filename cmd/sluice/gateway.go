@@ -63,12 +63,12 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	}
 	g.state = st
 	g.cleanup = append(g.cleanup, st.Release)
-	own, err := gatewayAddrs()
+	own, connected, err := gatewayAddrs()
 	if err != nil {
 		return g, err
 	}
 	for _, n := range []netip.Prefix{net4, net6} {
-		if n.IsValid() && slices.ContainsFunc(own, func(a netip.Prefix) bool { return a.Overlaps(n) }) {
+		if n.IsValid() && slices.ContainsFunc(slices.Concat(own, connected), func(a netip.Prefix) bool { return a.Overlaps(n) }) {
 			return g, fmt.Errorf("the agent link %s overlaps a network of this gateway; choose another with --agent-net/--agent-net6", n)
 		}
 	}
@@ -177,7 +177,7 @@ func newGateway(o *runOptions, p *policy.Policy, log *slog.Logger) (g *gateway, 
 	fwd := &dnsfilter.Forwarder{Servers: upstreams}
 	g.cleanup = append(g.cleanup, func() error { fwd.Close(); return nil })
 	srv, err := dnsfilter.New(dnsfilter.Config{
-		Agent: iface, Clients: clients, Internal: internal, Global: o.global, IPv6: agent.Addr6.IsValid(),
+		Agent: iface, Clients: clients, Internal: internal, Connected: connected, Global: o.global, IPv6: agent.Addr6.IsValid(),
 		Upstream: fwd,
 		Allower:  mgr, Pins: pins, Journal: sink,
 		MinTTL: o.minTTL, MaxTTL: o.maxTTL, Log: log,
@@ -279,19 +279,24 @@ func gatewayHasIPv6() bool {
 }
 
 // gatewayAddrs returns the gateway's own addresses (as single-address
-// prefixes) and the networks of its routes, which the agent's link must not
-// overlap and its answers must not point into.
-func gatewayAddrs() ([]netip.Prefix, error) {
+// prefixes), which no answer may point into, and the networks they are
+// on, which only private entries may reach and the agent's link must not
+// overlap.
+func gatewayAddrs() (own, connected []netip.Prefix, err error) {
 	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
-		return nil, fmt.Errorf("list gateway addresses: %w", err)
+		return nil, nil, fmt.Errorf("list gateway addresses: %w", err)
 	}
-	var out []netip.Prefix
 	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			ip = ip.Unmap()
-			out = append(out, netip.PrefixFrom(ip, ip.BitLen()))
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		own = append(own, netip.PrefixFrom(ip, ip.BitLen()))
+		if ones, _ := a.Mask.Size(); !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
+			connected = append(connected, netip.PrefixFrom(ip, ones).Masked())
 		}
 	}
-	return out, nil
+	return own, connected, nil
 }

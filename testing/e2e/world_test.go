@@ -54,6 +54,7 @@ const (
 	agentNet     = "198.18.0.0/30" // gateway .1, agent .2
 	agentNet6    = "2001:db8:a::/64"
 	gwAddr       = "198.18.0.1"
+	routerAddr   = "198.18.1.2"  // the gateway's upstream router, on its own link
 	allowedAddr  = "198.18.2.10" // allowed.test, www.allowed.test, cust-evil.cdn.test
 	allowedAddr2 = "198.18.2.11" // target of a CNAME chain
 	allowedAddr6 = "2001:db8:2::10"
@@ -79,6 +80,7 @@ var zone = []string{
 	"private.allowed.test. 300 IN A 10.0.0.1",
 	"cgnat.allowed.test. 300 IN A 100.64.0.1",
 	"gateway.allowed.test. 300 IN A " + gwAddr,
+	"neighbour.allowed.test. 300 IN A " + routerAddr,
 	"evil.test. 300 IN A " + evilAddr,
 	"*.evil.test. 300 IN A " + evilAddr,
 	"*.evil.test. 300 IN TXT \"exfil\"",
