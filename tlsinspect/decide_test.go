@@ -143,3 +143,30 @@ func FuzzRequestHead(f *testing.F) {
 		}
 	})
 }
+
+// TestInternalDecodesEmbeddedIPv4: the NAT64 and 6to4 forms of the
+// gateway's address and of loopback are as internal as the addresses.
+func TestInternalDecodesEmbeddedIPv4(t *testing.T) {
+	px, err := New(Config{Pins: fakePins{}, Journal: journal.Discard{}, Internal: []netip.Prefix{netip.MustParsePrefix("198.18.0.1/32")}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"198.18.0.1", true},
+		{"64:ff9b::c612:1", true},   // NAT64 form of 198.18.0.1
+		{"2002:c612:1::1", true},    // 6to4 form of 198.18.0.1
+		{"64:ff9b::7f00:1", true},   // NAT64 form of 127.0.0.1
+		{"2002:7f00:1::", true},     // 6to4 form of 127.0.0.1
+		{"::ffff:198.18.0.1", true}, // mapped
+		{"198.18.2.10", false},
+		{"64:ff9b::c612:20a", false}, // NAT64 form of 198.18.2.10
+		{"2001:db8::1", false},
+	} {
+		if got := px.internal(netip.MustParseAddr(tc.addr)); got != tc.want {
+			t.Errorf("internal(%s) = %v, want %v", tc.addr, got, tc.want)
+		}
+	}
+}

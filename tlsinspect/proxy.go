@@ -205,6 +205,9 @@ func (px *Proxy) checkDial(_, address string, _ syscall.RawConn) error {
 
 func (px *Proxy) internal(a netip.Addr) bool {
 	a = a.Unmap()
+	if v4, ok := policy.EmbeddedIPv4(a); ok && px.internal(v4) {
+		return true // a NAT64 or 6to4 form of an internal IPv4 address
+	}
 	return policy.InPrefixes(px.cfg.Internal, a) || (a.IsLoopback() && !px.loopbackForTests) || a.IsUnspecified() || a.IsMulticast()
 }
 
