@@ -61,6 +61,8 @@ pids+=($!)
 ip netns exec "$srv" taskset -c 0 "$tmp/snibench" -role backend -procs 1 -listen 0.0.0.0:443,0.0.0.0:8443 &
 pids+=($!)
 sleep 0.3
+# The backend's addresses (198.18.128.0/17) are in a benchmarking range,
+# which answers may point into only with --global-range.
 cat > "$tmp/policy.yaml" <<'POLICY'
 version: 1
 allow:
@@ -75,7 +77,7 @@ ours() {
 	shift
 	if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then return 0; fi
 	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run \
-		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --agent-net 198.18.0.0/30 --no-ipv6 -- \
+		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 -- \
 		sh -c 'cpu() { awk "{print \$14+\$15}" /proc/$PPID/stat; }
 			[ -n "'"${STRACE:-}"'" ] && { strace -f -c -o '"${STRACE:-/dev/null}"' -p $PPID & sleep 0.5; }
 			[ -n "'"${PERF:-}"'" ] && { perf record -q -g -o '"${PERF:-/dev/null}"' -p $PPID & sleep 0.5; }
@@ -98,7 +100,7 @@ ours refused        -role cps -target allowed.bench.test:443 -sni evil.other.tes
 # connection is two sockets in sluice; on machines whose hard limit of open
 # files is 20,000 (and no CAP_SYS_RESOURCE to raise it) 10,000 cannot fit.
 [ -z "${ONLY:-}" ] || [ "$ONLY" = idle ] && ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run \
-	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --agent-net 198.18.0.0/30 --no-ipv6 -- \
+	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 -- \
 	sh -c 'rss() { awk "/VmRSS/{print \$2}" /proc/$PPID/status; }
 		r0=$(rss)
 		'"$tmp"'/snibench -role idle -target idle.bench.test:443 -sni idle.bench.test -n ${IDLE_N:-9000} -d ${IDLE_HOLD:-3s} > '"$tmp"'/idle.out &
@@ -257,7 +259,7 @@ echo \"$label: \$out\$extra cpu_s=\$((c1-c0))/100\""
 	done
 done
 ip netns exec "$gw" env GOMAXPROCS=1 taskset -c 1 "$tmp/sluice" run \
-	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --agent-net 198.18.0.0/30 --no-ipv6 -- \
+	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 -- \
 	sh -c "$script" 2>/dev/null &
 sl=$!
 until ip netns exec "$gw" nft list chain inet sluice agent_in >/dev/null 2>&1; do sleep 0.1; done
