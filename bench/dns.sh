@@ -15,18 +15,21 @@ D=${DURATION:-5s}
 tmp=$(mktemp -d)
 gw=bgw$$ srv=bsrv$$
 cleanup() {
-	kill "${proto_pid:-}" 2>/dev/null || true
+	kill "${proto_pid:-}" "${helper_pid:-}" "${sluice_pid:-}" 2>/dev/null || true
 	ip netns del "$gw" 2>/dev/null || true
 	ip netns del "$srv" 2>/dev/null || true
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-go build -o "$tmp/sluice" ./cmd/sluice
+# SLUICE_BIN=path measures a build made elsewhere; by default the working
+# tree is built.
+if [ -n "${SLUICE_BIN:-}" ]; then cp "$SLUICE_BIN" "$tmp/sluice"; else go build -o "$tmp/sluice" ./cmd/sluice; fi
 go build -o "$tmp/dnsproto" ./bench/dnsproto
 go build -o "$tmp/dnsload" ./bench/dnsload
 
 . bench/netns.sh
 gw_srv "$gw" "$srv"
+host_fifos "$tmp"
 ip netns exec "$srv" taskset -c 0 "$tmp/dnsproto" -addr 198.18.1.2:53 -accept 0.0.0.0:80 &
 proto_pid=$!
 sleep 0.3
@@ -43,16 +46,23 @@ allow:
 POLICY
 
 # phase NAME DNSLOAD-ARGS...: one sluice run per phase, so cache-miss runs
-# start cold; prints dnsload's line and sluice's CPU per answer.
+# start cold; prints dnsload's line and sluice's CPU per answer, which the
+# agent asks the host for (bench/netns.sh: host_helper).
 phase() {
 	local name=$1
 	shift
 	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run ${SLUICE_FLAGS:-} \
-		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 -- \
-		sh -c 'cpu() { awk "{print \$14+\$15}" /proc/$PPID/stat; }
-			c0=$(cpu); out=$(taskset -c 0 '"$tmp"'/dnsload -server 198.18.0.1:53 '"$*"'); c1=$(cpu)
+		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 --user root -- \
+		sh -c "$(agent_ask "$tmp")"'
+			c0=$(ask cpu sluice); out=$(taskset -c 0 '"$tmp"'/dnsload -server 198.18.0.1:53 '"$*"'); c1=$(ask cpu sluice)
 			n=$(echo "$out" | sed -n "s/^answers=\([0-9]*\).*/\1/p")
-			echo "'"$name"': $out sluice_cpu_us_per_answer=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"' 2>${SLUICE_STDERR:-/dev/null}
+			echo "'"$name"': $out sluice_cpu_us_per_answer=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"' 2>${SLUICE_STDERR:-/dev/null} &
+	sluice_pid=$!
+	host_helper "$tmp" "$sluice_pid"
+	helper_pid=$!
+	wait "$sluice_pid"
+	kill "$helper_pid"
+	wait "$helper_pid" 2>/dev/null || true
 }
 phase hit          -count 100 -c 16 -d "$D"
 phase miss         -unique -count 0 -c 64 -d "${MISS_DURATION:-2s}"

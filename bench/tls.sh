@@ -29,7 +29,7 @@ tmp=$(mktemp -d)
 gw=tgw$$ srv=tsrv$$ cli=tcli$$
 pids=()
 cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	for p in "${pids[@]}" "${helper_pid:-}" "${sluice_pid:-}"; do kill "$p" 2>/dev/null || true; done
 	for n in "$gw" "$srv" "$cli"; do ip netns del "$n" 2>/dev/null || true; done
 	rm -rf "$tmp"
 }
@@ -42,6 +42,7 @@ go build -o "$tmp/snibench" ./bench/snibench
 
 . bench/netns.sh
 gw_srv "$gw" "$srv"
+host_fifos "$tmp"
 ip netns add "$cli"
 ip -n "$cli" link set lo up
 ip -n "$gw" link add g3 type veth peer name c0 netns "$cli"
@@ -70,22 +71,42 @@ allow:
     ports: [443, 8443]
 POLICY
 
+# sluice_start PROFILE STDERR SCRIPT: starts one sluice run in the
+# background, its agent running SCRIPT with ask() (bench/netns.sh) to read
+# sluice's figures from the host; sluice's standard error is appended to
+# STDERR. sluice_wait waits for the run to end.
+sluice_start() {
+	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE="$1" taskset -c 1 "$tmp/sluice" run \
+		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 --user root -- \
+		sh -c "$(agent_ask "$tmp")
+$3" 2>>"$2" &
+	sluice_pid=$!
+	host_helper "$tmp" "$sluice_pid"
+	helper_pid=$!
+}
+sluice_wait() {
+	local rc=0
+	wait "$sluice_pid" || rc=$?
+	kill "$helper_pid"
+	wait "$helper_pid" 2>/dev/null || true
+	return $rc
+}
+
 # ours NAME SNIBENCH-ARGS: one sluice run; prints snibench's line and
-# sluice's CPU per connection (from its /proc stat, read by the agent).
+# sluice's CPU per connection.
 ours() {
 	local name=$1
 	shift
 	if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then return 0; fi
-	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run \
-		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 -- \
-		sh -c 'cpu() { awk "{print \$14+\$15}" /proc/$PPID/stat; }
-			[ -n "'"${STRACE:-}"'" ] && { strace -f -c -o '"${STRACE:-/dev/null}"' -p $PPID & sleep 0.5; }
-			[ -n "'"${PERF:-}"'" ] && { perf record -q -g -o '"${PERF:-/dev/null}"' -p $PPID & sleep 0.5; }
-			c0=$(cpu); out=$(taskset -c 0 '"$tmp"'/snibench '"$*"'); c1=$(cpu)
-			[ -n "'"${STRACE:-}${PERF:-}"'" ] && { kill -INT $!; wait $! 2>/dev/null; }
-			n=$(echo "$out" | sed -n "s/^conns=\([0-9]*\).*/\1/p")
-			extra=""; [ -n "$n" ] && extra=" sluice_cpu_us_per_conn=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"
-			echo "'"$name"': $out$extra sluice_cpu_s=$(( (c1-c0) ))/100"' 2>>"${SLUICE_STDERR:-/dev/null}"
+	sluice_start "${PROF:-}" "${SLUICE_STDERR:-/dev/null}" '
+		[ -n "'"${STRACE:-}"'" ] && ask strace sluice '"${STRACE:-/dev/null}"'
+		[ -n "'"${PERF:-}"'" ] && ask perf sluice '"${PERF:-/dev/null}"'
+		c0=$(ask cpu sluice); out=$(taskset -c 0 '"$tmp"'/snibench '"$*"'); c1=$(ask cpu sluice)
+		[ -n "'"${STRACE:-}${PERF:-}"'" ] && ask untrace
+		n=$(echo "$out" | sed -n "s/^conns=\([0-9]*\).*/\1/p")
+		extra=""; [ -n "$n" ] && extra=" sluice_cpu_us_per_conn=$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))"
+		echo "'"$name"': $out$extra sluice_cpu_s=$(( (c1-c0) ))/100"'
+	sluice_wait
 }
 
 ours ours-cps       -role cps -target allowed.bench.test:443 -c 32 -d "$D"
@@ -99,21 +120,21 @@ ours refused        -role cps -target allowed.bench.test:443 -sni evil.other.tes
 # Memory of 9,000 idle spliced connections, and proof of splice(2). Each
 # connection is two sockets in sluice; on machines whose hard limit of open
 # files is 20,000 (and no CAP_SYS_RESOURCE to raise it) 10,000 cannot fit.
-[ -z "${ONLY:-}" ] || [ "$ONLY" = idle ] && ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run \
-	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 -- \
-	sh -c 'rss() { awk "/VmRSS/{print \$2}" /proc/$PPID/status; }
-		r0=$(rss)
+if [ -z "${ONLY:-}" ] || [ "$ONLY" = idle ]; then
+	sluice_start "${PROF:-}" "${SLUICE_STDERR:-/dev/null}" '
+		r0=$(ask rss sluice)
 		'"$tmp"'/snibench -role idle -target idle.bench.test:443 -sni idle.bench.test -n ${IDLE_N:-9000} -d ${IDLE_HOLD:-3s} > '"$tmp"'/idle.out &
 		while ! grep -q held '"$tmp"'/idle.out; do sleep 0.2; done
-		r1=$(rss); wait
+		r1=$(ask rss sluice); wait
 		echo "idle: $(cat '"$tmp"'/idle.out) sluice_rss_kb_before=$r0 sluice_rss_kb_held=$r1 per_conn_kb=$(( (r1-r0)/${IDLE_N:-9000} ))"
 		# let sluice finish closing the idle connections first
-		while [ "$(ls /proc/$PPID/fd | wc -l)" -gt 100 ]; do sleep 0.2; done
-		strace -f -c -e trace=splice,read,write -p $PPID -o '"$tmp"'/strace.out &
-		st=$!; sleep 0.5
+		while [ "$(ask fds sluice)" -gt 100 ]; do sleep 0.2; done
+		ask strace sluice '"$tmp"'/strace.out -e trace=splice,read,write
 		echo "transfer: $('"$tmp"'/snibench -role tput -target allowed.bench.test:443 -c 1 -d 2s 2>&1)"
-		kill -INT $st; wait $st 2>/dev/null
-		echo "syscalls during a 2 s transfer through the proxy:"; grep -E "splice|read|write|calls" '"$tmp"'/strace.out || true' 2>"${SLUICE_STDERR:-/dev/null}" || true
+		ask untrace
+		echo "syscalls during a 2 s transfer through the proxy:"; grep -E "splice|read|write|calls" '"$tmp"'/strace.out || true'
+	sluice_wait || true
+fi
 [ -n "${ONLY:-}" ] && [ "$ONLY" != peers ] && [ "$ONLY" != redirect ] && exit 0
 
 # Peers, in the same run, on two paths:
@@ -225,8 +246,9 @@ fi
 # times (default 1), each round starting with the next target.
 # Interleaved, the ratios are not skewed by the host slowing down between
 # the phases above, which run minutes apart.
-# The agent's command waits until the rules are in; sluice is its parent.
-targets=("sluice 443 \$PPID" "direct 8443 -")
+# The agent's command waits until the rules are in; it asks the host for
+# the CPU time of sluice and of the peers.
+targets=("sluice 443 sluice" "direct 8443 -")
 [ -n "${peerpid[nginx]:-}" ] && targets+=("nginx 9454 ${peerpid[nginx]}")
 [ -n "${peerpid[haproxy]:-}" ] && targets+=("haproxy 9455 ${peerpid[haproxy]}")
 script="while [ ! -e $tmp/go ]; do sleep 0.1; done"
@@ -247,21 +269,18 @@ echo \"$label: \$(taskset -c 0 $tmp/snibench -role $r -target allowed.bench.test
 				continue
 			fi
 			script+="
-c0=\$(awk '{print \$14+\$15}' /proc/$pid/stat)
-${PERF:+perf record -q -g -o $PERF.$name-redirected.${r// /}.$round -p $pid & sleep 0.5}
+c0=\$(ask cpu $pid)
+${PERF:+ask perf $pid $PERF.$name-redirected.${r// /}.$round}
 out=\$(taskset -c 0 $tmp/snibench -role $r -target allowed.bench.test:$port -d $D)
-${PERF:+kill -INT \$!; wait \$! 2>/dev/null}
-c1=\$(awk '{print \$14+\$15}' /proc/$pid/stat)
+${PERF:+ask untrace}
+c1=\$(ask cpu $pid)
 n=\$(echo \"\$out\" | sed -n 's/^conns=\([0-9]*\).*/\1/p')
 extra=''; [ -n \"\$n\" ] && extra=\" cpu_us_per_conn=\$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))\"
 echo \"$label: \$out\$extra cpu_s=\$((c1-c0))/100\""
 		done
 	done
 done
-ip netns exec "$gw" env GOMAXPROCS=1 taskset -c 1 "$tmp/sluice" run \
-	--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 -- \
-	sh -c "$script" 2>/dev/null &
-sl=$!
+sluice_start "" /dev/null "$script"
 until ip netns exec "$gw" nft list chain inet sluice agent_in >/dev/null 2>&1; do sleep 0.1; done
 agentif=$(ip netns exec "$gw" nft list chain inet sluice prerouting | sed -n 's/.*iifname "\([^"]*\)".*/\1/p' | head -1)
 ip netns exec "$gw" nft -f - <<NFT
@@ -270,4 +289,4 @@ insert rule inet sluice prerouting iifname "$agentif" tcp dport 9455 redirect to
 insert rule inet sluice agent_in tcp dport { 8454, 8455 } ct status dnat accept
 NFT
 touch "$tmp/go"
-wait $sl || true
+sluice_wait || true
