@@ -244,10 +244,23 @@ func (m *Manager) addChains() {
 		}
 	}
 
-	// The gateway itself: only the redirected resolver port, and the
-	// neighbour discovery IPv6 needs on the link.
+	// The gateway itself: only the redirected resolver and proxy ports,
+	// and the neighbour discovery IPv6 needs on the link.
 	in := c.AddChain(&nftables.Chain{Name: chainAgentIn, Table: t})
 	add(in, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
+	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
+	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
+	// Link-level chatter (router solicitations, mDNS) is not an attempt to
+	// reach anything: drop it without a log line.
+	add(in, rule(pktType(unix.PACKET_MULTICAST), verdict(expr.VerdictDrop)))
+	add(in, rule(pktType(unix.PACKET_BROADCAST), verdict(expr.VerdictDrop)))
+	// The dead-man switch, as in the forward chain: a stopped sluice still
+	// has its sockets, so without it the kernel would complete handshakes
+	// on the proxy's listening socket and queue DNS queries that nobody
+	// reads, and the agent would hang instead of failing. Refuse as a
+	// closed port does.
+	m.refuseIf(in, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_TCP), notInSet(setAlive, aliveKey)), rejectTCP())
+	m.refuseIf(in, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_UDP), notInSet(setAlive, aliveKey)), rejectPort())
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		add(in, rule(l4proto(proto), dport(m.cfg.DNSPort), ctDNAT(), verdict(expr.VerdictAccept)))
 	}
@@ -256,12 +269,6 @@ func (m *Manager) addChains() {
 			add(in, rule(l4proto(unix.IPPROTO_TCP), dport(port), ctDNAT(), verdict(expr.VerdictAccept)))
 		}
 	}
-	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
-	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
-	// Link-level chatter (router solicitations, mDNS) is not an attempt to
-	// reach anything: drop it without a log line.
-	add(in, rule(pktType(unix.PACKET_MULTICAST), verdict(expr.VerdictDrop)))
-	add(in, rule(pktType(unix.PACKET_BROADCAST), verdict(expr.VerdictDrop)))
 	m.refuse(in, ReasonGatewayPort)
 	input := base("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
 	add(input, rule(iif(agent, true), jump(chainAgentIn)))
