@@ -1,12 +1,11 @@
 package main
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 
-	"github.com/sluicegw/sluice/policy"
+	"github.com/sluicegw/sluice/gateway"
 )
 
 func checkCmd(args []string) error {
@@ -21,7 +20,7 @@ func checkCmd(args []string) error {
 	}
 	failed := false
 	for _, file := range fs.Args() {
-		p, warnings, err := loadPolicy(file, nil)
+		p, warnings, err := gateway.PolicySource{File: file}.Load()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			failed = true
@@ -36,46 +35,4 @@ func checkCmd(args []string) error {
 		return exitError{1}
 	}
 	return nil
-}
-
-// loadPolicy reads the policy file (if any) and the --allow flags into one
-// policy. Errors name file:line; warnings are returned for the caller to show.
-func loadPolicy(file string, flags []string) (*policy.Policy, []policy.Warning, error) {
-	var entries []policy.Entry
-	var errs policy.Errors
-	if file != "" {
-		data, err := os.ReadFile(file)
-		if err != nil {
-			return nil, nil, err
-		}
-		fe, err := policy.ParseFile(file, data)
-		var pe policy.Errors
-		switch {
-		case errors.As(err, &pe):
-			errs = append(errs, pe...)
-		case err != nil:
-			return nil, nil, err
-		}
-		entries = append(entries, fe...)
-	}
-	for _, f := range flags {
-		e, err := policy.ParseAllowFlag(f)
-		if err != nil {
-			var pe policy.Error
-			if errors.As(err, &pe) {
-				errs = append(errs, pe)
-				continue
-			}
-			return nil, nil, err
-		}
-		entries = append(entries, e)
-	}
-	if len(errs) > 0 {
-		return nil, nil, errs
-	}
-	p, err := policy.New(entries)
-	if err != nil {
-		return nil, nil, err
-	}
-	return p, policy.Lint(p), nil
 }

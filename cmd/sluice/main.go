@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+
+	"github.com/sluicegw/sluice/sandbox"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -35,7 +37,7 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 
 // The main goroutine keeps the main thread to itself, so that the
 // goroutines that enter the agent's namespace never run on it (see
-// firewall.Agent.Start).
+// sandbox.Agent.Run).
 func init() { runtime.LockOSThread() }
 
 func main() {
@@ -57,8 +59,8 @@ func run(args []string) int {
 		err = checkCmd(args[1:])
 	case "version", "--version":
 		fmt.Println("sluice", version)
-	case agentInitArg:
-		err = agentInit(args[1:])
+	case sandbox.InitArg:
+		return sandbox.Init(args[1:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mdlayher/netlink"
 	"github.com/sluicegw/sluice/firewall"
+	"github.com/sluicegw/sluice/sandbox"
 	"github.com/sluicegw/sluice/testing/fakenet"
 	"github.com/sluicegw/sluice/testing/nstest"
 	"github.com/ti-mo/conntrack"
@@ -113,7 +114,7 @@ func newWorldOpts(t *testing.T, ipv6 bool) *world {
 	// take it, before the namespace itself goes.
 	t.Cleanup(func() {
 		err := w.gw.Do(func() error {
-			st, _, err := firewall.Claim(firewall.DefaultTable, "")
+			st, _, err := sandbox.Claim(sandbox.StateConfig{Table: firewall.DefaultTable, RemoveTable: firewall.RemoveTable})
 			if err != nil {
 				return err
 			}

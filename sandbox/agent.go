@@ -1,8 +1,10 @@
-package firewall
+package sandbox
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -27,6 +29,8 @@ type AgentConfig struct {
 	Net4 netip.Prefix
 	// Net6, when valid, gives the agent IPv6 the same way.
 	Net6 netip.Prefix
+	// Log receives what the agent's supervision has to say.
+	Log *slog.Logger
 }
 
 // Agent is a network namespace whose only link leads to the gateway.
@@ -40,6 +44,7 @@ type Agent struct {
 	Gateway, Addr, Gateway6, Addr6 netip.Addr
 
 	init *os.Process // the first process of the agent's PID namespace
+	log  *slog.Logger
 }
 
 // hostAddrs returns the first and second host address of p.
@@ -58,7 +63,7 @@ func hostAddrs(p netip.Prefix) (gw, agent netip.Addr, err error) {
 // must have installed the ruleset for cfg.Iface first: from the moment the
 // link is up, the agent's packets meet it.
 func NewAgent(cfg AgentConfig) (a *Agent, err error) {
-	a = &Agent{Fd: -1, Iface: cfg.Iface}
+	a = &Agent{Fd: -1, Iface: cfg.Iface, log: cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))}
 	if a.Gateway, a.Addr, err = hostAddrs(cfg.Net4); err != nil {
 		return nil, err
 	}
@@ -182,21 +187,63 @@ func newNetNS() (int, error) {
 // thread in an init function, which keeps every other goroutine off it.
 func notMainThread() error {
 	if unix.Gettid() == unix.Getpid() {
-		return errors.New("firewall: namespace switch attempted on the main thread; call runtime.LockOSThread in main's init")
+		return errors.New("sandbox: namespace switch attempted on the main thread; call runtime.LockOSThread in main's init")
 	}
 	return nil
 }
 
-// Start starts cmd inside the agent's namespace, as the first process of
-// a PID namespace of its own: every process it starts stays in that PID
-// namespace, even one that moves to another network namespace, and dies
-// with it (see Kill). Only the new process is in the agent's network
-// namespace: the thread that forks it is discarded afterwards.
-func (a *Agent) Start(cmd *exec.Cmd) error {
-	if cmd.SysProcAttr == nil {
-		cmd.SysProcAttr = &syscall.SysProcAttr{}
+// Run runs l in the agent and waits for it to end, relaying the signals
+// that arrive on sigs (a second one kills it). started is called with the
+// pid of the agent's first process as soon as it runs. Run returns the
+// command's exit status the way a shell reports it (128+N when signal N
+// ended it).
+func (a *Agent) Run(l Launch, sigs <-chan os.Signal, started func(pid int)) (int, error) {
+	cmd := l.cmd()
+	if err := a.start(cmd); err != nil {
+		return 0, fmt.Errorf("start %s: %w", l.Args[0], err)
 	}
-	cmd.SysProcAttr.Cloneflags |= syscall.CLONE_NEWPID
+	started(cmd.Process.Pid)
+	interactive := l.Interactive()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	received := 0
+	for {
+		select {
+		case sig := <-sigs:
+			received++
+			if received > 1 {
+				a.log.Warn("second signal: killing the command", "signal", sig)
+				_ = cmd.Process.Kill()
+				continue
+			}
+			if interactive && (sig == syscall.SIGINT || sig == syscall.SIGQUIT) {
+				continue // the terminal sent it to the command too
+			}
+			_ = cmd.Process.Signal(sig)
+		case err := <-done:
+			return exitStatus(cmd, err)
+		}
+	}
+}
+
+func exitStatus(cmd *exec.Cmd, err error) (int, error) {
+	st := cmd.ProcessState
+	if st == nil {
+		return 0, err
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	return st.ExitCode(), nil
+}
+
+// start starts cmd inside the agent's namespace, as the first process of
+// a PID namespace of its own (cmd.SysProcAttr asks for it): every process
+// it starts stays in that PID namespace, even one that moves to another
+// network namespace, and dies with it (see Kill). Only the new process is
+// in the agent's network namespace: the thread that forks it is discarded
+// afterwards.
+func (a *Agent) start(cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()

@@ -1,6 +1,7 @@
-package firewall
+package sandbox
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -16,10 +17,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// StateDir holds one record per gateway namespace that a sluice run is
-// using: what it created and which sysctls it changed, so that the next
-// start after a crash can undo it.
-var StateDir = "/run/sluice"
+// DefaultStateDir holds one record per gateway namespace that a sluice
+// run is using: what it created and which sysctls it changed, so that the
+// next start after a crash can undo it.
+const DefaultStateDir = "/run/sluice"
+
+// StateConfig says where a run's record lives and how to undo what a dead
+// run left behind.
+type StateConfig struct {
+	// Dir holds the records; DefaultStateDir when empty.
+	Dir string
+	// Table is the name of the run's nftables table.
+	Table string
+	// Iface is the gateway's end of the agent's link.
+	Iface string
+	// RemoveTable deletes a dead run's table and reports whether there
+	// was one. It is the caller's (sandbox knows no nftables), and runs
+	// after the dead run's agent and link are gone.
+	RemoveTable func(name string) (bool, error)
+}
 
 // State is the record of what one run changed in its gateway namespace.
 type State struct {
@@ -38,8 +54,9 @@ type State struct {
 	// run could not.
 	Files []string `json:"files,omitempty"`
 
-	path string
-	mu   sync.Mutex
+	path        string
+	removeTable func(string) (bool, error)
+	mu          sync.Mutex
 }
 
 // Sysctl is one setting and the value to restore.
@@ -53,32 +70,37 @@ var ErrBusy = errors.New("another sluice is running in this network namespace")
 
 // Claim records that this process now owns the table and link names in the
 // current network namespace. If a previous owner died without cleaning up,
-// its table, link and sysctls are undone first, and what was undone is
-// returned for the caller to report.
-func Claim(table, iface string) (*State, []string, error) {
+// its agent, link, table and sysctls are undone first, and what was undone
+// is returned for the caller to report.
+func Claim(cfg StateConfig) (*State, []string, error) {
 	cookie, err := netnsCookie()
 	if err != nil {
 		return nil, nil, fmt.Errorf("identify network namespace: %w", err)
 	}
-	if err := os.MkdirAll(StateDir, 0o700); err != nil {
+	dir := cmp.Or(cfg.Dir, DefaultStateDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	path := filepath.Join(StateDir, fmt.Sprintf("netns-%d.json", cookie))
+	path := filepath.Join(dir, fmt.Sprintf("netns-%d.json", cookie))
 	var undone []string
 	if old, err := readState(path); err == nil {
 		if old.PID != os.Getpid() && processStart(old.PID) == old.Start {
 			return nil, nil, fmt.Errorf("%w (pid %d); stop it or run in another namespace", ErrBusy, old.PID)
 		}
+		old.removeTable = cfg.RemoveTable
 		undone = old.undo()
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	s := &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Table: table, Iface: iface, path: path}
+	s := &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Table: cfg.Table, Iface: cfg.Iface, path: path, removeTable: cfg.RemoveTable}
 	if err := s.save(); err != nil {
 		return nil, undone, err
 	}
 	return s, undone, nil
 }
+
+// Dir is the directory of the record, where the run's own files go too.
+func (s *State) Dir() string { return filepath.Dir(s.path) }
 
 // netnsCookie identifies the current network namespace for as long as the
 // system runs; unlike its inode number, a cookie is never reused.
@@ -129,8 +151,10 @@ func (s *State) undo() []string {
 			done = append(done, "removed link "+s.Iface)
 		}
 	}
-	if existed, err := removeTable(s.Table); existed && err == nil {
-		done = append(done, "removed table inet "+s.Table)
+	if s.removeTable != nil && s.Table != "" {
+		if existed, err := s.removeTable(s.Table); existed && err == nil {
+			done = append(done, "removed table inet "+s.Table)
+		}
 	}
 	for _, sc := range slices.Backward(s.Sysctls) {
 		if cur, err := readSysctl(sc.Path); err == nil && cur != sc.Value && writeSysctl(sc.Path, sc.Value) == nil {

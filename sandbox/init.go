@@ -1,4 +1,4 @@
-package main
+package sandbox
 
 import (
 	"errors"
@@ -15,7 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// agentInitArg is the hidden subcommand that sluice runs as the agent's
+// InitArg is the hidden subcommand that sluice runs as the agent's
 // first process: already in the agent's network namespace, in a mount
 // namespace and a PID namespace of its own, it hides host services
 // reachable through the filesystem, points /etc/resolv.conf at the
@@ -24,21 +24,25 @@ import (
 // descriptor but 0-2 and starts the user's command. It stays as the PID
 // namespace's init (see superviseCommand): when it ends, the kernel kills
 // every process of the agent, wherever it has moved its network.
-const agentInitArg = "__agent-init"
+const InitArg = "__agent-init"
 
-func agentInit(args []string) error {
-	fs := flag.NewFlagSet(agentInitArg, flag.ContinueOnError)
+// Init is the agent's first process (InitArg and what follows it on the
+// command line of Launch.Cmd). It returns the exit status for the
+// process: the command's, or 125-127 as a shell would when sluice could
+// not prepare or start it.
+func Init(args []string) int {
+	fs := flag.NewFlagSet(InitArg, flag.ContinueOnError)
 	resolv := fs.String("resolv", "", "file to mount over /etc/resolv.conf")
 	uid := fs.Int("uid", 0, "user id to run as")
 	gid := fs.Int("gid", 0, "group id to run as")
 	groups := fs.String("groups", "", "supplementary group ids, comma separated")
 	interactive := fs.Bool("interactive", false, "the command shares a terminal's process group with sluice")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 {
-		return exitError{125}
+		return 125
 	}
-	fail := func(err error) error {
+	fail := func(err error) int {
 		fmt.Fprintln(os.Stderr, "sluice: prepare agent:", err)
-		return exitError{125}
+		return 125
 	}
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fail(fmt.Errorf("make mounts private: %w", err))
@@ -94,9 +98,9 @@ func agentInit(args []string) error {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "sluice: %v\n", err)
 		if errors.Is(err, exec.ErrNotFound) {
-			return exitError{127}
+			return 127
 		}
-		return exitError{126}
+		return 126
 	}
 	return superviseCommand(path, fs.Args(), *interactive)
 }
@@ -108,7 +112,7 @@ func agentInit(args []string) error {
 // ends the agent: the kernel kills every process left in the namespace.
 // The command is not init itself because an init ignores every signal it
 // has no handler for, so a plain command would never see sluice's SIGTERM.
-func superviseCommand(path string, args []string, interactive bool) error {
+func superviseCommand(path string, args []string, interactive bool) int {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs)
 	cmd := exec.Command(path, args[1:]...)
@@ -116,7 +120,7 @@ func superviseCommand(path string, args []string, interactive bool) error {
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "sluice: exec %s: %v\n", path, err)
-		return exitError{126}
+		return 126
 	}
 	pid := cmd.Process.Pid
 	// The standard streams are the command's: holding them open here would
@@ -131,7 +135,7 @@ func superviseCommand(path string, args []string, interactive bool) error {
 		switch sig {
 		case syscall.SIGCHLD:
 			if status, done := reapChildren(pid); done {
-				return exitError{status}
+				return status
 			}
 		case syscall.SIGURG, syscall.SIGPIPE:
 			// Go's scheduler preempts with SIGURG; SIGPIPE is ours alone.
@@ -144,7 +148,7 @@ func superviseCommand(path string, args []string, interactive bool) error {
 			_ = syscall.Kill(pid, sig.(syscall.Signal))
 		}
 	}
-	return exitError{125}
+	return 125
 }
 
 // reapChildren collects every child that has ended and reports the

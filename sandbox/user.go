@@ -1,4 +1,4 @@
-package main
+package sandbox
 
 import (
 	"fmt"
@@ -8,17 +8,17 @@ import (
 	"strings"
 )
 
-// credential is who the command runs as.
-type credential struct {
-	uid, gid int
-	groups   string // comma-separated supplementary group ids
-	name     string
-	home     string
+// Credential is who the agent's command runs as.
+type Credential struct {
+	UID, GID int
+	Groups   string // comma-separated supplementary group ids
+	Name     string
+	Home     string
 }
 
-// commandUser picks the user to run the command as: the one named, else
+// LookupUser picks the user to run the command as: the one named, else
 // the one who invoked sudo, else root.
-func commandUser(name string) (credential, error) {
+func LookupUser(name string) (Credential, error) {
 	if name == "" {
 		name = os.Getenv("SUDO_USER")
 		if id := os.Getenv("SUDO_UID"); name == "" && id != "" {
@@ -35,7 +35,7 @@ func commandUser(name string) (credential, error) {
 		}
 	}
 	if err != nil {
-		return credential{}, fmt.Errorf("--user %s: %w", name, err)
+		return Credential{}, fmt.Errorf("--user %s: %w", name, err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
@@ -43,12 +43,12 @@ func commandUser(name string) (credential, error) {
 	if err != nil {
 		gids = []string{u.Gid}
 	}
-	return credential{uid: uid, gid: gid, groups: strings.Join(gids, ","), name: u.Username, home: u.HomeDir}, nil
+	return Credential{UID: uid, GID: gid, Groups: strings.Join(gids, ","), Name: u.Username, Home: u.HomeDir}, nil
 }
 
-// env returns the environment for the command: the caller's, with HOME,
-// USER and LOGNAME of the user it runs as.
-func (c credential) env(base []string) []string {
+// Env returns the environment for the command: base, with HOME, USER and
+// LOGNAME of the user it runs as.
+func (c Credential) Env(base []string) []string {
 	out := make([]string, 0, len(base)+3)
 	for _, kv := range base {
 		k, _, _ := strings.Cut(kv, "=")
@@ -57,5 +57,5 @@ func (c credential) env(base []string) []string {
 		}
 		out = append(out, kv)
 	}
-	return append(out, "HOME="+c.home, "USER="+c.name, "LOGNAME="+c.name)
+	return append(out, "HOME="+c.Home, "USER="+c.Name, "LOGNAME="+c.Name)
 }

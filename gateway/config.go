@@ -1,0 +1,140 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sluicegw/sluice/dnsfilter"
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+// Defaults of the gateway. The agent's link gets addresses from ranges
+// that no real network uses: the benchmarking block (RFC 2544) for IPv4
+// and a fixed unique-local prefix for IPv6.
+var (
+	DefaultAgentNet  = netip.MustParsePrefix("198.19.255.252/30")
+	DefaultAgentNet6 = netip.MustParsePrefix("fd5c:1ce0:5c1c::/64")
+)
+
+// nflogGroup is the NFLOG group the gateway's refusals are logged to.
+const nflogGroup = 9323
+
+// Config is what a gateway enforces and where. Build it with the
+// defaults above and check it with Validate (New does).
+type Config struct {
+	// Policy is the policy in force at start (Reload replaces it).
+	Policy *policy.Policy
+	// PolicySource is where Reload reads the policy from.
+	PolicySource PolicySource
+	// AgentNet is the IPv4 link to the agent: the gateway takes its first
+	// address, the agent the second.
+	AgentNet netip.Prefix
+	// AgentNet6 gives the agent IPv6 the same way; invalid for none. The
+	// agent gets no IPv6 either when the gateway has no default IPv6 route.
+	AgentNet6 netip.Prefix
+	// Upstreams are the resolvers allowed names are forwarded to.
+	Upstreams []netip.AddrPort
+	// Global are documentation or benchmarking ranges that answers may
+	// point into as if globally reachable (labs and tests).
+	Global []netip.Prefix
+	// MinTTL and MaxTTL bound how long an answered address stays open;
+	// HelloTimeout, IdleTimeout and MaxConns bound the proxy's
+	// connections. Zero values take the defaults of dnsfilter and
+	// tlsinspect.
+	MinTTL, MaxTTL            time.Duration
+	HelloTimeout, IdleTimeout time.Duration
+	MaxConns                  int64
+	// StateDir holds the crash-safe record of what the gateway changed.
+	StateDir string
+	// Journal receives every decision.
+	Journal journal.Sink
+	// Log receives what the gateway has to say about itself.
+	Log *slog.Logger
+}
+
+// Validate reports every problem of c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Policy == nil {
+		errs = append(errs, errors.New("no policy"))
+	}
+	if !c.AgentNet.IsValid() || !c.AgentNet.Addr().Is4() || c.AgentNet.Bits() > 30 {
+		errs = append(errs, fmt.Errorf("agent network %s: want an IPv4 prefix of /30 or wider, such as %s", c.AgentNet, DefaultAgentNet))
+	}
+	if c.AgentNet6.IsValid() && (!c.AgentNet6.Addr().Is6() || c.AgentNet6.Addr().Is4In6() || c.AgentNet6.Bits() > 126) {
+		errs = append(errs, fmt.Errorf("agent network %s: want an IPv6 prefix such as %s", c.AgentNet6, DefaultAgentNet6))
+	}
+	if len(c.Upstreams) == 0 {
+		errs = append(errs, errors.New("no upstream resolver"))
+	}
+	for _, u := range c.Upstreams {
+		if !u.IsValid() || u.Port() == 0 {
+			errs = append(errs, fmt.Errorf("upstream %s: want an address and a port", u))
+		}
+	}
+	for _, g := range c.Global {
+		if err := policy.CheckGlobalRange(g); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	minTTL, maxTTL := orDefault(c.MinTTL, dnsfilter.DefaultMinTTL), orDefault(c.MaxTTL, dnsfilter.DefaultMaxTTL)
+	if minTTL < 0 || maxTTL < 0 || minTTL > maxTTL {
+		errs = append(errs, fmt.Errorf("min TTL %s and max TTL %s: want 0 <= min <= max", minTTL, maxTTL))
+	}
+	if c.HelloTimeout < 0 || c.IdleTimeout < 0 {
+		errs = append(errs, errors.New("timeouts must not be negative"))
+	}
+	if c.MaxConns < 0 {
+		errs = append(errs, errors.New("the connection limit must not be negative"))
+	}
+	if c.Journal == nil {
+		errs = append(errs, errors.New("no journal"))
+	}
+	return errors.Join(errs...)
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// SystemResolvers returns the nameservers of /etc/resolv.conf, on port 53.
+func SystemResolvers() ([]netip.AddrPort, error) {
+	data, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return nil, fmt.Errorf("read /etc/resolv.conf: %w", err)
+	}
+	var out []netip.AddrPort
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && f[0] == "nameserver" {
+			if a, err := netip.ParseAddr(f[1]); err == nil {
+				out = append(out, netip.AddrPortFrom(a, 53))
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("/etc/resolv.conf names no nameserver")
+	}
+	return out, nil
+}
+
+// ParseUpstream reads ADDR or ADDR:PORT (port 53 by default; an IPv6
+// address with a port in brackets).
+func ParseUpstream(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	if a, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
+		return netip.AddrPortFrom(a, 53), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("upstream %q: want an IP address, optionally with a port", s)
+}

@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+func validConfig(t *testing.T) Config {
+	t.Helper()
+	p, err := policy.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Config{
+		Policy: p, AgentNet: DefaultAgentNet, AgentNet6: DefaultAgentNet6,
+		Upstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53")}, Journal: journal.Discard{},
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := (&Config{}).Validate(); err == nil {
+		t.Fatal("the zero config is valid")
+	}
+	good := validConfig(t)
+	if err := good.Validate(); err != nil {
+		t.Fatalf("a good config: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mod  func(*Config)
+		want string
+	}{
+		{"no policy", func(c *Config) { c.Policy = nil }, "no policy"},
+		{"v6 agent net", func(c *Config) { c.AgentNet = DefaultAgentNet6 }, "want an IPv4 prefix"},
+		{"agent net too small", func(c *Config) { c.AgentNet = netip.MustParsePrefix("198.19.255.252/31") }, "/30 or wider"},
+		{"v4 agent net6", func(c *Config) { c.AgentNet6 = DefaultAgentNet }, "want an IPv6 prefix"},
+		{"no upstream", func(c *Config) { c.Upstreams = nil }, "no upstream"},
+		{"upstream port 0", func(c *Config) { c.Upstreams = []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:0")} }, "want an address and a port"},
+		{"private global range", func(c *Config) { c.Global = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} }, "global range 10.0.0.0/8"},
+		{"min above max", func(c *Config) { c.MinTTL, c.MaxTTL = time.Hour, time.Minute }, "min TTL"},
+		{"negative timeout", func(c *Config) { c.IdleTimeout = -time.Second }, "negative"},
+		{"negative connections", func(c *Config) { c.MaxConns = -1 }, "connection limit"},
+		{"no journal", func(c *Config) { c.Journal = nil }, "no journal"},
+	} {
+		c := validConfig(t)
+		tc.mod(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Validate() = %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+	// Every problem at once.
+	err := (&Config{AgentNet: DefaultAgentNet}).Validate()
+	for _, want := range []string{"no policy", "no upstream", "no journal"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate of an empty config: %v, want it to name %q", err, want)
+		}
+	}
+}
+
+func TestParseUpstream(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.53":        "192.0.2.53:53",
+		"192.0.2.53:5353":   "192.0.2.53:5353",
+		"2001:db8::53":      "[2001:db8::53]:53",
+		"[2001:db8::53]":    "[2001:db8::53]:53",
+		"[2001:db8::53]:54": "[2001:db8::53]:54",
+	} {
+		got, err := ParseUpstream(in)
+		if err != nil || got.String() != want {
+			t.Errorf("ParseUpstream(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "dns.example", "192.0.2.53:dns", "192.0.2.300"} {
+		if _, err := ParseUpstream(bad); err == nil {
+			t.Errorf("ParseUpstream(%q) succeeded", bad)
+		}
+	}
+}
+
+func TestPolicySourceLoad(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "p.yaml")
+	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: a.test\n  - host: \"*\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := PolicySource{File: file, Allow: []string{"*.com"}}.Load()
+	if err == nil || !strings.Contains(err.Error(), "p.yaml:4:") || !strings.Contains(err.Error(), "public suffix") {
+		t.Errorf("a bad file and a bad flag: %v, want both errors, the file's with its line", err)
+	}
+	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: a.test\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := PolicySource{File: file, Allow: []string{"b.test:443"}}.Load()
+	if err != nil || len(p.Entries()) != 2 {
+		t.Errorf("a good file and flag: %v, %v; want two entries", p, err)
+	}
+}

@@ -1,0 +1,454 @@
+// Package gateway is sluice's engine as a library: it makes the namespace
+// it runs in the gateway of an agent, wiring the agent's namespace and
+// link (sandbox), the nftables table (firewall), the filtering resolver
+// (dnsfilter), the transparent proxy (tlsinspect) and the decision
+// journal, and holds the policy in force.
+//
+// New sets everything up, Run serves until its context ends or a part
+// fails, RunCommand runs a command as the agent, and Close undoes it all.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/sluicegw/sluice/dnsfilter"
+	"github.com/sluicegw/sluice/firewall"
+	"github.com/sluicegw/sluice/sandbox"
+	"github.com/sluicegw/sluice/tlsinspect"
+)
+
+// Gateway is everything one gateway sets up in the namespace it was
+// started in, with the undo steps in the order they must run.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	iface   string
+	agent   *sandbox.Agent
+	state   *sandbox.State
+	fw      *firewall.Manager
+	cleanup []func() error // run last to first
+	fatal   chan error     // a part that cannot go on says so here
+
+	// Set while starting: the listening sockets, the networks, the
+	// pieces the later steps wire together.
+	dnsConn           net.PacketConn
+	dnsLn             net.Listener
+	tlsLn, httpLn     *net.TCPListener
+	dnsPort           uint16
+	net4, net6        netip.Prefix
+	own, connected    []netip.Prefix
+	plan              sandbox.ForwardingPlan
+	upstreamResolvers []string
+}
+
+// New validates cfg and sets the gateway up: after it returns, the agent's
+// namespace exists behind a ruleset that admits only what the policy
+// allows. Whatever step fails, what the earlier ones did is undone.
+func New(cfg Config) (g *Gateway, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	g = &Gateway{cfg: cfg, log: cfg.Log, iface: fmt.Sprintf("sl%d", os.Getpid()), fatal: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			if cerr := g.Close(); cerr != nil {
+				g.log.Error("cleanup after failed start incomplete", "err", cerr)
+			}
+		}
+	}()
+	for _, step := range []func() error{
+		g.claimState, g.checkNetworks, g.createAgent, g.listen, g.installFirewall,
+		g.forgetEarlierFlows, g.enableForwarding, g.startJournalReader, g.startServers,
+	} {
+		if err := step(); err != nil {
+			return g, err
+		}
+	}
+	p := cfg.Policy
+	g.log.Info("gateway ready", "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
+	return g, nil
+}
+
+// claimState takes this namespace's crash-safe record. An earlier run that
+// died is cleaned up first: its agent link, still there while its agent
+// lives (or while the kernel tears down its namespace), would otherwise
+// fail the overlap check.
+func (g *Gateway) claimState() error {
+	st, undone, err := sandbox.Claim(sandbox.StateConfig{
+		Dir: g.cfg.StateDir, Table: firewall.DefaultTable, Iface: g.iface, RemoveTable: firewall.RemoveTable,
+	})
+	for _, u := range undone {
+		g.log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
+	}
+	if err != nil {
+		return err
+	}
+	g.state = st
+	g.cleanup = append(g.cleanup, st.Release)
+	return nil
+}
+
+// checkNetworks reads the gateway's networks and refuses an agent link
+// that overlaps them.
+func (g *Gateway) checkNetworks() error {
+	g.net4 = g.cfg.AgentNet
+	if g.cfg.AgentNet6.IsValid() && gatewayHasIPv6() {
+		g.net6 = g.cfg.AgentNet6
+	}
+	var err error
+	if g.own, g.connected, err = gatewayAddrs(); err != nil {
+		return err
+	}
+	for _, n := range []netip.Prefix{g.net4, g.net6} {
+		if n.IsValid() && slices.ContainsFunc(slices.Concat(g.own, g.connected), func(a netip.Prefix) bool { return a.Overlaps(n) }) {
+			return fmt.Errorf("the agent link %s overlaps a network of this gateway; choose another with --agent-net/--agent-net6", n)
+		}
+	}
+	return nil
+}
+
+// createAgent makes the agent's namespace and link. The namespace has no
+// process until the command starts, so no packet can cross the link
+// before the ruleset is installed. Close removes the agent first of all.
+func (g *Gateway) createAgent() error {
+	agent, err := sandbox.NewAgent(sandbox.AgentConfig{Iface: g.iface, Net4: g.net4, Net6: g.net6, Log: g.log})
+	if err != nil {
+		return fmt.Errorf("create agent namespace: %w", err)
+	}
+	g.agent = agent
+	g.log.Debug("agent link up", "iface", g.iface, "agent", agent.Addr, "gateway", agent.Gateway, "agent6", agent.Addr6)
+	return nil
+}
+
+// listen binds the resolver's and the proxy's sockets on the agent's link.
+// The servers close their sockets when shut down; the cleanup closes them
+// whatever step fails first (closing twice is harmless).
+func (g *Gateway) listen() error {
+	var sockets []io.Closer
+	g.cleanup = append(g.cleanup, func() error {
+		for _, s := range sockets {
+			_ = s.Close()
+		}
+		return nil
+	})
+	var err error
+	if g.dnsConn, g.dnsLn, g.dnsPort, err = listenDNS(g.iface); err != nil {
+		return err
+	}
+	sockets = append(sockets, g.dnsConn, g.dnsLn)
+	if g.tlsLn, err = listenTCP(g.iface); err != nil {
+		return err
+	}
+	sockets = append(sockets, g.tlsLn)
+	if g.httpLn, err = listenTCP(g.iface); err != nil {
+		return err
+	}
+	sockets = append(sockets, g.httpLn)
+	return nil
+}
+
+// installFirewall installs the agent's table in one batch.
+func (g *Gateway) installFirewall() error {
+	p := g.cfg.Policy
+	tlsPorts, httpPorts := p.InspectedPorts()
+	var err error
+	if g.plan, err = sandbox.PlanForwarding(g.net6.IsValid()); err != nil {
+		return fmt.Errorf("read forwarding settings: %w", err)
+	}
+	mgr, err := firewall.New(firewall.Config{
+		NetNSFd: -1, AgentIface: g.iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6,
+		DNSPort: g.dnsPort, LogGroup: nflogGroup, Prefixes: p.Prefixes(),
+		Guard:        firewall.ForwardingPlan{Enable4: g.plan.Enable4, Enable6: g.plan.Enable6},
+		TLSProxyPort: listenPort(g.tlsLn), HTTPProxyPort: listenPort(g.httpLn), TLSPorts: tlsPorts, HTTPPorts: httpPorts,
+		Log: g.log,
+	})
+	if err != nil {
+		return err
+	}
+	g.cleanup = append(g.cleanup, mgr.Close)
+	if err := mgr.Install(); err != nil {
+		return err
+	}
+	g.fw = mgr
+	g.cleanup = append(g.cleanup, mgr.Remove)
+	return nil
+}
+
+// forgetEarlierFlows deletes the tracked flows an earlier agent on these
+// addresses left, which must not pass for this one's (see
+// firewall.ForgetFlows); the command has not started yet, so this agent
+// has none. The agent's own go when the gateway closes.
+func (g *Gateway) forgetEarlierFlows() error {
+	nets := g.agentNets()
+	if n, err := firewall.ForgetFlows(-1, nets); err != nil {
+		return err
+	} else if n > 0 {
+		g.log.Debug("forgot the tracked flows of an earlier agent", "flows", n)
+	}
+	g.cleanup = append(g.cleanup, func() error { _, err := firewall.ForgetFlows(-1, nets); return err })
+	return nil
+}
+
+func (g *Gateway) agentNets() []netip.Prefix {
+	nets := []netip.Prefix{g.net4}
+	if g.net6.IsValid() {
+		nets = append(nets, g.net6)
+	}
+	return nets
+}
+
+// enableForwarding switches forwarding on where it is off, recording the
+// old values in the crash-safe state first.
+func (g *Gateway) enableForwarding() error {
+	if err := g.state.EnableForwarding(g.plan); err != nil {
+		return fmt.Errorf("enable forwarding: %w", err)
+	}
+	return nil
+}
+
+// startJournalReader starts reading the kernel's log of refused packets,
+// and the heartbeat of the dead-man switch. Without the log the gateway
+// would refuse in silence, so it does not start.
+func (g *Gateway) startJournalReader() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cleanup = append(g.cleanup, func() error { cancel(); return nil })
+	reader := &firewall.LogReader{Group: nflogGroup, Agent: g.iface, PolicyHash: g.cfg.Policy.Hash, Journal: g.cfg.Journal, Log: g.log}
+	stop, err := reader.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("%w (is nfnetlink_log available?)", err)
+	}
+	g.cleanup = append(g.cleanup, func() error { stop(); return nil })
+	go heartbeat(ctx, g.fw, firewall.DefaultHeartbeat/3, g.log)
+	return nil
+}
+
+// startServers starts the proxy and then the resolver: once the resolver
+// answers, the agent can connect.
+func (g *Gateway) startServers() error {
+	p, agent := g.cfg.Policy, g.agent
+	clients := []netip.Prefix{netip.PrefixFrom(agent.Addr, 32)}
+	internal := append(slices.Clone(g.own), g.net4)
+	if agent.Addr6.IsValid() {
+		clients = append(clients, netip.PrefixFrom(agent.Addr6, 128))
+		internal = append(internal, g.net6)
+	}
+	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
+	proxy, err := tlsinspect.New(tlsinspect.Config{
+		Agent: g.iface, Pins: pins, Internal: internal, Journal: g.cfg.Journal,
+		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns, Log: g.log,
+	}, p)
+	if err != nil {
+		return err
+	}
+	g.cleanup = append(g.cleanup, func() error { proxy.Close(); return nil })
+	if err := proxy.ServeTLS(g.tlsLn); err != nil {
+		return err
+	}
+	proxy.ServeHTTP(g.httpLn)
+	for _, u := range g.cfg.Upstreams {
+		g.upstreamResolvers = append(g.upstreamResolvers, u.String())
+	}
+	fwd := &dnsfilter.Forwarder{Servers: g.upstreamResolvers}
+	g.cleanup = append(g.cleanup, func() error { fwd.Close(); return nil })
+	srv, err := dnsfilter.New(dnsfilter.Config{
+		Agent: g.iface, Clients: clients, Internal: internal, Connected: g.connected, Global: g.cfg.Global,
+		IPv6: agent.Addr6.IsValid(), Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.cfg.Journal,
+		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log,
+	}, p)
+	if err != nil {
+		return err
+	}
+	if err := srv.Serve(g.dnsConn, g.dnsLn); err != nil {
+		return err
+	}
+	g.cleanup = append(g.cleanup, func() error { srv.Shutdown(); return nil })
+	return nil
+}
+
+// Run serves until ctx ends or a part of the gateway fails; it returns
+// that part's error. The gateway keeps enforcing (fail closed) until
+// Close.
+func (g *Gateway) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-g.fatal:
+		return err
+	}
+}
+
+// RunCommand runs args as the agent, as user, and returns its exit status
+// the way a shell reports it. Signals that arrive on sigs are relayed to
+// it. If a part of the gateway fails meanwhile, the agent is killed and
+// the failure returned.
+func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan os.Signal) (int, error) {
+	resolv := fmt.Sprintf("%s/%s.resolv.conf", g.state.Dir(), g.iface)
+	if err := g.state.WriteFile(resolv, []byte("nameserver "+g.agent.Gateway.String()+"\noptions edns0\n")); err != nil {
+		return 0, err
+	}
+	type result struct {
+		code int
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, err := g.agent.Run(sandbox.Launch{
+			Args: args, ResolvConf: resolv, User: user, Env: os.Environ(),
+			Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		}, sigs, func(pid int) {
+			if err := g.state.SetAgent(pid); err != nil {
+				g.log.Error("cannot record the agent's process: a crash now would leave it running", "err", err)
+			}
+		})
+		done <- result{code, err}
+	}()
+	select {
+	case r := <-done:
+		return r.code, r.err
+	case err := <-g.fatal:
+		g.log.Error("the gateway failed: ending the agent", "err", err)
+		g.agent.Kill()
+		<-done
+		return 0, err
+	}
+}
+
+// Close undoes everything New did and reports every step that failed.
+// The agent goes first, its processes and then its link: until the link
+// is gone, the table is all that stands between a process of the agent
+// and the outside, so removing the table (or restoring forwarding) before
+// would let a process still alive there through unfiltered. The other
+// steps run last to first.
+func (g *Gateway) Close() error {
+	var errs []error
+	if g.agent != nil {
+		g.agent.Kill()
+		if err := g.agent.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		g.agent = nil
+	}
+	for _, f := range slices.Backward(g.cleanup) {
+		if err := f(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	g.cleanup = nil
+	return errors.Join(errs...)
+}
+
+// heartbeat keeps the dead-man switch alive until ctx ends.
+func heartbeat(ctx context.Context, m *firewall.Manager, period time.Duration, log *slog.Logger) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := m.Heartbeat(); err != nil {
+				log.Error("heartbeat failed: the agent's new connections will be refused", "err", err)
+			}
+		}
+	}
+}
+
+// listenTCP binds a proxy listener on a free port, on every address but
+// only for connections that arrive on the agent's link.
+func listenTCP(iface string) (*net.TCPListener, error) {
+	ln, err := tlsinspect.Listen(*bindToDevice(iface), "[::]:0")
+	if err != nil {
+		return nil, fmt.Errorf("proxy socket: %w", err)
+	}
+	return ln, nil
+}
+
+func listenPort(ln net.Listener) uint16 { return uint16(ln.Addr().(*net.TCPAddr).Port) }
+
+func bindToDevice(iface string) *net.ListenConfig {
+	return &net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), iface) })
+		return errors.Join(err, serr)
+	}}
+}
+
+// listenDNS binds the resolver's UDP and TCP sockets on one port, on every
+// address but only for packets that arrive on the agent's link, whatever
+// address the redirect picks.
+func listenDNS(iface string) (net.PacketConn, net.Listener, uint16, error) {
+	lc := bindToDevice(iface)
+	ctx := context.Background()
+	var lastErr error
+	for range 20 {
+		pc, err := lc.ListenPacket(ctx, "udp", "[::]:0")
+		if err != nil {
+			return nil, nil, 0, fmt.Errorf("resolver socket: %w", err)
+		}
+		port := pc.LocalAddr().(*net.UDPAddr).Port
+		ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf("[::]:%d", port))
+		if err == nil {
+			return pc, ln, uint16(port), nil
+		}
+		pc.Close()
+		lastErr = err
+	}
+	return nil, nil, 0, fmt.Errorf("resolver socket: no port free for both UDP and TCP: %w", lastErr)
+}
+
+// gatewayHasIPv6 reports whether this namespace can carry IPv6 to the
+// outside: it has IPv6 and a default IPv6 route.
+func gatewayHasIPv6() bool {
+	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+		return false
+	}
+	routes, err := netlink.RouteList(nil, netlink.FAMILY_V6)
+	if err != nil {
+		return false
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			return true
+		}
+	}
+	return false
+}
+
+// gatewayAddrs returns the gateway's own addresses (as single-address
+// prefixes), which no answer may point into, and the networks they are
+// on, which only private entries may reach and the agent's link must not
+// overlap.
+func gatewayAddrs() (own, connected []netip.Prefix, err error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list gateway addresses: %w", err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		own = append(own, netip.PrefixFrom(ip, ip.BitLen()))
+		if ones, _ := a.Mask.Size(); !ip.IsLoopback() && !ip.IsLinkLocalUnicast() {
+			connected = append(connected, netip.PrefixFrom(ip, ones).Masked())
+		}
+	}
+	return own, connected, nil
+}
