@@ -28,6 +28,9 @@ const nflogGroup = 9323
 // Config is what a gateway enforces and where. Build it with the
 // defaults above and check it with Validate (New does).
 type Config struct {
+	// Name is the agent's stable name, carried by every record: what a
+	// reviewer sees. Letters, digits, '.', '_' and '-', at most 32.
+	Name string
 	// Policy is the policy in force at start (Reload replaces it).
 	Policy *policy.Policy
 	// PolicySource is where Reload reads the policy from.
@@ -61,6 +64,9 @@ type Config struct {
 // Validate reports every problem of c at once.
 func (c *Config) Validate() error {
 	var errs []error
+	if !ValidName(c.Name) {
+		errs = append(errs, fmt.Errorf("agent name %q: want 1 to 32 letters, digits, '.', '_' or '-'", c.Name))
+	}
 	if c.Policy == nil {
 		errs = append(errs, errors.New("no policy"))
 	}
@@ -137,4 +143,37 @@ func ParseUpstream(s string) (netip.AddrPort, error) {
 		return netip.AddrPortFrom(a, 53), nil
 	}
 	return netip.AddrPort{}, fmt.Errorf("upstream %q: want an IP address, optionally with a port", s)
+}
+
+// ValidName reports whether name can name an agent.
+func ValidName(name string) bool {
+	if name == "" || len(name) > 32 {
+		return false
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// NameFor makes an agent name from a command: its base name, with what
+// ValidName refuses replaced by '-'.
+func NameFor(command string) string {
+	base := command[strings.LastIndexByte(command, '/')+1:]
+	b := []byte(base)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			b[i] = '-'
+		}
+	}
+	name := string(b)
+	if len(name) > 32 {
+		name = name[:32]
+	}
+	if name == "" || name == "." || name == ".." {
+		name = "agent"
+	}
+	return name
 }

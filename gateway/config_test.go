@@ -19,7 +19,7 @@ func validConfig(t *testing.T) Config {
 		t.Fatal(err)
 	}
 	return Config{
-		Policy: p, AgentNet: DefaultAgentNet, AgentNet6: DefaultAgentNet6,
+		Name: "agent", Policy: p, AgentNet: DefaultAgentNet, AgentNet6: DefaultAgentNet6,
 		Upstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53")}, Journal: journal.Discard{},
 	}
 }
@@ -37,6 +37,8 @@ func TestConfigValidate(t *testing.T) {
 		mod  func(*Config)
 		want string
 	}{
+		{"no name", func(c *Config) { c.Name = "" }, "agent name"},
+		{"name with a space", func(c *Config) { c.Name = "my agent" }, "agent name"},
 		{"no policy", func(c *Config) { c.Policy = nil }, "no policy"},
 		{"v6 agent net", func(c *Config) { c.AgentNet = DefaultAgentNet6 }, "want an IPv4 prefix"},
 		{"agent net too small", func(c *Config) { c.AgentNet = netip.MustParsePrefix("198.19.255.252/31") }, "/30 or wider"},
@@ -101,5 +103,17 @@ func TestPolicySourceLoad(t *testing.T) {
 	p, _, err := PolicySource{File: file, Allow: []string{"b.test:443"}}.Load()
 	if err != nil || len(p.Entries()) != 2 {
 		t.Errorf("a good file and flag: %v, %v; want two entries", p, err)
+	}
+}
+
+func TestNameFor(t *testing.T) {
+	for in, want := range map[string]string{
+		"curl": "curl", "/usr/bin/openhands": "openhands", "my agent.sh": "my-agent.sh",
+		"/": "agent", "..": "agent", "ünïcode": "--n--code",
+		"a-very-long-command-name-that-goes-on-and-on": "a-very-long-command-name-that-go",
+	} {
+		if got := NameFor(in); got != want || !ValidName(got) {
+			t.Errorf("NameFor(%q) = %q (valid %v), want %q", in, got, ValidName(got), want)
+		}
 	}
 }

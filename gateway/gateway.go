@@ -81,7 +81,7 @@ func New(cfg Config) (g *Gateway, err error) {
 		}
 	}
 	p := cfg.Policy
-	g.log.Info("gateway ready", "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
+	g.log.Info("gateway ready", "agent", cfg.Name, "iface", g.iface, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
 	return g, nil
 }
 
@@ -228,7 +228,7 @@ func (g *Gateway) enableForwarding() error {
 func (g *Gateway) startJournalReader() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cleanup = append(g.cleanup, func() error { cancel(); return nil })
-	reader := &firewall.LogReader{Group: nflogGroup, Agent: g.iface, PolicyHash: g.cfg.Policy.Hash, Journal: g.cfg.Journal, Log: g.log}
+	reader := &firewall.LogReader{Group: nflogGroup, Agent: g.cfg.Name, PolicyHash: g.cfg.Policy.Hash, Journal: g.cfg.Journal, Log: g.log}
 	stop, err := reader.Start(ctx)
 	if err != nil {
 		return fmt.Errorf("%w (is nfnetlink_log available?)", err)
@@ -250,7 +250,7 @@ func (g *Gateway) startServers() error {
 	}
 	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
 	proxy, err := tlsinspect.New(tlsinspect.Config{
-		Agent: g.iface, Pins: pins, Internal: internal, Journal: g.cfg.Journal,
+		Agent: g.cfg.Name, Pins: pins, Internal: internal, Journal: g.cfg.Journal,
 		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns, Log: g.log,
 	}, p)
 	if err != nil {
@@ -267,7 +267,7 @@ func (g *Gateway) startServers() error {
 	fwd := &dnsfilter.Forwarder{Servers: g.upstreamResolvers}
 	g.cleanup = append(g.cleanup, func() error { fwd.Close(); return nil })
 	srv, err := dnsfilter.New(dnsfilter.Config{
-		Agent: g.iface, Clients: clients, Internal: internal, Connected: g.connected, Global: g.cfg.Global,
+		Agent: g.cfg.Name, Clients: clients, Internal: internal, Connected: g.connected, Global: g.cfg.Global,
 		IPv6: agent.Addr6.IsValid(), Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.cfg.Journal,
 		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log,
 	}, p)

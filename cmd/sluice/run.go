@@ -69,6 +69,7 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.Var((*multiFlag)(&o.source.Allow), "allow", "allow `HOST[:PORT]` or CIDR:PORT in addition to the policy (repeatable)")
 	fs.Var(&o.upstream, "upstream", "upstream resolver `ADDR[:PORT]` (repeatable; default: the nameservers of /etc/resolv.conf)")
 	fs.Var(&o.global, "global-range", "treat this documentation or benchmarking `PREFIX` as globally reachable in answers, for labs and tests (repeatable)")
+	fs.StringVar(&c.Name, "name", "", "the agent's `name` in every record (default: the command's base name)")
 	fs.StringVar(&o.user, "user", "", "run the command as this `user` (default: the user who ran sudo, else root)")
 	fs.Var(prefixFlag{&c.AgentNet}, "agent-net", "IPv4 `prefix` of the link to the agent")
 	fs.Var(prefixFlag{&c.AgentNet6}, "agent-net6", "IPv6 `prefix` of the link to the agent")
@@ -91,6 +92,12 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	o.command = fs.Args()
 	if len(o.command) == 0 {
 		fs.Usage()
+		return nil, exitError{2}
+	}
+	if c.Name == "" {
+		c.Name = gateway.NameFor(o.command[0])
+	} else if !gateway.ValidName(c.Name) {
+		fmt.Fprintf(os.Stderr, "sluice: --name %q: want 1 to 32 letters, digits, '.', '_' or '-'\n", c.Name)
 		return nil, exitError{2}
 	}
 	return o, nil
