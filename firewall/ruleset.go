@@ -25,14 +25,15 @@ import (
 // Names of the things in our table. Reasons in log prefixes are the ones
 // the NFLOG reader turns back into journal events.
 const (
-	DefaultTable = "sluice"
-	set4         = "allow4"
-	set6         = "allow6"
-	setAlive     = "alive"
-	aliveKey     = 1
-	chainAgentIn = "agent_in"
-	chainAgentFw = "agent_fwd"
-	logPrefix    = "sluice "
+	DefaultTable  = "sluice"
+	set4          = "allow4"
+	set6          = "allow6"
+	setAlive      = "alive"
+	aliveKey      = 1
+	chainAgentIn  = "agent_in"
+	chainAgentFw  = "agent_fwd"
+	chainAgentOut = "agent_out"
+	logPrefix     = "sluice "
 	// DefaultHeartbeat is how long the gateway keeps admitting new flows
 	// after sluice last proved it was alive.
 	DefaultHeartbeat = 3 * time.Second
@@ -306,6 +307,19 @@ func (m *Manager) addChains() {
 	if m.cfg.Guard.Enable6 {
 		add(forward, rule(nfproto(true), verdict(expr.VerdictDrop)))
 	}
+
+	// Nor does the gateway itself (the host, in real use), whose packets
+	// to the agent leave through the output hook: only answers pass (the
+	// resolver's, the proxy's, and the resets and ICMP errors the chains
+	// above send, which conntrack relates to the packet they refuse), and
+	// the neighbour discovery the link needs.
+	ao := c.AddChain(&nftables.Chain{Name: chainAgentOut, Table: t})
+	add(ao, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
+	add(ao, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
+	add(ao, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
+	add(ao, rule(verdict(expr.VerdictDrop)))
+	output := base("output", nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityFilter)
+	add(output, rule(oif(agent, true), jump(chainAgentOut)))
 
 	post := base("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	add(post, rule(iif(agent, true), oif(agent, false), &expr.Masq{}))

@@ -167,6 +167,16 @@ func TestInstallRuleset(t *testing.T) {
 			limit + `log prefix "sluice no_set_entry" group 7`,
 			admin,
 		},
+		"output": {
+			`type filter hook output priority filter; policy accept;`,
+			`oifname "sla0" jump agent_out`,
+		},
+		"agent_out": {
+			`ct state established,related accept`,
+			`icmpv6 type nd-neighbor-solicit accept`,
+			`icmpv6 type nd-neighbor-advert accept`,
+			`drop`,
+		},
 		"postrouting": {
 			`type nat hook postrouting priority srcnat; policy accept;`,
 			`iifname "sla0" oifname != "sla0" masquerade`,

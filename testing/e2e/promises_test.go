@@ -141,9 +141,46 @@ func TestNothingStartsAFlowIntoTheAgent(t *testing.T) {
 // namespace itself (the host's, in a real deployment), whose packets to
 // the agent leave through the output hook.
 func TestGatewayStartsNoFlowIntoTheAgent(t *testing.T) {
-	t.Skip("BUG: sluice's table has no output chain, so the gateway namespace opens TCP connections to the agent's listeners, sends it datagrams and pings it")
 	w := newWorld(t)
 	probeIntoAgent(t, w, w.gw, "output")
+}
+
+// TestRefusalsReachTheAgent: the resets and ICMP errors that the input
+// and forward chains send back leave the gateway through its output hook,
+// like any packet of the gateway's own towards the agent; they must reach
+// the agent, which then fails at once, as must the answers of the
+// resolver and the proxy (the controls on the same path). A refusal shows
+// as an error message (connection refused, packet filtered,
+// administratively prohibited, host unreachable, permission denied);
+// a lost one as a timeout, with none.
+func TestRefusalsReachTheAgent(t *testing.T) {
+	w := newWorld(t)
+	c := w.curl()
+	pol := policyFile(t, "  - host: allowed.test\n    ports: [22, 443]\n")
+	r := w.run(t, []string{"--policy", pol}, prelude+`refused() { n=$1; shift; out=$("$@" 2>&1); case $out in
+  *"Connection refused"*|*"Packet filtered"*|*"Administratively prohibited"*|*"host unreachable"*|*"permission denied"*) r=refused;; *) r=other;; esac
+  echo "$n=$r"; }
+echo dns=$(dig +short +time=2 +tries=1 allowed.test)
+try tls `+c+` https://allowed.test/
+try tcp_allowed nc -z -w 2 `+allowedAddr+` 22
+refused fwd_tcp4 nc -z -v -w 3 `+evilAddr+` 22
+refused fwd_tcp6 nc -6 -z -v -w 3 `+evilAddr6+` 22
+refused fwd_udp4 dig +time=3 +tries=1 -p 5000 @`+evilAddr+` x.test
+refused fwd_udp6 dig +time=3 +tries=1 -p 5000 @`+evilAddr6+` x.test
+refused fwd_ping4 ping -c 1 -W 3 `+evilAddr+`
+refused fwd_ping6 ping -6 -c 1 -W 3 `+evilAddr6+`
+refused in_tcp4 nc -z -v -w 3 `+gwAddr+` 22
+refused in_tcp6 nc -6 -z -v -w 3 2001:db8:a::1 22
+refused in_udp4 dig +time=3 +tries=1 -p 5000 @`+gwAddr+` x.test
+refused in_ping4 ping -c 1 -W 3 `+gwAddr+`
+refused in_ping6 ping -6 -c 1 -W 3 2001:db8:a::1
+`)
+	want := map[string]string{"dns": allowedAddr, "tls": ok, "tcp_allowed": ok}
+	for _, k := range []string{"fwd_tcp4", "fwd_tcp6", "fwd_udp4", "fwd_udp6", "fwd_ping4", "fwd_ping6",
+		"in_tcp4", "in_tcp6", "in_udp4", "in_ping4", "in_ping6"} {
+		want[k] = "refused"
+	}
+	expect(t, r, want)
 }
 
 // TestStalledRefusesProxiedAndDNS: the README promises that when sluice
