@@ -260,7 +260,7 @@ func (m *Manager) addChains() {
 	// on the proxy's listening socket and queue DNS queries that nobody
 	// reads, and the agent would hang instead of failing. Refuse as a
 	// closed port does.
-	m.refuseIf(in, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_TCP), notInSet(setAlive, aliveKey)), rejectTCP())
+	m.refuseTCP(in, ReasonGatewayDown, notInSet(setAlive, aliveKey))
 	m.refuseIf(in, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_UDP), notInSet(setAlive, aliveKey)), rejectPort())
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		add(in, rule(l4proto(proto), dport(m.cfg.DNSPort), ctDNAT(), verdict(expr.VerdictAccept)))
@@ -270,7 +270,8 @@ func (m *Manager) addChains() {
 			add(in, rule(l4proto(unix.IPPROTO_TCP), dport(port), ctDNAT(), verdict(expr.VerdictAccept)))
 		}
 	}
-	m.refuse(in, ReasonGatewayPort)
+	m.refuseTCP(in, ReasonGatewayPort, nil)
+	m.refuseIf(in, ReasonGatewayPort, nil, rejectAdmin())
 	input := base("input", nftables.ChainTypeFilter, nftables.ChainHookInput, nftables.ChainPriorityFilter)
 	add(input, rule(iif(agent, true), jump(chainAgentIn)))
 
@@ -331,6 +332,18 @@ func (m *Manager) addChains() {
 func (m *Manager) refuse(ch *nftables.Chain, reason string) {
 	m.refuseIf(ch, reason, l4proto(unix.IPPROTO_TCP), rejectTCP())
 	m.refuseIf(ch, reason, nil, rejectAdmin())
+}
+
+// refuseTCP ends the TCP packets that match like refuse, but answers those
+// from a link-local source with ICMPv6 administratively prohibited: the
+// kernel routes a reset by its destination alone, and one to a link-local
+// address leaves through whichever link's fe80::/64 route comes first,
+// not the agent's, so the agent would wait for a timeout. ICMPv6 errors
+// go back out of the interface the refused packet came in on.
+func (m *Manager) refuseTCP(ch *nftables.Chain, reason string, match []expr.Any) {
+	linkLocal := addrIn(netip.MustParsePrefix("fe80::/10"), true, true)
+	m.refuseIf(ch, reason, rule(l4proto(unix.IPPROTO_TCP), nfproto(true), linkLocal, match), rejectAdmin())
+	m.refuseIf(ch, reason, rule(l4proto(unix.IPPROTO_TCP), match), rejectTCP())
 }
 
 // refuseIf adds two rules for packets that match: one that logs them to

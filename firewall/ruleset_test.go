@@ -100,6 +100,8 @@ func TestInstallRuleset(t *testing.T) {
 		limit  = `limit rate 50/second burst 100 packets `
 		admin  = `reject with icmpx admin-prohibited`
 		tcpRST = `meta l4proto tcp reject with tcp reset`
+		// TCP from a link-local source: refused with ICMPv6, not a reset.
+		linkLocal = `meta l4proto tcp ip6 saddr fe80::/10 `
 	)
 	want := map[string][]string{
 		"prerouting_filter": {
@@ -127,6 +129,9 @@ func TestInstallRuleset(t *testing.T) {
 			`icmpv6 type nd-neighbor-advert accept`,
 			`meta pkttype multicast drop`,
 			`meta pkttype broadcast drop`,
+			// A reset to a link-local source would leave by the wrong link.
+			linkLocal + `… != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
+			linkLocal + `… != @alive ` + admin,
 			`meta l4proto tcp … != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
 			`meta l4proto tcp … != @alive reject with tcp reset`,
 			`meta l4proto udp … != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
@@ -135,6 +140,8 @@ func TestInstallRuleset(t *testing.T) {
 			`tcp dport 5353 ct status dnat accept`,
 			`tcp dport 4443 ct status dnat accept`,
 			`tcp dport 4080 ct status dnat accept`,
+			linkLocal + limit + `log prefix "sluice gateway_port" group 7`,
+			linkLocal + admin,
 			`meta l4proto tcp ` + limit + `log prefix "sluice gateway_port" group 7`,
 			tcpRST,
 			limit + `log prefix "sluice gateway_port" group 7`,

@@ -242,27 +242,32 @@ set -- $(pause)
 ll=$1; shift
 echo ll=$ll
 echo ll_ports=$(echo "$@" | tr ' ' ,)
-for p in "$@"; do try ll_$p nc -z -w 2 $ll%eth0 $p; done
+llprobe() { out=$(nc -z -v -w 2 $ll%eth0 $2 2>&1); case $out in
+  *succeeded*) r=connected;; *refused*|*"Permission denied"*|*prohibited*) r=refused;; *"timed out"*) r=timeout;; *) r=other;; esac
+  echo "$1=$r"; }
+llprobe ll_control 53
+for p in "$@"; do llprobe ll_$p $p; done
 echo ll_router=$(ip -6 neigh show $ll dev eth0 | grep -c " router ")
 echo dns_ll=$(dig +time=2 +tries=1 @$ll%eth0 allowed.test | grep -o 'status: [A-Z]*')
 `, w.gatewayListeners)
 	expect(t, r, map[string]string{"open4": "1", "open_dns": "1", "open6": "1", "other_addr": "0",
-		"ll_router": "1", "dns_ll": "status: REFUSED"})
+		"ll_router": "1", "dns_ll": "status: REFUSED", "ll_control": "connected"})
 	if !strings.Contains(r.stderr, "reason=gateway_port") {
 		t.Errorf("gateway port refusals not logged")
 	}
 	// The link-local address: every port sluice listens on in the gateway
-	// is refused there too (dropped, and journaled: the agent's TCP reset
-	// is lost on the way to a link-local source, so the refusal shows in
-	// the journal, not as a reset).
+	// is refused there too, at once (an ICMPv6 error, since a reset to a
+	// link-local source would leave by another link), and journaled. The
+	// control on the same path: TCP DNS to that address is redirected to
+	// the resolver, and connects.
 	v := r.values()
 	ll, ports := v["ll"], strings.Split(v["ll_ports"], ",")
 	if !strings.HasPrefix(ll, "fe80:") || len(ports) < 2 {
 		t.Fatalf("gateway link-local address %q, listening ports %v: want an address and at least the resolver's and the proxy's ports", ll, ports)
 	}
 	for _, p := range ports {
-		if got := v["ll_"+p]; got != "1" {
-			t.Errorf("port %s at the gateway's link-local address: nc exit %q, want 1 (not connected)", p, got)
+		if got := v["ll_"+p]; got != "refused" {
+			t.Errorf("port %s at the gateway's link-local address: %q, want refused", p, got)
 		}
 		if want := "reason=gateway_port dst=[" + ll + "]:" + p + " "; !strings.Contains(r.stderr, want) {
 			t.Errorf("no refusal %q journaled", want)
