@@ -288,7 +288,9 @@ func (m *Manager) addChains() {
 	m.refuseIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_TCP), dport(853)), rejectTCP())
 	m.refuseIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_UDP), dport(853)), rejectAdmin())
 	add(fw, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(set4, false), verdict(expr.VerdictAccept)))
-	add(fw, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(set6, true), verdict(expr.VerdictAccept)))
+	if m.cfg.AgentAddr6.IsValid() {
+		add(fw, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(set6, true), verdict(expr.VerdictAccept)))
+	}
 	for _, e := range m.cfg.Prefixes {
 		for _, port := range e.Ports {
 			add(fw, rule(nfproto(e.Prefix.Addr().Is6()), l4proto(unix.IPPROTO_TCP), addrIn(e.Prefix, false, true),
