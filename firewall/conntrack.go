@@ -20,8 +20,13 @@ const (
 	ctaTupleOrig = 1  // CTA_TUPLE_ORIG
 	ctaZone      = 18 // CTA_ZONE
 	ctaTupleIP   = 1  // CTA_TUPLE_IP, in a tuple
+	ctaTupleProt = 2  // CTA_TUPLE_PROTO, in a tuple
 	ctaIPv4Src   = 1  // CTA_IP_V4_SRC, in CTA_TUPLE_IP
+	ctaIPv4Dst   = 2  // CTA_IP_V4_DST
 	ctaIPv6Src   = 3  // CTA_IP_V6_SRC
+	ctaIPv6Dst   = 4  // CTA_IP_V6_DST
+	ctaProtoNum  = 1  // CTA_PROTO_NUM, in CTA_TUPLE_PROTO
+	ctaDstPort   = 3  // CTA_PROTO_DST_PORT
 )
 
 // ForgetFlows deletes the connection-tracking entries of every flow started
@@ -43,6 +48,24 @@ const (
 // decoding them all would cost far more than the few it deletes. Each is
 // deleted by the tuple (and zone) the kernel itself sent.
 func ForgetFlows(netnsFd int, prefixes []netip.Prefix) (int, error) {
+	return forgetFlows(netnsFd, func(f flow) bool { return policy.InPrefixes(prefixes, f.src) })
+}
+
+// forgetFlowsTo deletes the tracking entries of the TCP flows from prefixes
+// to the destinations in dsts (a policy change revoked them).
+func forgetFlowsTo(netnsFd int, prefixes []netip.Prefix, dsts map[elemKey]bool) (int, error) {
+	return forgetFlows(netnsFd, flowsTo(prefixes, dsts))
+}
+
+// flowsTo matches the TCP flows from prefixes to dsts.
+func flowsTo(prefixes []netip.Prefix, dsts map[elemKey]bool) func(flow) bool {
+	return func(f flow) bool {
+		return f.proto == unix.IPPROTO_TCP && policy.InPrefixes(prefixes, f.src) && dsts[elemKey{f.dst, f.dport}]
+	}
+}
+
+// forgetFlows deletes the entries of the flows that match.
+func forgetFlows(netnsFd int, match func(flow) bool) (int, error) {
 	cfg := &netlink.Config{}
 	if netnsFd >= 0 {
 		cfg.NetNS = netnsFd
@@ -57,7 +80,7 @@ func ForgetFlows(netnsFd int, prefixes []netip.Prefix) (int, error) {
 	// finds nothing (at setup no new flow of the agent can appear).
 	n := 0
 	for range 3 {
-		doomed, err := agentEntries(c, prefixes)
+		doomed, err := matchingEntries(c, match)
 		if err != nil {
 			return n, fmt.Errorf("conntrack dump: %w", err)
 		}
@@ -83,10 +106,10 @@ func ctType(msg uint16) netlink.HeaderType {
 	return netlink.HeaderType(unix.NFNL_SUBSYS_CTNETLINK<<8 | msg)
 }
 
-// agentEntries dumps the table and returns, for each entry from prefixes,
-// the body of the message that deletes it: its family header, original
-// tuple and zone as the kernel encoded them.
-func agentEntries(c *netlink.Conn, prefixes []netip.Prefix) ([][]byte, error) {
+// matchingEntries dumps the table and returns, for each entry that
+// matches, the body of the message that deletes it: its family header,
+// original tuple and zone as the kernel encoded them.
+func matchingEntries(c *netlink.Conn, match func(flow) bool) ([][]byte, error) {
 	req := netlink.Message{
 		Header: netlink.Header{Type: ctType(ctMsgGet), Flags: netlink.Request | netlink.Dump},
 		Data:   []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
@@ -132,7 +155,7 @@ func agentEntries(c *netlink.Conn, prefixes []netip.Prefix) ([][]byte, error) {
 				}
 				return doomed, nil
 			}
-			if d := deleteBody(m.Data, prefixes); d != nil {
+			if d := deleteBodyIf(m.Data, match); d != nil {
 				doomed = append(doomed, d)
 			}
 		}
@@ -143,6 +166,11 @@ func agentEntries(c *netlink.Conn, prefixes []netip.Prefix) ([][]byte, error) {
 // ctnetlink message body: family header, then attributes) when its
 // original source is in prefixes, and nil otherwise.
 func deleteBody(msg []byte, prefixes []netip.Prefix) []byte {
+	return deleteBodyIf(msg, func(f flow) bool { return policy.InPrefixes(prefixes, f.src) })
+}
+
+// deleteBodyIf is deleteBody for the entries whose original tuple matches.
+func deleteBodyIf(msg []byte, match func(flow) bool) []byte {
 	if len(msg) < 4 {
 		return nil
 	}
@@ -155,7 +183,7 @@ func deleteBody(msg []byte, prefixes []netip.Prefix) []byte {
 			zone = whole
 		}
 	})
-	if tuple == nil || !policy.InPrefixes(prefixes, tupleSource(tuple[4:]).Unmap()) {
+	if tuple == nil || !match(tupleFlow(tuple[4:])) {
 		return nil
 	}
 	d := make([]byte, 0, 4+len(tuple)+len(zone))
@@ -164,23 +192,43 @@ func deleteBody(msg []byte, prefixes []netip.Prefix) []byte {
 	return append(d, zone...)
 }
 
-// tupleSource is the source address of a CTA_TUPLE_* payload.
-func tupleSource(tuple []byte) netip.Addr {
-	var src netip.Addr
-	eachAttr(tuple, func(typ uint16, _, ip []byte) {
-		if typ != ctaTupleIP {
-			return
+// flow is what a tuple says of a tracked flow.
+type flow struct {
+	src, dst netip.Addr // unmapped
+	proto    uint8
+	dport    uint16
+}
+
+// tupleFlow reads a CTA_TUPLE_* payload.
+func tupleFlow(tuple []byte) flow {
+	var f flow
+	eachAttr(tuple, func(typ uint16, _, nested []byte) {
+		switch typ {
+		case ctaTupleIP:
+			eachAttr(nested, func(typ uint16, _, a []byte) {
+				switch {
+				case typ == ctaIPv4Src && len(a) == 4:
+					f.src = netip.AddrFrom4([4]byte(a))
+				case typ == ctaIPv4Dst && len(a) == 4:
+					f.dst = netip.AddrFrom4([4]byte(a))
+				case typ == ctaIPv6Src && len(a) == 16:
+					f.src = netip.AddrFrom16([16]byte(a)).Unmap()
+				case typ == ctaIPv6Dst && len(a) == 16:
+					f.dst = netip.AddrFrom16([16]byte(a)).Unmap()
+				}
+			})
+		case ctaTupleProt:
+			eachAttr(nested, func(typ uint16, _, a []byte) {
+				switch {
+				case typ == ctaProtoNum && len(a) == 1:
+					f.proto = a[0]
+				case typ == ctaDstPort && len(a) == 2:
+					f.dport = binary.BigEndian.Uint16(a)
+				}
+			})
 		}
-		eachAttr(ip, func(typ uint16, _, a []byte) {
-			switch {
-			case typ == ctaIPv4Src && len(a) == 4:
-				src = netip.AddrFrom4([4]byte(a))
-			case typ == ctaIPv6Src && len(a) == 16:
-				src = netip.AddrFrom16([16]byte(a))
-			}
-		})
 	})
-	return src
+	return f
 }
 
 // eachAttr calls fn with the type (flags cleared), the whole attribute

@@ -90,15 +90,7 @@ func BenchmarkForgetFlows(b *testing.B) {
 // ctMessage is a ctnetlink entry as the kernel sends it: family header,
 // CTA_TUPLE_ORIG with the source and destination, and a zone.
 func ctMessage(src, dst netip.Addr) []byte {
-	attr := func(typ uint16, payload []byte) []byte {
-		b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(payload)))
-		b = binary.NativeEndian.AppendUint16(b, typ)
-		b = append(b, payload...)
-		for len(b)%4 != 0 {
-			b = append(b, 0)
-		}
-		return b
-	}
+	attr := nlAttr
 	srcType, dstType := uint16(ctaIPv4Src), uint16(2)
 	if src.Is6() {
 		srcType, dstType = ctaIPv6Src, 4
@@ -141,4 +133,41 @@ func FuzzDeleteBody(f *testing.F) {
 			t.Fatalf("delete body %x for %x", d, msg)
 		}
 	})
+}
+
+// TestTupleFlow: the destination and its TCP port are read from the
+// original tuple, so that a revocation deletes only the flows to what it
+// revoked.
+func TestTupleFlow(t *testing.T) {
+	attr := nlAttr
+	src, dst := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.2.10")
+	ip := append(attr(ctaIPv4Src, src.AsSlice()), attr(ctaIPv4Dst, dst.AsSlice())...)
+	proto := append(attr(ctaProtoNum, []byte{unix.IPPROTO_TCP}), attr(2, []byte{0x9c, 0x40})...)
+	proto = append(proto, attr(ctaDstPort, []byte{0x01, 0xbb})...)
+	tuple := append(attr(ctaTupleIP|unix.NLA_F_NESTED, ip), attr(ctaTupleProt|unix.NLA_F_NESTED, proto)...)
+	msg := append([]byte{unix.AF_INET, 0, 0, 0}, attr(ctaTupleOrig|unix.NLA_F_NESTED, tuple)...)
+	got := tupleFlow(tuple)
+	if want := (flow{src: src, dst: dst, proto: unix.IPPROTO_TCP, dport: 443}); got != want {
+		t.Errorf("tupleFlow = %+v, want %+v", got, want)
+	}
+	agent := []netip.Prefix{netip.MustParsePrefix("198.18.0.2/32")}
+	for _, tc := range []struct {
+		to   elemKey
+		want bool
+	}{{elemKey{dst, 443}, true}, {elemKey{dst, 80}, false}, {elemKey{netip.MustParseAddr("198.18.2.11"), 443}, false}} {
+		if d := deleteBodyIf(msg, flowsTo(agent, map[elemKey]bool{tc.to: true})); (d != nil) != tc.want {
+			t.Errorf("flow to %v: delete %v, want %v", tc.to, d != nil, tc.want)
+		}
+	}
+}
+
+// nlAttr is one netlink attribute, padded.
+func nlAttr(typ uint16, payload []byte) []byte {
+	b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(payload)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, payload...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
 }

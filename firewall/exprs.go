@@ -124,15 +124,23 @@ func addrIn(p netip.Prefix, src, eq bool) []expr.Any {
 }
 
 // daddrPortIn is `ip[6] daddr . th dport @set`.
-func daddrPortIn(set string, v6 bool) []expr.Any {
-	off, n := addrField(v6, false)
+func daddrPortIn(set string, v6 bool) []expr.Any { return addrPortIn(set, v6, false) }
+
+// addrPortIn is `ip saddr . th sport @set` (src) or the destination's,
+// for a set of address . port concatenations.
+func addrPortIn(set string, v6, src bool) []expr.Any {
+	off, n := addrField(v6, src)
 	portReg := uint32(9)
 	if v6 {
 		portReg = 12
 	}
+	portOff := uint32(2)
+	if src {
+		portOff = 0
+	}
 	return []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n},
-		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: portOff, Len: 2},
 		&expr.Lookup{SourceRegister: 1, SetName: set},
 	}
 }

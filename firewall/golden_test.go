@@ -33,6 +33,7 @@ func goldenManager(t *testing.T, cfg Config, refresh bool) (*Manager, *nlRecorde
 		t.Fatal(err)
 	}
 	m.refresh = refresh
+	m.forgetTo = func(int, []netip.Prefix, map[elemKey]bool) (int, error) { return 0, nil }
 	t.Cleanup(func() { m.Close() })
 	return m, rec
 }
@@ -114,6 +115,22 @@ func TestNetlinkGolden(t *testing.T) {
 				m.Allow(ctx, []netip.Addr{a1, a6}, []uint16{443}, 10*time.Second))
 		}},
 		{"sets-readd", fullConfig(t), false, sets},
+		{"revoke", fullConfig(t), false, func(g *goldenLog, m *Manager) {
+			g.step("allow 198.18.2.10 2001:db8:2::10 ports 80 443 for 10s",
+				m.Allow(ctx, []netip.Addr{a1, a6}, []uint16{80, 443}, 10*time.Second))
+			n, err := m.Revoke(func(_ netip.Addr, port uint16) bool { return port == 80 })
+			g.step(fmt.Sprintf("revoke port 443: %d elements out of the allow sets, into the revoked sets", n), err)
+			n, err = m.Revoke(func(netip.Addr, uint16) bool { return true })
+			g.step(fmt.Sprintf("revoke nothing: %d, nothing sent", n), err)
+			g.step("allow 198.18.2.10 port 443 for 10s again: out of the revoked set in the same batch",
+				m.Allow(ctx, []netip.Addr{a1}, []uint16{443}, 10*time.Second))
+			e, err := policy.ParseAllowFlag("203.0.113.0/24:22")
+			if err != nil {
+				t.Fatal(err)
+			}
+			g.step("reconfigure: 198.51.100.0/24:22 gone (its open flows refused), 203.0.113.0/24:22 new, TLS on 443 only",
+				m.Reconfigure([]*policy.Entry{&e}, []uint16{443}, []uint16{80}))
+		}},
 		{"sets-delete-add", fullConfig(t), true, sets},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -232,4 +249,39 @@ func lineDiff(a, b []string) string {
 		}
 	}
 	return out.String()
+}
+
+func TestRevokedPrefixes(t *testing.T) {
+	entry := func(s string) *policy.Entry {
+		e, err := policy.ParseAllowFlag(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &e
+	}
+	str := func(es []*policy.Entry) string {
+		var out []string
+		for _, e := range es {
+			out = append(out, fmt.Sprint(e.Prefix, e.Ports))
+		}
+		return fmt.Sprint(out)
+	}
+	a22, a80 := entry("198.51.100.0/24:22"), entry("198.51.100.0/24:80")
+	b22 := entry("203.0.113.0/24:22")
+	for _, tc := range []struct {
+		name             string
+		before, old, now []*policy.Entry
+		want             string
+	}{
+		{"unchanged", nil, []*policy.Entry{a22}, []*policy.Entry{a22}, "[]"},
+		{"removed", nil, []*policy.Entry{a22, b22}, []*policy.Entry{b22}, "[198.51.100.0/24 [22]]"},
+		{"a port removed", nil, []*policy.Entry{a22}, []*policy.Entry{a80}, "[198.51.100.0/24 [22]]"},
+		{"revoked stays revoked", []*policy.Entry{a22}, []*policy.Entry{b22}, []*policy.Entry{b22}, "[198.51.100.0/24 [22]]"},
+		{"allowed again", []*policy.Entry{a22}, nil, []*policy.Entry{a22}, "[]"},
+		{"no duplicates", []*policy.Entry{a22}, []*policy.Entry{a22}, nil, "[198.51.100.0/24 [22]]"},
+	} {
+		if got := str(revokedPrefixes(tc.before, tc.old, tc.now)); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
+	}
 }

@@ -29,6 +29,8 @@ const (
 	set4          = "allow4"
 	set6          = "allow6"
 	setAlive      = "alive"
+	setRevoked4   = "revoked4"
+	setRevoked6   = "revoked6"
 	aliveKey      = 1
 	chainAgentIn  = "agent_in"
 	chainAgentFw  = "agent_fwd"
@@ -53,6 +55,7 @@ const (
 	ReasonGatewayPort = "gateway_port"
 	ReasonSpoofed     = "spoofed_source"
 	ReasonGatewayDown = "gateway_not_alive"
+	ReasonRevoked     = "revoked"
 )
 
 // Config says what the table enforces for one agent.
@@ -114,8 +117,18 @@ type Manager struct {
 	// batches and elements count the kernel transactions of Allow.
 	batches, elements atomic.Int64
 
+	// revokedPrefixes are cidr entries a policy change removed: their
+	// open flows are refused like those of revoked set elements. Changed
+	// only under connMu, with the rules rebuilt.
+	revokedPrefixes []*policy.Entry
+
+	// forgetTo deletes tracked flows (forgetFlowsTo; tests without a
+	// kernel replace it).
+	forgetTo func(netnsFd int, from []netip.Prefix, to map[elemKey]bool) (int, error)
+
 	mu       sync.Mutex // guards the fields below
 	expiry   map[elemKey]time.Time
+	revoked  map[elemKey]time.Time // in the revoked sets until then
 	pending  []*allowReq
 	flushing bool // a leader is committing pending requests
 }
@@ -142,11 +155,13 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("firewall: open nftables connection: %w", err)
 	}
 	m := &Manager{
-		cfg:     cfg,
-		conn:    conn,
-		table:   &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
-		expiry:  map[elemKey]time.Time{},
-		refresh: cfg.RefreshByDelete || !kernelAtLeast(6, 12),
+		cfg:      cfg,
+		conn:     conn,
+		table:    &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
+		expiry:   map[elemKey]time.Time{},
+		revoked:  map[elemKey]time.Time{},
+		forgetTo: forgetFlowsTo,
+		refresh:  cfg.RefreshByDelete || !kernelAtLeast(6, 12),
 	}
 	return m, nil
 }
@@ -166,7 +181,7 @@ func (m *Manager) Install() error {
 	if err := m.addSets(); err != nil {
 		return err
 	}
-	m.addChains()
+	m.addChains(false)
 	if err := c.SetAddElements(m.sets[setAlive], []nftables.SetElement{m.aliveElem()}); err != nil {
 		return err
 	}
@@ -192,8 +207,12 @@ func (m *Manager) addSets() error {
 		set4:     {Table: m.table, Name: set4, KeyType: k4, Concatenation: true, HasTimeout: true, Size: m.cfg.SetSize},
 		set6:     {Table: m.table, Name: set6, KeyType: k6, Concatenation: true, HasTimeout: true, Size: m.cfg.SetSize},
 		setAlive: {Table: m.table, Name: setAlive, KeyType: nftables.TypeMark, HasTimeout: true},
+		// Destinations revoked by a policy change: their open flows meet a
+		// refusal before the established-accept (see Revoke).
+		setRevoked4: {Table: m.table, Name: setRevoked4, KeyType: k4, Concatenation: true, HasTimeout: true, Size: m.cfg.SetSize},
+		setRevoked6: {Table: m.table, Name: setRevoked6, KeyType: k6, Concatenation: true, HasTimeout: true, Size: m.cfg.SetSize},
 	}
-	for _, name := range []string{set4, set6, setAlive} {
+	for _, name := range []string{set4, set6, setAlive, setRevoked4, setRevoked6} {
 		if err := m.conn.AddSet(m.sets[name], nil); err != nil {
 			return fmt.Errorf("firewall: add set %s: %w", name, err)
 		}
@@ -201,11 +220,23 @@ func (m *Manager) addSets() error {
 	return nil
 }
 
-func (m *Manager) addChains() {
+// addChains adds the chains and their rules; with flush, it replaces the
+// rules of chains that exist (Reconfigure).
+func (m *Manager) addChains(flush bool) {
 	c, t, agent := m.conn, m.table, m.cfg.AgentIface
 	accept := nftables.ChainPolicyAccept
+	// chain adds a chain (a no-op when it exists) and, when the rules are
+	// being replaced, empties it first: in the same batch, so that no
+	// packet ever meets a chain half rebuilt.
+	chain := func(ch *nftables.Chain) *nftables.Chain {
+		ch = c.AddChain(ch)
+		if flush {
+			c.FlushChain(ch)
+		}
+		return ch
+	}
 	base := func(name string, typ nftables.ChainType, hook *nftables.ChainHook, prio *nftables.ChainPriority) *nftables.Chain {
-		return c.AddChain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept})
+		return chain(&nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook, Priority: prio, Policy: &accept})
 	}
 	add := func(ch *nftables.Chain, exprs []expr.Any) {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
@@ -247,7 +278,7 @@ func (m *Manager) addChains() {
 
 	// The gateway itself: only the redirected resolver and proxy ports,
 	// and the neighbour discovery IPv6 needs on the link.
-	in := c.AddChain(&nftables.Chain{Name: chainAgentIn, Table: t})
+	in := chain(&nftables.Chain{Name: chainAgentIn, Table: t})
 	add(in, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
 	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
@@ -276,8 +307,20 @@ func (m *Manager) addChains() {
 	add(input, rule(iif(agent, true), jump(chainAgentIn)))
 
 	// Forwarded agent traffic: new flows only to the sets and the policy's prefixes.
-	fw := c.AddChain(&nftables.Chain{Name: chainAgentFw, Table: t})
+	fw := chain(&nftables.Chain{Name: chainAgentFw, Table: t})
 	add(fw, rule(ctState(expr.CtStateBitINVALID), verdict(expr.VerdictDrop)))
+	// A destination revoked by a policy change is refused even to flows
+	// that were established before: deleting their tracking entries is
+	// not enough, a mid-stream packet may make a new one.
+	m.refuseIf(fw, ReasonRevoked, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked4, false)), rejectTCP())
+	if m.cfg.AgentAddr6.IsValid() {
+		m.refuseIf(fw, ReasonRevoked, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked6, true)), rejectTCP())
+	}
+	for _, e := range m.revokedPrefixes {
+		for _, port := range e.Ports {
+			m.refuseIf(fw, ReasonRevoked, rule(nfproto(e.Prefix.Addr().Is6()), l4proto(unix.IPPROTO_TCP), addrIn(e.Prefix, false, true), dport(port)), rejectTCP())
+		}
+	}
 	add(fw, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	if !m.cfg.AgentAddr6.IsValid() {
 		m.refuseIf(fw, ReasonNoSetEntry, nfproto(true), rejectAdmin())
@@ -301,6 +344,11 @@ func (m *Manager) addChains() {
 
 	forward := base("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
 	add(forward, rule(iif(agent, true), jump(chainAgentFw)))
+	// What a revoked destination still sends back goes nowhere.
+	add(forward, rule(oif(agent, true), nfproto(false), l4proto(unix.IPPROTO_TCP), addrPortIn(setRevoked4, false, true), verdict(expr.VerdictDrop)))
+	if m.cfg.AgentAddr6.IsValid() {
+		add(forward, rule(oif(agent, true), nfproto(true), l4proto(unix.IPPROTO_TCP), addrPortIn(setRevoked6, true, true), verdict(expr.VerdictDrop)))
+	}
 	// Nothing starts a flow into the agent.
 	add(forward, rule(oif(agent, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	add(forward, rule(oif(agent, true), verdict(expr.VerdictDrop)))
@@ -316,7 +364,7 @@ func (m *Manager) addChains() {
 	// resolver's, the proxy's, and the resets and ICMP errors the chains
 	// above send, which conntrack relates to the packet they refuse), and
 	// the neighbour discovery the link needs.
-	ao := c.AddChain(&nftables.Chain{Name: chainAgentOut, Table: t})
+	ao := chain(&nftables.Chain{Name: chainAgentOut, Table: t})
 	add(ao, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	add(ao, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
 	add(ao, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicegw/sluice/policy"
 	"github.com/sluicegw/sluice/testing/nstest"
 )
 
@@ -150,11 +151,17 @@ func TestInstallRuleset(t *testing.T) {
 		"forward": {
 			`type filter hook forward priority filter; policy accept;`,
 			`iifname "sla0" jump agent_fwd`,
+			`oifname "sla0" ip saddr . tcp sport @revoked4 drop`,
+			`oifname "sla0" ip6 saddr . tcp sport @revoked6 drop`,
 			`oifname "sla0" ct state established,related accept`,
 			`oifname "sla0" drop`,
 		},
 		"agent_fwd": {
 			`ct state invalid drop`,
+			`ip daddr . tcp dport @revoked4 ` + limit + `log prefix "sluice revoked" group 7`,
+			`ip daddr . tcp dport @revoked4 reject with tcp reset`,
+			`ip6 daddr . tcp dport @revoked6 ` + limit + `log prefix "sluice revoked" group 7`,
+			`ip6 daddr . tcp dport @revoked6 reject with tcp reset`,
 			`ct state established,related accept`,
 			`meta l4proto tcp … != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
 			`meta l4proto tcp … != @alive reject with tcp reset`,
@@ -313,5 +320,56 @@ func TestAllowManyInBatches(t *testing.T) {
 	}
 	if got := len(listSet(t, ns, "allow4")); got != 6000 {
 		t.Errorf("%d elements, want 6000", got)
+	}
+}
+
+// TestRevokeInTheKernel: Revoke moves exactly the refused elements from
+// the allow sets to the revoked sets, an answer that allows one again
+// takes it out of the revoked set, and Reconfigure replaces the rules
+// while the sets keep their elements.
+func TestRevokeInTheKernel(t *testing.T) {
+	m, ns := newManager(t, false)
+	ctx := context.Background()
+	a1, a6 := netip.MustParseAddr("198.18.2.10"), netip.MustParseAddr("2001:db8:2::10")
+	if err := m.Allow(ctx, []netip.Addr{a1, a6}, []uint16{80, 443}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	n, err := m.Revoke(func(_ netip.Addr, port uint16) bool { return port == 80 })
+	if err != nil || n != 2 {
+		t.Fatalf("Revoke = %d, %v; want 2 elements", n, err)
+	}
+	if got := listSet(t, ns, "allow4"); len(got) != 1 || got["198.18.2.10 . 80"][0] == 0 {
+		t.Errorf("allow4 after revoking 443: %v, want only port 80", got)
+	}
+	if got := listSet(t, ns, "revoked4"); len(got) != 1 || got["198.18.2.10 . 443"][0] == 0 {
+		t.Errorf("revoked4: %v, want 198.18.2.10 . 443", got)
+	}
+	if got := listSet(t, ns, "revoked6"); len(got) != 1 {
+		t.Errorf("revoked6: %v, want one element", got)
+	}
+	if err := m.Allow(ctx, []netip.Addr{a1}, []uint16{443}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got := listSet(t, ns, "revoked4"); len(got) != 0 {
+		t.Errorf("revoked4 after allowing 443 again: %v, want empty", got)
+	}
+	if got := listSet(t, ns, "allow4"); len(got) != 2 {
+		t.Errorf("allow4 after allowing 443 again: %v, want two elements", got)
+	}
+	e, err := policy.ParseAllowFlag("203.0.113.0/24:22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reconfigure([]*policy.Entry{&e}, []uint16{443}, []uint16{80}); err != nil {
+		t.Fatal(err)
+	}
+	rules := ns.Run(t, "nft", "list", "chain", "inet", "sluice", "agent_fwd")
+	for _, want := range []string{"ip daddr 198.51.100.0/24 tcp dport 22 reject", "ip daddr 203.0.113.0/24 tcp dport 22 accept"} {
+		if !strings.Contains(rules, want) {
+			t.Errorf("agent_fwd after Reconfigure lacks %q:\n%s", want, rules)
+		}
+	}
+	if got := listSet(t, ns, "allow4"); len(got) != 2 {
+		t.Errorf("allow4 after Reconfigure: %v, want its two elements kept", got)
 	}
 }

@@ -27,6 +27,7 @@ func elemBytes(k elemKey) []byte {
 // allowReq is one answer's set update waiting for a batch.
 type allowReq struct {
 	fresh, known []elemKey // new to the kernel; known but expiring too soon
+	unrevoke     []elemKey // among them, those in the revoked sets
 	timeout      time.Duration
 	deadline     time.Time
 	done         chan error
@@ -55,6 +56,7 @@ func (m *Manager) Allow(ctx context.Context, addrs []netip.Addr, ports []uint16,
 		m.mu.Unlock()
 		return nil
 	}
+	req.unrevoke = m.unrevokeLocked(req.fresh, now)
 	req.timeout = need
 	req.done = make(chan error, 1)
 	m.pending = append(m.pending, req)
@@ -143,8 +145,12 @@ func (m *Manager) classifyLocked(addrs []netip.Addr, ports []uint16, now, deadli
 func (m *Manager) commit(batch []*allowReq) (map[elemKey]bool, error) {
 	timeouts := map[elemKey]time.Duration{}
 	refresh := map[elemKey]bool{}
+	unrevoke := map[elemKey]bool{}
 	var order []elemKey
 	for _, r := range batch {
+		for _, k := range r.unrevoke {
+			unrevoke[k] = true
+		}
 		for i, k := range append(r.fresh, r.known...) {
 			if _, seen := timeouts[k]; !seen {
 				order = append(order, k)
@@ -161,7 +167,7 @@ func (m *Manager) commit(batch []*allowReq) (map[elemKey]bool, error) {
 	for len(order) > 0 {
 		chunk := order[:min(len(order), maxBatch)]
 		order = order[len(chunk):]
-		m.queue(chunk, timeouts, refresh)
+		m.queue(chunk, timeouts, refresh, unrevoke)
 		if err := m.conn.Flush(); err != nil {
 			return committed, fmt.Errorf("firewall: add %d elements to the agent's sets: %w", len(chunk), err)
 		}
@@ -182,7 +188,11 @@ func (m *Manager) commit(batch []*allowReq) (map[elemKey]bool, error) {
 // before 6.12 need it deleted and added again; adding it first makes the
 // delete safe even if it lapsed in the meantime, and the three steps are one
 // transaction, so no packet ever sees the element missing.
-func (m *Manager) queue(keys []elemKey, timeouts map[elemKey]time.Duration, refresh map[elemKey]bool) {
+//
+// An element that a policy change revoked and an answer now allows again
+// leaves the revoked sets in the same transaction (added first, so that
+// the delete succeeds even if it lapsed there meanwhile).
+func (m *Manager) queue(keys []elemKey, timeouts map[elemKey]time.Duration, refresh, unrevoke map[elemKey]bool) {
 	emit := func(keys []elemKey, add bool) {
 		var v4, v6 []nftables.SetElement
 		for _, k := range keys {
@@ -209,6 +219,18 @@ func (m *Manager) queue(keys []elemKey, timeouts map[elemKey]time.Duration, refr
 				_ = m.conn.SetDeleteElements(m.sets[s.name], s.els)
 			}
 		}
+	}
+	var back []elemKey
+	for _, k := range keys {
+		if unrevoke[k] {
+			back = append(back, k)
+		}
+	}
+	if len(back) > 0 {
+		r4, r6 := splitFamilies(back, time.Second)
+		m.setOp(setRevoked4, setRevoked6, r4, r6, true)
+		d4, d6 := splitFamilies(back, 0)
+		m.setOp(setRevoked4, setRevoked6, d4, d6, false)
 	}
 	emit(keys, true)
 	if !m.refresh {
