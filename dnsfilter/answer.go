@@ -46,7 +46,6 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.
 		o.ev.Time = s.now()
 		o.ev.Agent = s.cfg.Agent
 		o.ev.Layer = journal.LayerDNS
-		o.ev.PolicyHash = s.policy.Hash()
 		s.cfg.Journal.Record(o.ev)
 	}
 	if req.IsEdns0() != nil {
@@ -55,7 +54,7 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.
 			opt := o.msg.IsEdns0()
 			opt.Option = append(opt.Option, &dns.EDNS0_EDE{
 				InfoCode:  dns.ExtendedErrorCodeBlocked,
-				ExtraText: fmt.Sprintf("sluice: %s (policy %s)", o.ev.Reason, s.policy.Hash()),
+				ExtraText: fmt.Sprintf("sluice: %s (policy %s)", o.ev.Reason, o.ev.PolicyHash),
 			})
 		}
 	}
@@ -66,16 +65,17 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 	if req.Response {
 		return outcome{}
 	}
+	p := s.policy.Load()
 	if req.Opcode != dns.OpcodeQuery || len(req.Question) != 1 {
 		rcode := dns.RcodeFormatError
 		if req.Opcode != dns.OpcodeQuery {
 			rcode = dns.RcodeNotImplemented
 		}
-		return outcome{msg: reply(req, rcode), record: true, ev: journal.Event{Reason: reasonNotQuery,
+		return outcome{msg: reply(req, rcode), record: true, ev: journal.Event{Reason: reasonNotQuery, PolicyHash: p.Hash(),
 			Detail: fmt.Sprintf("opcode %d, %d questions", req.Opcode, len(req.Question))}}
 	}
 	q := req.Question[0]
-	ev := journal.Event{Name: q.Name, Proto: dns.TypeToString[q.Qtype]}
+	ev := journal.Event{Name: q.Name, Proto: dns.TypeToString[q.Qtype], PolicyHash: p.Hash()}
 	if !policy.InPrefixes(s.cfg.Clients, src) {
 		ev.Reason, ev.Detail = reasonForeignClient, "query from "+src.String()
 		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev}
@@ -84,7 +84,7 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 		ev.Reason = reasonBadQuestion
 		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev, withEDNS: true}
 	}
-	d := s.policy.MatchName(q.Name)
+	d := p.MatchName(q.Name)
 	ev.Rule = d.Rule()
 	if !d.Allow {
 		ev.Reason = string(d.Reason)
@@ -100,12 +100,12 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 		ev.Allow, ev.Reason, ev.Detail = true, string(policy.ReasonAllowed), "no IPv6 on the gateway: empty answer"
 		return outcome{msg: reply(req, dns.RcodeSuccess), record: true, ev: ev}
 	}
-	return s.forward(ctx, req, q.Qtype, d, ev)
+	return s.forward(ctx, req, q.Qtype, p, d, ev)
 }
 
 // forward answers an allowed question from the cache or the upstream, then
 // opens the answer's addresses in the sets, and only then returns it.
-func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, d policy.Decision, ev journal.Event) outcome {
+func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *policy.Policy, d policy.Decision, ev journal.Event) outcome {
 	key := cacheKey{d.Name, qtype}
 	now := s.now()
 	c, age := s.cache.get(key, now)
@@ -121,6 +121,18 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, d poli
 	}
 	remaining := c.ttl - age
 	if len(c.addrs) > 0 {
+		s.gate.RLock()
+		defer s.gate.RUnlock()
+		if cur := s.policy.Load(); cur != p {
+			// The policy changed while the question was upstream: the
+			// answer opens only what the one in force allows.
+			p, d = cur, cur.MatchName(d.Name)
+			ev.PolicyHash, ev.Rule = p.Hash(), d.Rule()
+			if !d.Allow {
+				ev.Reason = string(d.Reason)
+				return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+			}
+		}
 		need := min(max(remaining, s.cfg.MinTTL), s.cfg.MaxTTL)
 		if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
 			ev.Reason, ev.Detail = reasonSetUpdate, err.Error()

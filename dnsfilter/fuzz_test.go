@@ -41,7 +41,7 @@ func FuzzQuery(f *testing.F) {
 				t.Fatalf("answer does not pack: %v", err)
 			}
 		}
-		p := fx.srv.policy
+		p := fx.srv.policy.Load()
 		for _, q := range fx.up.questions() {
 			name := strings.Fields(q)[0]
 			if !p.MatchName(name).Allow {

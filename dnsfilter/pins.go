@@ -101,3 +101,25 @@ func (p *Pins) sweepLocked() {
 		}
 	}
 }
+
+// Retain drops the pins of every name keep refuses (a policy change no
+// longer allows it) and returns the unexpired pins of the others.
+func (p *Pins) Retain(keep func(name string) bool) map[string][]netip.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.now()
+	kept := make(map[string][]netip.Addr, len(p.names))
+	for name, m := range p.names {
+		if !keep(name) {
+			p.count -= len(m)
+			delete(p.names, name)
+			continue
+		}
+		for a, until := range m {
+			if now.Before(until) {
+				kept[name] = append(kept[name], a)
+			}
+		}
+	}
+	return kept
+}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -90,8 +91,15 @@ type Config struct {
 // Server is a filtering resolver for one agent. It is safe for concurrent use.
 type Server struct {
 	cfg    Config
-	policy *policy.Policy
-	cache  *cache
+	policy atomic.Pointer[policy.Policy] // the policy in force
+	// gate orders set updates against policy changes: an answer holds it
+	// for reading while it opens the sets and pins under the policy it
+	// was decided with; SetPolicy holds it for writing while it swaps the
+	// policy. So every update made under the old policy is in place before
+	// the swap (where the revocation that follows sees it), and every
+	// later one was decided under the new policy.
+	gate  sync.RWMutex
+	cache *cache
 	// budgets bounds the new names asked under each wildcard entry.
 	budgets *nameBudgets
 	now     func() time.Time
@@ -126,7 +134,18 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, policy: p, cache: newCache(size), budgets: newNameBudgets(), now: time.Now}, nil
+	s := &Server{cfg: cfg, cache: newCache(size), budgets: newNameBudgets(), now: time.Now}
+	s.policy.Store(p)
+	return s, nil
+}
+
+// SetPolicy puts p in force for every question from now on. When it
+// returns, no answer decided under the previous policy is still opening
+// the sets.
+func (s *Server) SetPolicy(p *policy.Policy) {
+	s.gate.Lock()
+	s.policy.Store(p)
+	s.gate.Unlock()
 }
 
 // ServeDNS implements dns.Handler.

@@ -1,0 +1,115 @@
+package dnsfilter
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/sluicegw/sluice/policy"
+)
+
+func policyOf(t *testing.T, allow ...string) *policy.Policy {
+	t.Helper()
+	var entries []policy.Entry
+	for _, a := range allow {
+		e, err := policy.ParseAllowFlag(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, e)
+	}
+	p, err := policy.New(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestSetPolicyTakesEffectAtOnce: a name added resolves, a name removed
+// is refused, and the refusal names the new policy.
+func TestSetPolicyTakesEffectAtOnce(t *testing.T) {
+	f := newFixture(t, "allowed.test")
+	if r := f.ask(t, "allowed.test.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("before: %s", dns.RcodeToString[r.Rcode])
+	}
+	p := policyOf(t, "www.allowed.test")
+	f.srv.SetPolicy(p)
+	if r := f.ask(t, "allowed.test.", dns.TypeA); r.Rcode != dns.RcodeNameError {
+		t.Errorf("a removed name: %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
+	}
+	if r := f.ask(t, "www.allowed.test.", dns.TypeA); r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		t.Errorf("an added name: %s %v, want an answer", dns.RcodeToString[r.Rcode], r.Answer)
+	}
+	if last := f.log.Last(); last.PolicyHash != p.Hash() {
+		t.Errorf("the decision names policy %s, want the new %s", last.PolicyHash, p.Hash())
+	}
+}
+
+// blockingUpstream holds every question until release is closed.
+type blockingUpstream struct {
+	Upstream
+	asked   chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingUpstream) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+	b.asked <- struct{}{}
+	<-b.release
+	return b.Upstream.Exchange(ctx, q)
+}
+
+// TestPolicyChangeWhileUpstream: a question decided under the old policy
+// whose answer comes back after the name was removed opens nothing.
+func TestPolicyChangeWhileUpstream(t *testing.T) {
+	f := newFixture(t, "allowed.test")
+	up := &blockingUpstream{Upstream: f.up, asked: make(chan struct{}, 1), release: make(chan struct{})}
+	srv, err := New(Config{
+		Agent: "test", Clients: f.srv.cfg.Clients, Global: testGlobal, Upstream: up,
+		Allower: f.fw, Pins: f.pins, Journal: f.log,
+	}, f.srv.policy.Load())
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan *dns.Msg, 1)
+	go func() {
+		q := new(dns.Msg)
+		q.SetQuestion("allowed.test.", dns.TypeA)
+		done <- srv.Answer(context.Background(), agentSrc, q)
+	}()
+	<-up.asked
+	srv.SetPolicy(policyOf(t, "www.allowed.test"))
+	close(up.release)
+	r := <-done
+	if r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
+		t.Errorf("answer after the name was removed: %s %v, want NXDOMAIN", dns.RcodeToString[r.Rcode], r.Answer)
+	}
+	if calls := f.fw.calls; len(calls) != 0 {
+		t.Errorf("the sets were opened for a removed name: %v", calls)
+	}
+	if f.pins.Pinned("allowed.test", netip.MustParseAddr("198.18.2.10")) {
+		t.Error("a removed name was pinned")
+	}
+}
+
+func TestPinsRetain(t *testing.T) {
+	p := NewPins(10)
+	now := time.Unix(1000, 0)
+	p.now = func() time.Time { return now }
+	a, b := netip.MustParseAddr("198.18.2.10"), netip.MustParseAddr("198.18.2.11")
+	p.Pin("kept.test", []netip.Addr{a}, now.Add(time.Minute))
+	p.Pin("kept.test", []netip.Addr{b}, now.Add(-time.Second)) // expired
+	p.Pin("gone.test", []netip.Addr{a, b}, now.Add(time.Minute))
+	kept := p.Retain(func(name string) bool { return name == "kept.test" })
+	if len(kept) != 1 || len(kept["kept.test"]) != 1 || kept["kept.test"][0] != a {
+		t.Errorf("Retain = %v, want kept.test's one live pin", kept)
+	}
+	if p.Pinned("gone.test", a) || !p.Pinned("kept.test", a) {
+		t.Error("Retain kept a refused name's pin, or dropped a kept one")
+	}
+	if p.Len() != 2 {
+		t.Errorf("Len = %d after Retain, want 2 (the expired pin stays until a sweep)", p.Len())
+	}
+}
