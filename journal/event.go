@@ -1,14 +1,12 @@
-// Package journal is sluice's decision record. For now it holds the event
-// type and sinks that write one canonical line per decision; the durable
-// store comes later behind the same Sink interface.
+// Package journal is sluice's decision record: the event every layer
+// records and the sinks that take events.
+// For now the sinks write one canonical line per decision; the durable
+// store comes later behind the same Sink contract (see Async).
 package journal
 
 import (
-	"context"
-	"log/slog"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -52,60 +50,6 @@ type Event struct {
 // maxField bounds every attacker-controlled string that reaches a record.
 const maxField = 300
 
-// Sink receives decisions. Record must not block the caller for long: it
-// sits on the path of a DNS answer or a connection.
-type Sink interface {
-	Record(Event)
-}
-
-// LogSink writes each event as one structured log line.
-type LogSink struct {
-	Log *slog.Logger
-	// Allowed also logs decisions that allowed something; refusals are
-	// always logged.
-	Allowed bool
-}
-
-// Record logs ev at WARN when it is a refusal and at INFO otherwise.
-func (s LogSink) Record(ev Event) {
-	if ev.Allow && !s.Allowed {
-		return
-	}
-	level, msg := slog.LevelWarn, "refused"
-	if ev.Allow {
-		level, msg = slog.LevelInfo, "allowed"
-	}
-	attrs := []slog.Attr{
-		slog.String("agent", ev.Agent),
-		slog.String("layer", string(ev.Layer)),
-		slog.String("reason", ev.Reason),
-	}
-	if ev.Name != "" {
-		attrs = append(attrs, slog.String("name", bound(ev.Name)))
-	}
-	if ev.Dst.IsValid() {
-		attrs = append(attrs, slog.String("dst", ev.Dst.String()))
-	}
-	if ev.Proto != "" {
-		attrs = append(attrs, slog.String("proto", ev.Proto))
-	}
-	if ev.Rule != "" {
-		attrs = append(attrs, slog.String("rule", ev.Rule))
-	}
-	attrs = append(attrs, slog.String("policy", ev.PolicyHash))
-	if len(ev.Addrs) > 0 {
-		addrs := make([]string, len(ev.Addrs))
-		for i, a := range ev.Addrs {
-			addrs[i] = a.String()
-		}
-		attrs = append(attrs, slog.String("addrs", strings.Join(addrs, ",")))
-	}
-	if ev.Detail != "" {
-		attrs = append(attrs, slog.String("detail", bound(ev.Detail)))
-	}
-	s.Log.LogAttrs(context.Background(), level, msg, attrs...)
-}
-
 // bound cuts s to maxField bytes and replaces control characters, so a
 // hostile name cannot forge log lines or drive a terminal.
 func bound(s string) string {
@@ -118,34 +62,4 @@ func bound(s string) string {
 		}
 		return r
 	}, s)
-}
-
-// Discard is a Sink that drops every event, for tests and benchmarks.
-type Discard struct{}
-
-// Record does nothing.
-func (Discard) Record(Event) {}
-
-// Memory is a Sink that keeps every event, for tests. It is safe for
-// concurrent use.
-type Memory struct {
-	mu     sync.Mutex
-	events []Event
-}
-
-// Record keeps ev.
-func (m *Memory) Record(ev Event) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.events = append(m.events, ev)
-}
-
-// Last returns the latest event, the zero Event when there is none.
-func (m *Memory) Last() Event {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.events) == 0 {
-		return Event{}
-	}
-	return m.events[len(m.events)-1]
 }

@@ -2,6 +2,9 @@ package journal
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"io"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -31,5 +34,31 @@ func TestLogSinkOneLinePerRefusal(t *testing.T) {
 	}
 	if strings.Contains(out, "\x1b") || len(out) > 700 {
 		t.Errorf("attacker name not bounded and escaped: %q", out)
+	}
+}
+
+// failingHandler is a log handler whose writes fail.
+type failingHandler struct{ slog.Handler }
+
+func (failingHandler) Handle(context.Context, slog.Record) error {
+	return errors.New("write /dev/stderr: broken pipe")
+}
+
+func TestLogSinkTickets(t *testing.T) {
+	var buf bytes.Buffer
+	s := LogSink{Log: slog.New(slog.NewTextHandler(&buf, nil))}
+	refused := s.Record(Event{Layer: LayerTLS, Reason: "no_sni"})
+	if refused == 0 || s.Wait(cancelled(), refused) != nil || !strings.Contains(buf.String(), "reason=no_sni") {
+		t.Errorf("a logged refusal: ticket %d, Wait %v, log %q; want stored", refused, s.Wait(cancelled(), refused), buf.String())
+	}
+	if tk := s.Record(Event{Layer: LayerTLS, Allow: true, Reason: "allowed"}); tk != 0 || !errors.Is(s.Wait(context.Background(), tk), ErrNotRecorded) {
+		t.Errorf("an allowed event LogSink does not log: ticket %d, want none", tk)
+	}
+	broken := LogSink{Log: slog.New(failingHandler{slog.NewTextHandler(io.Discard, nil)})}
+	if tk := broken.Record(Event{Layer: LayerTLS, Reason: "no_sni"}); tk != 0 {
+		t.Errorf("a refusal the log failed to write: ticket %d, want none", tk)
+	}
+	if err := broken.WriteEvents([]Event{{Reason: "no_sni"}}); err == nil {
+		t.Errorf("WriteEvents hid the log's error")
 	}
 }

@@ -1,0 +1,254 @@
+package journal
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+)
+
+// AsyncConfig configures an Async.
+type AsyncConfig struct {
+	// Writer stores the events. Required.
+	Writer Writer
+	// Buffer is how many accepted events may wait for the writer; beyond
+	// it Record drops. DefaultBuffer when 0.
+	Buffer int
+	// Batch is the most events handed to one WriteEvents. DefaultBatch
+	// when 0.
+	Batch int
+	// Log says when events were dropped. slog.Default() when nil.
+	Log *slog.Logger
+}
+
+// Defaults of AsyncConfig.
+const (
+	DefaultBuffer = 4096
+	DefaultBatch  = 256
+)
+
+// Async is a Sink that hands events to one writer goroutine (Run) through
+// a bounded buffer, so that a slow medium (a disk, a database) never
+// stalls the data path. Record never blocks: when the buffer is full, or
+// once the Async is closed, it counts the event in Dropped and returns the
+// zero Ticket. Tickets are sequence numbers in the order Record accepted
+// the events, and the writer stores them in that order, so Wait(t) returns
+// once the batch holding t was written.
+//
+// Lifecycle: NewAsync, then Run (on its own goroutine) until Close or the
+// end of Run's context; both stop accepting and let Run store every event
+// accepted before it returns.
+type Async struct {
+	cfg     AsyncConfig
+	queue   chan queued
+	stop    chan struct{}
+	done    chan struct{}
+	dropped atomic.Uint64
+
+	mu       sync.Mutex
+	seq      Ticket        // the last Ticket given
+	stored   Ticket        // every Ticket up to this one is stored
+	progress chan struct{} // closed, and replaced, when stored moves or the writer ends
+	closed   bool          // accepting no more events
+	claimed  bool          // a writer (Run, or Close without Run) has begun
+	finished bool          // the writer has ended
+	err      error         // the Writer's error that ended the writer
+
+	reported uint64 // drops already logged; the writer's alone
+
+	stopOnce sync.Once
+}
+
+type queued struct {
+	t  Ticket
+	ev Event
+}
+
+// NewAsync makes an Async over cfg.Writer; Run starts its writer.
+func NewAsync(cfg AsyncConfig) (*Async, error) {
+	if cfg.Writer == nil {
+		return nil, errors.New("journal: Async needs a Writer")
+	}
+	if cfg.Buffer <= 0 {
+		cfg.Buffer = DefaultBuffer
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = DefaultBatch
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Async{
+		cfg:      cfg,
+		queue:    make(chan queued, cfg.Buffer),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		progress: make(chan struct{}),
+	}, nil
+}
+
+// Record queues ev for the writer without blocking. It returns the zero
+// Ticket, and counts a drop, when the buffer is full or a is closed.
+func (a *Async) Record(ev Event) Ticket {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.closed {
+		select {
+		case a.queue <- queued{a.seq + 1, ev}:
+			a.seq++
+			return a.seq
+		default:
+		}
+	}
+	a.dropped.Add(1)
+	return 0
+}
+
+// Dropped is how many events Record refused: buffer full, or closed.
+func (a *Async) Dropped() uint64 { return a.dropped.Load() }
+
+// Wait returns nil once the event of t is stored, the Writer's error or
+// ErrClosed when the writer ended before storing it, ctx's error when ctx
+// ends first, and ErrNotRecorded for the zero Ticket.
+func (a *Async) Wait(ctx context.Context, t Ticket) error {
+	if t == 0 {
+		return ErrNotRecorded
+	}
+	for {
+		a.mu.Lock()
+		stored, finished, err, progress := a.stored, a.finished, a.err, a.progress
+		a.mu.Unlock()
+		switch {
+		case t <= stored:
+			return nil
+		case err != nil:
+			return err
+		case finished:
+			return ErrClosed
+		}
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Run writes queued events in batches until ctx ends or Close is called;
+// then it stops accepting events, writes those still queued, and returns.
+// It returns the Writer's first error at once, storing nothing more: a
+// journal that cannot store is the gateway's to act on (fail closed). Run
+// may be called once.
+func (a *Async) Run(ctx context.Context) error {
+	a.mu.Lock()
+	if a.claimed {
+		a.mu.Unlock()
+		return errors.New("journal: Async runs once, and not after Close")
+	}
+	a.claimed = true
+	a.mu.Unlock()
+	var err error
+	defer func() { a.finish(err) }()
+	batch := make([]queued, 0, a.cfg.Batch)
+	for {
+		select {
+		case q := <-a.queue:
+			if err = a.write(append(batch[:0], q)); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			err = a.drain(batch)
+			return err
+		case <-a.stop:
+			err = a.drain(batch)
+			return err
+		}
+	}
+}
+
+// Close stops accepting events and returns once every event accepted
+// before it is stored (or Run has failed: its error). Without a Run, Close
+// writes them itself.
+func (a *Async) Close() error {
+	a.mu.Lock()
+	a.closed = true
+	writer := !a.claimed
+	a.claimed = true
+	a.mu.Unlock()
+	a.stopOnce.Do(func() { close(a.stop) })
+	if writer {
+		err := a.drain(make([]queued, 0, a.cfg.Batch))
+		a.finish(err)
+	}
+	<-a.done
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
+// drain closes a and writes what is queued; nothing more can be queued.
+func (a *Async) drain(batch []queued) error {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	for {
+		select {
+		case q := <-a.queue:
+			if err := a.write(append(batch[:0], q)); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// write adds to batch (holding one event) what else is queued, up to
+// Batch, writes it and moves stored past it.
+func (a *Async) write(batch []queued) error {
+fill:
+	for len(batch) < a.cfg.Batch {
+		select {
+		case q := <-a.queue:
+			batch = append(batch, q)
+		default:
+			break fill
+		}
+	}
+	evs := make([]Event, len(batch))
+	for i, q := range batch {
+		evs[i] = q.ev
+	}
+	if err := a.cfg.Writer.WriteEvents(evs); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.stored = batch[len(batch)-1].t
+	close(a.progress)
+	a.progress = make(chan struct{})
+	a.mu.Unlock()
+	a.reportDrops()
+	return nil
+}
+
+// reportDrops logs the drops since the last report, if any.
+func (a *Async) reportDrops() {
+	if n := a.dropped.Load(); n > a.reported {
+		a.cfg.Log.Warn("journal buffer full: events dropped", "dropped", n-a.reported, "total", n)
+		a.reported = n
+	}
+}
+
+// finish ends the writer: Wait gives err, or ErrClosed, for what is left.
+func (a *Async) finish(err error) {
+	a.mu.Lock()
+	a.closed, a.finished = true, true
+	if err != nil && a.err == nil {
+		a.err = err
+	}
+	close(a.progress)
+	a.progress = make(chan struct{})
+	a.mu.Unlock()
+	close(a.done)
+}
