@@ -20,6 +20,13 @@ const (
 	ReasonAddrNotAllowed Reason = "address_not_allowed"
 )
 
+// Reasons returns every reason a decision of the policy may carry. The
+// layers journal them as journal.Reason, whose vocabulary holds each word.
+func Reasons() []Reason {
+	return []Reason{ReasonAllowed, ReasonNoPolicy, ReasonInvalidName, ReasonNameNotAllowed,
+		ReasonPortNotAllowed, ReasonAddrNotAllowed}
+}
+
 // Decision is the outcome of matching one name, address or port. A refusal
 // is a Decision with Allow false, never an error.
 type Decision struct {
