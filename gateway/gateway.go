@@ -18,6 +18,8 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -26,6 +28,7 @@ import (
 
 	"github.com/sluicegw/sluice/dnsfilter"
 	"github.com/sluicegw/sluice/firewall"
+	"github.com/sluicegw/sluice/policy"
 	"github.com/sluicegw/sluice/sandbox"
 	"github.com/sluicegw/sluice/tlsinspect"
 )
@@ -36,6 +39,8 @@ type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
 	iface   string
+	policy  atomic.Pointer[policy.Policy] // the policy in force
+	reload  sync.Mutex                    // one policy change at a time
 	agent   *sandbox.Agent
 	state   *sandbox.State
 	fw      *firewall.Manager
@@ -44,6 +49,9 @@ type Gateway struct {
 
 	// Set while starting: the listening sockets, the networks, the
 	// pieces the later steps wire together.
+	resolver          *dnsfilter.Server
+	proxy             *tlsinspect.Proxy
+	pins              *dnsfilter.Pins
 	dnsConn           net.PacketConn
 	dnsLn             net.Listener
 	tlsLn, httpLn     *net.TCPListener
@@ -65,6 +73,7 @@ func New(cfg Config) (g *Gateway, err error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	g = &Gateway{cfg: cfg, log: cfg.Log, iface: fmt.Sprintf("sl%d", os.Getpid()), fatal: make(chan error, 1)}
+	g.policy.Store(cfg.Policy)
 	defer func() {
 		if err != nil {
 			if cerr := g.Close(); cerr != nil {
@@ -228,7 +237,7 @@ func (g *Gateway) enableForwarding() error {
 func (g *Gateway) startJournalReader() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cleanup = append(g.cleanup, func() error { cancel(); return nil })
-	reader := &firewall.LogReader{Group: nflogGroup, Agent: g.cfg.Name, PolicyHash: g.cfg.Policy.Hash, Journal: g.cfg.Journal, Log: g.log}
+	reader := &firewall.LogReader{Group: nflogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() }, Journal: g.cfg.Journal, Log: g.log}
 	stop, err := reader.Start(ctx)
 	if err != nil {
 		return fmt.Errorf("%w (is nfnetlink_log available?)", err)
@@ -249,6 +258,7 @@ func (g *Gateway) startServers() error {
 		internal = append(internal, g.net6)
 	}
 	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
+	g.pins = pins
 	proxy, err := tlsinspect.New(tlsinspect.Config{
 		Agent: g.cfg.Name, Pins: pins, Internal: internal, Journal: g.cfg.Journal,
 		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns, Log: g.log,
@@ -256,6 +266,7 @@ func (g *Gateway) startServers() error {
 	if err != nil {
 		return err
 	}
+	g.proxy = proxy
 	g.cleanup = append(g.cleanup, func() error { proxy.Close(); return nil })
 	if err := proxy.ServeTLS(g.tlsLn); err != nil {
 		return err
@@ -274,6 +285,7 @@ func (g *Gateway) startServers() error {
 	if err != nil {
 		return err
 	}
+	g.resolver = srv
 	if err := srv.Serve(g.dnsConn, g.dnsLn); err != nil {
 		return err
 	}

@@ -55,14 +55,15 @@ type conn struct {
 	phase    phase
 	pending  bool // counted as awaiting a decision
 	dst      netip.AddrPort
-	ev       journal.Event
-	hello    []byte    // phaseHello: read so far; phaseDial: still to write
-	wrote    bool      // phaseDial: some of the replay was written
-	up, down half      // agent→destination, destination→agent
-	last     time.Time // data last moved either way
-	since    time.Time // relaying since
-	kept     bool      // the upstream socket has keep-alive (see keepAliveAfter)
-	drainEnd time.Time // phaseDrain: the reset goes out by then at the latest
+	ev       journal.Event // until relaying; then only the name is kept
+	name     string        // relaying: the name it was allowed for, "" for a cidr entry
+	hello    []byte        // phaseHello: read so far; phaseDial: still to write
+	wrote    bool          // phaseDial: some of the replay was written
+	up, down half          // agent→destination, destination→agent
+	last     time.Time     // data last moved either way
+	since    time.Time     // relaying since
+	kept     bool          // the upstream socket has keep-alive (see keepAliveAfter)
+	drainEnd time.Time     // phaseDrain: the reset goes out by then at the latest
 	deadline time.Time
 	slot     int // in the loop's deadline heap, -1 when not
 }
@@ -308,6 +309,7 @@ func (c *conn) dialStep() {
 func (c *conn) established() {
 	l := c.l
 	l.px.allowed(c.ev)
+	c.name = c.ev.Name // for a policy change (Proxy.SetPolicy); the event's memory goes
 	c.ev = journal.Event{}
 	c.phase, c.hello, c.last, c.since = phaseRelay, nil, l.now, l.now
 	l.setDeadline(c, c.relayDeadline())

@@ -78,6 +78,7 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 			upr = bufio.NewReader(idleConn{up, px.cfg.IdleTimeout})
 		}
 		px.allowed(ev)
+		px.noteHTTP(c, ev)
 		if !px.exchange(idleConn{c, px.cfg.IdleTimeout}, idleConn{up, px.cfg.IdleTimeout}, br, upr, req) {
 			c.Close()
 			return

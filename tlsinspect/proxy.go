@@ -61,6 +61,9 @@ const (
 	ReasonBadRequest      = "bad_request"
 	ReasonConnect         = "connect_method"
 	ReasonH2C             = "h2c_upgrade"
+	// ReasonRevoked: an open connection that a policy change no longer
+	// allows, cut.
+	ReasonRevoked = "revoked"
 )
 
 // KeepAlive is how both sides of a proxied connection find out that the
@@ -101,7 +104,7 @@ type Config struct {
 // Proxy is the transparent proxy for one agent. It is safe for concurrent use.
 type Proxy struct {
 	cfg    Config
-	policy *policy.Policy
+	policy atomic.Pointer[policy.Policy] // the policy in force
 	dialer net.Dialer
 
 	pending, conns atomic.Int64
@@ -121,7 +124,7 @@ type Proxy struct {
 	// loopbackForTests lets the package's own tests relay to loopback
 	// listeners; nothing else sets it.
 	loopbackForTests bool
-	live             map[*net.TCPConn]struct{}
+	live             map[*net.TCPConn]*liveHTTP
 	wg               sync.WaitGroup
 	closed           bool
 }
@@ -146,7 +149,8 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	px := &Proxy{cfg: cfg, policy: p, live: map[*net.TCPConn]struct{}{}}
+	px := &Proxy{cfg: cfg, live: map[*net.TCPConn]*liveHTTP{}}
+	px.policy.Store(p)
 	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAliveConfig: KeepAlive, Control: px.checkDial}
 	return px, nil
 }
@@ -282,11 +286,12 @@ func (px *Proxy) route(dst netip.AddrPort, ev *journal.Event) (pass bool, reason
 	if px.internal(dst.Addr()) {
 		return false, ReasonGatewayDst
 	}
-	d := px.policy.MatchAddr(dst.Addr(), dst.Port())
+	p := px.policy.Load()
+	d := p.MatchAddr(dst.Addr(), dst.Port())
 	if !d.Allow {
 		return false, ""
 	}
-	ev.Rule, ev.PolicyHash = d.Rule(), px.policy.Hash()
+	ev.Rule, ev.PolicyHash = d.Rule(), p.Hash()
 	return true, ""
 }
 
@@ -358,7 +363,7 @@ func (px *Proxy) track(c *net.TCPConn) bool {
 		reset(c)
 		return false
 	}
-	px.live[c] = struct{}{}
+	px.live[c] = &liveHTTP{}
 	px.wg.Add(1)
 	return true
 }
@@ -414,7 +419,8 @@ func (px *Proxy) enter() (reason string) {
 // dst: allowed on that port by the policy, and dst pinned to it. It
 // returns the refusal reason, "" when the name may pass.
 func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) string {
-	ev.PolicyHash = px.policy.Hash()
+	p := px.policy.Load()
+	ev.PolicyHash = p.Hash()
 	if raw == "" {
 		return ReasonNoSNI
 	}
@@ -426,7 +432,7 @@ func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) s
 		return ReasonInvalidSNI
 	}
 	ev.Name = name
-	d := px.policy.MatchNamePort(name, dst.Port())
+	d := p.MatchNamePort(name, dst.Port())
 	ev.Rule = d.Rule()
 	switch {
 	case d.Reason == policy.ReasonNameNotAllowed || d.Reason == policy.ReasonNoPolicy:
@@ -449,7 +455,7 @@ func (px *Proxy) allowed(ev journal.Event) {
 func (px *Proxy) record(ev journal.Event, reason string) {
 	ev.Reason, ev.Time = reason, time.Now()
 	if ev.PolicyHash == "" {
-		ev.PolicyHash = px.policy.Hash()
+		ev.PolicyHash = px.policy.Load().Hash()
 	}
 	px.cfg.Journal.Record(ev)
 }

@@ -171,13 +171,20 @@ func runCmd(args []string) error {
 	gateway.RaiseFileLimit(log)
 	// Signals are caught before the gateway exists, so that none is lost
 	// between its start and the command's.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	sigs, hup := make(chan os.Signal, 4), make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGQUIT)
+	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	defer signal.Stop(hup)
 	g, err := gateway.New(o.cfg)
 	if err != nil {
 		return err
 	}
+	go func() {
+		for range hup {
+			_ = g.Reload() // it logs what went wrong; the policy in force stays
+		}
+	}()
 	code, err := g.RunCommand(o.command, user, sigs)
 	if cerr := g.Close(); cerr != nil {
 		log.Error("cleanup incomplete", "err", cerr)

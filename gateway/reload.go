@@ -1,0 +1,85 @@
+package gateway
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/sluicegw/sluice/policy"
+)
+
+// Reload reads the policy source again and puts it in force (SetPolicy).
+// A policy that does not load changes nothing: the one in force stays,
+// and the error (every problem, with file:line) is logged and returned.
+func (g *Gateway) Reload() error {
+	p, warnings, err := g.cfg.PolicySource.Load()
+	if err != nil {
+		g.log.Error("policy reload failed: keeping the policy in force", "policy", g.policy.Load().Hash(), "err", err)
+		return err
+	}
+	for _, w := range warnings {
+		g.log.Warn("policy: "+w.Msg, "at", w.Source)
+	}
+	return g.SetPolicy(p)
+}
+
+// Policy returns the policy in force.
+func (g *Gateway) Policy() *policy.Policy { return g.policy.Load() }
+
+// SetPolicy puts p in force at once. A host added is allowed from the
+// next question. A host removed is revoked: its addresses leave the sets
+// (those another allowed name still justifies stay), its pins go, and its
+// open connections are cut, the proxied ones by the proxy and the
+// forwarded ones by the firewall. Connections to hosts that did not
+// change are untouched. If the kernel refuses the new rules, nothing
+// changes and the error is returned.
+func (g *Gateway) SetPolicy(p *policy.Policy) error {
+	g.reload.Lock()
+	defer g.reload.Unlock()
+	start := time.Now()
+	old := g.policy.Load()
+	tlsPorts, httpPorts := p.InspectedPorts()
+	if err := g.fw.Reconfigure(p.Prefixes(), tlsPorts, httpPorts); err != nil {
+		g.log.Error("policy change failed: keeping the policy in force", "policy", old.Hash(), "err", err)
+		return err
+	}
+	// From here on every decision is the new policy's. The resolver
+	// returns once no answer of the old policy is still opening the sets,
+	// so that what is revoked below is all there is.
+	g.policy.Store(p)
+	g.resolver.SetPolicy(p)
+	cut := g.proxy.SetPolicy(p)
+	kept := g.pins.Retain(func(name string) bool { return p.MatchName(name).Allow })
+	justified := justifiedElements(p, kept)
+	revoked, err := g.fw.Revoke(func(a netip.Addr, port uint16) bool { return justified[addrPort{a, port}] })
+	g.log.Info("policy reloaded", "old", old.Hash(), "new", p.Hash(), "entries", len(p.Entries()),
+		"revoked_addresses", revoked, "cut_connections", cut, "took", time.Since(start).Round(time.Microsecond))
+	if err != nil {
+		// The new policy is in force; what is left open lapses with its
+		// timeout, as before any change. Say so loudly.
+		g.log.Error("revoking what the new policy no longer allows failed in part", "err", err)
+	}
+	return err
+}
+
+type addrPort struct {
+	addr netip.Addr
+	port uint16
+}
+
+// justifiedElements is what the sets may hold under p: every live pin's
+// address, on the ports of the entry its name matches now.
+func justifiedElements(p *policy.Policy, pins map[string][]netip.Addr) map[addrPort]bool {
+	out := map[addrPort]bool{}
+	for name, addrs := range pins {
+		d := p.MatchName(name)
+		if !d.Allow {
+			continue
+		}
+		for _, a := range addrs {
+			for _, port := range d.Entry.Ports {
+				out[addrPort{a.Unmap(), port}] = true
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,88 @@
+package tlsinspect
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+// liveHTTP is what the HTTP path last let through on a connection: the
+// name (canonical Host) and destination of its latest request.
+type liveHTTP struct {
+	name string
+	dst  netip.AddrPort
+	ev   journal.Event
+}
+
+// SetPolicy puts p in force: every decision from now on is made under it,
+// and every open connection it no longer allows is cut (reset both ways)
+// and journaled as revoked. Connections it still allows are untouched,
+// whatever their pins: a long-lived connection keeps going after the
+// answer that opened it expired, as it would have without the change.
+// It returns the number of connections cut.
+func (px *Proxy) SetPolicy(p *policy.Policy) int {
+	px.policy.Store(p)
+	n := 0
+	px.mu.Lock()
+	for c, st := range px.live {
+		if st.name != "" && !stillAllowed(p, st.name, st.dst) {
+			ev := st.ev
+			ev.PolicyHash = p.Hash()
+			px.record(ev, ReasonRevoked)
+			reset(c) // the handler's next read or write fails
+			n++
+		}
+	}
+	px.mu.Unlock()
+	loops, _ := px.eventLoops() // none started: no connection to cut there
+	for _, l := range loops {
+		l.call(func() { n += l.revoke(p) })
+	}
+	return n
+}
+
+// stillAllowed says whether p allows a connection decided for name (by
+// SNI or Host) to dst, or, without a name, to dst by a cidr entry.
+func stillAllowed(p *policy.Policy, name string, dst netip.AddrPort) bool {
+	if name == "" {
+		return p.MatchAddr(dst.Addr(), dst.Port()).Allow
+	}
+	return p.MatchNamePort(name, dst.Port()).Allow
+}
+
+// noteHTTP records what the HTTP path let through on c, for SetPolicy.
+func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event) {
+	px.mu.Lock()
+	if st := px.live[c]; st != nil {
+		st.name, st.dst, st.ev = ev.Name, ev.Dst, ev
+	}
+	px.mu.Unlock()
+}
+
+// revoke cuts, on the loop, the connections p no longer allows: those
+// past their decision (dialing, relaying). One still reading its hello is
+// decided under p anyway. It returns how many it cut.
+func (l *loop) revoke(p *policy.Policy) int {
+	n := 0
+	for _, c := range l.conns {
+		name := c.name
+		switch c.phase {
+		case phaseDial:
+			name = c.ev.Name
+		case phaseRelay:
+		default:
+			continue
+		}
+		if stillAllowed(p, name, c.dst) {
+			continue
+		}
+		l.px.record(journal.Event{Agent: l.px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp",
+			Name: name, Dst: c.dst, PolicyHash: p.Hash()}, ReasonRevoked)
+		c.failed = -1 // both sides reset at once: nothing held is owed to either
+		c.cut()
+		n++
+	}
+	return n
+}
