@@ -262,6 +262,7 @@ func (g *Gateway) startServers() error {
 	proxy, err := tlsinspect.New(tlsinspect.Config{
 		Agent: g.cfg.Name, Pins: pins, Internal: internal, Journal: g.cfg.Journal,
 		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns, Log: g.log,
+		Fatal: g.reportFatal,
 	}, p)
 	if err != nil {
 		return err
@@ -291,6 +292,16 @@ func (g *Gateway) startServers() error {
 	}
 	g.cleanup = append(g.cleanup, func() error { srv.Shutdown(); return nil })
 	return nil
+}
+
+// reportFatal takes a part's report of an impossible state; the first one
+// ends Run or RunCommand (and with it the agent), the others are logged.
+func (g *Gateway) reportFatal(err error) {
+	select {
+	case g.fatal <- err:
+	default:
+		g.log.Error("the gateway failed again", "err", err)
+	}
 }
 
 // Run serves until ctx ends or a part of the gateway fails; it returns

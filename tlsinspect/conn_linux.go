@@ -86,7 +86,7 @@ func (l *loop) open(fd int) {
 	}
 	dst, err := originalDst(fd)
 	if err != nil {
-		c.refuse(ReasonNoOrigDst)
+		c.refuse(journal.ReasonNoOrigDst)
 		return
 	}
 	c.dst, c.ev.Dst = dst, dst
@@ -129,7 +129,7 @@ func (l *loop) newConn(fd int, ev journal.Event, pending bool) *conn {
 	// connection's life, with no change of interest afterwards.
 	if err := l.add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, c.serial); err != nil {
 		c.ev.Detail = err.Error() // out of memory or of epoll watches
-		c.refuse(ReasonTooManyConns)
+		c.refuse(journal.ReasonTooManyConns)
 		return nil
 	}
 	l.conns[int32(fd)] = c
@@ -175,10 +175,10 @@ func (c *conn) expired() {
 	l := c.l
 	switch c.phase {
 	case phaseHello:
-		c.refuse(ErrHelloTimeout.Error())
+		c.refuse(journal.ReasonHelloTimeout)
 	case phaseDial:
 		c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, syscall.ETIMEDOUT)
-		c.refuse(ReasonDialFailed)
+		c.refuse(journal.ReasonDialFailed)
 	case phaseRelay:
 		if !c.kept && !l.now.Before(c.since.Add(keepAliveAfter)) {
 			c.kept = true
@@ -207,7 +207,11 @@ func (c *conn) readHello() {
 			c.cs.readable = false
 			return
 		case err != nil || n == 0: // reset or closed before a whole hello
-			c.refuse(ErrNotTLS.Error())
+			c.ev.Detail = "closed before a whole ClientHello"
+			if err != nil {
+				c.ev.Detail = err.Error()
+			}
+			c.refuse(journal.ReasonNotTLS)
 			return
 		case n < len(room) && !c.cs.hup:
 			c.cs.readable = false // drained: the next byte brings an event
@@ -216,10 +220,11 @@ func (c *conn) readHello() {
 		hello, err := CheckHello(c.hello, px.cfg.MaxHello)
 		switch {
 		case errors.Is(err, ErrHelloTooBig):
-			c.refuse(ErrHelloTooBig.Error())
+			c.refuse(journal.ReasonHelloTooLarge)
 			return
 		case err != nil:
-			c.refuse(ErrNotTLS.Error())
+			c.ev.Detail = err.Error()
+			c.refuse(journal.ReasonNotTLS)
 			return
 		case hello != nil:
 			c.decide(hello)
@@ -234,7 +239,7 @@ func (c *conn) decide(hello *Hello) {
 	c.ev.Name = hello.ServerName
 	reason := px.decideName(hello.ServerName, c.dst, &c.ev)
 	if reason == "" && hello.HasECH() {
-		reason = ReasonECH
+		reason = journal.ReasonECH
 	}
 	if reason != "" {
 		c.refuse(reason)
@@ -250,19 +255,19 @@ func (c *conn) dial(replay []byte) {
 	l := c.l
 	if l.px.internal(c.dst.Addr()) {
 		c.ev.Detail = "internal address"
-		c.refuse(ReasonDialFailed)
+		c.refuse(journal.ReasonDialFailed)
 		return
 	}
 	fd, err := connectTo(c.dst)
 	if err != nil {
 		c.ev.Detail = err.Error()
-		c.refuse(ReasonDialFailed)
+		c.refuse(journal.ReasonDialFailed)
 		return
 	}
 	c.ufd = fd
 	if err := l.add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, c.serial); err != nil {
 		c.ev.Detail = err.Error()
-		c.refuse(ReasonDialFailed)
+		c.refuse(journal.ReasonDialFailed)
 		return
 	}
 	l.conns[int32(fd)] = c
@@ -299,7 +304,7 @@ func (c *conn) dialStep() {
 			c.us.writable = false
 		default:
 			c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, err)
-			c.refuse(ReasonDialFailed)
+			c.refuse(journal.ReasonDialFailed)
 		}
 		return
 	}
@@ -568,7 +573,7 @@ func (c *conn) drain() {
 
 // refuse records the refusal and resets the agent's side, so that it
 // fails at once instead of waiting.
-func (c *conn) refuse(reason string) {
+func (c *conn) refuse(reason journal.Reason) {
 	c.l.px.record(c.ev, reason)
 	_ = setReset(c.cfd)
 	c.release()

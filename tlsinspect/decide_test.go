@@ -54,18 +54,18 @@ func TestDecideName(t *testing.T) {
 	tests := []struct {
 		sni  string
 		dst  netip.AddrPort
-		want string
+		want journal.Reason
 	}{
 		{"allowed.test", shared, ""},
 		{"ALLOWED.Test", shared, ""},
-		{"", shared, ReasonNoSNI},
-		{"198.18.2.10", shared, ReasonIPLiteralSNI},
-		{"2001:db8::1", shared, ReasonIPLiteralSNI},
-		{"evil.test\x00allowed.test", shared, ReasonInvalidSNI},
-		{"cust-evil.cdn.test", shared, ReasonSNINotAllowed},                           // unlisted name on a shared address
-		{"allowed.test", netip.MustParseAddrPort("192.0.2.66:443"), ReasonNotPinned},  // spoofed destination
-		{"allowed.test", netip.MustParseAddrPort("198.18.2.11:443"), ReasonNotPinned}, // another allowed name's address
-		{"allowed.test", netip.MustParseAddrPort("198.18.2.10:8443"), string(policy.ReasonPortNotAllowed)},
+		{"", shared, journal.ReasonNoSNI},
+		{"198.18.2.10", shared, journal.ReasonIPLiteralSNI},
+		{"2001:db8::1", shared, journal.ReasonIPLiteralSNI},
+		{"evil.test\x00allowed.test", shared, journal.ReasonInvalidSNI},
+		{"cust-evil.cdn.test", shared, journal.ReasonSNINotAllowed},                           // unlisted name on a shared address
+		{"allowed.test", netip.MustParseAddrPort("192.0.2.66:443"), journal.ReasonNotPinned},  // spoofed destination
+		{"allowed.test", netip.MustParseAddrPort("198.18.2.11:443"), journal.ReasonNotPinned}, // another allowed name's address
+		{"allowed.test", netip.MustParseAddrPort("198.18.2.10:8443"), journal.ReasonPortNotAllowed},
 		{"other.test", netip.MustParseAddrPort("198.18.2.11:443"), ""},
 	}
 	for _, tt := range tests {
@@ -84,16 +84,16 @@ func TestRequestHost(t *testing.T) {
 	tests := []struct {
 		head     string
 		wantHost string
-		want     string
+		want     journal.Reason
 	}{
 		{"GET / HTTP/1.1\r\nHost: allowed.test\r\n\r\n", "allowed.test", ""},
 		{"GET / HTTP/1.1\r\nHost: allowed.test:80\r\n\r\n", "allowed.test", ""},
-		{"GET / HTTP/1.1\r\nHost: allowed.test:22\r\n\r\n", "allowed.test:22", ReasonConflictingHost},
+		{"GET / HTTP/1.1\r\nHost: allowed.test:22\r\n\r\n", "allowed.test:22", journal.ReasonConflictingHost},
 		{"GET http://evil.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n", "evil.test", ""}, // the URI wins, and is what gets checked
-		{"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n", "evil.test:443", ReasonConnect},
-		{"GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n", "allowed.test", ReasonH2C},
-		{"GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: websocket, H2C\r\n\r\n", "allowed.test", ReasonH2C},
-		{"GET / HTTP/1.0\r\n\r\n", "", ReasonNoHost},
+		{"CONNECT evil.test:443 HTTP/1.1\r\nHost: evil.test:443\r\n\r\n", "evil.test:443", journal.ReasonConnect},
+		{"GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nConnection: Upgrade, HTTP2-Settings\r\n\r\n", "allowed.test", journal.ReasonH2C},
+		{"GET / HTTP/1.1\r\nHost: allowed.test\r\nUpgrade: websocket, H2C\r\n\r\n", "allowed.test", journal.ReasonH2C},
+		{"GET / HTTP/1.0\r\n\r\n", "", journal.ReasonNoHost},
 	}
 	for _, tt := range tests {
 		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(tt.head)))

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -37,11 +38,11 @@ func (h *Hello) HasECH() bool {
 	return slices.Contains(h.Extensions, extECH) || slices.Contains(h.Extensions, extESNI)
 }
 
-// Errors of CheckHello, each a refusal reason.
+// Errors of CheckHello. The proxy refuses the connection for each, with
+// the reason journal.ReasonNotTLS or journal.ReasonHelloTooLarge.
 var (
-	ErrNotTLS       = errors.New("not_tls")
-	ErrHelloTimeout = errors.New("hello_timeout")
-	ErrHelloTooBig  = errors.New("hello_too_large")
+	ErrNotTLS      = errors.New("not a TLS ClientHello")
+	ErrHelloTooBig = errors.New("ClientHello past the size cap")
 )
 
 // TLS framing, as far as helloReady needs it.
@@ -146,7 +147,7 @@ func parseHello(b []byte) (*Hello, error) {
 	// A context that is never done costs crypto/tls no watcher goroutine.
 	err := tls.Server(c, helloConfig).HandshakeContext(context.Background())
 	if c.hello == nil {
-		return nil, errors.Join(ErrNotTLS, err)
+		return nil, fmt.Errorf("%w: %v", ErrNotTLS, err)
 	}
 	c.hello.Raw = b
 	return c.hello, nil

@@ -23,10 +23,6 @@ import (
 // connection (--idle-timeout bounds each read and write inside one).
 const keepAliveWait = 60 * time.Second
 
-// reasonClosed is readRequest's word for a client that closed between
-// requests: an ending, not a refusal, unless no request came at all.
-const reasonClosed = "closed"
-
 // inspectHTTP proxies plain HTTP/1.x: every request on the connection is
 // parsed and its Host checked like an SNI (allowed, and the destination
 // pinned to it) before it is sent on.
@@ -43,16 +39,13 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 	timeout := px.cfg.HelloTimeout
 	for first := true; ; first = false {
 		lc.n, lc.open = br.Buffered(), false
-		req, reason := px.readRequest(c, br, dst, timeout, &ev)
+		req, reason, idle := px.readRequest(c, br, dst, timeout, &ev)
 		lc.open = true // the body is the request's to send
-		if !first && (reason == reasonClosed || reason == ErrHelloTimeout.Error()) {
+		if !first && idle {
 			// The client closed, or kept the connection idle past the
 			// keep-alive timeout, between requests: an ending, not a refusal.
 			c.Close()
 			return
-		}
-		if reason == reasonClosed {
-			reason = ReasonBadRequest // connected and closed without a request
 		}
 		if reason != "" && !first {
 			// The client may still be reading earlier answers: end with a
@@ -71,7 +64,7 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 			conn, err := px.dialer.DialTCP(context.Background(), "tcp", netip.AddrPort{}, dst) // bounded by the dialer's Timeout
 			if err != nil {
 				ev.Detail = err.Error()
-				px.refuse(c, ev, ReasonDialFailed)
+				px.refuse(c, ev, journal.ReasonDialFailed)
 				return
 			}
 			up = conn
@@ -88,51 +81,54 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 }
 
 // readRequest reads and checks one request head. reason is "" when the
-// request may pass, reasonClosed when the client closed before one.
-func (px *Proxy) readRequest(c *net.TCPConn, br *bufio.Reader, dst netip.AddrPort, timeout time.Duration, ev *journal.Event) (*http.Request, string) {
+// request may pass; idle says the client sent no request at all before it
+// closed or the timeout (a refusal on a new connection, an ending between
+// requests).
+func (px *Proxy) readRequest(c *net.TCPConn, br *bufio.Reader, dst netip.AddrPort, timeout time.Duration, ev *journal.Event) (req *http.Request, reason journal.Reason, idle bool) {
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	req, err := http.ReadRequest(br)
 	_ = c.SetReadDeadline(time.Time{})
 	switch {
 	case errors.Is(err, io.EOF):
-		return nil, reasonClosed
+		ev.Detail = "closed before a request"
+		return nil, journal.ReasonBadRequest, true
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, ErrHelloTimeout.Error()
+		return nil, journal.ReasonHelloTimeout, true
 	case errors.Is(err, errHeadTooBig):
-		return nil, ErrHelloTooBig.Error()
+		return nil, journal.ReasonHelloTooLarge, false
 	case err != nil && strings.Contains(err.Error(), "too many Host headers"):
-		return nil, ReasonConflictingHost
+		return nil, journal.ReasonConflictingHost, false
 	case err != nil:
 		ev.Detail = err.Error()
-		return nil, ReasonBadRequest
+		return nil, journal.ReasonBadRequest, false
 	}
 	host, reason := requestHost(req, dst.Port())
 	if reason != "" {
 		ev.Name = host
-		return nil, reason
+		return nil, reason, false
 	}
 	reason = px.decideName(host, dst, ev)
 	switch reason {
-	case ReasonNoSNI:
-		reason = ReasonNoHost
-	case ReasonSNINotAllowed, ReasonIPLiteralSNI, ReasonInvalidSNI:
-		reason = ReasonHostNotAllowed
+	case journal.ReasonNoSNI:
+		reason = journal.ReasonNoHost
+	case journal.ReasonSNINotAllowed, journal.ReasonIPLiteralSNI, journal.ReasonInvalidSNI:
+		reason = journal.ReasonHostNotAllowed
 	}
-	return req, reason
+	return req, reason, false
 }
 
 // requestHost returns the one authority a request names, refusing requests
 // whose authority is missing, repeated or contradicted, and the methods and
 // upgrades that would carry other traffic past the per-request checks.
-func requestHost(req *http.Request, port uint16) (string, string) {
+func requestHost(req *http.Request, port uint16) (string, journal.Reason) {
 	if req.ProtoMajor != 1 {
-		return "", ReasonBadRequest
+		return "", journal.ReasonBadRequest
 	}
 	if req.Method == http.MethodConnect {
-		return req.Host, ReasonConnect
+		return req.Host, journal.ReasonConnect
 	}
 	if req.Header.Get("HTTP2-Settings") != "" || headerHasToken(req.Header, "Upgrade", "h2c") {
-		return req.Host, ReasonH2C
+		return req.Host, journal.ReasonH2C
 	}
 	// http.ReadRequest has already refused repeated Host headers and, for
 	// an absolute-form request, taken the URI's authority over the Host
@@ -141,14 +137,14 @@ func requestHost(req *http.Request, port uint16) (string, string) {
 	// anew, in origin form, with that Host.
 	host := req.Host
 	if host == "" {
-		return "", ReasonNoHost
+		return "", journal.ReasonNoHost
 	}
 	name, p, err := net.SplitHostPort(host)
 	if err != nil {
 		return host, ""
 	}
 	if n, err := strconv.Atoi(p); err != nil || n != int(port) {
-		return host, ReasonConflictingHost // names a port other than the one connected to
+		return host, journal.ReasonConflictingHost // names a port other than the one connected to
 	}
 	return name, ""
 }

@@ -138,7 +138,9 @@ func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
 	l.now = time.Now()
 	for !l.stopping {
-		l.arm()
+		if l.arm(); l.stopping {
+			break
+		}
 		err := l.poll.Read(func(uintptr) bool {
 			for {
 				n, err := rawEpollPoll(l.epfd, events)
@@ -147,7 +149,8 @@ func (l *loop) run() {
 					// instance) fails this; a proxy without its loop would
 					// leave new connections hanging unaccepted, so the
 					// gateway ends instead, which cuts the agent off.
-					panic(fmt.Sprintf("tlsinspect: event loop: %v", err))
+					l.fail(fmt.Errorf("tlsinspect: event loop: %w", err))
+					return true
 				}
 				if n <= 0 || l.stopping {
 					return l.stopping
@@ -170,11 +173,19 @@ func (l *loop) run() {
 		})
 		l.now = time.Now()
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			panic(fmt.Sprintf("tlsinspect: event loop: %v", err)) // as above
+			l.fail(fmt.Errorf("tlsinspect: event loop: %w", err)) // as above
 		}
 		l.expire()
 	}
 	l.shutdown()
+}
+
+// fail stops the loop (cutting its connections) and reports err to the
+// proxy's owner, which must end the gateway: an impossible state, not a
+// decision.
+func (l *loop) fail(err error) {
+	l.stopping = true
+	l.px.cfg.Fatal(err)
 }
 
 // arm sets the loop's wake-up for its earliest deadline.
@@ -192,7 +203,7 @@ func (l *loop) arm() {
 			// newLoop made sure the instance takes deadlines, so only a
 			// closed one fails here; without its wake-up no hello, dial or
 			// idle timeout would fire, so the gateway ends (as in run).
-			panic(fmt.Sprintf("tlsinspect: event loop deadline: %v", err))
+			l.fail(fmt.Errorf("tlsinspect: event loop deadline: %w", err))
 		}
 	}
 }

@@ -34,7 +34,14 @@ func loopProxy(t *testing.T, cfg Config) (*Proxy, *journal.Memory) {
 		t.Fatal(err)
 	}
 	px.loopbackForTests = true
-	t.Cleanup(px.Close)
+	t.Cleanup(func() {
+		px.Close()
+		for _, e := range ev.Events() {
+			if !e.Reason.Known() {
+				t.Errorf("journaled reason %q is not in journal's vocabulary", e.Reason)
+			}
+		}
+	})
 	return px, ev
 }
 
@@ -389,7 +396,7 @@ func testDialReplay(t *testing.T, addr string) {
 		s.Close()
 		client.Close()
 		waitDone(t, px, 5*time.Second)
-		if e := ev.Last(); !e.Allow || e.Dst != dst {
+		if e := ev.Last(); e.Kind != journal.Allowed || e.Dst != dst {
 			t.Errorf("%d bytes: journal has %+v, want the allowed connection", size, e)
 		}
 	}
@@ -426,8 +433,8 @@ func TestDialRefused(t *testing.T) {
 			t.Errorf("first=%q: the agent read %v, want a reset", first, err)
 		}
 		waitDone(t, px, 5*time.Second)
-		if e := ev.Last(); e.Reason != ReasonDialFailed || !strings.Contains(e.Detail, "refused") {
-			t.Errorf("first=%q: journal has %q (%s), want %s for a refusal", first, e.Reason, e.Detail, ReasonDialFailed)
+		if e := ev.Last(); e.Reason != journal.ReasonDialFailed || !strings.Contains(e.Detail, "refused") {
+			t.Errorf("first=%q: journal has %q (%s), want %s for a refusal", first, e.Reason, e.Detail, journal.ReasonDialFailed)
 		}
 	}
 }
@@ -459,8 +466,8 @@ func TestDialTimeout(t *testing.T) {
 	start := time.Now()
 	relayTo(t, px, dst, []byte("hello"))
 	waitDone(t, px, 3*time.Second)
-	if e := ev.Last(); e.Reason != ReasonDialFailed || !strings.Contains(e.Detail, "timed out") {
-		t.Errorf("journal has %q (%s), want %s for a timeout", e.Reason, e.Detail, ReasonDialFailed)
+	if e := ev.Last(); e.Reason != journal.ReasonDialFailed || !strings.Contains(e.Detail, "timed out") {
+		t.Errorf("journal has %q (%s), want %s for a timeout", e.Reason, e.Detail, journal.ReasonDialFailed)
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
 		t.Errorf("gave up after %v, before the timeout", d)
@@ -574,8 +581,8 @@ func TestAcceptPausesOutOfDescriptors(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := acceptOutOfDescriptors(t, px, ln.Addr().(*net.TCPAddr).Port)
-			if e := ev.Last(); e.Reason != ReasonNoOrigDst {
-				t.Errorf("journal has %q, want %s", e.Reason, ReasonNoOrigDst)
+			if e := ev.Last(); e.Reason != journal.ReasonNoOrigDst {
+				t.Errorf("journal has %q, want %s", e.Reason, journal.ReasonNoOrigDst)
 			}
 			px.Close()
 			if n := strings.Count(logged.String(), "proxy accept"); n < 1 || n > 1+int(out/time.Second) {

@@ -42,30 +42,6 @@ const (
 	DefaultIdleTimeout = time.Hour
 )
 
-// Reasons the proxy refuses with, beside the policy's own.
-const (
-	ReasonNoOrigDst       = "no_original_destination"
-	ReasonGatewayDst      = "gateway_destination"
-	ReasonNoSNI           = "no_sni"
-	ReasonIPLiteralSNI    = "ip_literal_sni"
-	ReasonInvalidSNI      = "invalid_sni"
-	ReasonSNINotAllowed   = "sni_not_allowed"
-	ReasonNotPinned       = "address_not_pinned"
-	ReasonECH             = "ech"
-	ReasonTooManyPending  = "too_many_pending"
-	ReasonTooManyConns    = "too_many_connections"
-	ReasonDialFailed      = "dial_failed"
-	ReasonHostNotAllowed  = "host_not_allowed"
-	ReasonNoHost          = "no_host"
-	ReasonConflictingHost = "conflicting_host"
-	ReasonBadRequest      = "bad_request"
-	ReasonConnect         = "connect_method"
-	ReasonH2C             = "h2c_upgrade"
-	// ReasonRevoked: an open connection that a policy change no longer
-	// allows, cut.
-	ReasonRevoked = "revoked"
-)
-
 // KeepAlive is how both sides of a proxied connection find out that the
 // other end is gone: a connection idle for a minute is probed, and dropped
 // when the probes go unanswered (the kernel's interval and count, by
@@ -99,6 +75,11 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Log reports errors that are not decisions.
 	Log *slog.Logger
+	// Fatal is told of an impossible state (an event loop that cannot go
+	// on); the proxy is then unfit to run, and its owner must end the
+	// gateway (fail closed). Called at most once per loop, from the loop;
+	// it must not block. By default the error is logged.
+	Fatal func(error)
 }
 
 // Proxy is the transparent proxy for one agent. It is safe for concurrent use.
@@ -148,6 +129,10 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	cfg.IdleTimeout = cmp.Or(cfg.IdleTimeout, DefaultIdleTimeout)
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Fatal == nil {
+		log := cfg.Log
+		cfg.Fatal = func(err error) { log.Error("proxy failed", "err", err) }
 	}
 	px := &Proxy{cfg: cfg, live: map[*net.TCPConn]*liveHTTP{}}
 	px.policy.Store(p)
@@ -262,7 +247,7 @@ func (px *Proxy) handle(c *net.TCPConn, layer journal.Layer, inspect inspector) 
 	defer donePending()
 	dst, err := OriginalDst(c)
 	if err != nil {
-		px.refuse(c, ev, ReasonNoOrigDst)
+		px.refuse(c, ev, journal.ReasonNoOrigDst)
 		return
 	}
 	ev.Dst = dst
@@ -282,9 +267,9 @@ func (px *Proxy) handle(c *net.TCPConn, layer journal.Layer, inspect inspector) 
 // gateway's own addresses are refused, and a destination that a cidr
 // entry of the policy allows on its port passes with no name to check,
 // by the policy's own choice.
-func (px *Proxy) route(dst netip.AddrPort, ev *journal.Event) (pass bool, reason string) {
+func (px *Proxy) route(dst netip.AddrPort, ev *journal.Event) (pass bool, reason journal.Reason) {
 	if px.internal(dst.Addr()) {
-		return false, ReasonGatewayDst
+		return false, journal.ReasonGatewayDst
 	}
 	p := px.policy.Load()
 	d := p.MatchAddr(dst.Addr(), dst.Port())
@@ -301,13 +286,13 @@ func (px *Proxy) handOver(c *net.TCPConn, dst netip.AddrPort, ev journal.Event) 
 	l, err := px.anyLoop()
 	if err != nil {
 		ev.Detail = err.Error()
-		px.refuse(c, ev, ReasonDialFailed)
+		px.refuse(c, ev, journal.ReasonDialFailed)
 		return
 	}
 	fd, err := dupFd(c)
 	if err != nil {
 		ev.Detail = err.Error()
-		px.refuse(c, ev, ReasonDialFailed)
+		px.refuse(c, ev, journal.ReasonDialFailed)
 		return
 	}
 	c.Close()
@@ -402,15 +387,15 @@ func (px *Proxy) Close() {
 
 // enter counts a new connection against the limits, or says which one
 // it would pass. A connection entered is pending until its decision.
-func (px *Proxy) enter() (reason string) {
+func (px *Proxy) enter() (reason journal.Reason) {
 	if px.conns.Add(1) > px.cfg.MaxConns {
 		px.conns.Add(-1)
-		return ReasonTooManyConns
+		return journal.ReasonTooManyConns
 	}
 	if px.pending.Add(1) > px.cfg.MaxPending {
 		px.pending.Add(-1)
 		px.conns.Add(-1)
-		return ReasonTooManyPending
+		return journal.ReasonTooManyPending
 	}
 	return ""
 }
@@ -418,41 +403,41 @@ func (px *Proxy) enter() (reason string) {
 // decideName checks a requested name (SNI or Host) for a connection to
 // dst: allowed on that port by the policy, and dst pinned to it. It
 // returns the refusal reason, "" when the name may pass.
-func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) string {
+func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) journal.Reason {
 	p := px.policy.Load()
 	ev.PolicyHash = p.Hash()
 	if raw == "" {
-		return ReasonNoSNI
+		return journal.ReasonNoSNI
 	}
 	name, err := policy.CanonicalName(raw)
 	if err != nil {
 		if _, perr := netip.ParseAddr(raw); perr == nil {
-			return ReasonIPLiteralSNI
+			return journal.ReasonIPLiteralSNI
 		}
-		return ReasonInvalidSNI
+		return journal.ReasonInvalidSNI
 	}
 	ev.Name = name
 	d := p.MatchNamePort(name, dst.Port())
 	ev.Rule = d.Rule()
 	switch {
 	case d.Reason == policy.ReasonNameNotAllowed || d.Reason == policy.ReasonNoPolicy:
-		return ReasonSNINotAllowed
+		return journal.ReasonSNINotAllowed
 	case !d.Allow:
-		return string(d.Reason)
+		return journal.Reason(d.Reason) // every policy word is a journal one (TestPolicyReasons)
 	case !px.cfg.Pins.Pinned(name, dst.Addr()):
-		return ReasonNotPinned
+		return journal.ReasonNotPinned
 	}
 	return ""
 }
 
 // allowed journals a connection (or request) let through.
 func (px *Proxy) allowed(ev journal.Event) {
-	ev.Allow = true
-	px.record(ev, string(policy.ReasonAllowed))
+	ev.Kind = journal.Allowed
+	px.record(ev, journal.ReasonAllowed)
 }
 
 // record journals a decision: a refusal's reason, or allowed's.
-func (px *Proxy) record(ev journal.Event, reason string) {
+func (px *Proxy) record(ev journal.Event, reason journal.Reason) {
 	ev.Reason, ev.Time = reason, time.Now()
 	if ev.PolicyHash == "" {
 		ev.PolicyHash = px.policy.Load().Hash()
@@ -462,7 +447,7 @@ func (px *Proxy) record(ev journal.Event, reason string) {
 
 // refuse records the refusal and resets the connection, so the agent
 // fails at once instead of waiting.
-func (px *Proxy) refuse(c *net.TCPConn, ev journal.Event, reason string) {
+func (px *Proxy) refuse(c *net.TCPConn, ev journal.Event, reason journal.Reason) {
 	px.record(ev, reason)
 	reset(c)
 }

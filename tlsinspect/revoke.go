@@ -30,7 +30,7 @@ func (px *Proxy) SetPolicy(p *policy.Policy) int {
 		if st.name != "" && !stillAllowed(p, st.name, st.dst) {
 			ev := st.ev
 			ev.PolicyHash = p.Hash()
-			px.record(ev, ReasonRevoked)
+			px.record(ev, journal.ReasonRevoked)
 			reset(c) // the handler's next read or write fails
 			n++
 		}
@@ -79,7 +79,7 @@ func (l *loop) revoke(p *policy.Policy) int {
 			continue
 		}
 		l.px.record(journal.Event{Agent: l.px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp",
-			Name: name, Dst: c.dst, PolicyHash: p.Hash()}, ReasonRevoked)
+			Name: name, Dst: c.dst, PolicyHash: p.Hash()}, journal.ReasonRevoked)
 		c.failed = -1 // both sides reset at once: nothing held is owed to either
 		c.cut()
 		n++

@@ -48,7 +48,40 @@ func TestSetPolicyCutsRevoked(t *testing.T) {
 	}
 	ping(t, keptClient, keptServer)
 	ping(t, keptServer, keptClient)
-	if ev := journal.Last(); ev.Reason != ReasonRevoked || ev.Name != "gone.test" || ev.PolicyHash != p.Hash() {
+	if ev := journal.Last(); ev.Reason != "revoked" || ev.Name != "gone.test" || ev.PolicyHash != p.Hash() {
 		t.Errorf("journal: %+v, want the revocation of gone.test under the new policy", ev)
+	}
+}
+
+// TestLoopFailureIsFatal: a loop that can no longer poll stops, cuts its
+// connections and tells the proxy's owner, instead of panicking.
+func TestLoopFailureIsFatal(t *testing.T) {
+	fatal := make(chan error, 4)
+	px, _ := loopProxy(t, Config{Fatal: func(err error) { fatal <- err }})
+	client, _ := relayed(t, px)
+	l := px.loops[0]
+	if len(px.loops) > 1 {
+		// The relayed connection may be on any loop: break the one it is on.
+		onLoops(px, func(x *loop) {
+			if len(x.conns) > 0 {
+				l = x
+			}
+		})
+	}
+	l.call(func() { l.epfd = -1 }) // the next poll fails with EBADF
+	if _, err := client.Write([]byte("x")); err != nil { // something to poll for
+		t.Fatal(err)
+	}
+	select {
+	case err := <-fatal:
+		if err == nil {
+			t.Error("Fatal called with no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a loop that cannot poll did not report it")
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("a connection of the failed loop: read %v, want a reset", err)
 	}
 }
