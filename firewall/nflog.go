@@ -136,7 +136,7 @@ func (r *LogReader) Start(ctx context.Context) (func(), error) {
 func (r *LogReader) record(a nflog.Attribute) {
 	ev := journal.Event{Time: time.Now(), Agent: r.Agent, Layer: journal.LayerFirewall, PolicyHash: r.PolicyHash()}
 	if a.Prefix != nil {
-		ev.Reason = strings.TrimPrefix(strings.TrimRight(*a.Prefix, "\x00"), logPrefix)
+		ev.Reason = journal.Reason(strings.TrimPrefix(strings.TrimRight(*a.Prefix, "\x00"), logPrefix))
 	}
 	if a.Payload != nil {
 		if p, ok := ParsePacket(*a.Payload); ok {

@@ -19,6 +19,7 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
+	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
 )
 
@@ -47,15 +48,16 @@ const (
 	maxBatch = 1000
 )
 
-// Reasons the kernel logs for refused packets.
+// Reasons the kernel logs for refused packets: journal's words, in the
+// log prefix of each refusing rule, which the NFLOG reader reads back.
 const (
-	ReasonNoSetEntry  = "no_set_entry"
-	ReasonQUIC        = "quic"
-	ReasonDoT         = "dot"
-	ReasonGatewayPort = "gateway_port"
-	ReasonSpoofed     = "spoofed_source"
-	ReasonGatewayDown = "gateway_not_alive"
-	ReasonRevoked     = "revoked"
+	ReasonNoSetEntry  = journal.ReasonNoSetEntry
+	ReasonQUIC        = journal.ReasonQUIC
+	ReasonDoT         = journal.ReasonDoT
+	ReasonGatewayPort = journal.ReasonGatewayPort
+	ReasonSpoofed     = journal.ReasonSpoofed
+	ReasonGatewayDown = journal.ReasonGatewayNotAlive
+	ReasonRevoked     = journal.ReasonRevoked
 )
 
 // Config says what the table enforces for one agent.
@@ -379,7 +381,7 @@ func (m *Manager) addChains(flush bool) {
 // refuse ends a chain: log the packet with reason, then reset TCP and
 // answer everything else with ICMP administratively prohibited, so the
 // agent fails at once instead of waiting for a timeout.
-func (m *Manager) refuse(ch *nftables.Chain, reason string) {
+func (m *Manager) refuse(ch *nftables.Chain, reason journal.Reason) {
 	m.refuseIf(ch, reason, l4proto(unix.IPPROTO_TCP), rejectTCP())
 	m.refuseIf(ch, reason, nil, rejectAdmin())
 }
@@ -390,7 +392,7 @@ func (m *Manager) refuse(ch *nftables.Chain, reason string) {
 // address leaves through whichever link's fe80::/64 route comes first,
 // not the agent's, so the agent would wait for a timeout. ICMPv6 errors
 // go back out of the interface the refused packet came in on.
-func (m *Manager) refuseTCP(ch *nftables.Chain, reason string, match []expr.Any) {
+func (m *Manager) refuseTCP(ch *nftables.Chain, reason journal.Reason, match []expr.Any) {
 	linkLocal := addrIn(netip.MustParsePrefix("fe80::/10"), true, true)
 	m.refuseIf(ch, reason, rule(l4proto(unix.IPPROTO_TCP), nfproto(true), linkLocal, match), rejectAdmin())
 	m.refuseIf(ch, reason, rule(l4proto(unix.IPPROTO_TCP), match), rejectTCP())
@@ -399,10 +401,10 @@ func (m *Manager) refuseTCP(ch *nftables.Chain, reason string, match []expr.Any)
 // refuseIf adds two rules for packets that match: one that logs them to
 // NFLOG under a rate limit (so a flood cannot flood the journal), and one
 // that applies the final verdict whether or not the log rule fired.
-func (m *Manager) refuseIf(ch *nftables.Chain, reason string, match []expr.Any, final expr.Any) {
+func (m *Manager) refuseIf(ch *nftables.Chain, reason journal.Reason, match []expr.Any, final expr.Any) {
 	limit := &expr.Limit{Type: expr.LimitTypePkts, Rate: 50, Unit: expr.LimitTimeSecond, Burst: 100}
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
-		Exprs: rule(match, limit, logTo(m.cfg.LogGroup, logPrefix+reason))})
+		Exprs: rule(match, limit, logTo(m.cfg.LogGroup, logPrefix+string(reason)))})
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch, Exprs: rule(match, final)})
 }
 
