@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,4 +109,51 @@ func TestRecoveryLeaksNothing(t *testing.T) {
 	if s := survivors(t, marker); len(s) > 0 {
 		t.Errorf("the dead run's agent processes survived the next start: %v", s)
 	}
+}
+
+// TestSecondRunRefused: a second sluice run in the same gateway namespace
+// (the same table and agent network) is refused and names the process
+// that holds it; the first one is not disturbed.
+func TestSecondRunRefused(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	ready, release := filepath.Join(dir, "ready"), filepath.Join(dir, "release")
+	c := w.curl()
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--allow", "allowed.test")...), "--", "sh", "-c",
+		prelude+"touch "+ready+"\nwhile [ ! -e "+release+" ]; do sleep 0.05; done\ntry first_after "+c+" https://allowed.test/")
+	first := exec.Command("ip", args...)
+	out, _ := os.Create(filepath.Join(dir, "out"))
+	defer out.Close()
+	first.Stdout, first.Stderr = out, out
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	defer func() {
+		if !waited {
+			_ = first.Process.Kill()
+			_ = first.Wait()
+		}
+	}()
+	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+	cmd := exec.Command("ip", append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs()...), "--", "echo", "ran")...)
+	second, err := cmd.CombinedOutput()
+	code := cmd.ProcessState.ExitCode()
+	// ip execs sluice in place, so the first one's pid is sluice's.
+	want := fmt.Sprintf("another sluice is running in this network namespace (pid %d)", first.Process.Pid)
+	if err == nil || code != 1 || strings.Contains(string(second), "ran") || !strings.Contains(string(second), want) {
+		t.Errorf("second run: exit %d, output %q; want exit 1 naming %q", code, second, want)
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waited = true
+	if err := first.Wait(); err != nil {
+		t.Errorf("first run: %v", err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "out"))
+	if !strings.Contains(string(b), "first_after=0") {
+		t.Errorf("the first run was disturbed by the second:\n%s", b)
+	}
+	w.assertClean(t)
 }
