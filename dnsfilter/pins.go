@@ -102,24 +102,24 @@ func (p *Pins) sweepLocked() {
 	}
 }
 
-// Retain drops the pins of every name keep refuses (a policy change no
-// longer allows it) and returns the unexpired pins of the others.
-func (p *Pins) Retain(keep func(name string) bool) map[string][]netip.Addr {
+// Retain asks decide about every pinned name, once: a name it refuses
+// (a policy change no longer allows it) loses its pins; for the others,
+// keep is called with each unexpired address and the ports decide gave.
+func (p *Pins) Retain(decide func(name string) (ports []uint16, ok bool), keep func(addr netip.Addr, ports []uint16)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
-	kept := make(map[string][]netip.Addr, len(p.names))
 	for name, m := range p.names {
-		if !keep(name) {
+		ports, ok := decide(name)
+		if !ok {
 			p.count -= len(m)
 			delete(p.names, name)
 			continue
 		}
 		for a, until := range m {
 			if now.Before(until) {
-				kept[name] = append(kept[name], a)
+				keep(a, ports)
 			}
 		}
 	}
-	return kept
 }

@@ -2,6 +2,7 @@ package dnsfilter
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -102,9 +103,11 @@ func TestPinsRetain(t *testing.T) {
 	p.Pin("kept.test", []netip.Addr{a}, now.Add(time.Minute))
 	p.Pin("kept.test", []netip.Addr{b}, now.Add(-time.Second)) // expired
 	p.Pin("gone.test", []netip.Addr{a, b}, now.Add(time.Minute))
-	kept := p.Retain(func(name string) bool { return name == "kept.test" })
-	if len(kept) != 1 || len(kept["kept.test"]) != 1 || kept["kept.test"][0] != a {
-		t.Errorf("Retain = %v, want kept.test's one live pin", kept)
+	var kept []string
+	p.Retain(func(name string) ([]uint16, bool) { return []uint16{443}, name == "kept.test" },
+		func(addr netip.Addr, ports []uint16) { kept = append(kept, fmt.Sprint(addr, ports)) })
+	if fmt.Sprint(kept) != "[198.18.2.10 [443]]" {
+		t.Errorf("Retain kept %v, want kept.test's one live pin", kept)
 	}
 	if p.Pinned("gone.test", a) || !p.Pinned("kept.test", a) {
 		t.Error("Retain kept a refused name's pin, or dropped a kept one")

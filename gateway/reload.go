@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/sluicegw/sluice/dnsfilter"
 	"github.com/sluicegw/sluice/policy"
 )
 
@@ -48,8 +49,7 @@ func (g *Gateway) SetPolicy(p *policy.Policy) error {
 	g.policy.Store(p)
 	g.resolver.SetPolicy(p)
 	cut := g.proxy.SetPolicy(p)
-	kept := g.pins.Retain(func(name string) bool { return p.MatchName(name).Allow })
-	justified := justifiedElements(p, kept)
+	justified := justified(p, g.pins)
 	revoked, err := g.fw.Revoke(func(a netip.Addr, port uint16) bool { return justified[addrPort{a, port}] })
 	g.log.Info("policy reloaded", "old", old.Hash(), "new", p.Hash(), "entries", len(p.Entries()),
 		"revoked_addresses", revoked, "cut_connections", cut, "took", time.Since(start).Round(time.Microsecond))
@@ -66,20 +66,21 @@ type addrPort struct {
 	port uint16
 }
 
-// justifiedElements is what the sets may hold under p: every live pin's
-// address, on the ports of the entry its name matches now.
-func justifiedElements(p *policy.Policy, pins map[string][]netip.Addr) map[addrPort]bool {
-	out := map[addrPort]bool{}
-	for name, addrs := range pins {
+// justified is what the sets may hold under p: every live pin's address,
+// on the ports of the entry its name matches now. The pins of names p
+// refuses are dropped on the way.
+func justified(p *policy.Policy, pins *dnsfilter.Pins) map[addrPort]bool {
+	out := make(map[addrPort]bool, pins.Len())
+	pins.Retain(func(name string) ([]uint16, bool) {
 		d := p.MatchName(name)
 		if !d.Allow {
-			continue
+			return nil, false
 		}
-		for _, a := range addrs {
-			for _, port := range d.Entry.Ports {
-				out[addrPort{a.Unmap(), port}] = true
-			}
+		return d.Entry.Ports, true
+	}, func(a netip.Addr, ports []uint16) {
+		for _, port := range ports {
+			out[addrPort{a.Unmap(), port}] = true
 		}
-	}
+	})
 	return out
 }

@@ -32,6 +32,9 @@ func CanonicalName(name string) (string, error) {
 	if _, err := netip.ParseAddr(name); err == nil {
 		return "", fmt.Errorf("%q is an IP address, not a host name", name)
 	}
+	if canonical(name) {
+		return name, nil // the common case: no copy
+	}
 	b := []byte(name)
 	labelStart := 0
 	for i := 0; i <= len(b); i++ {
@@ -71,4 +74,25 @@ func policyName(name string) (string, error) {
 		}
 	}
 	return CanonicalName(name)
+}
+
+// canonical reports whether name is already in canonical form: lower-case
+// letters, digits, '-' and '_' in labels of 1 to 63 bytes.
+func canonical(name string) bool {
+	labelStart := 0
+	for i := 0; i <= len(name); i++ {
+		if i == len(name) || name[i] == '.' {
+			if n := i - labelStart; n == 0 || n > maxLabelLen {
+				return false
+			}
+			labelStart = i + 1
+			continue
+		}
+		switch c := name[i]; {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -101,12 +101,17 @@ type world struct {
 
 func newWorld(t *testing.T) *world { return newWorldOpts(t, true) }
 
+// newWorldB is newWorld for a benchmark (which runs alone).
+func newWorldB(b *testing.B) *world { return newWorldOpts(b, true) }
+
 // newWorldOpts builds the world; with ipv6 false the gateway has no IPv6
 // default route, as on a host without IPv6 connectivity.
-func newWorldOpts(t *testing.T, ipv6 bool) *world {
+func newWorldOpts(t testing.TB, ipv6 bool) *world {
 	t.Helper()
 	nstest.RequireRoot(t)
-	t.Parallel()
+	if tt, ok := t.(*testing.T); ok {
+		tt.Parallel()
+	}
 	prefix := nstest.Prefix()
 	w := &world{gw: nstest.New(t, prefix+"-gw"), inet: nstest.New(t, prefix+"-in")}
 	// What a run that failed or was killed left in /run/sluice for this
@@ -149,7 +154,7 @@ func newWorldOpts(t *testing.T, ipv6 bool) *world {
 	return w
 }
 
-func (w *world) startServers(t *testing.T) {
+func (w *world) startServers(t testing.TB) {
 	t.Helper()
 	ca, err := fakenet.NewCA()
 	if err != nil {
