@@ -22,8 +22,8 @@ var (
 	DefaultAgentNet6 = netip.MustParsePrefix("fd5c:1ce0:5c1c::/64")
 )
 
-// nflogGroup is the NFLOG group the gateway's refusals are logged to.
-const nflogGroup = 9323
+// DefaultLogGroup is the NFLOG group the kernel logs refusals to.
+const DefaultLogGroup = 9323
 
 // Config is what a gateway enforces and where. Build it with the
 // defaults above and check it with Validate (New does).
@@ -55,6 +55,11 @@ type Config struct {
 	MaxConns                  int64
 	// StateDir holds the crash-safe record of what the gateway changed.
 	StateDir string
+	// Table names the agent's nftables table (firewall.DefaultTable when
+	// empty) and LogGroup its NFLOG group (DefaultLogGroup when zero):
+	// agents side by side need their own.
+	Table    string
+	LogGroup uint16
 	// Journal receives every decision.
 	Journal journal.Sink
 	// Log receives what the gateway has to say about itself.

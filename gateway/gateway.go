@@ -9,6 +9,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,6 +73,8 @@ func New(cfg Config) (g *Gateway, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Table = cmp.Or(cfg.Table, firewall.DefaultTable)
+	cfg.LogGroup = cmp.Or(cfg.LogGroup, DefaultLogGroup)
 	g = &Gateway{cfg: cfg, log: cfg.Log, iface: fmt.Sprintf("sl%d", os.Getpid()), fatal: make(chan error, 1)}
 	g.policy.Store(cfg.Policy)
 	defer func() {
@@ -100,7 +103,7 @@ func New(cfg Config) (g *Gateway, err error) {
 // fail the overlap check.
 func (g *Gateway) claimState() error {
 	st, undone, err := sandbox.Claim(sandbox.StateConfig{
-		Dir: g.cfg.StateDir, Table: firewall.DefaultTable, Iface: g.iface, RemoveTable: firewall.RemoveTable,
+		Dir: g.cfg.StateDir, Table: g.cfg.Table, Iface: g.iface, RemoveTable: firewall.RemoveTable,
 	})
 	for _, u := range undone {
 		g.log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
@@ -182,7 +185,7 @@ func (g *Gateway) installFirewall() error {
 	}
 	mgr, err := firewall.New(firewall.Config{
 		NetNSFd: -1, AgentIface: g.iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6,
-		DNSPort: g.dnsPort, LogGroup: nflogGroup, Prefixes: p.Prefixes(),
+		Table: g.cfg.Table, DNSPort: g.dnsPort, LogGroup: g.cfg.LogGroup, Prefixes: p.Prefixes(),
 		Guard:        firewall.ForwardingPlan{Enable4: g.plan.Enable4, Enable6: g.plan.Enable6},
 		TLSProxyPort: listenPort(g.tlsLn), HTTPProxyPort: listenPort(g.httpLn), TLSPorts: tlsPorts, HTTPPorts: httpPorts,
 		Log: g.log,
@@ -237,7 +240,7 @@ func (g *Gateway) enableForwarding() error {
 func (g *Gateway) startJournalReader() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cleanup = append(g.cleanup, func() error { cancel(); return nil })
-	reader := &firewall.LogReader{Group: nflogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() }, Journal: g.cfg.Journal, Log: g.log}
+	reader := &firewall.LogReader{Group: g.cfg.LogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() }, Journal: g.cfg.Journal, Log: g.log}
 	stop, err := reader.Start(ctx)
 	if err != nil {
 		return fmt.Errorf("%w (is nfnetlink_log available?)", err)
