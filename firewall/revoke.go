@@ -41,8 +41,8 @@ func (m *Manager) Revoke(keep func(addr netip.Addr, port uint16) bool) (int, err
 	m.connMu.Lock()
 	defer m.connMu.Unlock()
 	for chunk := range slices.Chunk(doomed, maxBatch/2) {
-		v4, v6 := splitFamilies(chunk, 0)
-		r4, r6 := splitFamilies(chunk, RevokeFor)
+		v4, v6 := splitFamilies(chunk, fixed(0))
+		r4, r6 := splitFamilies(chunk, fixed(RevokeFor))
 		// Into the revoked sets and out of the allow sets in one
 		// transaction: no packet sees the element in neither.
 		m.setOp(setRevoked4, setRevoked6, r4, r6, true)
@@ -77,11 +77,11 @@ func cmpPort(a, b uint16) int {
 	return 0
 }
 
-// splitFamilies turns keys into set elements by family, with timeout
-// (none when zero).
-func splitFamilies(keys []elemKey, timeout time.Duration) (v4, v6 []nftables.SetElement) {
+// splitFamilies turns keys into set elements by family, each with its
+// timeout (none when zero: a delete carries none).
+func splitFamilies(keys []elemKey, timeout func(elemKey) time.Duration) (v4, v6 []nftables.SetElement) {
 	for _, k := range keys {
-		el := nftables.SetElement{Key: elemBytes(k), Timeout: timeout}
+		el := nftables.SetElement{Key: elemBytes(k), Timeout: timeout(k)}
 		if k.addr.Is6() {
 			v6 = append(v6, el)
 		} else {
@@ -89,6 +89,11 @@ func splitFamilies(keys []elemKey, timeout time.Duration) (v4, v6 []nftables.Set
 		}
 	}
 	return v4, v6
+}
+
+// fixed is the same timeout for every element.
+func fixed(d time.Duration) func(elemKey) time.Duration {
+	return func(elemKey) time.Duration { return d }
 }
 
 // setOp queues adding (or deleting) elements to a pair of sets.

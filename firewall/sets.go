@@ -194,31 +194,13 @@ func (m *Manager) commit(batch []*allowReq) (map[elemKey]bool, error) {
 // the delete succeeds even if it lapsed there meanwhile).
 func (m *Manager) queue(keys []elemKey, timeouts map[elemKey]time.Duration, refresh, unrevoke map[elemKey]bool) {
 	emit := func(keys []elemKey, add bool) {
-		var v4, v6 []nftables.SetElement
-		for _, k := range keys {
-			el := nftables.SetElement{Key: elemBytes(k)}
+		v4, v6 := splitFamilies(keys, func(k elemKey) time.Duration {
 			if add {
-				el.Timeout = timeouts[k]
+				return timeouts[k]
 			}
-			if k.addr.Is6() {
-				v6 = append(v6, el)
-			} else {
-				v4 = append(v4, el)
-			}
-		}
-		for _, s := range []struct {
-			name string
-			els  []nftables.SetElement
-		}{{set4, v4}, {set6, v6}} {
-			if len(s.els) == 0 {
-				continue
-			}
-			if add {
-				_ = m.conn.SetAddElements(m.sets[s.name], s.els) // errors only for anonymous sets
-			} else {
-				_ = m.conn.SetDeleteElements(m.sets[s.name], s.els)
-			}
-		}
+			return 0
+		})
+		m.setOp(set4, set6, v4, v6, add)
 	}
 	var back []elemKey
 	for _, k := range keys {
@@ -227,9 +209,9 @@ func (m *Manager) queue(keys []elemKey, timeouts map[elemKey]time.Duration, refr
 		}
 	}
 	if len(back) > 0 {
-		r4, r6 := splitFamilies(back, time.Second)
+		r4, r6 := splitFamilies(back, fixed(time.Second))
 		m.setOp(setRevoked4, setRevoked6, r4, r6, true)
-		d4, d6 := splitFamilies(back, 0)
+		d4, d6 := splitFamilies(back, fixed(0))
 		m.setOp(setRevoked4, setRevoked6, d4, d6, false)
 	}
 	emit(keys, true)
