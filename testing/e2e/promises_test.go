@@ -24,19 +24,33 @@ const (
 )
 
 // agentRun is a `sluice run` whose command keeps running while the test
-// acts from outside.
+// acts from outside. Its output goes to files, not pipes: an agent that
+// outlives sluice (after a kill) would hold a pipe open, and the test can
+// read what sluice logged while it runs.
 type agentRun struct {
 	cmd            *exec.Cmd
-	stdout, stderr strings.Builder
+	stdout, stderr string // file paths
 }
 
 // startAgent starts `sluice run FLAGS -- sh -c SCRIPT` in the gateway; the
-// test ends it with wait. Whatever happens, it is not left running.
+// test ends it with wait. Whatever happens, it is not left running, and
+// a failed test shows what it printed.
 func startAgent(t *testing.T, w *world, flags []string, script string) *agentRun {
 	t.Helper()
+	dir := t.TempDir()
 	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(flags...)...), "--", "sh", "-c", script)
-	a := &agentRun{cmd: exec.Command("ip", args...)}
-	a.cmd.Stdout, a.cmd.Stderr = &a.stdout, &a.stderr
+	a := &agentRun{cmd: exec.Command("ip", args...), stdout: filepath.Join(dir, "stdout"), stderr: filepath.Join(dir, "stderr")}
+	out, err := os.Create(a.stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	errOut, err := os.Create(a.stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errOut.Close()
+	a.cmd.Stdout, a.cmd.Stderr = out, errOut
 	if err := a.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -45,15 +59,33 @@ func startAgent(t *testing.T, w *world, flags []string, script string) *agentRun
 			_ = a.cmd.Process.Kill()
 			_ = a.cmd.Wait()
 		}
+		if t.Failed() {
+			t.Logf("stdout:\n%s\nstderr:\n%s", readFile(a.stdout), readFile(a.stderr))
+		}
 	})
 	return a
+}
+
+// pid is sluice's: ip execs it in place.
+func (a *agentRun) pid() int { return a.cmd.Process.Pid }
+
+// logged is what sluice has written to its standard error so far.
+func (a *agentRun) logged() string { return readFile(a.stderr) }
+
+// kill kills sluice with SIGKILL and reaps it; its agent lives on.
+func (a *agentRun) kill(t *testing.T) {
+	t.Helper()
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.cmd.Wait()
 }
 
 // wait waits for sluice to exit and returns what the run printed.
 func (a *agentRun) wait(t *testing.T) result {
 	t.Helper()
 	err := a.cmd.Wait()
-	r := result{stdout: a.stdout.String(), stderr: a.stderr.String()}
+	r := result{stdout: readFile(a.stdout), stderr: readFile(a.stderr)}
 	t.Logf("stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 	if err != nil {
 		t.Errorf("sluice run: %v", err)

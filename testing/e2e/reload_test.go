@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -188,54 +187,23 @@ touch ` + goBroken + `
 while [ ! -e ` + done + ` ]; do sleep 0.05; done
 try after_broken ` + c + ` https://chain.allowed.test/
 `
-	stdout, stderr := filepath.Join(dir, "stdout"), filepath.Join(dir, "stderr")
-	outF, _ := os.Create(stdout)
-	errF, _ := os.Create(stderr)
-	defer outF.Close()
-	defer errF.Close()
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := os.ReadFile(stdout)
-			errOut, _ := os.ReadFile(stderr)
-			t.Logf("stdout:\n%s\nstderr:\n%s", out, errOut)
-		}
-	})
-	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--policy", policyPath)...), "--", "sh", "-c", script)
-	cmd := exec.Command("ip", args...)
-	cmd.Stdout, cmd.Stderr = outF, errF
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := false
-	defer func() {
-		if !waited {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	}()
+	a := startAgent(t, w, []string{"--policy", policyPath}, script)
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
 	write("  - host: chain.allowed.test\n    ports: [443]\n  - host: www.allowed.test\n    ports: [443]\n")
-	// ip execs sluice in place, so its pid is sluice's.
 	reloaded := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { _, err := os.Stat(goBroken); return err == nil })
 	write("  - host: chain.allowed.test\n    ports: [99999]\n")
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { b, _ := os.ReadFile(stderr); return strings.Contains(string(b), "policy.yaml:4:") })
+	waitFor(t, func() bool { return strings.Contains(a.logged(), "policy.yaml:4:") })
 	if err := os.WriteFile(done, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waited = true
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("sluice run: %v", err)
-	}
-	out, _ := os.ReadFile(stdout)
-	errOut, _ := os.ReadFile(stderr)
-	r := result{stdout: string(out), stderr: string(errOut)}
+	r := a.wait(t)
 	w.assertClean(t)
 
 	expect(t, r, map[string]string{

@@ -81,21 +81,9 @@ func TestRecoveryLeaksNothing(t *testing.T) {
 	ready := filepath.Join(t.TempDir(), "ready")
 	marker := "flood-" + nstest.Prefix()
 	killSurvivorsAtEnd(t, marker)
-	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs()...), "--", "sh", "-c",
-		escapedFlooder(ready, marker)+"\nsleep 120")
-	cmd := exec.Command("ip", args...)
-	// No pipe to sluice's output: the agent inherits it, and cmd.Wait
-	// would wait for the agent to close it.
-	cmd.Stdout, cmd.Stderr = nil, nil
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	a := startAgent(t, w, nil, escapedFlooder(ready, marker)+"\nsleep 120")
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
-	// ip execs sluice in place, so its pid is sluice's.
-	if err := cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
+	a.kill(t)
 	if len(survivors(t, marker)) == 0 {
 		t.Fatal("the flooder died with sluice; the test does not test recovery")
 	}
@@ -119,41 +107,21 @@ func TestSecondRunRefused(t *testing.T) {
 	dir := t.TempDir()
 	ready, release := filepath.Join(dir, "ready"), filepath.Join(dir, "release")
 	c := w.curl()
-	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--allow", "allowed.test")...), "--", "sh", "-c",
+	first := startAgent(t, w, []string{"--allow", "allowed.test"},
 		prelude+"touch "+ready+"\nwhile [ ! -e "+release+" ]; do sleep 0.05; done\ntry first_after "+c+" https://allowed.test/")
-	first := exec.Command("ip", args...)
-	out, _ := os.Create(filepath.Join(dir, "out"))
-	defer out.Close()
-	first.Stdout, first.Stderr = out, out
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := false
-	defer func() {
-		if !waited {
-			_ = first.Process.Kill()
-			_ = first.Wait()
-		}
-	}()
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
 	cmd := exec.Command("ip", append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs()...), "--", "echo", "ran")...)
 	second, err := cmd.CombinedOutput()
 	code := cmd.ProcessState.ExitCode()
-	// ip execs sluice in place, so the first one's pid is sluice's.
-	want := fmt.Sprintf("another sluice is running in this network namespace (pid %d)", first.Process.Pid)
+	want := fmt.Sprintf("another sluice is running in this network namespace (pid %d)", first.pid())
 	if err == nil || code != 1 || strings.Contains(string(second), "ran") || !strings.Contains(string(second), want) {
 		t.Errorf("second run: exit %d, output %q; want exit 1 naming %q", code, second, want)
 	}
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	waited = true
-	if err := first.Wait(); err != nil {
-		t.Errorf("first run: %v", err)
-	}
-	b, _ := os.ReadFile(filepath.Join(dir, "out"))
-	if !strings.Contains(string(b), "first_after=0") {
-		t.Errorf("the first run was disturbed by the second:\n%s", b)
+	if r := first.wait(t); !strings.Contains(r.stdout, "first_after=0") {
+		t.Errorf("the first run was disturbed by the second:\n%s", r.stdout)
 	}
 	w.assertClean(t)
 }
