@@ -70,9 +70,8 @@ func ParsePacket(b []byte) (Packet, bool) {
 	return p, true
 }
 
-// LogReader turns the kernel's NFLOG records of refused packets into
-// journal events.
-type LogReader struct {
+// LogReaderConfig says which NFLOG group to read and where its events go.
+type LogReaderConfig struct {
 	// Group is the NFLOG group the ruleset logs to.
 	Group uint16
 	// Agent names the agent in events.
@@ -85,56 +84,72 @@ type LogReader struct {
 	Log *slog.Logger
 }
 
-// Start subscribes to the group in the current network namespace and
-// records events until ctx is done.
-func (r *LogReader) Start(ctx context.Context) (func(), error) {
+// LogReader turns the kernel's NFLOG records of refused packets into
+// journal events: NewLogReader binds the group, Run reads it, Close
+// releases it.
+type LogReader struct {
+	cfg  LogReaderConfig
+	nf   *nflog.Nflog
+	last atomic.Int64 // when the last record arrived, in UnixNano
+}
+
+// NewLogReader subscribes to the group in the current network namespace.
+// It fails when the group cannot be had (without it the gateway would
+// refuse in silence).
+func NewLogReader(cfg LogReaderConfig) (*LogReader, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	nf, err := nflog.Open(&nflog.Config{
-		Group:    r.Group,
+		Group:    cfg.Group,
 		Copymode: nflog.CopyPacket,
 		Bufsize:  128, // headers are all we read
 		QThresh:  1,   // hand each packet over at once
 	})
 	if err != nil {
-		return nil, fmt.Errorf("firewall: open nflog group %d: %w", r.Group, err)
+		return nil, fmt.Errorf("firewall: open nflog group %d: %w", cfg.Group, err)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	var last atomic.Int64 // when the last record arrived, in UnixNano
+	return &LogReader{cfg: cfg, nf: nf}, nil
+}
+
+// Run records events until ctx is done, then waits for the records of the
+// last refusals still on their way (until the socket has been quiet for a
+// moment, a second at most). It fails only if it cannot read at all.
+func (r *LogReader) Run(ctx context.Context) error {
+	readCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	hook := func(a nflog.Attribute) int {
-		last.Store(time.Now().UnixNano())
+		r.last.Store(time.Now().UnixNano())
 		r.record(a)
 		return 0
 	}
 	onErr := func(err error) int {
-		if ctx.Err() == nil {
-			r.Log.Warn("nflog read failed; refusals may be missing from the log", "err", err)
+		if readCtx.Err() == nil {
+			r.cfg.Log.Warn("nflog read failed; refusals may be missing from the log", "err", err)
 		}
 		return 0
 	}
-	if err := nf.RegisterWithErrorFunc(ctx, hook, onErr); err != nil {
-		cancel()
-		nf.Close()
-		return nil, fmt.Errorf("firewall: subscribe to nflog group %d: %w", r.Group, err)
+	if err := r.nf.RegisterWithErrorFunc(readCtx, hook, onErr); err != nil {
+		return fmt.Errorf("firewall: subscribe to nflog group %d: %w", r.cfg.Group, err)
 	}
-	stop := func() {
-		// Drain: records of the last refusals may still be on their way.
-		// Wait until the socket has been quiet for a moment, bounded.
-		const quiet = 50 * time.Millisecond
-		deadline := time.Now().Add(time.Second)
-		for time.Now().Before(deadline) {
-			if time.Since(time.Unix(0, last.Load())) > quiet {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
+	<-ctx.Done()
+	const quiet = 50 * time.Millisecond
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if time.Since(time.Unix(0, r.last.Load())) > quiet {
+			break
 		}
-		time.Sleep(quiet)
-		cancel()
-		nf.Close()
+		time.Sleep(10 * time.Millisecond)
 	}
-	return stop, nil
+	time.Sleep(quiet)
+	return nil
 }
 
+// Close releases the group.
+func (r *LogReader) Close() error { return r.nf.Close() }
+
 func (r *LogReader) record(a nflog.Attribute) {
-	ev := journal.Event{Time: time.Now(), Agent: r.Agent, Layer: journal.LayerFirewall, PolicyHash: r.PolicyHash()}
+	ev := journal.Event{Time: time.Now(), Agent: r.cfg.Agent, Layer: journal.LayerFirewall, PolicyHash: r.cfg.PolicyHash()}
 	if a.Prefix != nil {
 		ev.Reason = journal.Reason(strings.TrimPrefix(strings.TrimRight(*a.Prefix, "\x00"), logPrefix))
 	}
@@ -146,5 +161,5 @@ func (r *LogReader) record(a nflog.Attribute) {
 			}
 		}
 	}
-	r.Journal.Record(ev)
+	r.cfg.Journal.Record(ev)
 }

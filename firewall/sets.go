@@ -257,3 +257,21 @@ func (m *Manager) Heartbeat() error {
 	}
 	return nil
 }
+
+// Run keeps the dead-man switch alive until ctx is done, refreshing it
+// three times per Config.Heartbeat. A refresh that fails is logged: the
+// agent's new flows are refused once the element lapses (fail closed).
+func (m *Manager) Run(ctx context.Context) error {
+	t := time.NewTicker(m.cfg.Heartbeat / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := m.Heartbeat(); err != nil {
+				m.cfg.Log.Error("heartbeat failed: the agent's new connections will be refused", "err", err)
+			}
+		}
+	}
+}

@@ -22,7 +22,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -47,6 +46,11 @@ type Gateway struct {
 	fw      *firewall.Manager
 	cleanup []func() error // run last to first
 	fatal   chan error     // a part that cannot go on says so here
+
+	// The parts that run until the gateway closes (start).
+	ctx     context.Context
+	stop    func() error
+	running sync.WaitGroup
 
 	// Set while starting: the listening sockets, the networks, the
 	// pieces the later steps wire together.
@@ -234,20 +238,43 @@ func (g *Gateway) enableForwarding() error {
 	return nil
 }
 
-// startJournalReader starts reading the kernel's log of refused packets,
-// and the heartbeat of the dead-man switch. Without the log the gateway
-// would refuse in silence, so it does not start.
+// startJournalReader binds the kernel's log of refused packets and starts
+// reading it, and the heartbeat of the dead-man switch. Without the log
+// the gateway would refuse in silence, so it does not start.
 func (g *Gateway) startJournalReader() error {
-	ctx, cancel := context.WithCancel(context.Background())
-	g.cleanup = append(g.cleanup, func() error { cancel(); return nil })
-	reader := &firewall.LogReader{Group: g.cfg.LogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() }, Journal: g.cfg.Journal, Log: g.log}
-	stop, err := reader.Start(ctx)
+	reader, err := firewall.NewLogReader(firewall.LogReaderConfig{
+		Group: g.cfg.LogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() },
+		Journal: g.cfg.Journal, Log: g.log,
+	})
 	if err != nil {
 		return fmt.Errorf("%w (is nfnetlink_log available?)", err)
 	}
-	g.cleanup = append(g.cleanup, func() error { stop(); return nil })
-	go heartbeat(ctx, g.fw, firewall.DefaultHeartbeat/3, g.log)
+	g.cleanup = append(g.cleanup, reader.Close)
+	g.start(reader)
+	g.start(g.fw)
 	return nil
+}
+
+// runner is a part of the gateway that works until its context ends.
+type runner interface{ Run(context.Context) error }
+
+// start runs r until the gateway closes. A part that stops by itself
+// before then has failed: the gateway ends (see reportFatal).
+func (g *Gateway) start(r runner) {
+	if g.stop == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		g.ctx = ctx
+		g.stop = func() error { cancel(); g.running.Wait(); return nil }
+		g.cleanup = append(g.cleanup, func() error { return g.stop() })
+	}
+	g.running.Add(1)
+	go func() {
+		defer g.running.Done()
+		err := r.Run(g.ctx)
+		if g.ctx.Err() == nil {
+			g.reportFatal(fmt.Errorf("%T stopped: %w", r, cmp.Or(err, errors.New("no error"))))
+		}
+	}()
 }
 
 // startServers starts the proxy and then the resolver: once the resolver
@@ -377,22 +404,6 @@ func (g *Gateway) Close() error {
 	}
 	g.cleanup = nil
 	return errors.Join(errs...)
-}
-
-// heartbeat keeps the dead-man switch alive until ctx ends.
-func heartbeat(ctx context.Context, m *firewall.Manager, period time.Duration, log *slog.Logger) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.Heartbeat(); err != nil {
-				log.Error("heartbeat failed: the agent's new connections will be refused", "err", err)
-			}
-		}
-	}
 }
 
 // listenTCP binds a proxy listener on a free port, on every address but
