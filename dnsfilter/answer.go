@@ -14,18 +14,6 @@ import (
 	"github.com/sluicegw/sluice/policy"
 )
 
-// Reasons the resolver gives, beside the policy's own.
-const (
-	reasonNotQuery      = "not_a_query"
-	reasonForeignClient = "foreign_client"
-	reasonBadQuestion   = "bad_question"
-	reasonUpstream      = "upstream_failed"
-	reasonSetUpdate     = "set_update_failed"
-	reasonPinTable      = "pin_table_full"
-	reasonFilteredAddrs = "addresses_dropped"
-	reasonNameBudget    = "name_budget_exceeded"
-)
-
 // outcome is what one query came to: the message to send and the decision
 // to record. Answer builds it; nothing else writes to the wire.
 type outcome struct {
@@ -50,7 +38,7 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.
 	}
 	if req.IsEdns0() != nil {
 		o.msg.SetEdns0(1232, false)
-		if !o.ev.Allow && o.ev.Reason != "" && o.withEDNS {
+		if o.ev.Kind == journal.Refused && o.withEDNS {
 			opt := o.msg.IsEdns0()
 			opt.Option = append(opt.Option, &dns.EDNS0_EDE{
 				InfoCode:  dns.ExtendedErrorCodeBlocked,
@@ -71,33 +59,33 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 		if req.Opcode != dns.OpcodeQuery {
 			rcode = dns.RcodeNotImplemented
 		}
-		return outcome{msg: reply(req, rcode), record: true, ev: journal.Event{Reason: reasonNotQuery, PolicyHash: p.Hash(),
+		return outcome{msg: reply(req, rcode), record: true, ev: journal.Event{Reason: journal.ReasonNotQuery, PolicyHash: p.Hash(),
 			Detail: fmt.Sprintf("opcode %d, %d questions", req.Opcode, len(req.Question))}}
 	}
 	q := req.Question[0]
 	ev := journal.Event{Name: q.Name, Proto: dns.TypeToString[q.Qtype], PolicyHash: p.Hash()}
 	if !policy.InPrefixes(s.cfg.Clients, src) {
-		ev.Reason, ev.Detail = reasonForeignClient, "query from "+src.String()
+		ev.Reason, ev.Detail = journal.ReasonForeignClient, "query from "+src.String()
 		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev}
 	}
 	if q.Qclass != dns.ClassINET || q.Qtype == dns.TypeANY || dns.IsSubDomain("arpa.", q.Name) && q.Qtype != dns.TypePTR {
-		ev.Reason = reasonBadQuestion
+		ev.Reason = journal.ReasonBadQuestion
 		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev, withEDNS: true}
 	}
 	d := p.MatchName(q.Name)
 	ev.Rule = d.Rule()
 	if !d.Allow {
-		ev.Reason = string(d.Reason)
+		ev.Reason = journal.Reason(d.Reason) // every policy word is a journal one (TestPolicyReasons)
 		return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
 	}
 	ev.Name = d.Name
 	if !s.budgets.admit(d.Entry, d.Name, s.now()) {
-		ev.Reason = reasonNameBudget
+		ev.Reason = journal.ReasonNameBudget
 		ev.Detail = fmt.Sprintf("more than %d new names a minute under %s", d.Entry.NameBudget(), d.Entry.Host)
 		return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
 	}
 	if q.Qtype == dns.TypeAAAA && !s.cfg.IPv6 {
-		ev.Allow, ev.Reason, ev.Detail = true, string(policy.ReasonAllowed), "no IPv6 on the gateway: empty answer"
+		ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonAllowed, "no IPv6 on the gateway: empty answer"
 		return outcome{msg: reply(req, dns.RcodeSuccess), record: true, ev: ev}
 	}
 	return s.forward(ctx, req, q.Qtype, p, d, ev)
@@ -109,13 +97,14 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 	key := cacheKey{d.Name, qtype}
 	now := s.now()
 	c, age := s.cache.get(key, now)
+	var dropped []netip.Addr
 	if c == nil {
-		var err error
-		c, err = s.lookup(ctx, d, qtype, &ev)
+		f, err := s.lookup(ctx, d, qtype)
 		if err != nil {
-			ev.Reason, ev.Detail = reasonUpstream, err.Error()
+			ev.Reason, ev.Detail = journal.ReasonUpstreamFailed, err.Error()
 			return servfail(req, ev)
 		}
+		c, dropped = f.cached, f.dropped
 		c.stored = now
 		s.cache.put(key, c)
 	}
@@ -129,17 +118,17 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 			p, d = cur, cur.MatchName(d.Name)
 			ev.PolicyHash, ev.Rule = p.Hash(), d.Rule()
 			if !d.Allow {
-				ev.Reason = string(d.Reason)
+				ev.Reason = journal.Reason(d.Reason)
 				return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
 			}
 		}
 		need := min(max(remaining, s.cfg.MinTTL), s.cfg.MaxTTL)
 		if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
-			ev.Reason, ev.Detail = reasonSetUpdate, err.Error()
+			ev.Reason, ev.Detail = journal.ReasonSetUpdateFailed, err.Error()
 			return servfail(req, ev)
 		}
 		if !s.cfg.Pins.Pin(d.Name, c.addrs, now.Add(need)) {
-			ev.Reason = reasonPinTable
+			ev.Reason = journal.ReasonPinTableFull
 			return servfail(req, ev)
 		}
 	}
@@ -149,8 +138,10 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 	m.Rcode = c.msg.Rcode
 	m.Answer = ageRRs(c.msg.Answer, age)
 	m.Ns = ageRRs(c.msg.Ns, age)
-	if ev.Reason == "" {
-		ev.Allow, ev.Reason, ev.Addrs = true, string(policy.ReasonAllowed), c.addrs
+	ev.Kind, ev.Reason, ev.Addrs = journal.Allowed, journal.ReasonAllowed, c.addrs
+	if len(dropped) > 0 {
+		// Released without some of its addresses: a notice, not a refusal.
+		ev.Kind, ev.Reason, ev.Addrs = journal.Dropped, journal.ReasonAddrsDropped, dropped
 	}
 	return outcome{msg: m, record: true, ev: ev}
 }
@@ -168,27 +159,23 @@ func servfail(req *dns.Msg, ev journal.Event) outcome {
 }
 
 // lookup asks the upstream with a query of our own making and filters the
-// answer down to what the agent may see.
-func (s *Server) lookup(ctx context.Context, d policy.Decision, qtype uint16, ev *journal.Event) (*cached, error) {
+// answer down to what the agent may see, saying what it dropped.
+func (s *Server) lookup(ctx context.Context, d policy.Decision, qtype uint16) (filtered, error) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(d.Name), qtype)
 	q.RecursionDesired = true
 	q.SetEdns0(1232, false) // no options from the agent ever travel upstream
 	r, err := s.cfg.Upstream.Exchange(ctx, q)
 	if err != nil {
-		return nil, err
+		return filtered{}, err
 	}
 	if err := matches(q, r); err != nil {
-		return nil, err
+		return filtered{}, err
 	}
 	if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
-		return nil, fmt.Errorf("upstream answered %s", dns.RcodeToString[r.Rcode])
+		return filtered{}, fmt.Errorf("upstream answered %s", dns.RcodeToString[r.Rcode])
 	}
-	f := s.filterAnswer(d, qtype, r)
-	if len(f.dropped) > 0 {
-		ev.Reason, ev.Addrs = reasonFilteredAddrs, f.dropped
-	}
-	return f.cached, nil
+	return s.filterAnswer(d, qtype, r), nil
 }
 
 type filtered struct {

@@ -62,7 +62,7 @@ func TestDeniedNamesNeverLeaveTheGateway(t *testing.T) {
 	if q := f.up.questions(); len(q) != 0 {
 		t.Errorf("upstream was asked %v; denied queries must not leave the gateway", q)
 	}
-	if ev := f.log.Last(); ev.Allow || ev.PolicyHash == "" || ev.Layer != "dns" || ev.Agent != "test" {
+	if ev := f.log.Last(); ev.Kind != journal.Refused || ev.PolicyHash == "" || ev.Layer != "dns" || ev.Agent != "test" {
 		t.Errorf("journal event %+v lacks decision fields", ev)
 	}
 }
@@ -97,8 +97,8 @@ func TestFailedSetUpdateIsServfail(t *testing.T) {
 	if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
 		t.Fatalf("got %s %v, want SERVFAIL without addresses", dns.RcodeToString[r.Rcode], answers(r))
 	}
-	if ev := f.log.Last(); ev.Reason != reasonSetUpdate {
-		t.Errorf("reason %q, want %q", ev.Reason, reasonSetUpdate)
+	if ev := f.log.Last(); ev.Reason != journal.ReasonSetUpdateFailed {
+		t.Errorf("reason %q, want %q", ev.Reason, journal.ReasonSetUpdateFailed)
 	}
 	if f.pins.Pinned("allowed.test", netip.MustParseAddr("198.18.2.10")) {
 		t.Error("address pinned although the set update failed")
@@ -162,8 +162,8 @@ func TestForbiddenAddressesDropped(t *testing.T) {
 	if !slices.Equal(answers(r), []string{"198.18.2.10"}) {
 		t.Errorf("answer %v, want only the public address", answers(r))
 	}
-	if ev := f.log.Last(); ev.Reason != reasonFilteredAddrs || !slices.Contains(ev.Addrs, netip.MustParseAddr("169.254.169.254")) {
-		t.Errorf("event %+v, want addresses_dropped naming the metadata address", ev)
+	if ev := f.log.Last(); ev.Kind != journal.Dropped || ev.Reason != journal.ReasonAddrsDropped || !slices.Contains(ev.Addrs, netip.MustParseAddr("169.254.169.254")) {
+		t.Errorf("event %+v, want a dropped notice (not a refusal) naming the metadata address", ev)
 	}
 	if r := f.ask(t, "mapped.allowed.test.", dns.TypeAAAA); len(r.Answer) != 0 {
 		t.Errorf("mapped/NAT64 forms of metadata passed: %v", answers(r))
@@ -367,7 +367,7 @@ func TestEmbeddedIPv4FormsNotAnswered(t *testing.T) {
 		if got := answers(r); !slices.Equal(got, []string{want}) {
 			t.Errorf("%s: answer %v, want only %s", name, got, want)
 		}
-		if ev := f.log.Last(); ev.Reason != reasonFilteredAddrs || len(ev.Addrs) != 3 {
+		if ev := f.log.Last(); ev.Kind != journal.Dropped || ev.Reason != journal.ReasonAddrsDropped || len(ev.Addrs) != 3 {
 			t.Errorf("%s: event %+v, want addresses_dropped naming three addresses", name, ev)
 		}
 	}
@@ -387,8 +387,8 @@ func TestRefusedSetUpdateNeverAnswers(t *testing.T) {
 		if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
 			t.Fatalf("try %d: got %s %v, want SERVFAIL without addresses", i, dns.RcodeToString[r.Rcode], answers(r))
 		}
-		if ev := f.log.Last(); ev.Allow || ev.Reason != reasonSetUpdate || !strings.Contains(ev.Detail, "no space") {
-			t.Errorf("try %d: event %+v, want a refusal for %s with the kernel's error", i, ev, reasonSetUpdate)
+		if ev := f.log.Last(); ev.Kind != journal.Refused || ev.Reason != journal.ReasonSetUpdateFailed || !strings.Contains(ev.Detail, "no space") {
+			t.Errorf("try %d: event %+v, want a refusal for %s with the kernel's error", i, ev, journal.ReasonSetUpdateFailed)
 		}
 	}
 	if q := f.up.questions(); len(q) != 1 {
@@ -415,8 +415,8 @@ func TestFullPinTableIsServfail(t *testing.T) {
 	if r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
 		t.Fatalf("full pin table: %s %v, want SERVFAIL without addresses", dns.RcodeToString[r.Rcode], answers(r))
 	}
-	if ev := f.log.Last(); ev.Allow || ev.Reason != reasonPinTable {
-		t.Errorf("event %+v, want %s", ev, reasonPinTable)
+	if ev := f.log.Last(); ev.Kind != journal.Refused || ev.Reason != journal.ReasonPinTableFull {
+		t.Errorf("event %+v, want %s", ev, journal.ReasonPinTableFull)
 	}
 	if f.pins.Pinned("chain.allowed.test", netip.MustParseAddr("198.18.2.20")) {
 		t.Error("address pinned although the table was full")
@@ -504,13 +504,13 @@ func TestGlobalOverride(t *testing.T) {
 		if got := answers(f.ask(t, "lab.allowed.test.", dns.TypeA)); !slices.Equal(got, tt.want4) {
 			t.Errorf("global %v: A answer %v, want %v", tt.global, got, tt.want4)
 		}
-		if ev := f.log.Last(); ev.Reason == reasonFilteredAddrs {
+		if ev := f.log.Last(); ev.Reason == journal.ReasonAddrsDropped {
 			drops = len(ev.Addrs)
 		}
 		if got := answers(f.ask(t, "lab6.allowed.test.", dns.TypeAAAA)); !slices.Equal(got, tt.want6) {
 			t.Errorf("global %v: AAAA answer %v, want %v", tt.global, got, tt.want6)
 		}
-		if ev := f.log.Last(); ev.Reason == reasonFilteredAddrs {
+		if ev := f.log.Last(); ev.Reason == journal.ReasonAddrsDropped {
 			drops += len(ev.Addrs)
 		}
 		if drops != tt.wantDrops {

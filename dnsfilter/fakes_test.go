@@ -157,6 +157,13 @@ func newFixtureWith(t testing.TB, mod func(*Config), allow ...string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		for _, e := range f.log.Events() {
+			if !e.Reason.Known() {
+				t.Errorf("journaled reason %q is not in journal's vocabulary", e.Reason)
+			}
+		}
+	})
 	return f
 }
 

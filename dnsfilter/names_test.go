@@ -8,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
 )
 
@@ -36,9 +37,9 @@ func (f *fixture) askBudget(t *testing.T, name string) bool {
 	switch {
 	case r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1:
 		return true
-	case r.Rcode == dns.RcodeNameError && strings.Contains(ede(r), reasonNameBudget):
-		if ev := f.log.Last(); ev.Allow || ev.Reason != reasonNameBudget || ev.Rule == "" {
-			t.Errorf("%s: event %+v, want a refusal for %s naming the rule", name, ev, reasonNameBudget)
+	case r.Rcode == dns.RcodeNameError && strings.Contains(ede(r), string(journal.ReasonNameBudget)):
+		if ev := f.log.Last(); ev.Kind != journal.Refused || ev.Reason != journal.ReasonNameBudget || ev.Rule == "" {
+			t.Errorf("%s: event %+v, want a refusal for %s naming the rule", name, ev, journal.ReasonNameBudget)
 		}
 		return false
 	}

@@ -1,11 +1,12 @@
 // Package journal is sluice's decision record: the event every layer
-// records and the sinks that take events.
+// records, the one vocabulary of reasons, and the sinks that take events.
 // For now the sinks write one canonical line per decision; the durable
 // store comes later behind the same Sink contract (see Async).
 package journal
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -21,14 +22,42 @@ const (
 	LayerHTTP     Layer = "http"
 )
 
+// Kind says what an event records.
+type Kind uint8
+
+// Kinds of events. Refused is the zero Kind, so that an event that does
+// not say is counted as a refusal, never as a pass.
+const (
+	// Refused: the agent's attempt was refused.
+	Refused Kind = iota
+	// Allowed: the attempt passed.
+	Allowed
+	// Dropped: a DNS answer was released to the agent with some of its
+	// addresses removed (Addrs); a notice, not a refusal.
+	Dropped
+)
+
+// String is the kind's word in logs: "refused", "allowed" or "dropped".
+func (k Kind) String() string {
+	switch k {
+	case Refused:
+		return "refused"
+	case Allowed:
+		return "allowed"
+	case Dropped:
+		return "dropped"
+	}
+	return "kind" + strconv.Itoa(int(k))
+}
+
 // Event is one decision about one agent's attempt to reach something.
 type Event struct {
 	Time  time.Time
 	Agent string
 	Layer Layer
-	Allow bool
-	// Reason is a stable word such as "name_not_allowed" or "no_set_entry".
-	Reason string
+	Kind  Kind
+	// Reason says why, in the words of Reasons.
+	Reason Reason
 	// Name is the DNS name, SNI or Host the agent asked for, as it sent it
 	// (attacker data: bounded here, escaped by whoever renders it).
 	Name string
@@ -40,8 +69,8 @@ type Event struct {
 	Rule string
 	// PolicyHash is the policy version that made the decision.
 	PolicyHash string
-	// Addrs are the addresses of a DNS answer: the ones handed out, or
-	// for a refusal the ones dropped from it.
+	// Addrs are the addresses of a DNS answer: the ones handed out when
+	// Allowed, the ones removed from it when Dropped.
 	Addrs []netip.Addr
 	// Detail is free text for a person, such as the upstream's error.
 	Detail string

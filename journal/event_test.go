@@ -14,7 +14,7 @@ import (
 func TestLogSinkOneLinePerRefusal(t *testing.T) {
 	var buf bytes.Buffer
 	s := LogSink{Log: slog.New(slog.NewTextHandler(&buf, nil))}
-	s.Record(Event{Agent: "a", Layer: LayerDNS, Allow: true, Reason: "allowed"})
+	s.Record(Event{Agent: "a", Layer: LayerDNS, Kind: Allowed, Reason: ReasonAllowed})
 	if buf.Len() != 0 {
 		t.Fatalf("allowed event logged without Allowed: %q", buf.String())
 	}
@@ -51,7 +51,7 @@ func TestLogSinkTickets(t *testing.T) {
 	if refused == 0 || s.Wait(cancelled(), refused) != nil || !strings.Contains(buf.String(), "reason=no_sni") {
 		t.Errorf("a logged refusal: ticket %d, Wait %v, log %q; want stored", refused, s.Wait(cancelled(), refused), buf.String())
 	}
-	if tk := s.Record(Event{Layer: LayerTLS, Allow: true, Reason: "allowed"}); tk != 0 || !errors.Is(s.Wait(context.Background(), tk), ErrNotRecorded) {
+	if tk := s.Record(Event{Layer: LayerTLS, Kind: Allowed, Reason: ReasonAllowed}); tk != 0 || !errors.Is(s.Wait(context.Background(), tk), ErrNotRecorded) {
 		t.Errorf("an allowed event LogSink does not log: ticket %d, want none", tk)
 	}
 	broken := LogSink{Log: slog.New(failingHandler{slog.NewTextHandler(io.Discard, nil)})}
@@ -60,5 +60,41 @@ func TestLogSinkTickets(t *testing.T) {
 	}
 	if err := broken.WriteEvents([]Event{{Reason: "no_sni"}}); err == nil {
 		t.Errorf("WriteEvents hid the log's error")
+	}
+}
+
+// TestLogSinkKinds checks each kind's one line: a refusal and a dropped
+// notice always, at WARN, each with its own message; a pass at INFO only
+// when asked for.
+func TestLogSinkKinds(t *testing.T) {
+	dropped := Event{Agent: "a", Layer: LayerDNS, Kind: Dropped, Reason: ReasonAddrsDropped, Name: "meta.test.",
+		Proto: "A", PolicyHash: "sha256:1", Addrs: []netip.Addr{netip.MustParseAddr("169.254.169.254")}}
+	tests := []struct {
+		ev      Event
+		allowed bool
+		want    string // "" when nothing is logged
+	}{
+		{Event{Agent: "a", Layer: LayerDNS, Reason: ReasonNameNotAllowed, Name: "x.test.", PolicyHash: "sha256:1"}, false,
+			"level=WARN msg=refused agent=a layer=dns reason=name_not_allowed name=x.test. policy=sha256:1\n"},
+		{dropped, false, "level=WARN msg=dropped agent=a layer=dns reason=addresses_dropped name=meta.test. proto=A policy=sha256:1 addrs=169.254.169.254\n"},
+		{Event{Agent: "a", Layer: LayerDNS, Kind: Allowed, Reason: ReasonAllowed, PolicyHash: "sha256:1"}, false, ""},
+		{Event{Agent: "a", Layer: LayerDNS, Kind: Allowed, Reason: ReasonAllowed, PolicyHash: "sha256:1"}, true,
+			"level=INFO msg=allowed agent=a layer=dns reason=allowed policy=sha256:1\n"},
+	}
+	for _, tt := range tests {
+		var buf bytes.Buffer
+		h := slog.NewTextHandler(&buf, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}})
+		tk := LogSink{Log: slog.New(h), Allowed: tt.allowed}.Record(tt.ev)
+		if got := buf.String(); got != tt.want {
+			t.Errorf("%v (Allowed %v): logged %q, want %q", tt.ev.Kind, tt.allowed, got, tt.want)
+		}
+		if (tk != 0) != (tt.want != "") {
+			t.Errorf("%v (Allowed %v): ticket %d, want one exactly when logged", tt.ev.Kind, tt.allowed, tk)
+		}
 	}
 }

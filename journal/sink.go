@@ -50,15 +50,16 @@ type Writer interface {
 // in an Async (as a Writer) it writes from the Async's goroutine instead.
 type LogSink struct {
 	Log *slog.Logger
-	// Allowed also logs decisions that allowed something; refusals are
-	// always logged.
+	// Allowed also logs decisions that allowed something; refusals and
+	// dropped addresses are always logged.
 	Allowed bool
 }
 
 // written is the Ticket of a record LogSink has written.
 const written Ticket = 1
 
-// Record logs ev at WARN when it is a refusal and at INFO otherwise. It
+// Record logs ev at INFO when it is a pass and at WARN otherwise (a
+// refusal, or addresses dropped from an answer). It
 // returns the zero Ticket for an event it does not log, or when the log
 // failed to write.
 func (s LogSink) Record(ev Event) Ticket {
@@ -89,22 +90,22 @@ func (s LogSink) WriteEvents(evs []Event) error {
 	return first
 }
 
-// write logs ev as one line, unless it is a pass and s does not log
-// passes; logged says whether it went to the handler.
+// write logs ev as one line, its Kind the message, unless it is a pass
+// and s does not log passes; logged says whether it went to the handler.
 func (s LogSink) write(ev Event) (logged bool, err error) {
-	if ev.Allow && !s.Allowed {
+	if ev.Kind == Allowed && !s.Allowed {
 		return false, nil
 	}
-	level, msg := slog.LevelWarn, "refused"
-	if ev.Allow {
-		level, msg = slog.LevelInfo, "allowed"
+	level := slog.LevelWarn
+	if ev.Kind == Allowed {
+		level = slog.LevelInfo
 	}
 	ctx := context.Background()
 	h := s.Log.Handler()
 	if !h.Enabled(ctx, level) {
 		return false, nil
 	}
-	r := slog.NewRecord(time.Now(), level, msg, 0)
+	r := slog.NewRecord(time.Now(), level, ev.Kind.String(), 0)
 	r.AddAttrs(
 		slog.String("agent", ev.Agent),
 		slog.String("layer", string(ev.Layer)),
