@@ -151,7 +151,12 @@ func (r *LogReader) Close() error { return r.nf.Close() }
 func (r *LogReader) record(a nflog.Attribute) {
 	ev := journal.Event{Time: time.Now(), Agent: r.cfg.Agent, Layer: journal.LayerFirewall, PolicyHash: r.cfg.PolicyHash()}
 	if a.Prefix != nil {
-		ev.Reason = journal.Reason(strings.TrimPrefix(strings.TrimRight(*a.Prefix, "\x00"), logPrefix))
+		word := strings.TrimPrefix(strings.TrimRight(*a.Prefix, "\x00"), logPrefix)
+		if reason := journal.Reason(word); reason.Known() {
+			ev.Reason = reason
+		} else {
+			ev.Detail = "log prefix " + word // not ours: someone else's rule logs to our group
+		}
 	}
 	if a.Payload != nil {
 		if p, ok := ParsePacket(*a.Payload); ok {

@@ -60,8 +60,10 @@ type Config struct {
 	// agents side by side need their own.
 	Table    string
 	LogGroup uint16
-	// Journal receives every decision.
-	Journal journal.Sink
+	// Journal stores every decision (a log, later a database). The
+	// layers hand their records to it through a bounded, non-blocking
+	// journal.Async; a Journal that fails to store ends the gateway.
+	Journal journal.Writer
 	// Log receives what the gateway has to say about itself.
 	Log *slog.Logger
 }

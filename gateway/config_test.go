@@ -20,7 +20,7 @@ func validConfig(t *testing.T) Config {
 	}
 	return Config{
 		Name: "agent", Policy: p, AgentNet: DefaultAgentNet, AgentNet6: DefaultAgentNet6,
-		Upstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53")}, Journal: journal.Discard{},
+		Upstreams: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53")}, Journal: &journal.Memory{},
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 
 	"github.com/sluicegw/sluice/dnsfilter"
 	"github.com/sluicegw/sluice/firewall"
+	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
 	"github.com/sluicegw/sluice/sandbox"
 	"github.com/sluicegw/sluice/tlsinspect"
@@ -54,6 +55,7 @@ type Gateway struct {
 
 	// Set while starting: the listening sockets, the networks, the
 	// pieces the later steps wire together.
+	journal           *journal.Async
 	resolver          *dnsfilter.Server
 	proxy             *tlsinspect.Proxy
 	pins              *dnsfilter.Pins
@@ -89,7 +91,7 @@ func New(cfg Config) (g *Gateway, err error) {
 		}
 	}()
 	for _, step := range []func() error{
-		g.claimState, g.checkNetworks, g.createAgent, g.listen, g.installFirewall,
+		g.claimState, g.startJournal, g.checkNetworks, g.createAgent, g.listen, g.installFirewall,
 		g.forgetEarlierFlows, g.enableForwarding, g.startJournalReader, g.startServers,
 	} {
 		if err := step(); err != nil {
@@ -117,6 +119,33 @@ func (g *Gateway) claimState() error {
 	}
 	g.state = st
 	g.cleanup = append(g.cleanup, st.Release)
+	return nil
+}
+
+// startJournal starts the hand-off of records from the layers to the
+// journal's store. It is closed last of all, after every part that
+// records has stopped, so that it stores their last records too.
+func (g *Gateway) startJournal() error {
+	a, err := journal.NewAsync(journal.AsyncConfig{Writer: g.cfg.Journal, Log: g.log})
+	if err != nil {
+		return err
+	}
+	g.journal = a
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := a.Run(context.Background()); err != nil {
+			g.reportFatal(fmt.Errorf("journal: %w", err))
+		}
+	}()
+	g.cleanup = append(g.cleanup, func() error {
+		err := a.Close()
+		<-done
+		if n := a.Dropped(); n > 0 {
+			g.log.Warn("journal records dropped: the store fell behind", "records", n)
+		}
+		return err
+	})
 	return nil
 }
 
@@ -244,7 +273,7 @@ func (g *Gateway) enableForwarding() error {
 func (g *Gateway) startJournalReader() error {
 	reader, err := firewall.NewLogReader(firewall.LogReaderConfig{
 		Group: g.cfg.LogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() },
-		Journal: g.cfg.Journal, Log: g.log,
+		Journal: g.journal, Log: g.log,
 	})
 	if err != nil {
 		return fmt.Errorf("%w (is nfnetlink_log available?)", err)
@@ -290,7 +319,7 @@ func (g *Gateway) startServers() error {
 	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
 	g.pins = pins
 	proxy, err := tlsinspect.New(tlsinspect.Config{
-		Agent: g.cfg.Name, Pins: pins, Internal: internal, Journal: g.cfg.Journal,
+		Agent: g.cfg.Name, Pins: pins, Internal: internal, Journal: g.journal,
 		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns, Log: g.log,
 		Fatal: g.reportFatal,
 	}, p)
@@ -310,7 +339,7 @@ func (g *Gateway) startServers() error {
 	g.cleanup = append(g.cleanup, func() error { fwd.Close(); return nil })
 	srv, err := dnsfilter.New(dnsfilter.Config{
 		Agent: g.cfg.Name, Clients: clients, Internal: internal, Connected: g.connected, Global: g.cfg.Global,
-		IPv6: agent.Addr6.IsValid(), Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.cfg.Journal,
+		IPv6: agent.Addr6.IsValid(), Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.journal,
 		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log,
 	}, p)
 	if err != nil {

@@ -68,8 +68,9 @@ func TestLoopFailureIsFatal(t *testing.T) {
 			}
 		})
 	}
-	l.call(func() { l.epfd = -1 }) // the next poll fails with EBADF
-	if _, err := client.Write([]byte("x")); err != nil { // something to poll for
+	// The next poll fails with EBADF, once there is something to poll for.
+	l.call(func() { l.epfd = -1 })
+	if _, err := client.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	select {
