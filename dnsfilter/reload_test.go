@@ -3,6 +3,7 @@ package dnsfilter
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -114,5 +115,49 @@ func TestPinsRetain(t *testing.T) {
 	}
 	if p.Len() != 2 {
 		t.Errorf("Len = %d after Retain, want 2 (the expired pin stays until a sweep)", p.Len())
+	}
+}
+
+// TestListenerLossIsFatal: a listener that stops serving before Shutdown
+// is reported to the owner; Shutdown itself reports nothing.
+func TestListenerLossIsFatal(t *testing.T) {
+	f := newFixture(t, "allowed.test")
+	fatal := make(chan error, 4)
+	srv, err := New(Config{
+		Agent: "test", Clients: f.srv.cfg.Clients, Upstream: f.up, Allower: f.fw, Pins: f.pins, Journal: f.log,
+		Fatal: func(err error) { fatal <- err },
+	}, f.srv.policy.Load())
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func() net.Listener {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Serve(pc, ln); err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	serve().Close() // lost from under the server
+	select {
+	case err := <-fatal:
+		if err == nil {
+			t.Error("Fatal called with no error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a listener that stopped serving was not reported")
+	}
+	serve()
+	srv.Shutdown()
+	select {
+	case err := <-fatal:
+		t.Errorf("Shutdown reported as a failure: %v", err)
+	case <-time.After(200 * time.Millisecond): // a report would come at once
 	}
 }

@@ -86,6 +86,10 @@ type Config struct {
 	CacheSize int
 	// Log reports errors that are not decisions.
 	Log *slog.Logger
+	// Fatal is told when a listener stops serving before Shutdown: the
+	// agent can resolve nothing more, and the owner must end the gateway.
+	// It must not block. By default the error is logged.
+	Fatal func(error)
 }
 
 // Server is a filtering resolver for one agent. It is safe for concurrent use.
@@ -104,9 +108,10 @@ type Server struct {
 	budgets *nameBudgets
 	now     func() time.Time
 
-	mu      sync.Mutex
-	servers []*dns.Server
-	closers []func() error
+	mu       sync.Mutex
+	stopping bool // Shutdown was called: listeners stop on purpose
+	servers  []*dns.Server
+	closers  []func() error
 }
 
 // New returns a Server that enforces p. It does not listen until Serve.
@@ -133,6 +138,10 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Fatal == nil {
+		log := cfg.Log
+		cfg.Fatal = func(err error) { log.Error("dns server stopped", "err", err) }
 	}
 	s := &Server{cfg: cfg, cache: newCache(size), budgets: newNameBudgets(), now: time.Now}
 	s.policy.Store(p)
@@ -219,8 +228,12 @@ func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
 		started := make(chan struct{})
 		srv.NotifyStartedFunc = func() { close(started) }
 		go func() {
-			if err := srv.ActivateAndServe(); err != nil {
-				s.cfg.Log.Error("dns server stopped", "err", err)
+			err := srv.ActivateAndServe()
+			s.mu.Lock()
+			stopping := s.stopping
+			s.mu.Unlock()
+			if !stopping {
+				s.cfg.Fatal(fmt.Errorf("dnsfilter: the resolver stopped serving: %w", cmp.Or(err, errors.New("no error"))))
 			}
 		}()
 		<-started
@@ -231,6 +244,7 @@ func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
 // Shutdown stops every listener started by Serve.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
+	s.stopping = true
 	servers, closers := s.servers, s.closers
 	s.servers, s.closers = nil, nil
 	s.mu.Unlock()

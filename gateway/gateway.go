@@ -340,7 +340,7 @@ func (g *Gateway) startServers() error {
 	srv, err := dnsfilter.New(dnsfilter.Config{
 		Agent: g.cfg.Name, Clients: clients, Internal: internal, Connected: g.connected, Global: g.cfg.Global,
 		IPv6: agent.Addr6.IsValid(), Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.journal,
-		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log,
+		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log, Fatal: g.reportFatal,
 	}, p)
 	if err != nil {
 		return err
