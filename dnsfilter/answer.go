@@ -96,7 +96,7 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *policy.Policy, d policy.Decision, ev journal.Event) outcome {
 	key := cacheKey{d.Name, qtype}
 	now := s.now()
-	c, age := s.cache.get(key, now)
+	c, age := s.cache.get(key, p, now)
 	var dropped []netip.Addr
 	if c == nil {
 		f, err := s.lookup(ctx, d, qtype)
@@ -105,30 +105,32 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 			return servfail(req, ev)
 		}
 		c, dropped = f.cached, f.dropped
-		c.stored = now
+		c.stored, c.policy = now, p
 		s.cache.put(key, c)
 	}
-	remaining := c.ttl - age
 	if len(c.addrs) > 0 {
 		s.gate.RLock()
-		defer s.gate.RUnlock()
 		if cur := s.policy.Load(); cur != p {
-			// The policy changed while the question was upstream: the
-			// answer opens only what the one in force allows.
-			p, d = cur, cur.MatchName(d.Name)
-			ev.PolicyHash, ev.Rule = p.Hash(), d.Rule()
+			// The policy changed while the question was upstream: decided
+			// and filtered again under the one in force, the answer opens
+			// only what it allows (an entry that lost private: true
+			// drops the private addresses it had let through).
+			s.gate.RUnlock()
+			d = cur.MatchName(d.Name)
+			ev.PolicyHash, ev.Rule = cur.Hash(), d.Rule()
 			if !d.Allow {
 				ev.Reason = journal.Reason(d.Reason)
 				return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
 			}
+			return s.forward(ctx, req, qtype, cur, d, ev)
 		}
-		need := min(max(remaining, s.cfg.MinTTL), s.cfg.MaxTTL)
-		if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
-			ev.Reason, ev.Detail = journal.ReasonSetUpdateFailed, err.Error()
-			return servfail(req, ev)
-		}
-		if !s.cfg.Pins.Pin(d.Name, c.addrs, now.Add(need)) {
-			ev.Reason = journal.ReasonPinTableFull
+		reason, err := s.open(ctx, c, d, c.ttl-age, now)
+		s.gate.RUnlock()
+		if reason != "" {
+			ev.Reason = reason
+			if err != nil {
+				ev.Detail = err.Error()
+			}
 			return servfail(req, ev)
 		}
 	}
@@ -144,6 +146,19 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 		ev.Kind, ev.Reason, ev.Addrs = journal.Dropped, journal.ReasonAddrsDropped, dropped
 	}
 	return outcome{msg: m, record: true, ev: ev}
+}
+
+// open puts the answer's addresses in the sets and the pin table for at
+// least remaining (bounded by MinTTL and MaxTTL), or says why it could not.
+func (s *Server) open(ctx context.Context, c *cached, d policy.Decision, remaining time.Duration, now time.Time) (journal.Reason, error) {
+	need := min(max(remaining, s.cfg.MinTTL), s.cfg.MaxTTL)
+	if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
+		return journal.ReasonSetUpdateFailed, err
+	}
+	if !s.cfg.Pins.Pin(d.Name, c.addrs, now.Add(need)) {
+		return journal.ReasonPinTableFull, nil
+	}
+	return "", nil
 }
 
 // reply is an answer to req with rcode and nothing in it but the question.

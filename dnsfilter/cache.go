@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sluicegw/sluice/policy"
 )
 
 type cacheKey struct {
@@ -16,6 +18,10 @@ type cacheKey struct {
 // cached is a filtered upstream answer: what the agent may be told, never
 // the raw upstream message.
 type cached struct {
+	// policy is the policy the answer was filtered under: an entry that
+	// changed (private: true taken away) filters differently, so the
+	// answer is good for that policy only.
+	policy *policy.Policy
 	msg    *dns.Msg // answer and authority sections, TTLs as first served
 	addrs  []netip.Addr
 	stored time.Time
@@ -35,15 +41,16 @@ func newCache(max int) *cache {
 	return &cache{entries: map[cacheKey]*cached{}, max: max}
 }
 
-// get returns the entry and its age, or nil when absent or expired.
-func (c *cache) get(k cacheKey, now time.Time) (*cached, time.Duration) {
+// get returns the entry filtered under p and its age, or nil when
+// absent, expired or filtered under another policy.
+func (c *cache) get(k cacheKey, p *policy.Policy, now time.Time) (*cached, time.Duration) {
 	if c.max == 0 {
 		return nil, 0
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.entries[k]
-	if e == nil {
+	if e == nil || e.policy != p {
 		return nil, 0
 	}
 	age := now.Sub(e.stored)

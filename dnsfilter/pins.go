@@ -102,24 +102,29 @@ func (p *Pins) sweepLocked() {
 	}
 }
 
-// Retain asks decide about every pinned name, once: a name it refuses
-// (a policy change no longer allows it) loses its pins; for the others,
-// keep is called with each unexpired address and the ports decide gave.
-func (p *Pins) Retain(decide func(name string) (ports []uint16, ok bool), keep func(addr netip.Addr, ports []uint16)) {
+// Retain asks decide about every unexpired pin: a pin it refuses (a
+// policy change no longer allows the name, or no longer that address for
+// it) is dropped; for the others it says the ports the address is open on,
+// and keep is called with them.
+func (p *Pins) Retain(decide func(name string, addr netip.Addr) (ports []uint16, ok bool), keep func(addr netip.Addr, ports []uint16)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := p.now()
 	for name, m := range p.names {
-		ports, ok := decide(name)
-		if !ok {
-			p.count -= len(m)
-			delete(p.names, name)
-			continue
-		}
 		for a, until := range m {
-			if now.Before(until) {
-				keep(a, ports)
+			if !now.Before(until) {
+				continue
 			}
+			ports, ok := decide(name, a)
+			if !ok {
+				delete(m, a)
+				p.count--
+				continue
+			}
+			keep(a, ports)
+		}
+		if len(m) == 0 {
+			delete(p.names, name)
 		}
 	}
 }

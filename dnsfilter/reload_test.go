@@ -38,7 +38,7 @@ func TestSetPolicyTakesEffectAtOnce(t *testing.T) {
 		t.Fatalf("before: %s", dns.RcodeToString[r.Rcode])
 	}
 	p := policyOf(t, "www.allowed.test")
-	f.srv.SetPolicy(p)
+	f.srv.SetPolicy(p, nil)
 	if r := f.ask(t, "allowed.test.", dns.TypeA); r.Rcode != dns.RcodeNameError {
 		t.Errorf("a removed name: %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
 	}
@@ -82,7 +82,7 @@ func TestPolicyChangeWhileUpstream(t *testing.T) {
 		done <- srv.Answer(context.Background(), agentSrc, q)
 	}()
 	<-up.asked
-	srv.SetPolicy(policyOf(t, "www.allowed.test"))
+	srv.SetPolicy(policyOf(t, "www.allowed.test"), nil)
 	close(up.release)
 	r := <-done
 	if r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
@@ -105,7 +105,7 @@ func TestPinsRetain(t *testing.T) {
 	p.Pin("kept.test", []netip.Addr{b}, now.Add(-time.Second)) // expired
 	p.Pin("gone.test", []netip.Addr{a, b}, now.Add(time.Minute))
 	var kept []string
-	p.Retain(func(name string) ([]uint16, bool) { return []uint16{443}, name == "kept.test" },
+	p.Retain(func(name string, _ netip.Addr) ([]uint16, bool) { return []uint16{443}, name == "kept.test" },
 		func(addr netip.Addr, ports []uint16) { kept = append(kept, fmt.Sprint(addr, ports)) })
 	if fmt.Sprint(kept) != "[198.18.2.10 [443]]" {
 		t.Errorf("Retain kept %v, want kept.test's one live pin", kept)
@@ -159,5 +159,26 @@ func TestListenerLossIsFatal(t *testing.T) {
 	case err := <-fatal:
 		t.Errorf("Shutdown reported as a failure: %v", err)
 	case <-time.After(200 * time.Millisecond): // a report would come at once
+	}
+}
+
+// TestPrivateTakenAwayRefilters: an entry that loses private: true no
+// longer hands out its private addresses, neither from the cache nor from
+// an answer that was upstream during the change.
+func TestPrivateTakenAwayRefilters(t *testing.T) {
+	f := newFixture(t, "internal.allowed.test!private")
+	if got := answers(f.ask(t, "internal.allowed.test.", dns.TypeA)); len(got) != 1 {
+		t.Fatalf("private entry: %v, want its private address (the control)", got)
+	}
+	f.srv.SetPolicy(policyOf(t, "internal.allowed.test"), nil)
+	f.fw.calls = nil
+	if got := answers(f.ask(t, "internal.allowed.test.", dns.TypeA)); len(got) != 0 {
+		t.Errorf("after private was taken away: %v, want no address (the cached answer must not be reused)", got)
+	}
+	if len(f.fw.calls) != 0 {
+		t.Errorf("the sets were opened: %v", f.fw.calls)
+	}
+	if f.srv.Permits(netip.MustParseAddr("10.1.2.3"), false) || !f.srv.Permits(netip.MustParseAddr("10.1.2.3"), true) {
+		t.Error("Permits disagrees with the answers' filter")
 	}
 }

@@ -148,14 +148,24 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	return s, nil
 }
 
-// SetPolicy puts p in force for every question from now on. When it
-// returns, no answer decided under the previous policy is still opening
-// the sets.
-func (s *Server) SetPolicy(p *policy.Policy) {
+// SetPolicy puts p in force for every question from now on. When then
+// runs (if not nil), no answer decided under the previous policy is still
+// opening the sets, and none decided under p can until it returns: what
+// then sees of the sets and pins (to revoke what p no longer allows) is
+// all there is.
+func (s *Server) SetPolicy(p *policy.Policy, then func()) {
 	s.gate.Lock()
+	defer s.gate.Unlock()
 	s.policy.Store(p)
-	s.gate.Unlock()
+	if then != nil {
+		then()
+	}
 }
+
+// Permits says whether an answer may hand the agent addr under an entry
+// with private as given: the filter every answer passes, for revoking
+// what an entry that changed no longer allows.
+func (s *Server) Permits(addr netip.Addr, private bool) bool { return !s.forbidden(addr, private) }
 
 // ServeDNS implements dns.Handler.
 func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {

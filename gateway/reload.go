@@ -43,14 +43,18 @@ func (g *Gateway) SetPolicy(p *policy.Policy) error {
 		g.log.Error("policy change failed: keeping the policy in force", "policy", old.Hash(), "err", err)
 		return err
 	}
-	// From here on every decision is the new policy's. The resolver
-	// returns once no answer of the old policy is still opening the sets,
-	// so that what is revoked below is all there is.
-	g.policy.Store(p)
-	g.resolver.SetPolicy(p)
-	cut := g.proxy.SetPolicy(p)
-	justified := justified(p, g.pins)
-	revoked, err := g.fw.Revoke(func(a netip.Addr, port uint16) bool { return justified[addrPort{a, port}] })
+	// From here on every decision is the new policy's. While the resolver
+	// holds its gate, no answer opens the sets (those decided under the
+	// old policy have finished, those under the new one wait), so what
+	// is revoked here is all the old policy opened that p does not allow.
+	var cut, revoked int
+	var err error
+	g.resolver.SetPolicy(p, func() {
+		g.policy.Store(p)
+		cut = g.proxy.SetPolicy(p, g.resolver.Permits)
+		justified := justified(p, g.pins, g.resolver.Permits)
+		revoked, err = g.fw.Revoke(func(a netip.Addr, port uint16) bool { return justified[addrPort{a, port}] })
+	})
 	g.log.Info("policy reloaded", "old", old.Hash(), "new", p.Hash(), "entries", len(p.Entries()),
 		"revoked_addresses", revoked, "cut_connections", cut, "took", time.Since(start).Round(time.Microsecond))
 	if err != nil {
@@ -66,14 +70,19 @@ type addrPort struct {
 	port uint16
 }
 
-// justified is what the sets may hold under p: every live pin's address,
-// on the ports of the entry its name matches now. The pins of names p
-// refuses are dropped on the way.
-func justified(p *policy.Policy, pins *dnsfilter.Pins) map[addrPort]bool {
+// justified is what the sets may hold under p: every live pin's address
+// that p still allows for its name (permits applies the answers' filter
+// for the entry's private flag), on the ports of the entry the name
+// matches now. The pins p no longer allows are dropped on the way.
+func justified(p *policy.Policy, pins *dnsfilter.Pins, permits func(netip.Addr, bool) bool) map[addrPort]bool {
 	out := make(map[addrPort]bool, pins.Len())
-	pins.Retain(func(name string) ([]uint16, bool) {
-		d := p.MatchName(name)
-		if !d.Allow {
+	var last string
+	var d policy.Decision
+	pins.Retain(func(name string, a netip.Addr) ([]uint16, bool) {
+		if name != last {
+			last, d = name, p.MatchName(name)
+		}
+		if !d.Allow || !permits(a, d.Entry.Private) {
 			return nil, false
 		}
 		return d.Entry.Ports, true

@@ -43,8 +43,35 @@ func BenchmarkJustified(b *testing.B) {
 	p := bigPolicy(b, 500)
 	b.ResetTimer()
 	for range b.N {
-		if n := len(justified(p, pins)); n != 10000 {
+		if n := len(justified(p, pins, func(netip.Addr, bool) bool { return true })); n != 10000 {
 			b.Fatalf("%d justified, want 10000", n)
 		}
+	}
+}
+
+// TestJustifiedDropsWhatTheEntryNoLongerAllows: a pin survives a change
+// only if its name is still allowed and its address is one the entry may
+// resolve to now (private: true taken away drops a private address).
+func TestJustifiedDropsWhatTheEntryNoLongerAllows(t *testing.T) {
+	pins := dnsfilter.NewPins(100)
+	until := time.Now().Add(time.Hour)
+	public, private := netip.MustParseAddr("198.18.2.10"), netip.MustParseAddr("10.1.2.3")
+	pins.Pin("kept.test", []netip.Addr{public, private}, until)
+	pins.Pin("gone.test", []netip.Addr{public}, until)
+	e, err := policy.ParseAllowFlag("kept.test:443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.New([]policy.Entry{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	permits := func(a netip.Addr, private bool) bool { return private || !a.IsPrivate() }
+	got := justified(p, pins, permits)
+	if len(got) != 1 || !got[addrPort{public, 443}] {
+		t.Errorf("justified = %v, want only 198.18.2.10:443", got)
+	}
+	if pins.Pinned("kept.test", private) || pins.Pinned("gone.test", public) || !pins.Pinned("kept.test", public) {
+		t.Error("the pins that are no longer allowed were kept, or an allowed one was dropped")
 	}
 }

@@ -117,6 +117,10 @@ func (l *loop) adopt(fd int, dst netip.AddrPort, replay []byte, ev journal.Event
 		return
 	}
 	c.dst = dst
+	if l.px.changedSince(ev, dst) {
+		c.refuse(journal.ReasonRevoked) // decided on a goroutine, revoked before it got here
+		return
+	}
 	c.dial(replay)
 }
 

@@ -70,8 +70,11 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 			up = conn
 			upr = bufio.NewReader(idleConn{up, px.cfg.IdleTimeout})
 		}
+		if !px.noteHTTP(c, ev) {
+			px.refuse(c, ev, journal.ReasonRevoked) // a policy change came between decision and dial
+			return
+		}
 		px.allowed(ev)
-		px.noteHTTP(c, ev)
 		if !px.exchange(idleConn{c, px.cfg.IdleTimeout}, idleConn{up, px.cfg.IdleTimeout}, br, upr, req) {
 			c.Close()
 			return

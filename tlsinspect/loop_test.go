@@ -89,7 +89,7 @@ func relayTo(t *testing.T, px *Proxy, dst netip.AddrPort, replay []byte) *net.TC
 	}
 	proxyIn.Close()
 	px.conns.Add(1)
-	ev := journal.Event{Layer: journal.LayerTLS, Dst: dst}
+	ev := journal.Event{Layer: journal.LayerTLS, Dst: dst, PolicyHash: px.policy.Load().Hash()} // decided under the policy in force
 	if !l.do(func() { l.adopt(fd, dst, replay, ev) }) {
 		t.Fatal("loop stopped")
 	}

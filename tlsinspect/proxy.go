@@ -106,6 +106,7 @@ type Proxy struct {
 	// listeners; nothing else sets it.
 	loopbackForTests bool
 	live             map[*net.TCPConn]*liveHTTP
+	permits          func(netip.Addr, bool) bool // SetPolicy's, for decisions it overtook
 	wg               sync.WaitGroup
 	closed           bool
 }

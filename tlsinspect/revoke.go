@@ -18,16 +18,22 @@ type liveHTTP struct {
 
 // SetPolicy puts p in force: every decision from now on is made under it,
 // and every open connection it no longer allows is cut (reset both ways)
-// and journaled as revoked. Connections it still allows are untouched,
-// whatever their pins: a long-lived connection keeps going after the
-// answer that opened it expired, as it would have without the change.
-// It returns the number of connections cut.
-func (px *Proxy) SetPolicy(p *policy.Policy) int {
+// and journaled as revoked: its name or port no longer allowed, or its
+// address no longer one the name's entry may resolve to (permits says,
+// for the entry's private flag; nil: any). Connections it still allows
+// are untouched, whatever their pins: a long-lived connection keeps going
+// after the answer that opened it expired, as it would have without the
+// change. It returns the number of connections cut.
+func (px *Proxy) SetPolicy(p *policy.Policy, permits func(addr netip.Addr, private bool) bool) int {
+	px.mu.Lock()
+	px.permits = permits
+	px.mu.Unlock()
 	px.policy.Store(p)
+	still := func(name string, dst netip.AddrPort) bool { return stillAllowed(p, permits, name, dst) }
 	n := 0
 	px.mu.Lock()
 	for c, st := range px.live {
-		if st.name != "" && !stillAllowed(p, st.name, st.dst) {
+		if st.name != "" && !still(st.name, st.dst) {
 			ev := st.ev
 			ev.PolicyHash = p.Hash()
 			px.record(ev, journal.ReasonRevoked)
@@ -38,33 +44,52 @@ func (px *Proxy) SetPolicy(p *policy.Policy) int {
 	px.mu.Unlock()
 	loops, _ := px.eventLoops() // none started: no connection to cut there
 	for _, l := range loops {
-		l.call(func() { n += l.revoke(p) })
+		l.call(func() { n += l.revoke(p, still) })
 	}
 	return n
 }
 
 // stillAllowed says whether p allows a connection decided for name (by
 // SNI or Host) to dst, or, without a name, to dst by a cidr entry.
-func stillAllowed(p *policy.Policy, name string, dst netip.AddrPort) bool {
+func stillAllowed(p *policy.Policy, permits func(netip.Addr, bool) bool, name string, dst netip.AddrPort) bool {
 	if name == "" {
 		return p.MatchAddr(dst.Addr(), dst.Port()).Allow
 	}
-	return p.MatchNamePort(name, dst.Port()).Allow
+	d := p.MatchNamePort(name, dst.Port())
+	return d.Allow && (permits == nil || permits(dst.Addr(), d.Entry.Private))
 }
 
-// noteHTTP records what the HTTP path let through on c, for SetPolicy.
-func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event) {
+// noteHTTP records what the HTTP path let through on c, for SetPolicy. It
+// reports false when a policy change since the decision (ev's) no longer
+// allows it: under px.mu, either SetPolicy's scan comes after and sees the
+// name, or the new policy is in force here.
+func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event) bool {
 	px.mu.Lock()
+	defer px.mu.Unlock()
 	if st := px.live[c]; st != nil {
 		st.name, st.dst, st.ev = ev.Name, ev.Dst, ev
 	}
-	px.mu.Unlock()
+	return !px.changedSinceLocked(ev, ev.Dst)
+}
+
+// changedSince reports whether the policy in force is not the one that
+// decided ev (for name ev.Name, or by address without one) and no longer
+// allows it.
+func (px *Proxy) changedSince(ev journal.Event, dst netip.AddrPort) bool {
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	return px.changedSinceLocked(ev, dst)
+}
+
+func (px *Proxy) changedSinceLocked(ev journal.Event, dst netip.AddrPort) bool {
+	p := px.policy.Load()
+	return p.Hash() != ev.PolicyHash && !stillAllowed(p, px.permits, ev.Name, dst)
 }
 
 // revoke cuts, on the loop, the connections p no longer allows: those
 // past their decision (dialing, relaying). One still reading its hello is
 // decided under p anyway. It returns how many it cut.
-func (l *loop) revoke(p *policy.Policy) int {
+func (l *loop) revoke(p *policy.Policy, still func(string, netip.AddrPort) bool) int {
 	n := 0
 	for _, c := range l.conns {
 		name := c.name
@@ -75,7 +100,7 @@ func (l *loop) revoke(p *policy.Policy) int {
 		default:
 			continue
 		}
-		if stillAllowed(p, name, c.dst) {
+		if still(name, c.dst) {
 			continue
 		}
 		l.px.record(journal.Event{Agent: l.px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp",

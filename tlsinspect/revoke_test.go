@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
 )
 
@@ -15,7 +17,7 @@ import (
 // policy no longer allows is reset both ways and journaled as revoked;
 // one whose name it still allows keeps relaying.
 func TestSetPolicyCutsRevoked(t *testing.T) {
-	px, journal := loopProxy(t, Config{})
+	px, rec := loopProxy(t, Config{})
 	goneClient, goneServer := relayed(t, px)
 	keptClient, keptServer := relayed(t, px)
 	ping(t, goneClient, goneServer)
@@ -37,7 +39,7 @@ func TestSetPolicyCutsRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := px.SetPolicy(p); n != 1 {
+	if n := px.SetPolicy(p, nil); n != 1 {
 		t.Errorf("SetPolicy cut %d connections, want 1", n)
 	}
 	for _, c := range []*net.TCPConn{goneClient, goneServer} {
@@ -48,7 +50,7 @@ func TestSetPolicyCutsRevoked(t *testing.T) {
 	}
 	ping(t, keptClient, keptServer)
 	ping(t, keptServer, keptClient)
-	if ev := journal.Last(); ev.Reason != "revoked" || ev.Name != "gone.test" || ev.PolicyHash != p.Hash() {
+	if ev := rec.Last(); ev.Reason != "revoked" || ev.Name != "gone.test" || ev.PolicyHash != p.Hash() {
 		t.Errorf("journal: %+v, want the revocation of gone.test under the new policy", ev)
 	}
 }
@@ -84,5 +86,61 @@ func TestLoopFailureIsFatal(t *testing.T) {
 	client.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := client.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("a connection of the failed loop: read %v, want a reset", err)
+	}
+}
+
+// TestDecisionOvertakenByChange: a connection decided under a policy that
+// was replaced before it reached its loop is refused there when the new
+// policy does not allow it.
+func TestDecisionOvertakenByChange(t *testing.T) {
+	px, _ := loopProxy(t, Config{})
+	old := px.policy.Load()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dst := ln.Addr().(*net.TCPAddr).AddrPort()
+	e, err := policy.ParseAllowFlag(fmt.Sprintf("198.51.100.0/24:%d", dst.Port()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Prefix, e.Private = netip.MustParsePrefix("127.0.0.1/32"), true // loopback stands in for a destination
+	allowing, err := policy.New([]policy.Entry{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		now    *policy.Policy
+		refuse bool
+	}{{"the new policy allows it too", allowing, false}, {"the new policy does not", old, true}} {
+		px.SetPolicy(tc.now, nil)
+		client, proxyIn := tcpPair(t)
+		fd, err := dupFd(proxyIn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proxyIn.Close()
+		px.conns.Add(1)
+		ev := journal.Event{Layer: journal.LayerTLS, Dst: dst, PolicyHash: "sha256:decided-before"}
+		l, err := px.anyLoop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.do(func() { l.adopt(fd, dst, nil, ev) })
+		if !tc.refuse {
+			ln.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+			s, err := ln.Accept()
+			if err != nil {
+				t.Fatalf("%s: not relayed to the destination: %v", tc.name, err)
+			}
+			s.Close()
+			continue
+		}
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := client.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("%s: read %v, want a reset", tc.name, err)
+		}
 	}
 }
