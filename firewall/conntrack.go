@@ -51,19 +51,6 @@ func ForgetFlows(netnsFd int, prefixes []netip.Prefix) (int, error) {
 	return forgetFlows(netnsFd, func(f flow) bool { return policy.InPrefixes(prefixes, f.src) })
 }
 
-// forgetFlowsTo deletes the tracking entries of the TCP flows from prefixes
-// to the destinations in dsts (a policy change revoked them).
-func forgetFlowsTo(netnsFd int, prefixes []netip.Prefix, dsts map[elemKey]bool) (int, error) {
-	return forgetFlows(netnsFd, flowsTo(prefixes, dsts))
-}
-
-// flowsTo matches the TCP flows from prefixes to dsts.
-func flowsTo(prefixes []netip.Prefix, dsts map[elemKey]bool) func(flow) bool {
-	return func(f flow) bool {
-		return f.proto == unix.IPPROTO_TCP && policy.InPrefixes(prefixes, f.src) && dsts[elemKey{f.dst, f.dport}]
-	}
-}
-
 // forgetFlows deletes the entries of the flows that match.
 func forgetFlows(netnsFd int, match func(flow) bool) (int, error) {
 	cfg := &netlink.Config{}

@@ -33,7 +33,7 @@ func goldenManager(t *testing.T, cfg Config, refresh bool) (*Manager, *nlRecorde
 		t.Fatal(err)
 	}
 	m.refresh = refresh
-	m.forgetTo = func(int, []netip.Prefix, map[elemKey]bool) (int, error) { return 0, nil }
+	m.forgetFn = func(int, func(flow) bool) (int, error) { return 0, nil }
 	t.Cleanup(func() { m.Close() })
 	return m, rec
 }
@@ -128,7 +128,7 @@ func TestNetlinkGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g.step("reconfigure: 198.51.100.0/24:22 gone (its open flows refused), 203.0.113.0/24:22 new, TLS on 443 only",
+			g.step("reconfigure: 198.51.100.0/24:22 gone, 203.0.113.0/24:22 new, TLS on 443 only",
 				m.Reconfigure([]*policy.Entry{&e}, []uint16{443}, []uint16{80}))
 		}},
 		{"sets-delete-add", fullConfig(t), true, sets},
@@ -251,37 +251,53 @@ func lineDiff(a, b []string) string {
 	return out.String()
 }
 
-func TestRevokedPrefixes(t *testing.T) {
-	entry := func(s string) *policy.Entry {
-		e, err := policy.ParseAllowFlag(s)
-		if err != nil {
+// TestReconfigureForgetsRemovedCidrFlows: after a change of cidr
+// entries, the agent's tracked TCP flows to what was allowed and is no
+// longer are deleted, and no others (a wider or an unchanged entry keeps
+// its flows; other agents' flows and UDP are not the firewall's to cut).
+func TestReconfigureForgetsRemovedCidrFlows(t *testing.T) {
+	m, _ := goldenManager(t, fullConfig(t), false)
+	if err := m.Install(); err != nil {
+		t.Fatal(err)
+	}
+	var match func(flow) bool
+	m.forgetFn = func(_ int, f func(flow) bool) (int, error) { match = f; return 0, nil }
+	wider, err := policy.ParseAllowFlag("198.51.0.0/16:22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	narrower, err := policy.ParseAllowFlag("198.51.100.0/25:22")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent, other := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.9")
+	tcp := func(src string, dst string, port uint16) flow {
+		return flow{src: netip.MustParseAddr(src), dst: netip.MustParseAddr(dst), proto: unix.IPPROTO_TCP, dport: port}
+	}
+	for _, tc := range []struct {
+		name string
+		now  []*policy.Entry
+		f    flow
+		want bool
+	}{
+		{"removed", nil, tcp(agent.String(), "198.51.100.7", 22), true},
+		{"removed, other port", nil, tcp(agent.String(), "198.51.100.7", 80), false},
+		{"removed, another agent", nil, tcp(other.String(), "198.51.100.7", 22), false},
+		{"removed, UDP", nil, flow{src: agent, dst: netip.MustParseAddr("198.51.100.7"), proto: unix.IPPROTO_UDP, dport: 22}, false},
+		{"widened", []*policy.Entry{&wider}, tcp(agent.String(), "198.51.100.7", 22), false},
+		{"narrowed, still in", []*policy.Entry{&narrower}, tcp(agent.String(), "198.51.100.7", 22), false},
+		{"narrowed, left out", []*policy.Entry{&narrower}, tcp(agent.String(), "198.51.100.200", 22), true},
+	} {
+		match = nil
+		m.cfg.Prefixes = fullConfig(t).Prefixes
+		if err := m.Reconfigure(tc.now, []uint16{443}, []uint16{80}); err != nil {
 			t.Fatal(err)
 		}
-		return &e
-	}
-	str := func(es []*policy.Entry) string {
-		var out []string
-		for _, e := range es {
-			out = append(out, fmt.Sprint(e.Prefix, e.Ports))
+		if match == nil {
+			t.Fatalf("%s: no flow was looked at", tc.name)
 		}
-		return fmt.Sprint(out)
-	}
-	a22, a80 := entry("198.51.100.0/24:22"), entry("198.51.100.0/24:80")
-	b22 := entry("203.0.113.0/24:22")
-	for _, tc := range []struct {
-		name             string
-		before, old, now []*policy.Entry
-		want             string
-	}{
-		{"unchanged", nil, []*policy.Entry{a22}, []*policy.Entry{a22}, "[]"},
-		{"removed", nil, []*policy.Entry{a22, b22}, []*policy.Entry{b22}, "[198.51.100.0/24 [22]]"},
-		{"a port removed", nil, []*policy.Entry{a22}, []*policy.Entry{a80}, "[198.51.100.0/24 [22]]"},
-		{"revoked stays revoked", []*policy.Entry{a22}, []*policy.Entry{b22}, []*policy.Entry{b22}, "[198.51.100.0/24 [22]]"},
-		{"allowed again", []*policy.Entry{a22}, nil, []*policy.Entry{a22}, "[]"},
-		{"no duplicates", []*policy.Entry{a22}, []*policy.Entry{a22}, nil, "[198.51.100.0/24 [22]]"},
-	} {
-		if got := str(revokedPrefixes(tc.before, tc.old, tc.now)); got != tc.want {
-			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		if got := match(tc.f); got != tc.want {
+			t.Errorf("%s: forget %+v = %v, want %v", tc.name, tc.f, got, tc.want)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 
 	"github.com/sluicegw/sluice/policy"
 )
@@ -21,14 +22,17 @@ const RevokeFor = 30 * time.Minute
 // meet a refusal before the established-accept (their tracking entries
 // are deleted too), for RevokeFor or until an answer allows it again.
 // Elements keep accepts are untouched, and so are their flows. It returns
-// the number of elements revoked.
+// the number of elements revoked. The caller keeps answers from opening
+// elements meanwhile (the resolver's gate).
 func (m *Manager) Revoke(keep func(addr netip.Addr, port uint16) bool) (int, error) {
 	now := time.Now()
 	m.mu.Lock()
 	var doomed []elemKey
+	was := map[elemKey]time.Time{}
 	for k, exp := range m.expiry {
 		if exp.After(now) && !keep(k.addr, k.port) {
 			doomed = append(doomed, k)
+			was[k] = exp
 			delete(m.expiry, k)
 			m.revoked[k] = now.Add(RevokeFor)
 		}
@@ -40,7 +44,8 @@ func (m *Manager) Revoke(keep func(addr netip.Addr, port uint16) bool) (int, err
 	slices.SortFunc(doomed, func(a, b elemKey) int { return a.addr.Compare(b.addr)*2 + cmpPort(a.port, b.port) })
 	m.connMu.Lock()
 	defer m.connMu.Unlock()
-	for chunk := range slices.Chunk(doomed, maxBatch/2) {
+	for i := 0; i < len(doomed); i += maxBatch / 2 {
+		chunk := doomed[i:min(i+maxBatch/2, len(doomed))]
 		v4, v6 := splitFamilies(chunk, fixed(0))
 		r4, r6 := splitFamilies(chunk, fixed(RevokeFor))
 		// Into the revoked sets and out of the allow sets in one
@@ -48,20 +53,22 @@ func (m *Manager) Revoke(keep func(addr netip.Addr, port uint16) bool) (int, err
 		m.setOp(setRevoked4, setRevoked6, r4, r6, true)
 		m.setOp(set4, set6, v4, v6, false)
 		if err := m.conn.Flush(); err != nil {
-			return 0, fmt.Errorf("firewall: revoke %d elements: %w", len(chunk), err)
-		}
-	}
-	var agent []netip.Prefix
-	for _, a := range []netip.Addr{m.cfg.AgentAddr4, m.cfg.AgentAddr6} {
-		if a.IsValid() {
-			agent = append(agent, netip.PrefixFrom(a, a.BitLen()))
+			// The kernel still has these and the rest: say so, so that a
+			// later Allow or Revoke sees them as they are.
+			m.mu.Lock()
+			for _, k := range doomed[i:] {
+				m.expiry[k] = was[k]
+				delete(m.revoked, k)
+			}
+			m.mu.Unlock()
+			return i, fmt.Errorf("firewall: revoke %d elements: %w", len(doomed)-i, err)
 		}
 	}
 	cut := make(map[elemKey]bool, len(doomed))
 	for _, k := range doomed {
 		cut[k] = true
 	}
-	if _, err := m.forgetTo(m.cfg.NetNSFd, agent, cut); err != nil {
+	if _, err := m.forget(func(f flow) bool { return f.proto == unix.IPPROTO_TCP && cut[elemKey{f.dst, f.dport}] }); err != nil {
 		return len(doomed), err
 	}
 	return len(doomed), nil
@@ -135,45 +142,44 @@ func (m *Manager) unrevokeLocked(keys []elemKey, now time.Time) []elemKey {
 
 // Reconfigure replaces the rules for a changed policy (its cidr entries
 // and the ports the proxy inspects) in one transaction, keeping the sets
-// and their elements. Open flows to a cidr entry that is gone are refused
-// from now on, as Revoke does for set elements.
+// and their elements, then deletes the agent's tracked flows to what a
+// cidr entry allowed and the new ones do not. Such a flow's next packet
+// makes a new entry, which meets the new-flow rules and is refused (a
+// revoked set element has a refusing rule too, since it may still be in
+// the sets' way otherwise; a cidr entry has no element to keep).
 func (m *Manager) Reconfigure(prefixes []*policy.Entry, tlsPorts, httpPorts []uint16) error {
 	m.connMu.Lock()
-	defer m.connMu.Unlock()
-	revoked := revokedPrefixes(m.revokedPrefixes, m.cfg.Prefixes, prefixes)
 	prev := m.cfg
-	prevRevoked := m.revokedPrefixes
 	m.cfg.Prefixes, m.cfg.TLSPorts, m.cfg.HTTPPorts = prefixes, tlsPorts, httpPorts
-	m.revokedPrefixes = revoked
 	m.addChains(true)
-	if err := m.conn.Flush(); err != nil {
-		m.cfg, m.revokedPrefixes = prev, prevRevoked
+	err := m.conn.Flush()
+	if err != nil {
+		m.cfg = prev
+	}
+	m.connMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("firewall: replace the rules of table inet %s: %w", m.cfg.Table, err)
 	}
-	return nil
+	if !slices.EqualFunc(prev.Prefixes, prefixes, func(a, b *policy.Entry) bool { return a.Prefix == b.Prefix && slices.Equal(a.Ports, b.Ports) }) {
+		_, err = m.forget(func(f flow) bool {
+			return f.proto == unix.IPPROTO_TCP && allowedBy(prev.Prefixes, f.dst, f.dport) && !allowedBy(prefixes, f.dst, f.dport)
+		})
+	}
+	return err
 }
 
-// revokedPrefixes returns the prefix and ports whose open flows are to be
-// refused after the policy's cidr entries went from old to now: those
-// refused before and still not allowed, and those old allowed that now
-// does not.
-func revokedPrefixes(before, old, now []*policy.Entry) []*policy.Entry {
-	allowed := func(p netip.Prefix, port uint16) bool {
-		return slices.ContainsFunc(now, func(e *policy.Entry) bool { return e.Prefix == p && slices.Contains(e.Ports, port) })
-	}
-	var out []*policy.Entry
-	for _, e := range slices.Concat(before, old) {
-		var ports []uint16
-		for _, port := range e.Ports {
-			if !allowed(e.Prefix, port) && !slices.ContainsFunc(out, func(r *policy.Entry) bool {
-				return r.Prefix == e.Prefix && slices.Contains(r.Ports, port)
-			}) {
-				ports = append(ports, port)
-			}
-		}
-		if len(ports) > 0 {
-			out = append(out, &policy.Entry{Prefix: e.Prefix, Ports: ports})
+// forget deletes the tracked flows from the agent's addresses that match.
+func (m *Manager) forget(match func(flow) bool) (int, error) {
+	var agent []netip.Prefix
+	for _, a := range []netip.Addr{m.cfg.AgentAddr4, m.cfg.AgentAddr6} {
+		if a.IsValid() {
+			agent = append(agent, netip.PrefixFrom(a, a.BitLen()))
 		}
 	}
-	return out
+	return m.forgetFn(m.cfg.NetNSFd, func(f flow) bool { return policy.InPrefixes(agent, f.src) && match(f) })
+}
+
+// allowedBy says whether a cidr entry among es allows addr on port.
+func allowedBy(es []*policy.Entry, addr netip.Addr, port uint16) bool {
+	return slices.ContainsFunc(es, func(e *policy.Entry) bool { return e.Prefix.Contains(addr) && slices.Contains(e.Ports, port) })
 }

@@ -119,14 +119,9 @@ type Manager struct {
 	// batches and elements count the kernel transactions of Allow.
 	batches, elements atomic.Int64
 
-	// revokedPrefixes are cidr entries a policy change removed: their
-	// open flows are refused like those of revoked set elements. Changed
-	// only under connMu, with the rules rebuilt.
-	revokedPrefixes []*policy.Entry
-
-	// forgetTo deletes tracked flows (forgetFlowsTo; tests without a
-	// kernel replace it).
-	forgetTo func(netnsFd int, from []netip.Prefix, to map[elemKey]bool) (int, error)
+	// forgetFn deletes tracked flows (forgetFlows; tests without a kernel
+	// replace it).
+	forgetFn func(netnsFd int, match func(flow) bool) (int, error)
 
 	mu       sync.Mutex // guards the fields below
 	expiry   map[elemKey]time.Time
@@ -162,7 +157,7 @@ func New(cfg Config) (*Manager, error) {
 		table:    &nftables.Table{Name: cfg.Table, Family: nftables.TableFamilyINet},
 		expiry:   map[elemKey]time.Time{},
 		revoked:  map[elemKey]time.Time{},
-		forgetTo: forgetFlowsTo,
+		forgetFn: forgetFlows,
 		refresh:  cfg.RefreshByDelete || !kernelAtLeast(6, 12),
 	}
 	return m, nil
@@ -317,11 +312,6 @@ func (m *Manager) addChains(flush bool) {
 	m.refuseIf(fw, ReasonRevoked, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked4, false)), rejectTCP())
 	if m.cfg.AgentAddr6.IsValid() {
 		m.refuseIf(fw, ReasonRevoked, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked6, true)), rejectTCP())
-	}
-	for _, e := range m.revokedPrefixes {
-		for _, port := range e.Ports {
-			m.refuseIf(fw, ReasonRevoked, rule(nfproto(e.Prefix.Addr().Is6()), l4proto(unix.IPPROTO_TCP), addrIn(e.Prefix, false, true), dport(port)), rejectTCP())
-		}
 	}
 	add(fw, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	if !m.cfg.AgentAddr6.IsValid() {
