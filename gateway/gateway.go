@@ -422,7 +422,10 @@ func (g *Gateway) Close() error {
 	if g.agent != nil {
 		g.agent.Kill()
 		if err := g.agent.Close(); err != nil {
-			errs = append(errs, err)
+			// Fail closed: the table, the forwarding settings and the
+			// record stay; once the heartbeat lapses the table refuses
+			// everything, and the next start retries.
+			return fmt.Errorf("the agent's link is still there, so its table stays (refusing everything); the next start removes both: %w", err)
 		}
 		g.agent = nil
 	}

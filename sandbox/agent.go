@@ -303,10 +303,8 @@ func (a *Agent) killNetNS() int {
 // the namespace disappears with its last process.
 func (a *Agent) Close() error {
 	var errs []error
-	if link, err := netlink.LinkByName(a.Iface); err == nil {
-		if err := netlink.LinkDel(link); err != nil {
-			errs = append(errs, fmt.Errorf("delete %s: %w", a.Iface, err))
-		}
+	if _, err := DeleteLink(a.Iface); err != nil {
+		errs = append(errs, fmt.Errorf("delete %s: %w", a.Iface, err))
 	}
 	if a.Fd >= 0 {
 		unix.Close(a.Fd)

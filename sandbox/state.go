@@ -88,7 +88,9 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 			return nil, nil, fmt.Errorf("%w (pid %d); stop it or run in another namespace", ErrBusy, old.PID)
 		}
 		old.removeTable = cfg.RemoveTable
-		undone = old.undo()
+		if undone, err = old.undo(); err != nil {
+			return nil, undone, err
+		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, nil, fmt.Errorf("read %s: %w", path, err)
 	}
@@ -139,7 +141,7 @@ func readState(path string) (*State, error) {
 // the dead run's agent is by design still running (cut off by the table),
 // and with the table gone before the link it would forward anything,
 // anywhere, unfiltered.
-func (s *State) undo() []string {
+func (s *State) undo() ([]string, error) {
 	var done []string
 	if s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
 		if syscall.Kill(s.AgentPID, syscall.SIGKILL) == nil {
@@ -147,7 +149,14 @@ func (s *State) undo() []string {
 		}
 	}
 	if s.Iface != "" {
-		if existed, err := DeleteLink(s.Iface); existed && err == nil {
+		existed, err := DeleteLink(s.Iface)
+		if err != nil {
+			// The table stays, and so does the record: with the link still
+			// there, the table is all that holds the agent (its heartbeat
+			// has lapsed, so it refuses everything).
+			return done, fmt.Errorf("remove the link %s of an earlier run: %w", s.Iface, err)
+		}
+		if existed {
 			done = append(done, "removed link "+s.Iface)
 		}
 	}
@@ -167,7 +176,7 @@ func (s *State) undo() []string {
 		}
 	}
 	_ = os.Remove(s.path)
-	return done
+	return done, nil
 }
 
 // SetAgent records the first process of the agent's PID namespace, so
