@@ -125,3 +125,44 @@ func TestSecondRunRefused(t *testing.T) {
 	}
 	w.assertClean(t)
 }
+
+// TestTeardownOrder: a process in the agent's network namespace that is
+// not in its PID namespace (entered from the host) and then hides in a
+// namespace of its own, keeping a socket in the agent's, outlives
+// everything sluice can kill. It still sends nothing out while sluice
+// tears down: the link goes before the table.
+func TestTeardownOrder(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	ready, goOn, floodReady := filepath.Join(dir, "ready"), filepath.Join(dir, "go"), filepath.Join(dir, "flood-ready")
+	marker, floodMarker := "cmd-"+nstest.Prefix(), "flood-"+nstest.Prefix()
+	killSurvivorsAtEnd(t, floodMarker)
+	a := startAgent(t, w, nil, "# "+marker+"\ntouch "+ready+"\nwhile [ ! -e "+goOn+" ]; do sleep 0.02; done\n")
+	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+	pids := survivors(t, "^sh -c # "+marker) // the command itself, not sluice, whose arguments hold the script too
+	if len(pids) != 1 {
+		t.Fatalf("the command's process: found %v", pids)
+	}
+	flood := exec.Command("nsenter", "-t", pids[0], "-n", "sh", "-c", escapedFlooder(floodReady, floodMarker))
+	// No pipes: the flooder, in the background, would hold them open.
+	if err := flood.Run(); err != nil {
+		t.Fatalf("start the flooder: %v", err)
+	}
+	waitFor(t, func() bool { _, err := os.Stat(floodReady); return err == nil })
+	// Its datagrams meet the table (the control below): wait for the log.
+	waitFor(t, func() bool { return strings.Contains(a.logged(), "dst="+evilAddr+":"+floodPort) })
+	if err := os.WriteFile(goOn, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := a.wait(t)
+	if !strings.Contains(r.stderr, "dst="+evilAddr+":"+floodPort) {
+		t.Fatal("the flooder's datagrams were not refused during the run; the test tests nothing")
+	}
+	if len(survivors(t, floodMarker)) == 0 {
+		t.Fatal("the flooder did not outlive the run; the test does not test the order")
+	}
+	if n := w.floodContacts(); n > 0 {
+		t.Errorf("%d datagrams of a surviving agent process reached the outside during teardown", n)
+	}
+	w.assertClean(t)
+}
