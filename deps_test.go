@@ -19,7 +19,7 @@ const module = "github.com/sluicegw/sluice"
 // forbiddenStd says otherwise.
 var imports = map[string][]string{
 	"":        {},
-	"policy":  {"gopkg.in/yaml.v3", "golang.org/x/net/"},
+	"policy":  {"gopkg.in/yaml.v3", "golang.org/x/net/idna", "golang.org/x/net/publicsuffix"},
 	"journal": {},
 	"dnsfilter": {"policy", "journal",
 		"github.com/miekg/dns"},

@@ -66,7 +66,7 @@ type Config struct {
 	// Global are special-purpose ranges that answers may point into as if
 	// they were globally reachable, for labs and tests whose fake internet
 	// lives on documentation and benchmarking addresses. Only prefixes
-	// inside policy.LabRanges are accepted (policy.CheckGlobalRange);
+	// inside the lab ranges are accepted (policy.CheckGlobalRange);
 	// Internal and Connected still win over them.
 	Global []netip.Prefix
 	// IPv6 says whether the gateway can carry IPv6. When false, AAAA

@@ -83,29 +83,29 @@ var globalV6 = prefixes(
 	"2001:4:112::/48", "2001:20::/28", "2001:30::/28",
 )
 
-// LabRanges are the special-purpose ranges that a gateway may be told to
+// labRanges are the special-purpose ranges that a gateway may be told to
 // treat as globally reachable (CheckGlobalRange): the documentation and
 // benchmarking ranges, on which test networks and labs build a fake
 // internet. None of them is ever a real host's address.
-var LabRanges = prefixes(
+var labRanges = prefixes(
 	"192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
 	"2001:2::/48", "2001:db8::/32", "3fff::/20",
 )
 
 // CheckGlobalRange returns an error, naming p, unless p lies inside one of
-// LabRanges: an override that makes a special-purpose range globally
+// labRanges: an override that makes a special-purpose range globally
 // reachable may widen only those, never loopback, private-use, shared
 // (CGNAT), link-local, unique-local or multicast space.
 func CheckGlobalRange(p netip.Prefix) error {
 	if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
 		return fmt.Errorf("global range %s: not a prefix", p)
 	}
-	for _, lab := range LabRanges {
+	for _, lab := range labRanges {
 		if lab.Bits() <= p.Bits() && lab.Contains(p.Addr()) {
 			return nil
 		}
 	}
-	return fmt.Errorf("global range %s: only documentation and benchmarking ranges (%s) may be treated as globally reachable", p, joinPrefixes(LabRanges))
+	return fmt.Errorf("global range %s: only documentation and benchmarking ranges (%s) may be treated as globally reachable", p, joinPrefixes(labRanges))
 }
 
 func joinPrefixes(ps []netip.Prefix) string {

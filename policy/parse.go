@@ -323,7 +323,7 @@ func checkPrefix(s string, private bool) (netip.Prefix, error) {
 	if pfx.Bits() < 8 {
 		return netip.Prefix{}, fmt.Errorf("%q is wider than /8; that is not an allow list", s)
 	}
-	// A documentation or benchmarking range (LabRanges) is special-purpose
+	// A documentation or benchmarking range (labRanges) is special-purpose
 	// but points into no one's network: a cidr entry may name it as it is.
 	if Forbidden(pfx.Addr()) && !private && CheckGlobalRange(pfx) != nil {
 		return netip.Prefix{}, fmt.Errorf("%q is a private or special-purpose range; add 'private: true' if the agent must reach it", s)

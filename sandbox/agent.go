@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -43,6 +44,7 @@ type Agent struct {
 	// the link; Gateway6 and Addr6 are invalid when the agent has no IPv6.
 	Gateway, Addr, Gateway6, Addr6 netip.Addr
 
+	mu   sync.Mutex  // guards init: Kill may come from another goroutine than Run
 	init *os.Process // the first process of the agent's PID namespace
 	log  *slog.Logger
 }
@@ -59,9 +61,9 @@ func hostAddrs(p netip.Prefix) (gw, agent netip.Addr, err error) {
 }
 
 // NewAgent creates a network namespace and a veth pair into it, numbered
-// and routed so that the gateway is the agent's default route. The caller
-// must have installed the ruleset for cfg.Iface first: from the moment the
-// link is up, the agent's packets meet it.
+// and routed so that the gateway is the agent's default route. Nothing
+// runs in the namespace until Run: the caller installs the ruleset for
+// cfg.Iface before it starts the command.
 func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 	a = &Agent{Fd: -1, Iface: cfg.Iface, log: cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))}
 	if a.Gateway, a.Addr, err = hostAddrs(cfg.Net4); err != nil {
@@ -260,7 +262,9 @@ func (a *Agent) start(cmd *exec.Cmd) error {
 	if err := <-errc; err != nil {
 		return err
 	}
+	a.mu.Lock()
 	a.init = cmd.Process
+	a.mu.Unlock()
 	return nil
 }
 
@@ -271,7 +275,10 @@ func (a *Agent) start(cmd *exec.Cmd) error {
 // processes it signalled directly.
 func (a *Agent) Kill() int {
 	n := 0
-	if a.init != nil && a.init.Kill() == nil {
+	a.mu.Lock()
+	first := a.init
+	a.mu.Unlock()
+	if first != nil && first.Kill() == nil {
 		n++
 	}
 	return n + a.killNetNS()

@@ -56,8 +56,18 @@ func startAgent(t *testing.T, w *world, flags []string, script string) *agentRun
 	}
 	t.Cleanup(func() {
 		if a.cmd.ProcessState == nil {
-			_ = a.cmd.Process.Kill()
-			_ = a.cmd.Wait()
+			// SIGTERM first: sluice relays it and tears down, agent and
+			// all; a SIGKILL would leave the agent running, cut off, for
+			// the world's clean-up to end.
+			_ = a.cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan struct{})
+			go func() { _ = a.cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				_ = a.cmd.Process.Kill()
+				<-done
+			}
 		}
 		if t.Failed() {
 			t.Logf("stdout:\n%s\nstderr:\n%s", readFile(a.stdout), readFile(a.stderr))
