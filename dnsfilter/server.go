@@ -86,10 +86,6 @@ type Config struct {
 	CacheSize int
 	// Log reports errors that are not decisions.
 	Log *slog.Logger
-	// Fatal is told when a listener stops serving before Shutdown: the
-	// agent can resolve nothing more, and the owner must end the gateway.
-	// It must not block. By default the error is logged.
-	Fatal func(error)
 }
 
 // Server is a filtering resolver for one agent. It is safe for concurrent use.
@@ -109,7 +105,8 @@ type Server struct {
 	now     func() time.Time
 
 	mu       sync.Mutex
-	stopping bool // Shutdown was called: listeners stop on purpose
+	stopping bool       // Shutdown was called: listeners stop on purpose
+	failed   chan error // a listener stopped serving by itself
 	servers  []*dns.Server
 	closers  []func() error
 }
@@ -139,11 +136,7 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Fatal == nil {
-		log := cfg.Log
-		cfg.Fatal = func(err error) { log.Error("dns server stopped", "err", err) }
-	}
-	s := &Server{cfg: cfg, cache: newCache(size), budgets: newNameBudgets(), now: time.Now}
+	s := &Server{cfg: cfg, cache: newCache(size), budgets: newNameBudgets(), now: time.Now, failed: make(chan error, 1)}
 	s.policy.Store(p)
 	return s, nil
 }
@@ -243,12 +236,28 @@ func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
 			stopping := s.stopping
 			s.mu.Unlock()
 			if !stopping {
-				s.cfg.Fatal(fmt.Errorf("dnsfilter: the resolver stopped serving: %w", cmp.Or(err, errors.New("no error"))))
+				select {
+				case s.failed <- fmt.Errorf("dnsfilter: the resolver stopped serving: %w", cmp.Or(err, errors.New("no error"))):
+				default: // one failure is enough
+				}
 			}
 		}()
 		<-started
 	}
 	return nil
+}
+
+// Run answers on what Serve attached until ctx ends, then shuts down. It
+// returns at once, with the error, when a listener stops serving by
+// itself: the agent can resolve nothing more, and the gateway must end.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.Shutdown()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-s.failed:
+		return err
+	}
 }
 
 // Shutdown stops every listener started by Serve.

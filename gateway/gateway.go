@@ -321,7 +321,6 @@ func (g *Gateway) startServers() error {
 	proxy, err := tlsinspect.New(tlsinspect.Config{
 		Agent: g.cfg.Name, Pins: pins, Internal: internal, Journal: g.journal,
 		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns, Log: g.log,
-		Fatal: g.reportFatal,
 	}, p)
 	if err != nil {
 		return err
@@ -332,6 +331,7 @@ func (g *Gateway) startServers() error {
 		return err
 	}
 	proxy.ServeHTTP(g.httpLn)
+	g.start(proxy)
 	for _, u := range g.cfg.Upstreams {
 		g.upstreamResolvers = append(g.upstreamResolvers, u.String())
 	}
@@ -340,7 +340,7 @@ func (g *Gateway) startServers() error {
 	srv, err := dnsfilter.New(dnsfilter.Config{
 		Agent: g.cfg.Name, Clients: clients, Internal: internal, Connected: g.connected, Global: g.cfg.Global,
 		IPv6: agent.Addr6.IsValid(), Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.journal,
-		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log, Fatal: g.reportFatal,
+		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log,
 	}, p)
 	if err != nil {
 		return err
@@ -349,6 +349,7 @@ func (g *Gateway) startServers() error {
 	if err := srv.Serve(g.dnsConn, g.dnsLn); err != nil {
 		return err
 	}
+	g.start(srv)
 	g.cleanup = append(g.cleanup, func() error { srv.Shutdown(); return nil })
 	return nil
 }

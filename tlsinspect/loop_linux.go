@@ -181,11 +181,14 @@ func (l *loop) run() {
 }
 
 // fail stops the loop (cutting its connections) and reports err to the
-// proxy's owner, which must end the gateway: an impossible state, not a
-// decision.
+// proxy's Run, whose owner must end the gateway: an impossible state, not
+// a decision.
 func (l *loop) fail(err error) {
 	l.stopping = true
-	l.px.cfg.Fatal(err)
+	select {
+	case l.px.failed <- err:
+	default: // one failure is enough
+	}
 }
 
 // arm sets the loop's wake-up for its earliest deadline.

@@ -2,6 +2,7 @@ package tlsinspect
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -75,11 +76,6 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Log reports errors that are not decisions.
 	Log *slog.Logger
-	// Fatal is told of an impossible state (an event loop that cannot go
-	// on); the proxy is then unfit to run, and its owner must end the
-	// gateway (fail closed). Called at most once per loop, from the loop;
-	// it must not block. By default the error is logged.
-	Fatal func(error)
 }
 
 // Proxy is the transparent proxy for one agent. It is safe for concurrent use.
@@ -107,6 +103,7 @@ type Proxy struct {
 	loopbackForTests bool
 	live             map[*net.TCPConn]*liveHTTP
 	permits          func(netip.Addr, bool) bool // SetPolicy's, for decisions it overtook
+	failed           chan error                  // an event loop that cannot go on (see Run)
 	wg               sync.WaitGroup
 	closed           bool
 }
@@ -131,11 +128,7 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.Fatal == nil {
-		log := cfg.Log
-		cfg.Fatal = func(err error) { log.Error("proxy failed", "err", err) }
-	}
-	px := &Proxy{cfg: cfg, live: map[*net.TCPConn]*liveHTTP{}}
+	px := &Proxy{cfg: cfg, live: map[*net.TCPConn]*liveHTTP{}, failed: make(chan error, 1)}
 	px.policy.Store(p)
 	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAliveConfig: KeepAlive, Control: px.checkDial}
 	return px, nil
@@ -359,6 +352,19 @@ func (px *Proxy) untrack(c *net.TCPConn) {
 	delete(px.live, c)
 	px.mu.Unlock()
 	px.wg.Done()
+}
+
+// Run returns when ctx ends, or at once, with the error, when an event
+// loop hits an impossible state (an epoll instance that no longer polls):
+// the proxy is then unfit to run, and the gateway must end (fail closed).
+// The proxy serves from ServeTLS and ServeHTTP on; Close stops it.
+func (px *Proxy) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-px.failed:
+		return err
+	}
 }
 
 // Close stops accepting, cuts every live connection and waits for their

@@ -1,6 +1,7 @@
 package tlsinspect
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -58,8 +59,9 @@ func TestSetPolicyCutsRevoked(t *testing.T) {
 // TestLoopFailureIsFatal: a loop that can no longer poll stops, cuts its
 // connections and tells the proxy's owner, instead of panicking.
 func TestLoopFailureIsFatal(t *testing.T) {
-	fatal := make(chan error, 4)
-	px, _ := loopProxy(t, Config{Fatal: func(err error) { fatal <- err }})
+	px, _ := loopProxy(t, Config{})
+	fatal := make(chan error, 1)
+	go func() { fatal <- px.Run(context.Background()) }()
 	client, _ := relayed(t, px)
 	l := px.loops[0]
 	if len(px.loops) > 1 {
@@ -78,7 +80,7 @@ func TestLoopFailureIsFatal(t *testing.T) {
 	select {
 	case err := <-fatal:
 		if err == nil {
-			t.Error("Fatal called with no error")
+			t.Error("Run ended with no error")
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a loop that cannot poll did not report it")
