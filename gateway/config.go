@@ -17,10 +17,16 @@ import (
 // Defaults of the gateway. The agent's link gets addresses from ranges
 // that no real network uses: the benchmarking block (RFC 2544) for IPv4
 // and a fixed unique-local prefix for IPv6.
-var (
-	DefaultAgentNet  = netip.MustParsePrefix("198.19.255.252/30")
-	DefaultAgentNet6 = netip.MustParsePrefix("fd5c:1ce0:5c1c::/64")
+const (
+	DefaultAgentNet  = "198.19.255.252/30"
+	DefaultAgentNet6 = "fd5c:1ce0:5c1c::/64"
 )
+
+// DefaultConfig is a Config with the defaults above filled in; the
+// caller adds the policy, the upstreams, the journal and the name.
+func DefaultConfig() Config {
+	return Config{AgentNet: netip.MustParsePrefix(DefaultAgentNet), AgentNet6: netip.MustParsePrefix(DefaultAgentNet6)}
+}
 
 // DefaultLogGroup is the NFLOG group the kernel logs refusals to.
 const DefaultLogGroup = 9323

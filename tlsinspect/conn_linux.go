@@ -327,10 +327,10 @@ func (c *conn) established() {
 
 // keepAliveAfter is how long a relayed connection lives before its
 // upstream socket gets keep-alive (the agent's side inherits it from the
-// listener). Probes start after KeepAlive.Idle of silence either way, so
+// listener). Probes start after keepAlive().Idle of silence either way, so
 // setting it this late changes nothing for a connection that outlives
 // it, and the short connections, most of them, never pay the two calls.
-var keepAliveAfter = KeepAlive.Idle / 2
+var keepAliveAfter = keepAlive().Idle / 2
 
 // relayDeadline is the next time c needs looking at: its keep-alive or
 // its idle timeout, whichever comes first (zero: never).

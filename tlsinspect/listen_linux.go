@@ -11,7 +11,7 @@ import (
 )
 
 // Listen opens a proxy listener on address with lc (its Control runs
-// first). Keep-alive (KeepAlive) and no Nagle delay are set once on the
+// first). Keep-alive (keepAlive) and no Nagle delay are set once on the
 // listening socket, and the kernel copies them into every connection
 // accepted from it: the event loops accept with no system call of Go's,
 // and need none per connection for them.
@@ -38,12 +38,12 @@ func Listen(lc net.ListenConfig, address string) (*net.TCPListener, error) {
 	return ln.(*net.TCPListener), nil
 }
 
-// setKeepAlive turns keep-alive on with KeepAlive's idle time. The order
+// setKeepAlive turns keep-alive on with keepAlive's idle time. The order
 // matters on a connection that has lived a while (see keepAliveAfter):
 // TCP_KEEPIDLE set after SO_KEEPALIVE reschedules the first probe from
 // the last data received, not from now.
 func setKeepAlive(fd int) error {
 	return errors.Join(
 		rawSetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1),
-		rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(KeepAlive.Idle/time.Second)))
+		rawSetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, int(keepAlive().Idle/time.Second)))
 }

@@ -10,7 +10,7 @@ import (
 
 // TestListenOptionsInherited: connections accepted from a Listen
 // listener with a bare accept4(2), as the event loops do, have keep-alive
-// with KeepAlive's idle time and no Nagle delay.
+// with keepAlive's idle time and no Nagle delay.
 func TestListenOptionsInherited(t *testing.T) {
 	ln, err := Listen(net.ListenConfig{}, "127.0.0.1:0")
 	if err != nil {
@@ -37,7 +37,7 @@ func checkSockopts(t *testing.T, fd int) {
 	want := map[[2]int]int{
 		{unix.IPPROTO_TCP, unix.TCP_NODELAY}:  1,
 		{unix.SOL_SOCKET, unix.SO_KEEPALIVE}:  1,
-		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE}: int(KeepAlive.Idle / time.Second),
+		{unix.IPPROTO_TCP, unix.TCP_KEEPIDLE}: int(keepAlive().Idle / time.Second),
 	}
 	for opt, v := range want {
 		got, err := unix.GetsockoptInt(fd, opt[0], opt[1])

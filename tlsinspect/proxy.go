@@ -43,14 +43,19 @@ const (
 	DefaultIdleTimeout = time.Hour
 )
 
-// KeepAlive is how both sides of a proxied connection find out that the
+// keepAlive is how both sides of a proxied connection find out that the
 // other end is gone: a connection idle for a minute is probed, and dropped
 // when the probes go unanswered (the kernel's interval and count, by
 // default 9 probes 75 s apart; leaving them unset saves two system calls
 // per socket). Listeners made by Listen give it to the connections they
 // accept without any system call per connection; the TLS proxy's sockets
 // to the destinations get it once they have lived keepAliveAfter.
-var KeepAlive = net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: -1, Count: -1}
+//
+// A constant in effect: a value, not a package variable anyone could
+// change under running connections.
+func keepAlive() net.KeepAliveConfig {
+	return net.KeepAliveConfig{Enable: true, Idle: time.Minute, Interval: -1, Count: -1}
+}
 
 // Config configures a Proxy.
 type Config struct {
@@ -130,7 +135,7 @@ func New(cfg Config, p *policy.Policy) (*Proxy, error) {
 	}
 	px := &Proxy{cfg: cfg, live: map[*net.TCPConn]*liveHTTP{}, failed: make(chan error, 1)}
 	px.policy.Store(p)
-	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAliveConfig: KeepAlive, Control: px.checkDial}
+	px.dialer = net.Dialer{Timeout: cfg.DialTimeout, KeepAliveConfig: keepAlive(), Control: px.checkDial}
 	return px, nil
 }
 

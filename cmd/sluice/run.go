@@ -58,7 +58,7 @@ type runOptions struct {
 }
 
 func parseRunFlags(args []string) (*runOptions, error) {
-	o := &runOptions{cfg: gateway.Config{AgentNet: gateway.DefaultAgentNet, AgentNet6: gateway.DefaultAgentNet6}}
+	o := &runOptions{cfg: gateway.DefaultConfig()}
 	c := &o.cfg
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() {
