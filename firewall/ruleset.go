@@ -26,17 +26,18 @@ import (
 // Names of the things in our table. Reasons in log prefixes are the ones
 // the NFLOG reader turns back into journal events.
 const (
-	DefaultTable  = "sluice"
-	set4          = "allow4"
-	set6          = "allow6"
-	setAlive      = "alive"
-	setRevoked4   = "revoked4"
-	setRevoked6   = "revoked6"
-	aliveKey      = 1
-	chainAgentIn  = "agent_in"
-	chainAgentFw  = "agent_fwd"
-	chainAgentOut = "agent_out"
-	logPrefix     = "sluice "
+	DefaultTable   = "sluice"
+	set4           = "allow4"
+	set6           = "allow6"
+	setAlive       = "alive"
+	setRevoked4    = "revoked4"
+	setRevoked6    = "revoked6"
+	aliveKey       = 1
+	chainAgentIn   = "agent_in"
+	chainAgentFw   = "agent_fwd"
+	chainAgentOut  = "agent_out"
+	chainAgentDead = "agent_dead"
+	logPrefix      = "sluice "
 	// DefaultHeartbeat is how long the gateway keeps admitting new flows
 	// after sluice last proved it was alive.
 	DefaultHeartbeat = 3 * time.Second
@@ -288,8 +289,12 @@ func (m *Manager) addChains(flush bool) {
 	// on the proxy's listening socket and queue DNS queries that nobody
 	// reads, and the agent would hang instead of failing. Refuse as a
 	// closed port does.
-	m.refuseTCP(in, ReasonGatewayDown, notInSet(setAlive, aliveKey))
-	m.refuseIf(in, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_UDP), notInSet(setAlive, aliveKey)), rejectPort())
+	// One lookup of the heartbeat per new packet here, on the resolver's
+	// path: the refusals are in a chain of their own.
+	dead := chain(&nftables.Chain{Name: chainAgentDead, Table: t})
+	m.refuseTCP(dead, ReasonGatewayDown, nil)
+	m.refuseIf(dead, ReasonGatewayDown, l4proto(unix.IPPROTO_UDP), rejectPort())
+	add(in, rule(notInSet(setAlive, aliveKey), jump(chainAgentDead)))
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		add(in, rule(l4proto(proto), dport(m.cfg.DNSPort), ctDNAT(), verdict(expr.VerdictAccept)))
 	}
@@ -362,6 +367,8 @@ func (m *Manager) addChains(flush bool) {
 	add(ao, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
 	add(ao, rule(verdict(expr.VerdictDrop)))
 	output := base("output", nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityFilter)
+	// Answers, the common case, without a jump.
+	add(output, rule(oif(agent, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	add(output, rule(oif(agent, true), jump(chainAgentOut)))
 
 	post := base("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)

@@ -130,13 +130,7 @@ func TestInstallRuleset(t *testing.T) {
 			`icmpv6 type nd-neighbor-advert accept`,
 			`meta pkttype multicast drop`,
 			`meta pkttype broadcast drop`,
-			// A reset to a link-local source would leave by the wrong link.
-			linkLocal + `… != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
-			linkLocal + `… != @alive ` + admin,
-			`meta l4proto tcp … != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
-			`meta l4proto tcp … != @alive reject with tcp reset`,
-			`meta l4proto udp … != @alive ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
-			`meta l4proto udp … != @alive reject`, // icmpx port-unreachable, the default
+			`… != @alive jump agent_dead`,
 			`udp dport 5353 ct status dnat accept`,
 			`tcp dport 5353 ct status dnat accept`,
 			`tcp dport 4443 ct status dnat accept`,
@@ -181,8 +175,18 @@ func TestInstallRuleset(t *testing.T) {
 			limit + `log prefix "sluice no_set_entry" group 7`,
 			admin,
 		},
+		"agent_dead": {
+			// A reset to a link-local source would leave by the wrong link.
+			linkLocal + limit + `log prefix "sluice gateway_not_alive" group 7`,
+			linkLocal + admin,
+			`meta l4proto tcp ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
+			`meta l4proto tcp reject with tcp reset`,
+			`meta l4proto udp ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
+			`meta l4proto udp reject`, // icmpx port-unreachable, the default
+		},
 		"output": {
 			`type filter hook output priority filter; policy accept;`,
+			`oifname "sla0" ct state established,related accept`,
 			`oifname "sla0" jump agent_out`,
 		},
 		"agent_out": {
