@@ -36,6 +36,7 @@ var imports = map[string][]string{
 	"cmd/sluice": {"policy", "journal", "dnsfilter", "tlsinspect", "sandbox", "gateway"},
 	// Tests' tools and load generators may use anything but cmd.
 	"testing/nstest":         {"*"},
+	"testing/srcscan":        {},
 	"testing/fakenet":        {"*"},
 	"testing/e2e":            {"*"},
 	"bench/dnsload":          {"*"},

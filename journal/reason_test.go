@@ -1,46 +1,26 @@
 package journal
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"os"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sluicegw/sluice/testing/srcscan"
 )
 
 // TestReasonsComplete checks that Reasons holds every Reason constant
 // declared in the package, each once.
 func TestReasonsComplete(t *testing.T) {
-	f, err := parser.ParseFile(token.NewFileSet(), "reason.go", nil, 0)
+	words, err := srcscan.StringConsts(".", "Reason")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var declared []Reason
-	ast.Inspect(f, func(n ast.Node) bool {
-		vs, ok := n.(*ast.ValueSpec)
-		if !ok {
-			return true
-		}
-		if id, ok := vs.Type.(*ast.Ident); !ok || id.Name != "Reason" {
-			return true
-		}
-		for _, v := range vs.Values {
-			lit, ok := v.(*ast.BasicLit)
-			if !ok {
-				t.Fatalf("a Reason constant that is not a string literal: %T", v)
-			}
-			s, err := strconv.Unquote(lit.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			declared = append(declared, Reason(s))
-		}
-		return true
-	})
+	for _, w := range words {
+		declared = append(declared, Reason(w))
+	}
 	if len(declared) < 10 {
 		t.Fatalf("found %d Reason constants in reason.go; the parse is wrong", len(declared))
 	}
