@@ -146,38 +146,14 @@ touch ` + file("ready") + "\n" + waitFile("go") + `echo stalled_at=$(date +%s%N)
 probe stalled ` + allowedAddr + ` 22
 touch ` + file("probed") + "\n" + waitFile("resume") + `probe resumed ` + allowedAddr + ` 22
 `
-	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--allow", "allowed.test:22")...), "--", "sh", "-c", script)
-	cmd := exec.Command("ip", args...)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	// Whatever happens below, sluice is not left stopped, nor running.
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = syscall.Kill(pid, syscall.SIGCONT)
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-	})
+	a := startAgent(t, w, []string{"--allow", "allowed.test:22"}, script)
 	waitFor(t, func() bool { _, err := os.Stat(file("ready")); return err == nil })
-	// `ip netns exec` execs sluice: the process started is sluice itself.
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || exe != sluiceBin {
-		t.Fatalf("process %d runs %q (%v), not sluice %s", pid, exe, err, sluiceBin)
-	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := time.Now()
-	waitFor(t, func() bool { return processState(pid) == "T" })
-	// The first attempt after the promised 3 s and a margin.
-	time.Sleep(time.Until(stopped.Add(firewall.DefaultHeartbeat + 500*time.Millisecond)))
+	stopped := stall(t, a)
 	if err := os.WriteFile(file("go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { _, err := os.Stat(file("probed")); return err == nil })
+	pid := a.pid()
 	if st := processState(pid); st != "T" {
 		t.Fatalf("sluice is in state %q after the probe, not stopped: the probe did not test a stall", st)
 	}
@@ -191,12 +167,7 @@ touch ` + file("probed") + "\n" + waitFile("resume") + `probe resumed ` + allowe
 	if err := os.WriteFile(file("resume"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err := cmd.Wait()
-	t.Logf("agent output:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
-	if err != nil {
-		t.Errorf("sluice run after SIGSTOP and SIGCONT: %v; want a clean exit", err)
-	}
-	r := result{stdout: stdout.String()}
+	r := a.wait(t) // fails the test unless sluice exits cleanly after SIGSTOP and SIGCONT
 	expect(t, r, map[string]string{"before": "connected", "stalled": "refused", "resumed": "connected"})
 	if at, err := strconv.ParseInt(r.values()["stalled_at"], 10, 64); err != nil {
 		t.Errorf("no time of the stalled probe: %v", err)
@@ -205,7 +176,7 @@ touch ` + file("probed") + "\n" + waitFile("resume") + `probe resumed ` + allowe
 	} else {
 		t.Logf("the stalled probe started %v after the stop", late.Round(time.Millisecond))
 	}
-	if !strings.Contains(stderr.String(), "reason=gateway_not_alive") {
+	if !strings.Contains(r.stderr, "reason=gateway_not_alive") {
 		t.Errorf("the refusal during the stall was not logged as gateway_not_alive")
 	}
 	w.assertClean(t)

@@ -103,6 +103,27 @@ func (a *agentRun) wait(t *testing.T) result {
 	return r
 }
 
+// stall stops sluice (SIGSTOP; SIGCONT when the test ends, whatever
+// happens), waits until the kernel has it stopped, then until the
+// heartbeat's promised 3 s and a margin have passed, and returns when it
+// stopped it.
+func stall(t *testing.T, a *agentRun) time.Time {
+	t.Helper()
+	pid := a.pid()
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || exe != sluiceBin {
+		t.Fatalf("process %d runs %q (%v), not sluice %s", pid, exe, err, sluiceBin)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := time.Now()
+	waitFor(t, func() bool { return processState(pid) == "T" })
+	// Timing is what is tested here: the first attempt after the promise.
+	time.Sleep(time.Until(stopped.Add(firewall.DefaultHeartbeat + 500*time.Millisecond)))
+	return stopped
+}
+
 // fileFlag returns a path in dir and the shell line that waits for it.
 func fileFlag(dir, name string) (path, wait string) {
 	path = filepath.Join(dir, name)
@@ -250,18 +271,9 @@ touch ` + probed + "\n" + waitResume + `dns dns_resumed
 try tls_resumed ` + c + ` https://allowed.test/
 `
 	a := startAgent(t, w, []string{"--allow", "allowed.test"}, script)
-	pid := a.cmd.Process.Pid
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	pid := a.pid()
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err != nil || exe != sluiceBin {
-		t.Fatalf("process %d runs %q (%v), not sluice %s", pid, exe, err, sluiceBin)
-	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := time.Now()
-	waitFor(t, func() bool { return processState(pid) == "T" })
-	time.Sleep(time.Until(stopped.Add(firewall.DefaultHeartbeat + 500*time.Millisecond)))
+	stopped := stall(t, a)
 	touch(t, goFile)
 	waitFor(t, func() bool { _, err := os.Stat(probed); return err == nil })
 	if st := processState(pid); st != "T" {
