@@ -128,8 +128,8 @@ func TestNetlinkGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g.step("reconfigure: 198.51.100.0/24:22 gone, 203.0.113.0/24:22 new, TLS on 443 only",
-				m.Reconfigure([]*policy.Entry{&e}, []uint16{443}, []uint16{80}))
+			_, err = m.Reconfigure([]*policy.Entry{&e}, []uint16{443}, []uint16{80})
+			g.step("reconfigure: 198.51.100.0/24:22 gone, 203.0.113.0/24:22 new, TLS on 443 only", err)
 		}},
 		{"sets-delete-add", fullConfig(t), true, sets},
 	} {
@@ -290,7 +290,11 @@ func TestReconfigureForgetsRemovedCidrFlows(t *testing.T) {
 	} {
 		match = nil
 		m.cfg.Prefixes = fullConfig(t).Prefixes
-		if err := m.Reconfigure(tc.now, []uint16{443}, []uint16{80}); err != nil {
+		old, err := m.Reconfigure(tc.now, []uint16{443}, []uint16{80})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.ForgetPrefixFlows(old, tc.now); err != nil {
 			t.Fatal(err)
 		}
 		if match == nil {

@@ -142,29 +142,33 @@ func (m *Manager) unrevokeLocked(keys []elemKey, now time.Time) []elemKey {
 
 // Reconfigure replaces the rules for a changed policy (its cidr entries
 // and the ports the proxy inspects) in one transaction, keeping the sets
-// and their elements, then deletes the agent's tracked flows to what a
-// cidr entry allowed and the new ones do not. Such a flow's next packet
-// makes a new entry, which meets the new-flow rules and is refused (a
-// revoked set element has a refusing rule too, since it may still be in
-// the sets' way otherwise; a cidr entry has no element to keep).
-func (m *Manager) Reconfigure(prefixes []*policy.Entry, tlsPorts, httpPorts []uint16) error {
+// and their elements, and returns the cidr entries it replaced. When it
+// fails, the rules in force stay as they were.
+func (m *Manager) Reconfigure(prefixes []*policy.Entry, tlsPorts, httpPorts []uint16) (old []*policy.Entry, err error) {
 	m.connMu.Lock()
+	defer m.connMu.Unlock()
 	prev := m.cfg
 	m.cfg.Prefixes, m.cfg.TLSPorts, m.cfg.HTTPPorts = prefixes, tlsPorts, httpPorts
 	m.addChains(true)
-	err := m.conn.Flush()
-	if err != nil {
+	if err := m.conn.Flush(); err != nil {
 		m.cfg = prev
+		return nil, fmt.Errorf("firewall: replace the rules of table inet %s: %w", m.cfg.Table, err)
 	}
-	m.connMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("firewall: replace the rules of table inet %s: %w", m.cfg.Table, err)
+	return prev.Prefixes, nil
+}
+
+// ForgetPrefixFlows deletes the agent's tracked TCP flows to what the cidr
+// entries old allowed and now do not. Such a flow's next packet makes a
+// new entry, which meets the rules for new flows and is refused (a
+// revoked set element has a refusing rule too, since it may still be in
+// the sets' way otherwise; a cidr entry has no element to keep).
+func (m *Manager) ForgetPrefixFlows(old, now []*policy.Entry) error {
+	if slices.EqualFunc(old, now, func(a, b *policy.Entry) bool { return a.Prefix == b.Prefix && slices.Equal(a.Ports, b.Ports) }) {
+		return nil
 	}
-	if !slices.EqualFunc(prev.Prefixes, prefixes, func(a, b *policy.Entry) bool { return a.Prefix == b.Prefix && slices.Equal(a.Ports, b.Ports) }) {
-		_, err = m.forget(func(f flow) bool {
-			return f.proto == unix.IPPROTO_TCP && allowedBy(prev.Prefixes, f.dst, f.dport) && !allowedBy(prefixes, f.dst, f.dport)
-		})
-	}
+	_, err := m.forget(func(f flow) bool {
+		return f.proto == unix.IPPROTO_TCP && allowedBy(old, f.dst, f.dport) && !allowedBy(now, f.dst, f.dport)
+	})
 	return err
 }
 

@@ -364,7 +364,7 @@ func TestRevokeInTheKernel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := m.Reconfigure([]*policy.Entry{&e}, []uint16{443}, []uint16{80}); err != nil {
+	if _, err := m.Reconfigure([]*policy.Entry{&e}, []uint16{443}, []uint16{80}); err != nil {
 		t.Fatal(err)
 	}
 	rules := ns.Run(t, "nft", "list", "chain", "inet", "sluice", "agent_fwd")

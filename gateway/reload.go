@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -39,7 +40,8 @@ func (g *Gateway) SetPolicy(p *policy.Policy) error {
 	start := time.Now()
 	old := g.policy.Load()
 	tlsPorts, httpPorts := p.InspectedPorts()
-	if err := g.fw.Reconfigure(p.Prefixes(), tlsPorts, httpPorts); err != nil {
+	oldPrefixes, err := g.fw.Reconfigure(p.Prefixes(), tlsPorts, httpPorts)
+	if err != nil {
 		g.log.Error("policy change failed: keeping the policy in force", "policy", old.Hash(), "err", err)
 		return err
 	}
@@ -48,19 +50,22 @@ func (g *Gateway) SetPolicy(p *policy.Policy) error {
 	// old policy have finished, those under the new one wait), so what
 	// is revoked here is all the old policy opened that p does not allow.
 	var cut, revoked int
-	var err error
 	g.resolver.SetPolicy(p, func() {
 		g.policy.Store(p)
 		cut = g.proxy.SetPolicy(p, g.resolver.Permits)
 		justified := justified(p, g.pins, g.resolver.Permits)
 		revoked, err = g.fw.Revoke(func(a netip.Addr, port uint16) bool { return justified[addrPort{a, port}] })
+		if err == nil {
+			err = g.fw.ForgetPrefixFlows(oldPrefixes, p.Prefixes())
+		}
 	})
 	g.log.Info("policy reloaded", "old", old.Hash(), "new", p.Hash(), "entries", len(p.Entries()),
 		"revoked_addresses", revoked, "cut_connections", cut, "took", time.Since(start).Round(time.Microsecond))
 	if err != nil {
-		// The new policy is in force; what is left open lapses with its
-		// timeout, as before any change. Say so loudly.
-		g.log.Error("revoking what the new policy no longer allows failed in part", "err", err)
+		// The new policy is in force, but what the old one opened may
+		// still be open: fail closed, the run ends.
+		err = fmt.Errorf("revoking what the new policy no longer allows: %w", err)
+		g.reportFatal(err)
 	}
 	return err
 }
