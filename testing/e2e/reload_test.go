@@ -229,3 +229,52 @@ try after_broken ` + c + ` https://chain.allowed.test/
 		}
 	}
 }
+
+// TestReloadPrivateTakenAway: an entry that loses private: true stops
+// handing out its private address at once, and the address it opened is
+// revoked, while the entry itself stays allowed.
+func TestReloadPrivateTakenAway(t *testing.T) {
+	w := newWorld(t)
+	err := w.inet.Do(func() error {
+		ln, err := net.Listen("tcp", "10.0.0.1:2222")
+		if err != nil {
+			return err
+		}
+		w.sink.ListenTCP(ln)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	policyPath := filepath.Join(dir, "policy.yaml")
+	write := func(private string) {
+		t.Helper()
+		entry := "version: 1\nallow:\n  - host: private.allowed.test\n    ports: [2222]\n" + private
+		if err := os.WriteFile(policyPath, []byte(entry), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("    private: true\n")
+	ready, goOn := filepath.Join(dir, "ready"), filepath.Join(dir, "go")
+	script := prelude + `echo "before=$(dig +short @` + gwAddr + ` private.allowed.test A)"
+try by_addr_before nc -z -w 2 10.0.0.1 2222
+touch ` + ready + `
+while [ ! -e ` + goOn + ` ]; do sleep 0.02; done
+echo "after=$(dig +short @` + gwAddr + ` private.allowed.test A)"
+try by_addr_after nc -z -w 2 10.0.0.1 2222
+`
+	a := startAgent(t, w, []string{"--policy", policyPath}, script)
+	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
+	write("")
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return strings.Contains(a.logged(), "policy reloaded") })
+	if err := os.WriteFile(goOn, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := a.wait(t)
+	expect(t, r, map[string]string{"before": "10.0.0.1", "by_addr_before": "0", "after": "", "by_addr_after": "1"})
+	w.assertClean(t)
+}
