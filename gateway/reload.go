@@ -24,9 +24,6 @@ func (g *Gateway) Reload() error {
 	return g.SetPolicy(p)
 }
 
-// Policy returns the policy in force.
-func (g *Gateway) Policy() *policy.Policy { return g.policy.Load() }
-
 // SetPolicy puts p in force at once. A host added is allowed from the
 // next question. A host removed is revoked: its addresses leave the sets
 // (those another allowed name still justifies stay), its pins go, and its
