@@ -117,7 +117,10 @@ func newFixture(t testing.TB, allow ...string) *fixture {
 
 // newFixtureWith is newFixture with the Server's Config changed by mod
 // first (mod may be nil).
-func newFixtureWith(t testing.TB, mod func(*Config), allow ...string) *fixture {
+// fixturePolicy is a policy of --allow entries; "HOST!private" marks an
+// entry private, "HOST!names=N" gives a wildcard a budget of N new names a
+// minute (0: none).
+func fixturePolicy(t testing.TB, allow ...string) *policy.Policy {
 	t.Helper()
 	var entries []policy.Entry
 	for _, a := range allow {
@@ -142,6 +145,12 @@ func newFixtureWith(t testing.TB, mod func(*Config), allow ...string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+func newFixtureWith(t testing.TB, mod func(*Config), allow ...string) *fixture {
+	t.Helper()
+	p := fixturePolicy(t, allow...)
 	f := &fixture{up: &fakeUpstream{zone: testZone()}, fw: &fakeAllower{}, pins: NewPins(1000), log: &journal.Memory{}}
 	cfg := Config{
 		Agent: "test", Clients: []netip.Prefix{netip.MustParsePrefix("198.18.0.0/24")},
@@ -153,8 +162,8 @@ func newFixtureWith(t testing.TB, mod func(*Config), allow ...string) *fixture {
 		mod(&cfg)
 		f.pins = cfg.Pins
 	}
-	f.srv, err = New(cfg, p)
-	if err != nil {
+	var err error
+	if f.srv, err = New(cfg, p); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

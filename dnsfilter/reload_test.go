@@ -9,26 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/sluicegw/sluice/policy"
 )
-
-func policyOf(t *testing.T, allow ...string) *policy.Policy {
-	t.Helper()
-	var entries []policy.Entry
-	for _, a := range allow {
-		e, err := policy.ParseAllowFlag(a)
-		if err != nil {
-			t.Fatal(err)
-		}
-		entries = append(entries, e)
-	}
-	p, err := policy.New(entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // TestSetPolicyTakesEffectAtOnce: a name added resolves, a name removed
 // is refused, and the refusal names the new policy.
@@ -37,7 +18,7 @@ func TestSetPolicyTakesEffectAtOnce(t *testing.T) {
 	if r := f.ask(t, "allowed.test.", dns.TypeA); r.Rcode != dns.RcodeSuccess {
 		t.Fatalf("before: %s", dns.RcodeToString[r.Rcode])
 	}
-	p := policyOf(t, "www.allowed.test")
+	p := fixturePolicy(t, "www.allowed.test")
 	f.srv.SetPolicy(p, nil)
 	if r := f.ask(t, "allowed.test.", dns.TypeA); r.Rcode != dns.RcodeNameError {
 		t.Errorf("a removed name: %s, want NXDOMAIN", dns.RcodeToString[r.Rcode])
@@ -82,7 +63,7 @@ func TestPolicyChangeWhileUpstream(t *testing.T) {
 		done <- srv.Answer(context.Background(), agentSrc, q)
 	}()
 	<-up.asked
-	srv.SetPolicy(policyOf(t, "www.allowed.test"), nil)
+	srv.SetPolicy(fixturePolicy(t, "www.allowed.test"), nil)
 	close(up.release)
 	r := <-done
 	if r.Rcode != dns.RcodeNameError || len(r.Answer) != 0 {
