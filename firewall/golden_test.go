@@ -53,12 +53,12 @@ func fullConfig(t testing.TB) Config {
 	}
 }
 
-// v4Config has no IPv6, no proxy, no prefix, the forwarding guard on, and
+// v4Config has no IPv6, no proxy, no prefix, and
 // values other than the defaults.
 func v4Config() Config {
 	return Config{
 		Table: "sluice_b", AgentIface: "slb0", AgentAddr4: netip.MustParseAddr("198.18.1.2"),
-		DNSPort: 53, LogGroup: 9, Guard: ForwardingPlan{Enable4: true, Enable6: true},
+		DNSPort: 53, LogGroup: 9,
 		Heartbeat: 5 * time.Second, SetSize: 1024,
 	}
 }
@@ -304,4 +304,28 @@ func TestReconfigureForgetsRemovedCidrFlows(t *testing.T) {
 			t.Errorf("%s: forget %+v = %v, want %v", tc.name, tc.f, got, tc.want)
 		}
 	}
+}
+
+// TestGuardGolden compares the guard's netlink messages with
+// testdata/netlink/guard.txt: the table replaced in one batch, the
+// agents' links exempt, a drop per family switched on; and the table
+// only deleted once nothing is switched on.
+func TestGuardGolden(t *testing.T) {
+	rec := &nlRecorder{}
+	conn := func() *nftables.Conn {
+		c, err := nftables.New(nftables.WithTestDial(rec.dial))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	g := &goldenLog{t: t, rec: rec, dec: newDecoder(t)}
+	g.step("two agents, both families", setGuard(conn(), ForwardingPlan{Enable4: true, Enable6: true}, []string{"sla0", "slb0"}))
+	g.step("one agent, IPv4 only", setGuard(conn(), ForwardingPlan{Enable4: true}, []string{"slb0"}))
+	g.step("nothing switched on: the table goes", setGuard(conn(), ForwardingPlan{}, nil))
+	if err := setGuard(conn(), ForwardingPlan{Enable4: true}, []string{"a-name-far-too-long"}); err == nil {
+		t.Error("an interface name longer than the kernel's was accepted")
+	}
+	rec.take()
+	compareGolden(t, filepath.Join("testdata", "netlink", "guard.txt"), g.b.String())
 }

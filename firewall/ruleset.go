@@ -1,8 +1,8 @@
 // Package firewall programs the gateway's kernel: the nftables table that
 // redirects an agent's DNS to the resolver, admits its new flows only to
 // address.port pairs the resolver put in its sets, rejects and logs
-// everything else; the agent's network namespace and veth; and the
-// sysctls forwarding needs.
+// everything else; the guard table shared by the agents of a namespace;
+// the agent's tracked flows; and the kernel's log of refused packets.
 package firewall
 
 import (
@@ -86,10 +86,6 @@ type Config struct {
 	LogGroup uint16
 	// Prefixes are the policy's entries without DNS.
 	Prefixes []*policy.Entry
-	// Guard drops forwarded traffic of a family that neither comes from nor
-	// goes to the agent, for each family whose forwarding sluice switches
-	// on, so that no path opens between the host's other interfaces.
-	Guard ForwardingPlan
 	// Heartbeat is how long new flows pass without a heartbeat;
 	// DefaultHeartbeat when zero.
 	Heartbeat time.Duration
@@ -349,12 +345,6 @@ func (m *Manager) addChains(flush bool) {
 	// Nothing starts a flow into the agent.
 	add(forward, rule(oif(agent, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	add(forward, rule(oif(agent, true), verdict(expr.VerdictDrop)))
-	if m.cfg.Guard.Enable4 {
-		add(forward, rule(nfproto(false), verdict(expr.VerdictDrop)))
-	}
-	if m.cfg.Guard.Enable6 {
-		add(forward, rule(nfproto(true), verdict(expr.VerdictDrop)))
-	}
 
 	// Nor does the gateway itself (the host, in real use), whose packets
 	// to the agent leave through the output hook: only answers pass (the

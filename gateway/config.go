@@ -14,25 +14,8 @@ import (
 	"github.com/sluicegw/sluice/policy"
 )
 
-// Defaults of the gateway. The agent's link gets addresses from ranges
-// that no real network uses: the benchmarking block (RFC 2544) for IPv4
-// and a fixed unique-local prefix for IPv6.
-const (
-	DefaultAgentNet  = "198.19.255.252/30"
-	DefaultAgentNet6 = "fd5c:1ce0:5c1c::/64"
-)
-
-// DefaultConfig is a Config with the defaults above filled in; the
-// caller adds the policy, the upstreams, the journal and the name.
-func DefaultConfig() Config {
-	return Config{AgentNet: netip.MustParsePrefix(DefaultAgentNet), AgentNet6: netip.MustParsePrefix(DefaultAgentNet6)}
-}
-
-// DefaultLogGroup is the NFLOG group the kernel logs refusals to.
-const DefaultLogGroup = 9323
-
-// Config is what a gateway enforces and where. Build it with the
-// defaults above and check it with Validate (New does).
+// Config is what a gateway enforces and where; zero values take the
+// defaults. Validate checks it (New does).
 type Config struct {
 	// Name is the agent's stable name, carried by every record: what a
 	// reviewer sees. Letters, digits, '.', '_' and '-', at most 32.
@@ -42,11 +25,14 @@ type Config struct {
 	// PolicySource is where Reload reads the policy from.
 	PolicySource PolicySource
 	// AgentNet is the IPv4 link to the agent: the gateway takes its first
-	// address, the agent the second.
+	// address, the agent the second. When invalid, the first free /30 of
+	// AgentPool.
 	AgentNet netip.Prefix
-	// AgentNet6 gives the agent IPv6 the same way; invalid for none. The
-	// agent gets no IPv6 either when the gateway has no default IPv6 route.
+	// AgentNet6 gives the agent IPv6 the same way, from AgentPool6 when
+	// invalid. The agent gets no IPv6 when NoIPv6 is set or the gateway
+	// has no default IPv6 route.
 	AgentNet6 netip.Prefix
+	NoIPv6    bool
 	// Upstreams are the resolvers allowed names are forwarded to.
 	Upstreams []netip.AddrPort
 	// Global are documentation or benchmarking ranges that answers may
@@ -61,9 +47,9 @@ type Config struct {
 	MaxConns                  int64
 	// StateDir holds the crash-safe record of what the gateway changed.
 	StateDir string
-	// Table names the agent's nftables table (firewall.DefaultTable when
-	// empty) and LogGroup its NFLOG group (DefaultLogGroup when zero):
-	// agents side by side need their own.
+	// Table names the agent's nftables table (TablePrefix+Name when empty)
+	// and LogGroup its NFLOG group (the first free from DefaultLogGroup
+	// when zero). No two agents of a namespace share either.
 	Table    string
 	LogGroup uint16
 	// Journal stores every decision (a log, later a database). The
@@ -83,11 +69,14 @@ func (c *Config) Validate() error {
 	if c.Policy == nil {
 		errs = append(errs, errors.New("no policy"))
 	}
-	if !c.AgentNet.IsValid() || !c.AgentNet.Addr().Is4() || c.AgentNet.Bits() > 30 {
-		errs = append(errs, fmt.Errorf("agent network %s: want an IPv4 prefix of /30 or wider, such as %s", c.AgentNet, DefaultAgentNet))
+	if c.AgentNet.IsValid() && (!c.AgentNet.Addr().Is4() || c.AgentNet.Bits() > 30) {
+		errs = append(errs, fmt.Errorf("agent network %s: want an IPv4 prefix of /30 or wider, such as 198.19.255.252/30", c.AgentNet))
 	}
 	if c.AgentNet6.IsValid() && (!c.AgentNet6.Addr().Is6() || c.AgentNet6.Addr().Is4In6() || c.AgentNet6.Bits() > 126) {
-		errs = append(errs, fmt.Errorf("agent network %s: want an IPv6 prefix such as %s", c.AgentNet6, DefaultAgentNet6))
+		errs = append(errs, fmt.Errorf("agent network %s: want an IPv6 prefix such as fd5c:1ce0:5c1c::/64", c.AgentNet6))
+	}
+	if c.Table != "" && !ValidName(c.Table) {
+		errs = append(errs, fmt.Errorf("table %q: want 1 to 32 letters, digits, '.', '_' or '-'", c.Table))
 	}
 	if len(c.Upstreams) == 0 {
 		errs = append(errs, errors.New("no upstream resolver"))

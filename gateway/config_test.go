@@ -18,8 +18,7 @@ func validConfig(t *testing.T) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := DefaultConfig()
-	c.Name, c.Policy = "agent", p
+	c := Config{Name: "agent", Policy: p}
 	c.Upstreams, c.Journal = []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:53")}, &journal.Memory{}
 	return c
 }
@@ -40,9 +39,10 @@ func TestConfigValidate(t *testing.T) {
 		{"no name", func(c *Config) { c.Name = "" }, "agent name"},
 		{"name with a space", func(c *Config) { c.Name = "my agent" }, "agent name"},
 		{"no policy", func(c *Config) { c.Policy = nil }, "no policy"},
-		{"v6 agent net", func(c *Config) { c.AgentNet = netip.MustParsePrefix(DefaultAgentNet6) }, "want an IPv4 prefix"},
+		{"v6 agent net", func(c *Config) { c.AgentNet = netip.MustParsePrefix("fd5c:1ce0:5c1c::/64") }, "want an IPv4 prefix"},
 		{"agent net too small", func(c *Config) { c.AgentNet = netip.MustParsePrefix("198.19.255.252/31") }, "/30 or wider"},
-		{"v4 agent net6", func(c *Config) { c.AgentNet6 = netip.MustParsePrefix(DefaultAgentNet) }, "want an IPv6 prefix"},
+		{"v4 agent net6", func(c *Config) { c.AgentNet6 = netip.MustParsePrefix("198.19.255.252/30") }, "want an IPv6 prefix"},
+		{"table with a space", func(c *Config) { c.Table = "my table" }, "table"},
 		{"no upstream", func(c *Config) { c.Upstreams = nil }, "no upstream"},
 		{"upstream port 0", func(c *Config) { c.Upstreams = []netip.AddrPort{netip.MustParseAddrPort("192.0.2.53:0")} }, "want an address and a port"},
 		{"private global range", func(c *Config) { c.Global = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")} }, "global range 10.0.0.0/8"},
@@ -59,7 +59,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	// Every problem at once.
-	err := (&Config{AgentNet: netip.MustParsePrefix(DefaultAgentNet)}).Validate()
+	err := (&Config{Name: "agent"}).Validate()
 	for _, want := range []string{"no policy", "no upstream", "no journal"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate of an empty config: %v, want it to name %q", err, want)

@@ -44,6 +44,7 @@ type Gateway struct {
 	reload  sync.Mutex                    // one policy change at a time
 	agent   *sandbox.Agent
 	state   *sandbox.State
+	slot    sandbox.Slot // what the agent holds in the namespace
 	fw      *firewall.Manager
 	cleanup []func() error // run last to first
 	fatal   chan error     // a part that cannot go on says so here
@@ -65,7 +66,6 @@ type Gateway struct {
 	dnsPort           uint16
 	net4, net6        netip.Prefix
 	own, connected    []netip.Prefix
-	plan              sandbox.ForwardingPlan
 	upstreamResolvers []string
 }
 
@@ -79,9 +79,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	cfg.Table = cmp.Or(cfg.Table, firewall.DefaultTable)
-	cfg.LogGroup = cmp.Or(cfg.LogGroup, DefaultLogGroup)
-	g = &Gateway{cfg: cfg, log: cfg.Log, iface: fmt.Sprintf("sl%d", os.Getpid()), fatal: make(chan error, 1)}
+	g = &Gateway{cfg: cfg, log: cfg.Log, fatal: make(chan error, 1)}
 	g.policy.Store(cfg.Policy)
 	defer func() {
 		if err != nil {
@@ -91,7 +89,7 @@ func New(cfg Config) (g *Gateway, err error) {
 		}
 	}()
 	for _, step := range []func() error{
-		g.claimState, g.startJournal, g.checkNetworks, g.createAgent, g.listen, g.installFirewall,
+		g.claimState, g.startJournal, g.createAgent, g.listen, g.installFirewall,
 		g.forgetEarlierFlows, g.enableForwarding, g.startJournalReader, g.startServers,
 	} {
 		if err := step(); err != nil {
@@ -99,25 +97,38 @@ func New(cfg Config) (g *Gateway, err error) {
 		}
 	}
 	p := cfg.Policy
-	g.log.Info("gateway ready", "agent", cfg.Name, "iface", g.iface, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
+	g.log.Info("gateway ready", "agent", cfg.Name, "iface", g.iface, "table", g.slot.Table, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
 	return g, nil
 }
 
-// claimState takes this namespace's crash-safe record. An earlier run that
-// died is cleaned up first: its agent link, still there while its agent
-// lives (or while the kernel tears down its namespace), would otherwise
-// fail the overlap check.
+// claimState takes the agent's slot in this namespace's crash-safe
+// records: its name, table, link, log group and networks, none of which
+// another agent of the namespace holds. What earlier runs that died left
+// is cleaned up first: an agent link still there while its agent lives
+// (or while the kernel tears down its namespace) would otherwise hold its
+// networks.
 func (g *Gateway) claimState() error {
-	st, undone, err := sandbox.Claim(sandbox.StateConfig{
-		Dir: g.cfg.StateDir, Table: g.cfg.Table, Iface: g.iface, RemoveTable: firewall.RemoveTable,
-	})
+	c := slotChooser{cfg: &g.cfg, ipv6: !g.cfg.NoIPv6 && gatewayHasIPv6(), pid: os.Getpid()}
+	choose := func(held []sandbox.Holder) (sandbox.Slot, error) {
+		var err error
+		if g.own, g.connected, err = gatewayAddrs(); err != nil {
+			return sandbox.Slot{}, err
+		}
+		c.nets = slices.Concat(g.own, g.connected)
+		return c.choose(held)
+	}
+	st, undone, err := sandbox.Claim(stateConfig(g.cfg.StateDir, choose))
 	for _, u := range undone {
 		g.log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
 	}
 	if err != nil {
 		return err
 	}
-	g.state = st
+	g.state, g.slot, g.iface = st, st.Slot, st.Iface
+	g.net4 = st.Nets[0]
+	if len(st.Nets) > 1 {
+		g.net6 = st.Nets[1]
+	}
 	g.cleanup = append(g.cleanup, st.Release)
 	return nil
 }
@@ -146,25 +157,6 @@ func (g *Gateway) startJournal() error {
 		}
 		return err
 	})
-	return nil
-}
-
-// checkNetworks reads the gateway's networks and refuses an agent link
-// that overlaps them.
-func (g *Gateway) checkNetworks() error {
-	g.net4 = g.cfg.AgentNet
-	if g.cfg.AgentNet6.IsValid() && gatewayHasIPv6() {
-		g.net6 = g.cfg.AgentNet6
-	}
-	var err error
-	if g.own, g.connected, err = gatewayAddrs(); err != nil {
-		return err
-	}
-	for _, n := range []netip.Prefix{g.net4, g.net6} {
-		if n.IsValid() && slices.ContainsFunc(slices.Concat(g.own, g.connected), func(a netip.Prefix) bool { return a.Overlaps(n) }) {
-			return fmt.Errorf("the agent link %s overlaps a network of this gateway; choose another with --agent-net/--agent-net6", n)
-		}
-	}
 	return nil
 }
 
@@ -212,14 +204,9 @@ func (g *Gateway) listen() error {
 func (g *Gateway) installFirewall() error {
 	p := g.cfg.Policy
 	tlsPorts, httpPorts := p.InspectedPorts()
-	var err error
-	if g.plan, err = sandbox.PlanForwarding(g.net6.IsValid()); err != nil {
-		return fmt.Errorf("read forwarding settings: %w", err)
-	}
 	mgr, err := firewall.New(firewall.Config{
 		NetNSFd: -1, AgentIface: g.iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6,
-		Table: g.cfg.Table, DNSPort: g.dnsPort, LogGroup: g.cfg.LogGroup, Prefixes: p.Prefixes(),
-		Guard:        firewall.ForwardingPlan{Enable4: g.plan.Enable4, Enable6: g.plan.Enable6},
+		Table: g.slot.Table, DNSPort: g.dnsPort, LogGroup: g.slot.LogGroup, Prefixes: p.Prefixes(),
 		TLSProxyPort: listenPort(g.tlsLn), HTTPProxyPort: listenPort(g.httpLn), TLSPorts: tlsPorts, HTTPPorts: httpPorts,
 		Log: g.log,
 	})
@@ -258,10 +245,11 @@ func (g *Gateway) agentNets() []netip.Prefix {
 	return nets
 }
 
-// enableForwarding switches forwarding on where it is off, recording the
-// old values in the crash-safe state first.
+// enableForwarding switches forwarding on where it is off, behind the
+// namespace's guard, recording the old values in the crash-safe state
+// first; the last agent of the namespace to go restores them.
 func (g *Gateway) enableForwarding() error {
-	if err := g.state.EnableForwarding(g.plan); err != nil {
+	if err := g.state.EnableForwarding(g.net6.IsValid()); err != nil {
 		return fmt.Errorf("enable forwarding: %w", err)
 	}
 	return nil
@@ -272,7 +260,7 @@ func (g *Gateway) enableForwarding() error {
 // the gateway would refuse in silence, so it does not start.
 func (g *Gateway) startJournalReader() error {
 	reader, err := firewall.NewLogReader(firewall.LogReaderConfig{
-		Group: g.cfg.LogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() },
+		Group: g.slot.LogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() },
 		Journal: g.journal, Log: g.log,
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,46 +18,98 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultStateDir holds one record per gateway namespace that a sluice
-// run is using: what it created and which sysctls it changed, so that the
-// next start after a crash can undo it.
+// DefaultStateDir holds the records of the agents that sluice runs, one
+// per agent, named after its gateway namespace and its name: what each
+// created and holds, so that the next start after a crash can undo it.
+// The forwarding settings of a namespace, shared by its agents, have a
+// record of their own there.
 const DefaultStateDir = "/run/sluice"
 
-// StateConfig says where a run's record lives and how to undo what a dead
-// run left behind.
+// Slot is what one agent holds in its gateway namespace. No two agents of
+// a namespace hold the same name, table, link or log group, nor
+// overlapping networks.
+type Slot struct {
+	Name     string         `json:"name"`
+	Table    string         `json:"table"`
+	Iface    string         `json:"iface"`
+	LogGroup uint16         `json:"log_group"`
+	Nets     []netip.Prefix `json:"nets"`
+}
+
+// Holder is an agent that holds a slot: a live one, or a dead one whose
+// link could not be removed (its table stays too, refusing everything).
+type Holder struct {
+	Slot
+	PID int
+}
+
+// ErrBusy means another sluice holds part of the slot an agent asked for.
+var ErrBusy = errors.New("is held by another sluice in this network namespace")
+
+// Conflict says why s cannot be held beside h, or returns nil.
+func (s Slot) Conflict(h Holder) error {
+	busy := func(what string) error {
+		return fmt.Errorf("%s %w (agent %q, pid %d)", what, ErrBusy, h.Name, h.PID)
+	}
+	switch {
+	case s.Name == h.Name:
+		return busy(fmt.Sprintf("agent name %q", s.Name))
+	case s.Table == h.Table:
+		return busy("table inet " + s.Table)
+	case s.Iface == h.Iface:
+		return busy("link " + s.Iface)
+	case s.LogGroup == h.LogGroup:
+		return busy(fmt.Sprintf("log group %d", s.LogGroup))
+	}
+	for _, n := range s.Nets {
+		for _, o := range h.Nets {
+			if n.Overlaps(o) {
+				return busy(fmt.Sprintf("agent network %s (overlapping %s)", n, o))
+			}
+		}
+	}
+	return nil
+}
+
+// StateConfig says where the records live and how to pick and undo what
+// the records name.
 type StateConfig struct {
 	// Dir holds the records; DefaultStateDir when empty.
 	Dir string
-	// Table is the name of the run's nftables table.
-	Table string
-	// Iface is the gateway's end of the agent's link.
-	Iface string
+	// Choose picks the new agent's slot, given those the namespace's other
+	// agents hold. It runs under the namespace's lock, after what dead
+	// runs left is gone, so that no two starts pick the same.
+	Choose func(held []Holder) (Slot, error)
 	// RemoveTable deletes a dead run's table and reports whether there
 	// was one. It is the caller's (sandbox knows no nftables), and runs
 	// after the dead run's agent and link are gone.
 	RemoveTable func(name string) (bool, error)
+	// SetGuard installs the guard that keeps forwarding which sluice
+	// switched on from opening paths between the namespace's other
+	// interfaces, exempting the agents' links (ifaces); with an empty
+	// plan it removes the guard. It is the caller's too.
+	SetGuard func(plan ForwardingPlan, ifaces []string) error
 }
 
-// State is the record of what one run changed in its gateway namespace.
+// State is the record of what one agent holds in its gateway namespace.
 type State struct {
 	PID   int    `json:"pid"`
 	Start string `json:"start"` // the process's start time, against PID reuse
-	Table string `json:"table"`
-	Iface string `json:"iface"`
+	Slot
 	// AgentPID and AgentStart identify the first process of the agent's
 	// PID namespace: killing it ends every process of the agent.
 	AgentPID   int    `json:"agent_pid,omitempty"`
 	AgentStart string `json:"agent_start,omitempty"`
-	// Sysctls lists each sysctl sluice changed with the value it had
-	// before, in the order they were changed.
-	Sysctls []Sysctl `json:"sysctls"`
+	// Forwarding says the agent holds the forwarding that sluice switched
+	// on in the namespace (see EnableForwarding).
+	Forwarding bool `json:"forwarding,omitempty"`
 	// Files are files the run created, removed by the next start if the
 	// run could not.
 	Files []string `json:"files,omitempty"`
 
-	path        string
-	removeTable func(string) (bool, error)
-	mu          sync.Mutex
+	path string
+	ns   *namespace
+	mu   sync.Mutex
 }
 
 // Sysctl is one setting and the value to restore.
@@ -65,44 +118,142 @@ type Sysctl struct {
 	Value string `json:"value"`
 }
 
-// ErrBusy means another live sluice already uses this gateway namespace.
-var ErrBusy = errors.New("another sluice is running in this network namespace")
+// forwarding is the record of the sysctls sluice changed in a namespace
+// for its agents: the values they had before the first agent, restored
+// when the last one that holds them is gone.
+type forwarding struct {
+	Sysctls []Sysctl `json:"sysctls"`
+}
 
-// Claim records that this process now owns the table and link names in the
-// current network namespace. If a previous owner died without cleaning up,
-// its agent, link, table and sysctls are undone first, and what was undone
-// is returned for the caller to report.
+// namespace is the records of the current network namespace.
+type namespace struct {
+	cfg    StateConfig
+	dir    string
+	prefix string // of every record of the namespace
+}
+
+// Claim records this process as an agent of the current network
+// namespace, in the slot cfg.Choose picks. What dead runs of the
+// namespace left (their agents, links, tables, files, and forwarding no
+// live agent holds) is undone first, and what was undone is returned for
+// the caller to report.
 func Claim(cfg StateConfig) (*State, []string, error) {
-	cookie, err := netnsCookie()
+	ns, err := openNamespace(cfg)
 	if err != nil {
-		return nil, nil, fmt.Errorf("identify network namespace: %w", err)
-	}
-	dir := cmp.Or(cfg.Dir, DefaultStateDir)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, err
 	}
-	path := filepath.Join(dir, fmt.Sprintf("netns-%d.json", cookie))
+	var s *State
 	var undone []string
-	if old, err := readState(path); err == nil {
-		if old.PID != os.Getpid() && processStart(old.PID) == old.Start {
-			return nil, nil, fmt.Errorf("%w (pid %d); stop it or run in another namespace", ErrBusy, old.PID)
+	err = ns.locked(func() error {
+		var held []Holder
+		undone, held = ns.recover()
+		slot, err := cfg.Choose(held)
+		if err != nil {
+			return err
 		}
-		old.removeTable = cfg.RemoveTable
-		if undone, err = old.undo(); err != nil {
-			return nil, undone, err
+		for _, h := range held {
+			if err := slot.Conflict(h); err != nil {
+				return err
+			}
 		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	s := &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Table: cfg.Table, Iface: cfg.Iface, path: path, removeTable: cfg.RemoveTable}
-	if err := s.save(); err != nil {
+		s = &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot,
+			path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
+		return s.save()
+	})
+	if err != nil {
 		return nil, undone, err
 	}
 	return s, undone, nil
 }
 
-// Dir is the directory of the record, where the run's own files go too.
-func (s *State) Dir() string { return filepath.Dir(s.path) }
+// Recover undoes what dead runs left in the current network namespace, as
+// Claim does first, and says what it did.
+func Recover(cfg StateConfig) ([]string, error) {
+	ns, err := openNamespace(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var undone []string
+	err = ns.locked(func() error { undone, _ = ns.recover(); return nil })
+	return undone, err
+}
+
+func openNamespace(cfg StateConfig) (*namespace, error) {
+	cookie, err := netnsCookie()
+	if err != nil {
+		return nil, fmt.Errorf("identify network namespace: %w", err)
+	}
+	dir := cmp.Or(cfg.Dir, DefaultStateDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return &namespace{cfg: cfg, dir: dir, prefix: filepath.Join(dir, fmt.Sprintf("netns-%d-", cookie))}, nil
+}
+
+// locked runs f holding the lock of the records. It is one lock for every
+// namespace: what it guards is brief, and a lock file per namespace would
+// have to be left behind (removing a lock file races with its waiters).
+func (ns *namespace) locked(f func() error) error {
+	lf, err := os.OpenFile(filepath.Join(ns.dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	for {
+		err = unix.Flock(int(lf.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("lock %s: %w", lf.Name(), err)
+	}
+	return f()
+}
+
+// agents reads the records of the namespace's agents.
+func (ns *namespace) agents() ([]*State, []string) {
+	paths, _ := filepath.Glob(ns.prefix + "agent-*.json")
+	var out []*State
+	var problems []string
+	for _, p := range paths {
+		s, err := readState(p)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("skipped %s: %v", p, err))
+			continue
+		}
+		s.ns = ns
+		out = append(out, s)
+	}
+	return out, problems
+}
+
+// recover undoes what the namespace's dead agents left and returns what
+// it did and the agents that still hold their slots.
+func (ns *namespace) recover() ([]string, []Holder) {
+	records, done := ns.agents()
+	var held []Holder
+	for _, s := range records {
+		if s.alive() {
+			held = append(held, Holder{Slot: s.Slot, PID: s.PID})
+			continue
+		}
+		d, err := s.undo()
+		done = append(done, d...)
+		if err != nil {
+			done = append(done, err.Error())
+			held = append(held, Holder{Slot: s.Slot, PID: s.PID})
+		}
+	}
+	if err := ns.settleForwarding(&done); err != nil {
+		done = append(done, err.Error())
+	}
+	return done, held
+}
+
+func (s *State) alive() bool {
+	return processStart(s.PID) == s.Start
+}
 
 // netnsCookie identifies the current network namespace for as long as the
 // system runs; unlike its inode number, a cookie is never reused.
@@ -136,16 +287,16 @@ func readState(path string) (*State, error) {
 	return &s, nil
 }
 
-// undo removes what a dead run left behind and says what it did. The
+// undo removes what a dead agent left behind and says what it did. The
 // agent goes first, its processes and then its link, and the table last:
 // the dead run's agent is by design still running (cut off by the table),
 // and with the table gone before the link it would forward anything,
-// anywhere, unfiltered.
+// anywhere, unfiltered. Its hold on forwarding goes with its record.
 func (s *State) undo() ([]string, error) {
 	var done []string
 	if s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
 		if syscall.Kill(s.AgentPID, syscall.SIGKILL) == nil {
-			done = append(done, fmt.Sprintf("killed the agent (pid %d)", s.AgentPID))
+			done = append(done, fmt.Sprintf("killed the agent %s (pid %d)", s.Name, s.AgentPID))
 		}
 	}
 	if s.Iface != "" {
@@ -160,14 +311,9 @@ func (s *State) undo() ([]string, error) {
 			done = append(done, "removed link "+s.Iface)
 		}
 	}
-	if s.removeTable != nil && s.Table != "" {
-		if existed, err := s.removeTable(s.Table); existed && err == nil {
+	if rm := s.ns.cfg.RemoveTable; rm != nil && s.Table != "" {
+		if existed, err := rm(s.Table); existed && err == nil {
 			done = append(done, "removed table inet "+s.Table)
-		}
-	}
-	for _, sc := range slices.Backward(s.Sysctls) {
-		if cur, err := readSysctl(sc.Path); err == nil && cur != sc.Value && writeSysctl(sc.Path, sc.Value) == nil {
-			done = append(done, "restored "+sc.Path+"="+sc.Value)
 		}
 	}
 	for _, f := range s.Files {
@@ -178,6 +324,88 @@ func (s *State) undo() ([]string, error) {
 	_ = os.Remove(s.path)
 	return done, nil
 }
+
+// settleForwarding makes the guard and the forwarding settings match the
+// agents that hold forwarding: with none left, the sysctls get their old
+// values back and then the guard goes (in that order, so that forwarding
+// is never on without it); otherwise the guard exempts the links of those
+// that are left. Call it under the lock.
+func (ns *namespace) settleForwarding(done *[]string) error {
+	fwd, err := ns.readForwarding()
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	var ifaces []string
+	records, _ := ns.agents()
+	for _, s := range records {
+		if s.Forwarding {
+			ifaces = append(ifaces, s.Iface)
+		}
+	}
+	if len(ifaces) > 0 {
+		return ns.setGuard(fwd.plan(), ifaces)
+	}
+	var errs []error
+	for _, sc := range slices.Backward(fwd.Sysctls) {
+		cur, err := readSysctl(sc.Path)
+		if err == nil && cur == sc.Value {
+			continue
+		}
+		if err = writeSysctl(sc.Path, sc.Value); err != nil {
+			errs = append(errs, fmt.Errorf("restore %s=%s: %w", sc.Path, sc.Value, err))
+		} else if done != nil {
+			*done = append(*done, "restored "+sc.Path+"="+sc.Value)
+		}
+	}
+	if len(errs) > 0 {
+		// The record stays, and so does the guard, for the next try.
+		return errors.Join(errs...)
+	}
+	if err := ns.setGuard(ForwardingPlan{}, nil); err != nil {
+		return err
+	}
+	return os.Remove(ns.forwardingPath())
+}
+
+func (ns *namespace) setGuard(plan ForwardingPlan, ifaces []string) error {
+	if ns.cfg.SetGuard == nil {
+		return nil
+	}
+	return ns.cfg.SetGuard(plan, ifaces)
+}
+
+func (ns *namespace) forwardingPath() string { return ns.prefix + "forwarding.json" }
+
+func (ns *namespace) readForwarding() (*forwarding, error) {
+	b, err := os.ReadFile(ns.forwardingPath())
+	if err != nil {
+		return nil, err
+	}
+	var f forwarding
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("corrupt forwarding record %s: %w", ns.forwardingPath(), err)
+	}
+	return &f, nil
+}
+
+func (ns *namespace) saveForwarding(f *forwarding) error {
+	return writeRecord(ns.forwardingPath(), f)
+}
+
+// plan says which families' forwarding sluice switched on.
+func (f *forwarding) plan() ForwardingPlan {
+	has := func(path string) bool {
+		return slices.ContainsFunc(f.Sysctls, func(sc Sysctl) bool { return sc.Path == path })
+	}
+	return ForwardingPlan{Enable4: has(sysctlForward4), Enable6: has(sysctlForward6)}
+}
+
+const (
+	sysctlForward4 = "net/ipv4/ip_forward"
+	sysctlForward6 = "net/ipv6/conf/all/forwarding"
+)
 
 // SetAgent records the first process of the agent's PID namespace, so
 // that the next start after a crash can end the agent before it removes
@@ -201,57 +429,132 @@ func (s *State) WriteFile(path string, data []byte) error {
 	return os.WriteFile(path, data, 0o644)
 }
 
-func (s *State) save() error {
-	b, err := json.Marshal(s)
+// Dir is the directory of the records, where the run's own files go too.
+func (s *State) Dir() string { return s.ns.dir }
+
+func (s *State) save() error { return writeRecord(s.path, s) }
+
+func writeRecord(path string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	tmp := s.path + ".tmp"
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
-	return os.Rename(tmp, s.path)
+	return os.Rename(tmp, path)
 }
 
-// SetSysctl sets a sysctl of the gateway namespace, recording its old
-// value first (on disk, before the change) so a crash cannot lose it.
-func (s *State) SetSysctl(path, value string) error {
+// EnableForwarding switches on the forwarding the agent needs (IPv4, and
+// IPv6 if ipv6) where it is off, and records that the agent holds it: the
+// namespace's other agents may hold it too, and the old values come back
+// only when the last of them is gone. The guard goes in before forwarding
+// is switched on. For IPv6, interfaces that accept router advertisements
+// would stop doing so once forwarding is on (and lose their default
+// route), so they are first told to accept them anyway (accept_ra=2).
+// Every old value is recorded before it changes, so a crash cannot lose it.
+func (s *State) EnableForwarding(ipv6 bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old, err := readSysctl(path)
-	if err != nil {
-		return err
-	}
-	if old == value {
+	return s.ns.locked(func() error {
+		fwd, err := s.ns.readForwarding()
+		if errors.Is(err, os.ErrNotExist) {
+			fwd = &forwarding{}
+		} else if err != nil {
+			return err
+		}
+		changes, err := forwardingChanges(ipv6)
+		if err != nil {
+			return err
+		}
+		for _, c := range changes {
+			if !slices.ContainsFunc(fwd.Sysctls, func(sc Sysctl) bool { return sc.Path == c.Path }) {
+				fwd.Sysctls = append(fwd.Sysctls, Sysctl{Path: c.Path, Value: c.old})
+			}
+		}
+		if len(fwd.Sysctls) == 0 {
+			return nil // forwarding was on before sluice: nothing to hold
+		}
+		if err := s.ns.saveForwarding(fwd); err != nil {
+			return err
+		}
+		s.Forwarding = true
+		if err := s.save(); err != nil {
+			return err
+		}
+		if err := s.ns.settleForwarding(nil); err != nil {
+			return err
+		}
+		for _, c := range changes {
+			if err := writeSysctl(c.Path, c.Value); err != nil {
+				return fmt.Errorf("set %s=%s: %w", c.Path, c.Value, err)
+			}
+		}
 		return nil
-	}
-	s.Sysctls = append(s.Sysctls, Sysctl{Path: path, Value: old})
-	if err := s.save(); err != nil {
-		return err
-	}
-	return writeSysctl(path, value)
+	})
 }
 
-// Release restores the sysctls and removes the record. The table and link
+type sysctlChange struct {
+	Sysctl
+	old string
+}
+
+// forwardingChanges lists the sysctls to change for forwarding, with
+// their current values.
+func forwardingChanges(ipv6 bool) ([]sysctlChange, error) {
+	var out []sysctlChange
+	want := func(path, value string) error {
+		cur, err := readSysctl(path)
+		if err != nil {
+			return err
+		}
+		if cur != value {
+			out = append(out, sysctlChange{Sysctl{path, value}, cur})
+		}
+		return nil
+	}
+	if err := want(sysctlForward4, "1"); err != nil {
+		return nil, err
+	}
+	if !ipv6 {
+		return out, nil
+	}
+	if cur, err := readSysctl(sysctlForward6); err != nil {
+		return nil, err
+	} else if cur == "1" {
+		return out, nil
+	}
+	dirs, _ := filepath.Glob("/proc/sys/net/ipv6/conf/*/accept_ra")
+	for _, d := range dirs {
+		rel := strings.TrimPrefix(d, "/proc/sys/")
+		if v, err := readSysctl(rel); err == nil && v == "1" && !strings.Contains(rel, "/all/") {
+			out = append(out, sysctlChange{Sysctl{rel, "2"}, v})
+		}
+	}
+	return out, want(sysctlForward6, "1")
+}
+
+// Release gives up the agent's record, its files and its hold on
+// forwarding: the last agent of the namespace to go restores the old
+// forwarding settings and removes the guard. The agent's link and table
 // are the caller's to remove before.
 func (s *State) Release() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var errs []error
-	for _, sc := range slices.Backward(s.Sysctls) {
-		if err := writeSysctl(sc.Path, sc.Value); err != nil {
-			errs = append(errs, fmt.Errorf("restore %s=%s: %w", sc.Path, sc.Value, err))
-		}
-	}
 	for _, f := range s.Files {
 		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
 			errs = append(errs, err)
 		}
 	}
-	if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
+	err := s.ns.locked(func() error {
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		return s.ns.settleForwarding(nil)
+	})
+	return errors.Join(append(errs, err)...)
 }
 
 // processStart returns field 22 of /proc/PID/stat (start time in clock
@@ -273,53 +576,9 @@ func processStart(pid int) string {
 	return f[19]
 }
 
-// ForwardingPlan says which forwarding sysctls are off and would have to be
-// switched on, which is also where the ruleset must guard against opening
-// paths between the host's other interfaces.
+// ForwardingPlan says which families' forwarding sluice switched on,
+// which is also where the guard must keep paths between the namespace's
+// other interfaces closed.
 type ForwardingPlan struct {
 	Enable4, Enable6 bool
-}
-
-// PlanForwarding reads the current forwarding settings.
-func PlanForwarding(ipv6 bool) (ForwardingPlan, error) {
-	v4, err := readSysctl("net/ipv4/ip_forward")
-	if err != nil {
-		return ForwardingPlan{}, err
-	}
-	p := ForwardingPlan{Enable4: v4 != "1"}
-	if ipv6 {
-		v6, err := readSysctl("net/ipv6/conf/all/forwarding")
-		if err != nil {
-			return p, err
-		}
-		p.Enable6 = v6 != "1"
-	}
-	return p, nil
-}
-
-// EnableForwarding switches on what the plan says. For IPv6, interfaces that
-// accept router advertisements would stop doing so once forwarding is on
-// (and lose their default route), so they are first told to accept them
-// anyway (accept_ra=2); every change is recorded in s and undone by Release.
-func (s *State) EnableForwarding(p ForwardingPlan) error {
-	if p.Enable4 {
-		if err := s.SetSysctl("net/ipv4/ip_forward", "1"); err != nil {
-			return err
-		}
-	}
-	if p.Enable6 {
-		dirs, _ := filepath.Glob("/proc/sys/net/ipv6/conf/*/accept_ra")
-		for _, d := range dirs {
-			rel := strings.TrimPrefix(d, "/proc/sys/")
-			if v, err := readSysctl(rel); err == nil && v == "1" && !strings.Contains(rel, "/all/") {
-				if err := s.SetSysctl(rel, "2"); err != nil {
-					return err
-				}
-			}
-		}
-		if err := s.SetSysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
-			return err
-		}
-	}
-	return nil
 }

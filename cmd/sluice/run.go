@@ -49,7 +49,6 @@ type runOptions struct {
 	upstream   multiFlag
 	global     multiFlag
 	user       string
-	noIPv6     bool
 	logAllowed bool
 	logJSON    bool
 	verbose    bool
@@ -58,7 +57,7 @@ type runOptions struct {
 }
 
 func parseRunFlags(args []string) (*runOptions, error) {
-	o := &runOptions{cfg: gateway.DefaultConfig()}
+	o := &runOptions{}
 	c := &o.cfg
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -71,9 +70,9 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.Var(&o.global, "global-range", "treat this documentation or benchmarking `PREFIX` as globally reachable in answers, for labs and tests (repeatable)")
 	fs.StringVar(&c.Name, "name", "", "the agent's `name` in every record (default: the command's base name)")
 	fs.StringVar(&o.user, "user", "", "run the command as this `user` (default: the user who ran sudo, else root)")
-	fs.Var(prefixFlag{&c.AgentNet}, "agent-net", "IPv4 `prefix` of the link to the agent")
-	fs.Var(prefixFlag{&c.AgentNet6}, "agent-net6", "IPv6 `prefix` of the link to the agent")
-	fs.BoolVar(&o.noIPv6, "no-ipv6", false, "give the agent no IPv6 even where the gateway has it")
+	fs.Var(prefixFlag{&c.AgentNet}, "agent-net", "IPv4 `prefix` of the link to the agent (default: the first free /30 of "+gateway.AgentPool+")")
+	fs.Var(prefixFlag{&c.AgentNet6}, "agent-net6", "IPv6 `prefix` of the link to the agent (default: the first free /64 of "+gateway.AgentPool6+")")
+	fs.BoolVar(&c.NoIPv6, "no-ipv6", false, "give the agent no IPv6 even where the gateway has it")
 	fs.DurationVar(&c.MinTTL, "min-ttl", dnsfilter.DefaultMinTTL, "keep answered addresses open at least this long")
 	fs.DurationVar(&c.MaxTTL, "max-ttl", dnsfilter.DefaultMaxTTL, "keep answered addresses open at most this long per answer")
 	fs.DurationVar(&c.HelloTimeout, "hello-timeout", tlsinspect.DefaultHelloTimeout, "time a connection has to send its TLS ClientHello or HTTP request head")
@@ -107,9 +106,6 @@ func parseRunFlags(args []string) (*runOptions, error) {
 func (o *runOptions) complete() error {
 	if o.cfg.MaxConns < 0 {
 		return errors.New("--max-connections must not be negative")
-	}
-	if o.noIPv6 {
-		o.cfg.AgentNet6 = netip.Prefix{}
 	}
 	for _, r := range o.global {
 		pfx, err := netip.ParsePrefix(r)

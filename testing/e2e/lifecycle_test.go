@@ -86,7 +86,7 @@ sleep 2
 	// the agent, the link may go with the agent's namespace before the
 	// recovery gets to it. w.run checks that no agent link is left.
 	r = w.run(t, nil, "true")
-	for _, want := range []string{"removed table inet sluice", "restored net/ipv4/ip_forward=0", ".resolv.conf"} {
+	for _, want := range []string{"removed table inet " + agentTable, "restored net/ipv4/ip_forward=0", ".resolv.conf"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("next start did not report %q:\n%s", want, r.stderr)
 		}
@@ -105,7 +105,7 @@ func heartbeatLapses(t *testing.T, w *world, since time.Time) time.Duration {
 	t.Helper()
 	for {
 		at := time.Since(since) // the listing below shows the set at or after this
-		set := w.gw.Run(t, "nft", "list", "set", "inet", "sluice", "alive")
+		set := w.gw.Run(t, "nft", "list", "set", "inet", agentTable, "alive")
 		if !strings.Contains(set, "elements") {
 			return time.Since(since)
 		}
@@ -162,7 +162,7 @@ touch ` + file("probed") + "\n" + waitFile("resume") + `probe resumed ` + allowe
 	}
 	// The heartbeat returns with sluice's next tick.
 	waitFor(t, func() bool {
-		return strings.Contains(w.gw.Run(t, "nft", "list", "set", "inet", "sluice", "alive"), "elements")
+		return strings.Contains(w.gw.Run(t, "nft", "list", "set", "inet", agentTable, "alive"), "elements")
 	})
 	if err := os.WriteFile(file("resume"), nil, 0o644); err != nil {
 		t.Fatal(err)

@@ -6,8 +6,6 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
-
-	"github.com/sluicegw/sluice/firewall"
 )
 
 // TestNameBudgetUnderWildcard: a burst of unique names under an allowed
@@ -82,7 +80,7 @@ try full_direct `+c+` --resolve chain.allowed.test:443:`+allowedAddr2+` https://
 // fillAllowSet fills the agent's IPv4 allow set to its size with elements
 // of its own (addresses in 100.64.0.0/10, which no answer can carry).
 func (w *world) fillAllowSet() (string, error) {
-	out, err := exec.Command("ip", "netns", "exec", w.gw.Name, "nft", "-j", "list", "set", "inet", firewall.DefaultTable, "allow4").Output()
+	out, err := exec.Command("ip", "netns", "exec", w.gw.Name, "nft", "-j", "list", "set", "inet", agentTable, "allow4").Output()
 	if err != nil {
 		return "", fmt.Errorf("list set: %v", err)
 	}
@@ -107,7 +105,7 @@ func (w *world) fillAllowSet() (string, error) {
 		return "", fmt.Errorf("set allow4 of size %d with %d elements: want a bounded set the run has used", size, have)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "add element inet %s allow4 {", firewall.DefaultTable)
+	fmt.Fprintf(&b, "add element inet %s allow4 {", agentTable)
 	for i := range size - have {
 		if i > 0 {
 			b.WriteString(",")

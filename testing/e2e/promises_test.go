@@ -284,7 +284,7 @@ try tls_resumed ` + c + ` https://allowed.test/
 	}
 	// The heartbeat returns with sluice's next tick.
 	waitFor(t, func() bool {
-		return strings.Contains(w.gw.Run(t, "nft", "list", "set", "inet", "sluice", "alive"), "elements")
+		return strings.Contains(w.gw.Run(t, "nft", "list", "set", "inet", agentTable, "alive"), "elements")
 	})
 	touch(t, resume)
 	r := a.wait(t)

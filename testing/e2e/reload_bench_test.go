@@ -64,7 +64,7 @@ func BenchmarkReload(b *testing.B) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	elements := strings.Count(w.gw.Run(b, "nft", "list", "set", "inet", "sluice", "allow4"), ". 81")
+	elements := strings.Count(w.gw.Run(b, "nft", "list", "set", "inet", agentTable, "allow4"), ". 81")
 	if elements < 10000 {
 		b.Fatalf("%d live set elements, want at least 10,000", elements)
 	}
@@ -98,7 +98,7 @@ func BenchmarkReload(b *testing.B) {
 	b.ReportMetric(float64(tooks[len(tooks)/2].Microseconds())/1000, "ms/reload")
 	b.ReportMetric(float64(tooks[len(tooks)-1].Microseconds())/1000, "max-ms/reload")
 	b.ReportMetric(float64(elements), "elements")
-	if after := strings.Count(w.gw.Run(b, "nft", "list", "set", "inet", "sluice", "allow4"), ". 81"); after < elements {
+	if after := strings.Count(w.gw.Run(b, "nft", "list", "set", "inet", agentTable, "allow4"), ". 81"); after < elements {
 		b.Errorf("reloads that changed no allowed host revoked elements: %d before, %d after", elements, after)
 	}
 }

@@ -101,8 +101,9 @@ func TestRecoveryLeaksNothing(t *testing.T) {
 }
 
 // TestSecondRunRefused: a second sluice run in the same gateway namespace
-// (the same table and agent network) is refused and names the process
-// that holds it; the first one is not disturbed.
+// that cannot coexist with a running one (the same agent name, or the
+// same agent network) is refused and names the process that holds it;
+// the first one is not disturbed.
 func TestSecondRunRefused(t *testing.T) {
 	w := newWorld(t)
 	dir := t.TempDir()
@@ -111,12 +112,21 @@ func TestSecondRunRefused(t *testing.T) {
 	first := startAgent(t, w, []string{"--allow", "allowed.test"},
 		prelude+"touch "+ready+"\nwhile [ ! -e "+release+" ]; do sleep 0.05; done\ntry first_after "+c+" https://allowed.test/")
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
-	cmd := exec.Command("ip", append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs()...), "--", "echo", "ran")...)
-	second, err := cmd.CombinedOutput()
-	code := cmd.ProcessState.ExitCode()
-	want := fmt.Sprintf("another sluice is running in this network namespace (pid %d)", first.pid())
-	if err == nil || code != 1 || strings.Contains(string(second), "ran") || !strings.Contains(string(second), want) {
-		t.Errorf("second run: exit %d, output %q; want exit 1 naming %q", code, second, want)
+	held := fmt.Sprintf("is held by another sluice in this network namespace (agent \"sh\", pid %d)", first.pid())
+	for _, tc := range []struct {
+		flags []string
+		want  string
+	}{
+		{[]string{"--name", "sh", "--agent-net", "198.18.0.4/30", "--agent-net6", "2001:db8:b::/64"}, `agent name "sh" ` + held},
+		{[]string{"--name", "other"}, "agent network " + agentNet + " (overlapping " + agentNet + ") " + held},
+	} {
+		args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(tc.flags...)...), "--", "echo", "ran")
+		cmd := exec.Command("ip", args...)
+		second, err := cmd.CombinedOutput()
+		code := cmd.ProcessState.ExitCode()
+		if err == nil || code != 1 || strings.Contains(string(second), "ran") || !strings.Contains(string(second), tc.want) {
+			t.Errorf("second run %v: exit %d, output %q; want exit 1 naming %q", tc.flags, code, second, tc.want)
+		}
 	}
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
 		t.Fatal(err)

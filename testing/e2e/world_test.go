@@ -18,8 +18,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
-	"github.com/sluicegw/sluice/firewall"
-	"github.com/sluicegw/sluice/sandbox"
+	"github.com/sluicegw/sluice/gateway"
 	"github.com/sluicegw/sluice/testing/fakenet"
 	"github.com/sluicegw/sluice/testing/nstest"
 	"github.com/ti-mo/conntrack"
@@ -52,6 +51,8 @@ func TestMain(m *testing.M) {
 
 // Addresses of the test network (DESIGN.md).
 const (
+	// agentTable is the table of a run of `sh -c SCRIPT`, the agent named sh.
+	agentTable   = gateway.TablePrefix + "sh"
 	agentNet     = "198.18.0.0/30" // gateway .1, agent .2
 	agentNet6    = "2001:db8:a::/64"
 	gwAddr       = "198.18.0.1"
@@ -119,11 +120,8 @@ func newWorldOpts(t testing.TB, ipv6 bool) *world {
 	// take it, before the namespace itself goes.
 	t.Cleanup(func() {
 		err := w.gw.Do(func() error {
-			st, _, err := sandbox.Claim(sandbox.StateConfig{Table: firewall.DefaultTable, RemoveTable: firewall.RemoveTable})
-			if err != nil {
-				return err
-			}
-			return st.Release()
+			_, err := gateway.Recover("")
+			return err
 		})
 		if err != nil {
 			t.Errorf("clean up the gateway's sluice state: %v", err)

@@ -1,0 +1,117 @@
+package gateway
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/sluicegw/sluice/firewall"
+	"github.com/sluicegw/sluice/sandbox"
+)
+
+// The pools an agent's link and log group come from when the config
+// names none. The links take ranges that no real network uses: /30s of
+// the benchmarking block (RFC 2544), from the top down, and /64s of a
+// fixed unique-local /48, one pair per agent.
+const (
+	AgentPool      = "198.19.255.0/24"
+	AgentPool6     = "fd5c:1ce0:5c1c::/48"
+	agentPoolSlots = 64
+)
+
+// DefaultLogGroup is the first NFLOG group the kernel logs an agent's
+// refusals to; each agent of a namespace takes its own.
+const DefaultLogGroup = 9323
+
+// TablePrefix starts the name of every agent's table: inet sluice-NAME.
+const TablePrefix = "sluice-"
+
+// poolNets returns the i-th pair of agent networks of the pools.
+func poolNets(i int) (netip.Prefix, netip.Prefix) {
+	base := netip.MustParsePrefix(AgentPool).Addr().As4()
+	base[3] = byte(252 - 4*i)
+	v6 := netip.MustParsePrefix(AgentPool6).Addr().As16()
+	v6[6], v6[7] = byte(i>>8), byte(i)
+	return netip.PrefixFrom(netip.AddrFrom4(base), 30), netip.PrefixFrom(netip.AddrFrom16(v6), 64)
+}
+
+// slotChooser picks an agent's slot from the config and what the
+// namespace's other agents hold (see sandbox.StateConfig.Choose).
+type slotChooser struct {
+	cfg  *Config
+	ipv6 bool           // the agent gets IPv6
+	nets []netip.Prefix // the gateway's own and connected networks
+	pid  int            // names the link
+}
+
+// choose takes what the config names and, for the rest, the first of
+// each pool that no other agent holds. An agent network that overlaps a
+// network of the gateway is refused; one another agent holds is refused
+// by sandbox, naming it.
+func (c slotChooser) choose(held []sandbox.Holder) (sandbox.Slot, error) {
+	cfg := c.cfg
+	s := sandbox.Slot{Name: cfg.Name, Table: cmp.Or(cfg.Table, TablePrefix+cfg.Name), LogGroup: cfg.LogGroup}
+	taken := func(f func(h sandbox.Holder) bool) bool { return slices.ContainsFunc(held, f) }
+	s.Iface = fmt.Sprintf("sl%d", c.pid)
+	for i := 1; taken(func(h sandbox.Holder) bool { return h.Iface == s.Iface }); i++ {
+		s.Iface = fmt.Sprintf("sl%d-%d", c.pid, i)
+	}
+	if s.LogGroup == 0 {
+		s.LogGroup = DefaultLogGroup
+		for taken(func(h sandbox.Holder) bool { return h.LogGroup == s.LogGroup }) {
+			s.LogGroup++
+		}
+	}
+	free := func(n netip.Prefix) bool {
+		return !taken(func(h sandbox.Holder) bool {
+			return slices.ContainsFunc(h.Nets, n.Overlaps)
+		}) && !slices.ContainsFunc(c.nets, n.Overlaps)
+	}
+	net4, net6 := cfg.AgentNet, cfg.AgentNet6
+	if !net4.IsValid() || c.ipv6 && !net6.IsValid() {
+		found := false
+		for i := range agentPoolSlots {
+			p4, p6 := poolNets(i)
+			if (net4.IsValid() || free(p4)) && (net6.IsValid() || !c.ipv6 || free(p6)) {
+				net4, net6, found = cmp.Or(net4, p4), cmp.Or(net6, p6), true
+				break
+			}
+		}
+		if !found {
+			return s, fmt.Errorf("no free agent network left in %s and %s; choose one with --agent-net/--agent-net6", AgentPool, AgentPool6)
+		}
+	}
+	s.Nets = []netip.Prefix{net4}
+	if c.ipv6 {
+		s.Nets = append(s.Nets, net6)
+	}
+	// Other agents' links are networks of the gateway too; an overlap
+	// with one of those is sandbox's to refuse, naming the agent.
+	own := slices.DeleteFunc(slices.Clone(c.nets), func(n netip.Prefix) bool {
+		return taken(func(h sandbox.Holder) bool { return slices.ContainsFunc(h.Nets, n.Overlaps) })
+	})
+	for _, n := range s.Nets {
+		if slices.ContainsFunc(own, n.Overlaps) {
+			return s, fmt.Errorf("the agent link %s overlaps a network of this gateway; choose another with --agent-net/--agent-net6", n)
+		}
+	}
+	return s, nil
+}
+
+// stateConfig is how the gateway's records are kept and undone.
+func stateConfig(dir string, choose func([]sandbox.Holder) (sandbox.Slot, error)) sandbox.StateConfig {
+	return sandbox.StateConfig{
+		Dir: dir, Choose: choose, RemoveTable: firewall.RemoveTable,
+		SetGuard: func(p sandbox.ForwardingPlan, ifaces []string) error {
+			return firewall.SetGuard(firewall.ForwardingPlan(p), ifaces)
+		},
+	}
+}
+
+// Recover undoes what gateways that died left in the current network
+// namespace (their agents, links, tables, files, and the forwarding they
+// held), as New does first, and says what it did.
+func Recover(stateDir string) ([]string, error) {
+	return sandbox.Recover(stateConfig(stateDir, nil))
+}

@@ -1,0 +1,171 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/sluicegw/sluice/testing/nstest"
+)
+
+// guardLog records what the records asked of the guard.
+type guardLog struct{ calls []string }
+
+func (g *guardLog) set(p ForwardingPlan, ifaces []string) error {
+	g.calls = append(g.calls, fmt.Sprintf("v4=%v v6=%v %v", p.Enable4, p.Enable6, ifaces))
+	return nil
+}
+
+func (g *guardLog) last() string {
+	if len(g.calls) == 0 {
+		return "none"
+	}
+	return g.calls[len(g.calls)-1]
+}
+
+func slot(name string, i int) Slot {
+	return Slot{Name: name, Table: "sluice-" + name, Iface: fmt.Sprintf("slt%d", i), LogGroup: uint16(100 + i),
+		Nets: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, 255, byte(4 * i)}), 30)}}
+}
+
+// TestAgentsShareForwarding: two agents of one namespace each hold the
+// forwarding sluice switched on; it stays on, behind a guard that exempts
+// the links of those left, until the last one goes, and then the old
+// value comes back and the guard goes. A slot another agent holds is
+// refused, naming it.
+func TestAgentsShareForwarding(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-st")
+	dir := t.TempDir()
+	err := ns.Do(func() error {
+		g := &guardLog{}
+		before, err := readSysctl(sysctlForward4)
+		if err != nil || before != "0" {
+			return fmt.Errorf("a new namespace's ip_forward: %q, %v", before, err)
+		}
+		claim := func(s Slot) (*State, error) {
+			st, _, err := Claim(StateConfig{Dir: dir, SetGuard: g.set, Choose: func([]Holder) (Slot, error) { return s, nil }})
+			return st, err
+		}
+		a, err := claim(slot("a", 1))
+		if err != nil {
+			return err
+		}
+		b, err := claim(slot("b", 2))
+		if err != nil {
+			return err
+		}
+		for _, s := range []Slot{slot("a", 3), {Name: "c", Table: "sluice-b"}, {Name: "c", Iface: "slt1"}, {Name: "c", LogGroup: 102}, {Name: "c", Nets: slot("x", 1).Nets}} {
+			if _, err := claim(s); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d", os.Getpid())) {
+				t.Errorf("claim %+v beside a and b: %v; want ErrBusy naming the holder", s, err)
+			}
+		}
+		check := func(step, forward, guard string) {
+			t.Helper()
+			if v, _ := readSysctl(sysctlForward4); v != forward {
+				t.Errorf("%s: ip_forward=%s, want %s", step, v, forward)
+			}
+			if g.last() != guard {
+				t.Errorf("%s: guard %s, want %s", step, g.last(), guard)
+			}
+		}
+		if err := a.EnableForwarding(false); err != nil {
+			return err
+		}
+		check("a enabled", "1", "v4=true v6=false [slt1]")
+		if err := b.EnableForwarding(false); err != nil {
+			return err
+		}
+		check("b enabled", "1", "v4=true v6=false [slt1 slt2]")
+		if err := a.Release(); err != nil {
+			return err
+		}
+		check("a released", "1", "v4=true v6=false [slt2]")
+		if err := b.Release(); err != nil {
+			return err
+		}
+		check("b released", "0", "v4=false v6=false []")
+		if left, _ := filepath.Glob(filepath.Join(dir, "netns-*")); len(left) > 0 {
+			t.Errorf("records left: %v", left)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecoverDeadAgent: the record of an agent whose sluice died is
+// undone by the next start, its forwarding hold with it, while a live
+// agent's record and hold stay.
+func TestRecoverDeadAgent(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-st")
+	dir := t.TempDir()
+	err := ns.Do(func() error {
+		g := &guardLog{}
+		cfg := func(s Slot) StateConfig {
+			return StateConfig{Dir: dir, SetGuard: g.set, Choose: func([]Holder) (Slot, error) { return s, nil }}
+		}
+		dead, _, err := Claim(cfg(slot("dead", 1)))
+		if err != nil {
+			return err
+		}
+		if err := dead.EnableForwarding(false); err != nil {
+			return err
+		}
+		file := filepath.Join(dir, "dead.resolv.conf")
+		if err := dead.WriteFile(file, nil); err != nil {
+			return err
+		}
+		// The record now says a process that is gone made it.
+		dead.Start = "gone"
+		if err := dead.save(); err != nil {
+			return err
+		}
+		undone, err := Recover(cfg(Slot{}))
+		if err != nil {
+			return err
+		}
+		for _, want := range []string{"removed " + file, "restored net/ipv4/ip_forward=0"} {
+			if !slices.Contains(undone, want) {
+				t.Errorf("recovery did %q, want %q among them", undone, want)
+			}
+		}
+		if v, _ := readSysctl(sysctlForward4); v != "0" || g.last() != "v4=false v6=false []" {
+			t.Errorf("after recovery: ip_forward=%s, guard %s", v, g.last())
+		}
+		// With a live agent holding forwarding, the dead one's hold goes
+		// and forwarding stays.
+		live, _, err := Claim(cfg(slot("live", 2)))
+		if err != nil {
+			return err
+		}
+		dead, _, err = Claim(cfg(slot("dead", 1)))
+		if err != nil {
+			return err
+		}
+		for _, s := range []*State{live, dead} {
+			if err := s.EnableForwarding(false); err != nil {
+				return err
+			}
+		}
+		dead.Start = "gone"
+		if err := dead.save(); err != nil {
+			return err
+		}
+		if undone, err = Recover(cfg(Slot{})); err != nil {
+			return err
+		}
+		if v, _ := readSysctl(sysctlForward4); v != "1" || g.last() != "v4=true v6=false [slt2]" {
+			t.Errorf("a dead agent beside a live one: ip_forward=%s, guard %s, undone %q", v, g.last(), undone)
+		}
+		return live.Release()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
