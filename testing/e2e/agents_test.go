@@ -104,3 +104,39 @@ func fileExists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+// TestRecoveryBesideLiveAgent: after a kill -9 of one agent's sluice, the
+// next start undoes what that run left (agent, link, table) but leaves
+// the forwarding a live agent beside it still holds, and the live agent
+// keeps working.
+func TestRecoveryBesideLiveAgent(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	c := w.curl()
+	readyLive, readyDead := filepath.Join(dir, "ready-live"), filepath.Join(dir, "ready-dead")
+	release, waitRelease := fileFlag(dir, "release")
+	live := startAgent(t, w, []string{"--name", "live", "--allow", "allowed.test", "--agent-net", "198.18.0.4/30", "--agent-net6", "2001:db8:b::/64"},
+		prelude+"try before "+c+" https://allowed.test/\ntouch "+readyLive+"\n"+waitRelease+"try after "+c+" https://allowed.test/\n")
+	waitFor(t, func() bool { return fileExists(readyLive) })
+	dead := startAgent(t, w, nil, "touch "+readyDead+"\nsleep 120")
+	waitFor(t, func() bool { return fileExists(readyDead) })
+	dead.kill(t)
+
+	next := startAgent(t, w, nil, "true")
+	rn := next.wait(t)
+	for _, want := range []string{"killed the agent sh", "removed table inet " + agentTable} {
+		if !strings.Contains(rn.stderr, want) {
+			t.Errorf("the next start did not report %q:\n%s", want, rn.stderr)
+		}
+	}
+	if strings.Contains(rn.stderr, "restored net/ipv4/ip_forward") {
+		t.Errorf("the next start restored forwarding a live agent holds:\n%s", rn.stderr)
+	}
+	tables := w.gw.Run(t, "nft", "list", "tables")
+	if strings.Contains(tables, agentTable) || !strings.Contains(tables, gateway.TablePrefix+"live") || !strings.Contains(tables, firewall.GuardTable) {
+		t.Errorf("tables after recovery beside a live agent: %s", tables)
+	}
+	touch(t, release)
+	expect(t, live.wait(t), map[string]string{"before": ok, "after": ok})
+	w.assertClean(t)
+}
