@@ -35,7 +35,6 @@ const (
 	aliveKey       = 1
 	chainAgentIn   = "agent_in"
 	chainAgentFw   = "agent_fwd"
-	chainAgentOut  = "agent_out"
 	chainAgentDead = "agent_dead"
 	logPrefix      = "sluice "
 	// DefaultHeartbeat is how long the gateway keeps admitting new flows
@@ -347,19 +346,14 @@ func (m *Manager) addChains(flush bool) {
 	add(forward, rule(oif(agent, true), verdict(expr.VerdictDrop)))
 
 	// Nor does the gateway itself (the host, in real use), whose packets
-	// to the agent leave through the output hook: only answers pass (the
-	// resolver's, the proxy's, and the resets and ICMP errors the chains
-	// above send, which conntrack relates to the packet they refuse), and
-	// the neighbour discovery the link needs.
-	ao := chain(&nftables.Chain{Name: chainAgentOut, Table: t})
-	add(ao, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
-	add(ao, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
-	add(ao, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
-	add(ao, rule(verdict(expr.VerdictDrop)))
-	output := base("output", nftables.ChainTypeFilter, nftables.ChainHookOutput, nftables.ChainPriorityFilter)
-	// Answers, the common case, without a jump.
-	add(output, rule(oif(agent, true), ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
-	add(output, rule(oif(agent, true), jump(chainAgentOut)))
+	// to the agent leave through the output hook. A NAT chain sees only
+	// the first packet of a flow the gateway starts, so the answers of the
+	// resolver and the proxy never meet it (no cost per answer); nor do
+	// the resets and ICMP errors the chains above send (they carry the
+	// refused packet's tracking, or are related to it), nor neighbour
+	// discovery (not tracked).
+	outNAT := base("output_nat", nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest)
+	add(outNAT, rule(oif(agent, true), verdict(expr.VerdictDrop)))
 
 	post := base("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	add(post, rule(iif(agent, true), oif(agent, false), &expr.Masq{}))

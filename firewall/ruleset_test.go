@@ -184,16 +184,9 @@ func TestInstallRuleset(t *testing.T) {
 			`meta l4proto udp ` + limit + `log prefix "sluice gateway_not_alive" group 7`,
 			`meta l4proto udp reject`, // icmpx port-unreachable, the default
 		},
-		"output": {
-			`type filter hook output priority filter; policy accept;`,
-			`oifname "sla0" ct state established,related accept`,
-			`oifname "sla0" jump agent_out`,
-		},
-		"agent_out": {
-			`ct state established,related accept`,
-			`icmpv6 type nd-neighbor-solicit accept`,
-			`icmpv6 type nd-neighbor-advert accept`,
-			`drop`,
+		"output_nat": {
+			`type nat hook output priority -100; policy accept;`,
+			`oifname "sla0" drop`,
 		},
 		"postrouting": {
 			`type nat hook postrouting priority srcnat; policy accept;`,

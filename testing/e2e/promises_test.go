@@ -151,8 +151,8 @@ func counters(t *testing.T, ns *nstest.NS, matches ...string) func() map[string]
 		rules += " " + m + " counter;"
 	}
 	ruleset := "table inet " + table + " {\n" +
-		"	chain forward { type filter hook forward priority -10;" + rules + " }\n" +
-		"	chain output { type filter hook output priority -10;" + rules + " }\n}\n"
+		"	chain forward { type filter hook forward priority -300;" + rules + " }\n" +
+		"	chain output { type filter hook output priority -300;" + rules + " }\n}\n"
 	f := filepath.Join(t.TempDir(), "count.nft")
 	if err := os.WriteFile(f, []byte(ruleset), 0o644); err != nil {
 		t.Fatal(err)
