@@ -20,7 +20,7 @@ const module = "github.com/sluicegw/sluice"
 var imports = map[string][]string{
 	"":        {},
 	"policy":  {"gopkg.in/yaml.v3", "golang.org/x/net/idna", "golang.org/x/net/publicsuffix"},
-	"journal": {},
+	"journal": {"modernc.org/sqlite"},
 	"dnsfilter": {"policy", "journal",
 		"github.com/miekg/dns"},
 	"firewall": {"policy", "journal",

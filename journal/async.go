@@ -3,9 +3,11 @@ package journal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // AsyncConfig configures an Async.
@@ -20,7 +22,19 @@ type AsyncConfig struct {
 	Batch int
 	// Log says when events were dropped. slog.Default() when nil.
 	Log *slog.Logger
+	// Agent names the agent in the record of dropped events.
+	Agent string
 }
+
+// Ticker is a Writer that wants to hear the time about once a second,
+// from the writer goroutine: to store what it holds back (coalesced
+// repeats) and to apply retention.
+type Ticker interface {
+	Tick(now time.Time) error
+}
+
+// tickEvery is how often Run calls a Ticker Writer.
+const tickEvery = time.Second
 
 // Defaults of AsyncConfig.
 const (
@@ -151,8 +165,22 @@ func (a *Async) Run(ctx context.Context) error {
 	var err error
 	defer func() { a.finish(err) }()
 	batch := make([]queued, 0, a.cfg.Batch)
+	ticker, _ := a.cfg.Writer.(Ticker)
+	var tick <-chan time.Time
+	if ticker != nil {
+		t := time.NewTicker(tickEvery)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
+		case now := <-tick:
+			if err = ticker.Tick(now); err != nil {
+				return err
+			}
+			if err = a.reportDrops(); err != nil {
+				return err
+			}
 		case q := <-a.queue:
 			if err = a.write(append(batch[:0], q)); err != nil {
 				return err
@@ -228,16 +256,22 @@ fill:
 	close(a.progress)
 	a.progress = make(chan struct{})
 	a.mu.Unlock()
-	a.reportDrops()
-	return nil
+	return a.reportDrops()
 }
 
-// reportDrops logs the drops since the last report, if any.
-func (a *Async) reportDrops() {
-	if n := a.dropped.Load(); n > a.reported {
-		a.cfg.Log.Warn("journal buffer full: events dropped", "dropped", n-a.reported, "total", n)
-		a.reported = n
+// reportDrops logs the drops since the last report, if any, and stores
+// their count as a record of its own: what the journal lost is in the
+// journal.
+func (a *Async) reportDrops() error {
+	n := a.dropped.Load()
+	if n <= a.reported {
+		return nil
 	}
+	a.cfg.Log.Warn("journal buffer full: events dropped", "dropped", n-a.reported, "total", n)
+	lost := Event{Time: time.Now(), Agent: a.cfg.Agent, Layer: LayerJournal, Kind: Lost, Reason: ReasonRecordsLost,
+		Count: int64(n - a.reported), Detail: fmt.Sprintf("%d records dropped since the last report, %d in all: the journal fell behind", n-a.reported, n)}
+	a.reported = n
+	return a.cfg.Writer.WriteEvents([]Event{lost})
 }
 
 // finish ends the writer: Wait gives err, or ErrClosed, for what is left.

@@ -91,8 +91,14 @@ func TestAsyncBoundedUnderStalledWriter(t *testing.T) {
 	if err := a.Wait(context.Background(), first); err != nil {
 		t.Fatalf("Wait after the write: %v", err)
 	}
-	if got := g.mem.Events(); len(got) != 1 || got[0].Name != "0" {
-		t.Fatalf("stored %+v, want event 0 alone", got)
+	<-g.entered // then the record of the drops
+	g.release <- nil
+	got := g.mem.Events()
+	for deadline := time.Now().Add(5 * time.Second); len(got) < 2 && time.Now().Before(deadline); got = g.mem.Events() {
+		time.Sleep(time.Millisecond)
+	}
+	if len(got) != 2 || got[0].Name != "0" || got[1].Kind != Lost || got[1].Count != 6 || got[1].Reason != ReasonRecordsLost {
+		t.Fatalf("stored %+v, want event 0 and the record of 6 lost", got)
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- a.Close() }()
@@ -115,8 +121,8 @@ func TestAsyncBoundedUnderStalledWriter(t *testing.T) {
 			t.Errorf("ticket %d after Close: %v, want stored", tk, err)
 		}
 	}
-	if got := g.mem.Events(); len(got) != 5 || got[4].Name != "4" {
-		t.Errorf("stored %d events, want events 0 to 4 in order: %+v", len(got), got)
+	if got := g.mem.Events(); len(got) != 6 || got[5].Name != "4" {
+		t.Errorf("stored %d events, want events 0 to 4 in order, with the record of the drops: %+v", len(got), got)
 	}
 	if tk := a.Record(ev(99)); tk != 0 || a.Dropped() != 7 {
 		t.Errorf("Record after Close: ticket %d, dropped %d; want 0 and a counted drop", tk, a.Dropped())

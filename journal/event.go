@@ -20,6 +20,11 @@ const (
 	LayerFirewall Layer = "firewall"
 	LayerTLS      Layer = "tls"
 	LayerHTTP     Layer = "http"
+	// LayerPolicy records changes of the policy in force.
+	LayerPolicy Layer = "policy"
+	// LayerJournal records what happened to the journal itself: records
+	// lost under overload, records deleted by retention.
+	LayerJournal Layer = "journal"
 )
 
 // Kind says what an event records.
@@ -35,6 +40,14 @@ const (
 	// Dropped: a DNS answer was released to the agent with some of its
 	// addresses removed (Addrs); a notice, not a refusal.
 	Dropped
+	// Changed: the policy in force changed (PolicyHash the new one,
+	// OldPolicy the one before, Detail the change).
+	Changed
+	// Lost: Count records were dropped under overload, never stored.
+	Lost
+	// Pruned: retention deleted the oldest records (Detail says which,
+	// and what the chain's first record now links to).
+	Pruned
 )
 
 // String is the kind's word in logs: "refused", "allowed" or "dropped".
@@ -46,6 +59,12 @@ func (k Kind) String() string {
 		return "allowed"
 	case Dropped:
 		return "dropped"
+	case Changed:
+		return "changed"
+	case Lost:
+		return "lost"
+	case Pruned:
+		return "pruned"
 	}
 	return "kind" + strconv.Itoa(int(k))
 }
@@ -74,6 +93,10 @@ type Event struct {
 	Addrs []netip.Addr
 	// Detail is free text for a person, such as the upstream's error.
 	Detail string
+	// Count is how many identical decisions the event stands for; 0 is 1.
+	Count int64
+	// OldPolicy is the policy hash before a Changed event.
+	OldPolicy string
 }
 
 // maxField bounds every attacker-controlled string that reaches a record.

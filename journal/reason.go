@@ -95,6 +95,17 @@ const (
 	ReasonH2C Reason = "h2c_upgrade"
 	// ReasonBadRequest: not an HTTP/1.x request head (or a connection closed before one).
 	ReasonBadRequest Reason = "bad_request"
+
+	// ReasonReload: the policy file was read again (SIGHUP) and put in force.
+	ReasonReload Reason = "policy_reloaded"
+	// ReasonReviewed: a person allowed something in the web UI.
+	ReasonReviewed Reason = "reviewed_allow"
+	// ReasonAllowanceExpired: a temporary allowance ran out.
+	ReasonAllowanceExpired Reason = "allowance_expired"
+	// ReasonRecordsLost: records dropped because the journal fell behind.
+	ReasonRecordsLost Reason = "records_lost"
+	// ReasonRetention: the oldest records deleted by retention (an anchor keeps the chain).
+	ReasonRetention Reason = "retention"
 )
 
 // reasons is every declared Reason, in the order above.
@@ -107,6 +118,7 @@ var reasons = []Reason{
 	ReasonNotTLS, ReasonHelloTimeout, ReasonHelloTooLarge, ReasonGatewayDst, ReasonNoOrigDst, ReasonDialFailed,
 	ReasonTooManyPending, ReasonTooManyConns,
 	ReasonHostNotAllowed, ReasonNoHost, ReasonConflictingHost, ReasonConnect, ReasonH2C, ReasonBadRequest,
+	ReasonReload, ReasonReviewed, ReasonAllowanceExpired, ReasonRecordsLost, ReasonRetention,
 }
 
 // Reasons returns every declared reason, each once.

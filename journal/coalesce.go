@@ -1,0 +1,110 @@
+package journal
+
+import (
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// DefaultCoalesce is the interval over which repeats of one decision are
+// folded into one record.
+const DefaultCoalesce = time.Second
+
+// coalescer folds repeats of one decision into counts. The first of each
+// interval is stored at once (a reviewer sees it live, and a crash cannot
+// lose it); the repeats after it within the interval are counted and
+// stored as one record, with the count, when the interval ends. A flood
+// of one refusal costs two records an interval, whatever its rate, and
+// cannot fill the disk or bury other events.
+type coalescer struct {
+	interval time.Duration
+	open     map[decisionKey]*interval
+}
+
+// decisionKey is what makes two decisions the same.
+type decisionKey struct {
+	agent, name, proto, rule, policy, addrs string
+	layer                                   Layer
+	kind                                    Kind
+	reason                                  Reason
+	dst                                     netip.AddrPort
+}
+
+type interval struct {
+	start  time.Time // of the first decision, stored at once
+	repeat Event     // the repeats since, Count of them; Count 0 for none
+}
+
+func newCoalescer(d time.Duration) *coalescer {
+	return &coalescer{interval: d, open: map[decisionKey]*interval{}}
+}
+
+// coalescable kinds are decisions; the journal's own records and policy
+// changes are always stored one by one.
+func coalescable(k Kind) bool { return k == Refused || k == Allowed || k == Dropped }
+
+func keyOf(ev *Event) decisionKey {
+	k := decisionKey{agent: ev.Agent, name: ev.Name, proto: ev.Proto, rule: ev.Rule, policy: ev.PolicyHash,
+		layer: ev.Layer, kind: ev.Kind, reason: ev.Reason, dst: ev.Dst}
+	if len(ev.Addrs) > 0 {
+		var b strings.Builder
+		for _, a := range ev.Addrs {
+			b.WriteString(a.String())
+			b.WriteByte(',')
+		}
+		k.addrs = b.String()
+	}
+	return k
+}
+
+// add appends to out what is to be stored now: ev itself when it opens
+// an interval (after the repeats of the interval it closes, if due has
+// not collected them yet) or is not a decision; nothing when it is a
+// repeat, which is counted.
+func (c *coalescer) add(ev Event, out []Event) []Event {
+	if c.interval <= 0 || !coalescable(ev.Kind) {
+		return append(out, ev)
+	}
+	k := keyOf(&ev)
+	iv, ok := c.open[k]
+	if ok && ev.Time.Sub(iv.start) < c.interval {
+		if iv.repeat.Count == 0 {
+			iv.repeat = ev
+			iv.repeat.Count = 0
+		}
+		iv.repeat.Count += max(ev.Count, 1)
+		return out
+	}
+	if ok && iv.repeat.Count > 0 {
+		out = append(out, iv.repeat)
+	}
+	c.open[k] = &interval{start: ev.Time}
+	return append(out, ev)
+}
+
+// due returns the repeats of the intervals that ended by now (all of
+// them when flush is set), as events to store, and forgets those
+// intervals.
+func (c *coalescer) due(now time.Time, flush bool) []Event {
+	var out []Event
+	for k, iv := range c.open {
+		if !flush && now.Sub(iv.start) < c.interval {
+			continue
+		}
+		if iv.repeat.Count > 0 {
+			out = append(out, iv.repeat)
+		}
+		delete(c.open, k)
+	}
+	sortByTime(out)
+	return out
+}
+
+func sortByTime(evs []Event) {
+	// Few events, nearly in order: insertion sort.
+	for i := 1; i < len(evs); i++ {
+		for j := i; j > 0 && evs[j].Time.Before(evs[j-1].Time); j-- {
+			evs[j], evs[j-1] = evs[j-1], evs[j]
+		}
+	}
+}
