@@ -137,7 +137,7 @@ func (g *Gateway) claimState() error {
 // journal's store. It is closed last of all, after every part that
 // records has stopped, so that it stores their last records too.
 func (g *Gateway) startJournal() error {
-	a, err := journal.NewAsync(journal.AsyncConfig{Writer: g.cfg.Journal, Log: g.log})
+	a, err := journal.NewAsync(journal.AsyncConfig{Writer: g.cfg.Journal, Log: g.log, Agent: g.cfg.Name})
 	if err != nil {
 		return err
 	}

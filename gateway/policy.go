@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"os"
+	"strings"
 
 	"github.com/sluicegw/sluice/policy"
 )
@@ -57,4 +58,16 @@ func (s PolicySource) Load() (*policy.Policy, []policy.Warning, error) {
 		return nil, nil, err
 	}
 	return p, policy.Lint(p), nil
+}
+
+// String names the source for a person: the file and the flags.
+func (s PolicySource) String() string {
+	var parts []string
+	if s.File != "" {
+		parts = append(parts, s.File)
+	}
+	for _, a := range s.Allow {
+		parts = append(parts, "--allow "+a)
+	}
+	return strings.Join(parts, " ")
 }

@@ -3,9 +3,11 @@ package gateway
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/sluicegw/sluice/dnsfilter"
+	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
 )
 
@@ -21,7 +23,7 @@ func (g *Gateway) Reload() error {
 	for _, w := range warnings {
 		g.log.Warn("policy: "+w.Msg, "at", w.Source)
 	}
-	return g.SetPolicy(p)
+	return g.setPolicy(p, journal.ReasonReload, "SIGHUP: "+g.cfg.PolicySource.String())
 }
 
 // SetPolicy puts p in force at once. A host added is allowed from the
@@ -32,6 +34,11 @@ func (g *Gateway) Reload() error {
 // change are untouched. If the kernel refuses the new rules, nothing
 // changes and the error is returned.
 func (g *Gateway) SetPolicy(p *policy.Policy) error {
+	return g.setPolicy(p, journal.ReasonReload, "")
+}
+
+// setPolicy is SetPolicy, journaled as a change for reason, by who.
+func (g *Gateway) setPolicy(p *policy.Policy, reason journal.Reason, who string) error {
 	g.reload.Lock()
 	defer g.reload.Unlock()
 	start := time.Now()
@@ -58,6 +65,9 @@ func (g *Gateway) SetPolicy(p *policy.Policy) error {
 	})
 	g.log.Info("policy reloaded", "old", old.Hash(), "new", p.Hash(), "entries", len(p.Entries()),
 		"revoked_addresses", revoked, "cut_connections", cut, "took", time.Since(start).Round(time.Microsecond))
+	g.journal.Record(journal.Event{Time: time.Now(), Agent: g.cfg.Name, Layer: journal.LayerPolicy, Kind: journal.Changed,
+		Reason: reason, PolicyHash: p.Hash(), OldPolicy: old.Hash(),
+		Detail: fmt.Sprintf("%s\nrevoked %d addresses, cut %d connections\n%s", who, revoked, cut, policyDiff(old, p))})
 	if err != nil {
 		// The new policy is in force, but what the old one opened may
 		// still be open: fail closed, the run ends.
@@ -65,6 +75,31 @@ func (g *Gateway) SetPolicy(p *policy.Policy) error {
 		g.reportFatal(err)
 	}
 	return err
+}
+
+// policyDiff lists the entries old has and p has not ("-") and those p
+// has and old has not ("+").
+func policyDiff(old, p *policy.Policy) string {
+	lines := func(q *policy.Policy) map[string]bool {
+		m := map[string]bool{}
+		for _, e := range q.Entries() {
+			m[e.String()] = true
+		}
+		return m
+	}
+	was, is := lines(old), lines(p)
+	var b strings.Builder
+	for _, e := range old.Entries() {
+		if !is[e.String()] {
+			b.WriteString("- " + e.String() + "\n")
+		}
+	}
+	for _, e := range p.Entries() {
+		if !was[e.String()] {
+			b.WriteString("+ " + e.String() + "\n")
+		}
+	}
+	return b.String()
 }
 
 type addrPort struct {

@@ -45,11 +45,13 @@ func FormatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 func ParseTime(s string) (time.Time, error) { return time.Parse(timeLayout, s) }
 
 // newRecord makes the content of a record from ev; ID, Prev and Hash are
-// the store's to fill. Every string that came from the agent is bounded.
+// the store's to fill. Every string that came from the agent is bounded,
+// and a DNS name loses its final dot, so that a host reads the same at
+// every layer.
 func newRecord(ev Event) Record {
 	r := Record{
 		Time: FormatTime(ev.Time), Agent: bound(ev.Agent), Layer: ev.Layer, Verdict: ev.Kind.String(),
-		Reason: ev.Reason, Name: bound(ev.Name), Proto: bound(ev.Proto), Rule: bound(ev.Rule),
+		Reason: ev.Reason, Name: bound(strings.TrimSuffix(ev.Name, ".")), Proto: bound(ev.Proto), Rule: bound(ev.Rule),
 		Policy: ev.PolicyHash, Count: max(ev.Count, 1), Detail: boundDetail(ev.Detail), PrevPolicy: ev.OldPolicy,
 	}
 	if ev.Dst.IsValid() {

@@ -195,3 +195,30 @@ func (m *Memory) Last() Event {
 	}
 	return m.events[len(m.events)-1]
 }
+
+// Tee is a Writer that writes each batch to each of its Writers in turn
+// (the store, then the log), and ticks those that are Tickers. The first
+// error ends the batch.
+type Tee []Writer
+
+// WriteEvents writes evs to every Writer of t.
+func (t Tee) WriteEvents(evs []Event) error {
+	for _, w := range t {
+		if err := w.WriteEvents(evs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Tick ticks the Writers of t that are Tickers.
+func (t Tee) Tick(now time.Time) error {
+	for _, w := range t {
+		if tk, ok := w.(Ticker); ok {
+			if err := tk.Tick(now); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -45,10 +45,9 @@ type Store struct {
 	db      *sql.DB
 	ins     *sql.Stmt
 
-	// The writer's own state.
+	// The writer's own state. The chain's end is read inside each write
+	// transaction, so several gateways (processes) may share a journal.
 	coalesce  *coalescer
-	lastID    int64
-	lastHash  string
 	lastPrune time.Time
 	pending   []Event // reused
 
@@ -148,10 +147,7 @@ func (s *Store) init() error {
 	if _, err := s.db.Exec(schema); err != nil {
 		return fmt.Errorf("journal: create tables: %w", err)
 	}
-	err := s.db.QueryRow(`SELECT id, hash FROM records ORDER BY id DESC LIMIT 1`).Scan(&s.lastID, &s.lastHash)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("journal: read the last record: %w", err)
-	}
+	var err error
 	s.ins, err = s.db.Prepare(`INSERT INTO records (` + columns + `, rhost) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
@@ -197,22 +193,37 @@ func (s *Store) commit(evs []Event, now time.Time, flush bool) error {
 	if len(evs) == 0 {
 		return nil
 	}
-	recs := s.chain(evs)
-	if err := s.insert(recs); err != nil {
+	if err := s.append(evs, nil); err != nil {
 		return err
 	}
-	s.lastID, s.lastHash = recs[len(recs)-1].ID, recs[len(recs)-1].Hash
 	s.notify()
 	return nil
 }
 
-func (s *Store) insert(recs []Record) error {
+// append adds evs to the end of the chain in one transaction, with the
+// events before (if not nil) returns after it has run in it. The transaction takes the
+// database's write lock first (BEGIN IMMEDIATE), so the end it reads is
+// the end it writes after, whichever process wrote last.
+func (s *Store) append(evs []Event, before func(tx *sql.Tx, last int64) ([]Event, error)) error {
 	tx, err := s.db.Begin()
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	defer tx.Rollback()
-	if err := s.insertTx(tx, recs); err != nil {
+	var last int64
+	var prev string
+	err = tx.QueryRow(`SELECT id, hash FROM records ORDER BY id DESC LIMIT 1`).Scan(&last, &prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("journal: read the last record: %w", err)
+	}
+	if before != nil {
+		more, err := before(tx, last)
+		if err != nil {
+			return err
+		}
+		evs = append(evs, more...)
+	}
+	if err := s.insertTx(tx, chain(evs, last, prev)); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
@@ -233,10 +244,10 @@ func (s *Store) insertTx(tx *sql.Tx, recs []Record) error {
 	return nil
 }
 
-// chain gives evs their ids and links after the last record.
-func (s *Store) chain(evs []Event) []Record {
+// chain makes records of evs, with their ids and links, after the
+// record id whose hash is prev.
+func chain(evs []Event, id int64, prev string) []Record {
 	recs := make([]Record, len(evs))
-	id, prev := s.lastID, s.lastHash
 	for i, ev := range evs {
 		r := newRecord(ev)
 		id++
@@ -274,65 +285,63 @@ func (s *Store) Close() error {
 // an anchor that names the record the chain now starts with and the hash
 // it links to, in the same transaction. The newest record always stays.
 func (s *Store) prune(now time.Time) error {
-	if s.cfg.MaxAge <= 0 && s.cfg.MaxSize <= 0 || s.lastID == 0 {
+	if s.cfg.MaxAge <= 0 && s.cfg.MaxSize <= 0 {
 		return nil
 	}
-	var first, upTo int64 // delete first..upTo
-	if err := s.db.QueryRow(`SELECT MIN(id) FROM records`).Scan(&first); err != nil {
-		return fmt.Errorf("journal: retention: %w", err)
-	}
-	if s.cfg.MaxAge > 0 {
-		var id sql.NullInt64
-		if err := s.db.QueryRow(`SELECT MAX(id) FROM records WHERE time < ?`, FormatTime(now.Add(-s.cfg.MaxAge))).Scan(&id); err != nil {
-			return fmt.Errorf("journal: retention: %w", err)
+	var first, upTo int64 // to delete first..upTo
+	err := s.append(nil, func(tx *sql.Tx, last int64) ([]Event, error) {
+		var oldest sql.NullInt64
+		if err := tx.QueryRow(`SELECT MIN(id) FROM records`).Scan(&oldest); err != nil {
+			return nil, err
 		}
-		upTo = id.Int64
-	}
-	if s.cfg.MaxSize > 0 {
-		var pages, free, size int64
-		row := s.db.QueryRow(`SELECT page_count, freelist_count, page_size FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()`)
-		if err := row.Scan(&pages, &free, &size); err != nil {
-			return fmt.Errorf("journal: retention: %w", err)
+		first = oldest.Int64
+		if s.cfg.MaxAge > 0 {
+			var id sql.NullInt64
+			if err := tx.QueryRow(`SELECT MAX(id) FROM records WHERE time < ?`, FormatTime(now.Add(-s.cfg.MaxAge))).Scan(&id); err != nil {
+				return nil, err
+			}
+			upTo = id.Int64
 		}
-		if used := (pages - free) * size; used > s.cfg.MaxSize {
-			// Delete the share of records that is over, and a tenth
-			// more, so that this does not run again at once.
-			n := s.lastID - first + 1
-			cut := n*(used-s.cfg.MaxSize)/used + n/10 + 1
-			upTo = max(upTo, first+cut-1)
+		if s.cfg.MaxSize > 0 {
+			var pages, free, size int64
+			row := tx.QueryRow(`SELECT page_count, freelist_count, page_size FROM pragma_page_count(), pragma_freelist_count(), pragma_page_size()`)
+			if err := row.Scan(&pages, &free, &size); err != nil {
+				return nil, err
+			}
+			if used := (pages - free) * size; used > s.cfg.MaxSize {
+				// Delete the share of records that is over, and a tenth
+				// more, so that this does not run again at once.
+				n := last - first + 1
+				cut := n*(used-s.cfg.MaxSize)/used + n/10 + 1
+				upTo = max(upTo, first+cut-1)
+			}
 		}
-	}
-	upTo = min(upTo, s.lastID-1)
-	if upTo < first {
+		upTo = min(upTo, last-1)
+		if upTo < first {
+			return nil, errNothingToPrune
+		}
+		var headPrev string
+		if err := tx.QueryRow(`SELECT prev FROM records WHERE id = ?`, upTo+1).Scan(&headPrev); err != nil {
+			return nil, err
+		}
+		if _, err := tx.Exec(`DELETE FROM records WHERE id <= ?`, upTo); err != nil {
+			return nil, err
+		}
+		return []Event{{Time: now, Layer: LayerJournal, Kind: Pruned, Reason: ReasonRetention, Count: upTo - first + 1,
+			Detail: fmt.Sprintf(anchorDetail+" deleted records %d to %d (max age %s, max size %d bytes)",
+				upTo+1, headPrev, first, upTo, s.cfg.MaxAge, s.cfg.MaxSize)}}, nil
+	})
+	if errors.Is(err, errNothingToPrune) {
 		return nil
-	}
-	var headPrev string
-	if err := s.db.QueryRow(`SELECT prev FROM records WHERE id = ?`, upTo+1).Scan(&headPrev); err != nil {
+	} else if err != nil {
 		return fmt.Errorf("journal: retention: %w", err)
 	}
-	anchor := Event{Time: now, Layer: LayerJournal, Kind: Pruned, Reason: ReasonRetention, Count: upTo - first + 1,
-		Detail: fmt.Sprintf(anchorDetail+" deleted records %d to %d (max age %s, max size %d bytes)",
-			upTo+1, headPrev, first, upTo, s.cfg.MaxAge, s.cfg.MaxSize)}
-	recs := s.chain([]Event{anchor})
-	tx, err := s.db.Begin()
-	if err != nil {
-		return fmt.Errorf("journal: %w", err)
-	}
-	defer tx.Rollback()
-	if _, err := tx.Exec(`DELETE FROM records WHERE id <= ?`, upTo); err != nil {
-		return fmt.Errorf("journal: retention: %w", err)
-	}
-	if err := s.insertTx(tx, recs); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("journal: retention: %w", err)
-	}
-	s.lastID, s.lastHash = recs[0].ID, recs[0].Hash
 	s.cfg.Log.Info("journal retention deleted the oldest records", "from", first, "to", upTo)
 	s.notify()
 	return nil
 }
+
+var errNothingToPrune = errors.New("nothing to prune")
 
 // reverseHost turns "api.github.com." into "com.github.api.", so that a
 // host and all its subdomains are one range of an index.

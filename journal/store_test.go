@@ -285,3 +285,31 @@ func TestReverseHost(t *testing.T) {
 		}
 	}
 }
+
+// TestSharedJournal: two gateways (two Stores, as two processes would
+// have) append to one journal; the chain stays whole.
+func TestSharedJournal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.db")
+	a := openTestStore(t, StoreConfig{Path: path, Coalesce: -1})
+	b := openTestStore(t, StoreConfig{Path: path, Coalesce: -1})
+	done := make(chan error, 2)
+	for i, s := range []*Store{a, b} {
+		go func() {
+			for j := range 50 {
+				if err := s.WriteEvents([]Event{refusal(j, fmt.Sprintf("s%d-%d.test.", i, j))}); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, _, err := a.Verify(context.Background()); n != 100 || err != nil {
+		t.Errorf("verified %d, %v; want 100", n, err)
+	}
+}

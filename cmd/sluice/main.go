@@ -2,6 +2,7 @@
 //
 //	sluice run [flags] -- COMMAND [ARG...]   run COMMAND with only the policy's egress
 //	sluice check FILE...                     validate policy files, print warnings
+//	sluice journal list|verify|export         read the decision journal
 //	sluice version
 package main
 
@@ -24,6 +25,9 @@ usage:
                                            only way out is this gateway (needs root)
   sluice check FILE...                     validate policy files: every error with
                                            file:line, then warnings
+  sluice journal list [flags]              the journal's records, newest first
+  sluice journal verify                    check the journal's hash chain
+  sluice journal export [--follow] [--format jsonl|ocsf]
   sluice version
 
 'sluice run -h' lists the flags of run.
@@ -57,6 +61,8 @@ func run(args []string) int {
 		err = runCmd(args[1:])
 	case "check":
 		err = checkCmd(args[1:])
+	case "journal":
+		err = journalCmd(args[1:])
 	case "version", "--version":
 		fmt.Println("sluice", version)
 	case sandbox.InitArg:

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sluicegw/sluice/dnsfilter"
 	"github.com/sluicegw/sluice/gateway"
@@ -54,6 +55,7 @@ type runOptions struct {
 	verbose    bool
 	command    []string
 	cfg        gateway.Config
+	store      journal.StoreConfig
 }
 
 func parseRunFlags(args []string) (*runOptions, error) {
@@ -78,6 +80,9 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.DurationVar(&c.HelloTimeout, "hello-timeout", tlsinspect.DefaultHelloTimeout, "time a connection has to send its TLS ClientHello or HTTP request head")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", tlsinspect.DefaultIdleTimeout, "close a proxied connection that moves no data for this long")
 	fs.Int64Var(&c.MaxConns, "max-connections", 0, "proxied connections open at once; beyond, new ones are reset (0: 16384, or what the open files limit holds)")
+	fs.StringVar(&o.store.Path, "journal", journal.DefaultPath, "keep every decision in this `file` (SQLite); \"\" for none")
+	fs.DurationVar(&o.store.MaxAge, "journal-max-age", 30*24*time.Hour, "delete journal records older than this (0: keep)")
+	fs.Int64Var(&o.store.MaxSize, "journal-max-size", 1<<30, "delete the oldest journal records beyond this many `bytes` (0: no bound)")
 	fs.BoolVar(&o.logAllowed, "log-allowed", false, "log allowed decisions too, not only refusals")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	fs.BoolVar(&o.verbose, "v", false, "log what sluice sets up and tears down")
@@ -163,7 +168,17 @@ func runCmd(args []string) error {
 		return err // before anything is set up
 	}
 	o.cfg.Policy, o.cfg.PolicySource, o.cfg.Log = p, o.source, log
-	o.cfg.Journal = journal.LogSink{Log: log, Allowed: o.logAllowed}
+	var logSink journal.Writer = journal.LogSink{Log: log, Allowed: o.logAllowed}
+	o.cfg.Journal = logSink
+	if o.store.Path != "" {
+		o.store.Log = log
+		store, err := journal.OpenStore(o.store)
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		o.cfg.Journal = journal.Tee{store, logSink}
+	}
 	gateway.RaiseFileLimit(log)
 	// Signals are caught before the gateway exists, so that none is lost
 	// between its start and the command's.

@@ -26,6 +26,11 @@ import (
 
 var sluiceBin, dnsloadBin string
 
+// journalPath is the journal every run writes unless a test gives its
+// own: one file, shared by the runs of this process, as the runs of one
+// host share /var/lib/sluice/journal.db.
+var journalPath string
+
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(runHelper(os.Args[1:]))
@@ -36,6 +41,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	sluiceBin = filepath.Join(dir, "sluice")
+	journalPath = filepath.Join(dir, "journal", "journal.db")
 	dnsloadBin = filepath.Join(dir, "dnsload")
 	for bin, pkg := range map[string]string{sluiceBin: "../../cmd/sluice", dnsloadBin: "../../bench/dnsload"} {
 		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
@@ -282,7 +288,7 @@ func policyFile(t *testing.T, entries string) string {
 }
 
 func sluiceArgs(extra ...string) []string {
-	return append([]string{"run", "--upstream", authAddr, "--agent-net", agentNet, "--agent-net6", agentNet6,
+	return append([]string{"run", "--upstream", authAddr, "--agent-net", agentNet, "--agent-net6", agentNet6, "--journal", journalPath,
 		// The fake internet lives on benchmarking and documentation
 		// addresses, which answers may not point into by default.
 		"--global-range", "198.18.0.0/15", "--global-range", "192.0.2.0/24", "--global-range", "2001:db8::/32"}, extra...)
