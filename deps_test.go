@@ -31,9 +31,12 @@ var imports = map[string][]string{
 		"github.com/vishvananda/", "golang.org/x/sys/"},
 	"gateway": {"policy", "journal", "dnsfilter", "firewall", "tlsinspect", "sandbox",
 		"github.com/vishvananda/", "golang.org/x/sys/"},
+	// The review UI reads the journal and steers the policy through
+	// interfaces that gateway satisfies.
+	"webui": {"journal", "policy"},
 	// The binary: flags into a validated config, then the engine. No
 	// netlink, no system calls of its own.
-	"cmd/sluice": {"policy", "journal", "dnsfilter", "tlsinspect", "sandbox", "gateway"},
+	"cmd/sluice": {"policy", "journal", "dnsfilter", "tlsinspect", "sandbox", "gateway", "webui"},
 	// Tests' tools and load generators may use anything but cmd.
 	"testing/nstest":         {"*"},
 	"testing/srcscan":        {},

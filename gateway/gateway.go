@@ -42,6 +42,8 @@ type Gateway struct {
 	iface   string
 	policy  atomic.Pointer[policy.Policy] // the policy in force
 	reload  sync.Mutex                    // one policy change at a time
+	change  sync.Mutex                    // held from working out a change to its end
+	allow   allowances                    // reviewers' additions
 	agent   *sandbox.Agent
 	state   *sandbox.State
 	slot    sandbox.Slot // what the agent holds in the namespace
@@ -81,6 +83,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	}
 	g = &Gateway{cfg: cfg, log: cfg.Log, fatal: make(chan error, 1)}
 	g.policy.Store(cfg.Policy)
+	g.allow.base, g.allow.proposals = cfg.Policy, map[string]*proposal{}
 	defer func() {
 		if err != nil {
 			if cerr := g.Close(); cerr != nil {
@@ -339,6 +342,7 @@ func (g *Gateway) startServers() error {
 	}
 	g.start(srv)
 	g.cleanup = append(g.cleanup, func() error { srv.Shutdown(); return nil })
+	g.start(expireAllowances{g})
 	return nil
 }
 

@@ -15,6 +15,10 @@ import (
 // A policy that does not load changes nothing: the one in force stays,
 // and the error (every problem, with file:line) is logged and returned.
 func (g *Gateway) Reload() error {
+	return g.reloadAs(journal.ReasonReload, "reload of "+g.cfg.PolicySource.String())
+}
+
+func (g *Gateway) reloadAs(reason journal.Reason, who string) error {
 	p, warnings, err := g.cfg.PolicySource.Load()
 	if err != nil {
 		g.log.Error("policy reload failed: keeping the policy in force", "policy", g.policy.Load().Hash(), "err", err)
@@ -23,7 +27,7 @@ func (g *Gateway) Reload() error {
 	for _, w := range warnings {
 		g.log.Warn("policy: "+w.Msg, "at", w.Source)
 	}
-	return g.setPolicy(p, journal.ReasonReload, "SIGHUP: "+g.cfg.PolicySource.String())
+	return g.setBase(p, reason, who)
 }
 
 // SetPolicy puts p in force at once. A host added is allowed from the
@@ -33,11 +37,34 @@ func (g *Gateway) Reload() error {
 // forwarded ones by the firewall. Connections to hosts that did not
 // change are untouched. If the kernel refuses the new rules, nothing
 // changes and the error is returned.
+// The reviewers' allowances stay on top of p.
 func (g *Gateway) SetPolicy(p *policy.Policy) error {
-	return g.setPolicy(p, journal.ReasonReload, "")
+	return g.setBase(p, journal.ReasonReload, "")
 }
 
-// setPolicy is SetPolicy, journaled as a change for reason, by who.
+// setBase makes p the policy the allowances go on top of, and puts the
+// two in force.
+func (g *Gateway) setBase(p *policy.Policy, reason journal.Reason, who string) error {
+	g.change.Lock()
+	defer g.change.Unlock()
+	g.allow.mu.Lock()
+	eff, err := effective(p, g.allow.active)
+	g.allow.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := g.setPolicy(eff, reason, who); err != nil {
+		return err
+	}
+	g.allow.mu.Lock()
+	g.allow.base = p
+	g.allow.mu.Unlock()
+	return nil
+}
+
+// setPolicy puts p in force as it is, journaled as a change for reason,
+// by who. Callers hold g.change across working p out and putting it in
+// force, so that changes apply in the order they were worked out.
 func (g *Gateway) setPolicy(p *policy.Policy, reason journal.Reason, who string) error {
 	g.reload.Lock()
 	defer g.reload.Unlock()

@@ -3,6 +3,7 @@
 //	sluice run [flags] -- COMMAND [ARG...]   run COMMAND with only the policy's egress
 //	sluice check FILE...                     validate policy files, print warnings
 //	sluice journal list|verify|export         read the decision journal
+//	sluice ui                                  review a journal in the browser
 //	sluice version
 package main
 
@@ -28,6 +29,7 @@ usage:
   sluice journal list [flags]              the journal's records, newest first
   sluice journal verify                    check the journal's hash chain
   sluice journal export [--follow] [--format jsonl|ocsf]
+  sluice ui [--journal FILE] [--listen ADDR]  review a journal in the browser
   sluice version
 
 'sluice run -h' lists the flags of run.
@@ -63,6 +65,8 @@ func run(args []string) int {
 		err = checkCmd(args[1:])
 	case "journal":
 		err = journalCmd(args[1:])
+	case "ui":
+		err = uiCmd(args[1:])
 	case "version", "--version":
 		fmt.Println("sluice", version)
 	case sandbox.InitArg:

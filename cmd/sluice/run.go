@@ -56,6 +56,7 @@ type runOptions struct {
 	command    []string
 	cfg        gateway.Config
 	store      journal.StoreConfig
+	ui         string
 }
 
 func parseRunFlags(args []string) (*runOptions, error) {
@@ -83,6 +84,7 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.StringVar(&o.store.Path, "journal", journal.DefaultPath, "keep every decision in this `file` (SQLite); \"\" for none")
 	fs.DurationVar(&o.store.MaxAge, "journal-max-age", 30*24*time.Hour, "delete journal records older than this (0: keep)")
 	fs.Int64Var(&o.store.MaxSize, "journal-max-size", 1<<30, "delete the oldest journal records beyond this many `bytes` (0: no bound)")
+	fs.StringVar(&o.ui, "ui", "", "serve the web UI on this `address` (such as 127.0.0.1:8099) while the command runs")
 	fs.BoolVar(&o.logAllowed, "log-allowed", false, "log allowed decisions too, not only refusals")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	fs.BoolVar(&o.verbose, "v", false, "log what sluice sets up and tears down")
@@ -170,10 +172,13 @@ func runCmd(args []string) error {
 	o.cfg.Policy, o.cfg.PolicySource, o.cfg.Log = p, o.source, log
 	var logSink journal.Writer = journal.LogSink{Log: log, Allowed: o.logAllowed}
 	o.cfg.Journal = logSink
+	var store *journal.Store
+	if o.ui != "" && o.store.Path == "" {
+		return errors.New("--ui needs the journal: give --journal a file")
+	}
 	if o.store.Path != "" {
 		o.store.Log = log
-		store, err := journal.OpenStore(o.store)
-		if err != nil {
+		if store, err = journal.OpenStore(o.store); err != nil {
 			return err
 		}
 		defer store.Close()
@@ -190,6 +195,14 @@ func runCmd(args []string) error {
 	g, err := gateway.New(o.cfg)
 	if err != nil {
 		return err
+	}
+	if o.ui != "" {
+		stop, err := serveUI(o.ui, store, store.Changed, g, log)
+		if err != nil {
+			g.Close()
+			return err
+		}
+		defer stop()
 	}
 	go func() {
 		for range hup {

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/sluicegw/sluice/gateway"
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/webui"
+)
+
+// serveUI serves the web UI on addr until stop is called, and prints the
+// URL that logs a browser in, once, on stderr. ctl is nil for a journal
+// served alone.
+func serveUI(addr string, j webui.Journal, changed func() <-chan struct{}, ctl webui.Control, log *slog.Logger) (stop func(), err error) {
+	ui, err := webui.New(webui.Config{Journal: j, Changed: changed, Control: ctl, Durations: gateway.Durations,
+		Token: os.Getenv("SLUICE_UI_TOKEN"), Log: log})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("web UI: %w", err)
+	}
+	srv := &http.Server{Handler: ui.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("web UI stopped", "err", err)
+		}
+	}()
+	fmt.Fprintf(os.Stderr, "sluice: web UI at %s\n", ui.LoginURL(ln.Addr().String()))
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx) // the live streams end with the process
+	}, nil
+}
+
+// uiCmd is `sluice ui`: a journal's records, served alone (read-only).
+func uiCmd(args []string) error {
+	fs := flag.NewFlagSet("ui", flag.ContinueOnError)
+	path := fs.String("journal", journal.DefaultPath, "the journal `file`")
+	addr := fs.String("listen", "127.0.0.1:8099", "serve on this `address`")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		fmt.Fprintln(os.Stderr, "usage: sluice ui [--journal FILE] [--listen ADDR]")
+		return exitError{2}
+	}
+	r, err := journal.Open(*path)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	stop, err := serveUI(*addr, r, nil, nil, log)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	<-ctx.Done()
+	stop()
+	return nil
+}

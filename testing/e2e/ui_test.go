@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicegw/sluice/testing/nstest"
+)
+
+const uiPort = "8099"
+
+var loginURL = regexp.MustCompile(`web UI at (http://\S+/\?token=([0-9a-f]+))`)
+
+// uiToken waits for the login URL on the run's stderr and returns its
+// token.
+func uiToken(t *testing.T, a *agentRun) string {
+	t.Helper()
+	var tok string
+	waitFor(t, func() bool {
+		if m := loginURL.FindStringSubmatch(a.logged()); m != nil {
+			tok = m[2]
+		}
+		return tok != ""
+	})
+	return tok
+}
+
+// uiCall makes an API call from the gateway's namespace (where the UI
+// listens) with curl, and decodes the JSON answer into out.
+func uiCall(t *testing.T, gw *nstest.NS, tok, method, path, body string, out any) int {
+	t.Helper()
+	args := []string{"-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-X", method, "-H", "Authorization: Bearer " + tok}
+	if body != "" {
+		args = append(args, "-H", "Content-Type: application/json", "--data", body)
+	}
+	res := gw.Run(t, "curl", append(args, "http://127.0.0.1:"+uiPort+path)...)
+	i := strings.LastIndexByte(res, '\n')
+	var code int
+	fmt.Sscan(res[i+1:], &code)
+	if out != nil && code == 200 {
+		if err := json.Unmarshal([]byte(res[:i]), out); err != nil {
+			t.Fatalf("%s %s: %v: %s", method, path, err, res)
+		}
+	}
+	return code
+}
+
+// TestUIAllowsARefusal: a refusal is in the UI's API; allowing it for an
+// hour through the API (proposal, then confirmation) lets the agent
+// through at once, journaled with the old and new policy hash; the
+// allowance is in the policy view. The agent cannot reach the UI on any
+// gateway address, while the gateway itself can.
+func TestUIAllowsARefusal(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "journal.db")
+	c := w.curl()
+	ready := filepath.Join(dir, "ready")
+	goOn, waitGo := fileFlag(dir, "go")
+	a := startAgent(t, w, []string{"--journal", path, "--ui", "0.0.0.0:" + uiPort, "--allow", "allowed.test"}, prelude+`
+try before `+c+` https://www.allowed.test/
+try ui_gw `+c+` --connect-timeout 2 http://`+gwAddr+`:`+uiPort+`/
+try ui_up `+c+` --connect-timeout 2 http://198.18.1.1:`+uiPort+`/
+touch `+ready+`
+`+waitGo+`try after `+c+` https://www.allowed.test/
+`)
+	tok := uiToken(t, a)
+	waitFor(t, func() bool { return fileExists(ready) })
+	// The gateway reaches the UI: the control for the agent's refusals.
+	if code := uiCall(t, w.gw, "wrong", "GET", "/api/events", "", nil); code != 401 {
+		t.Fatalf("the UI from the gateway, wrong token: %d, want 401", code)
+	}
+	var events struct {
+		Events []struct {
+			ID     int64
+			Reason string
+		}
+	}
+	// The refusal may reach the journal a moment after the agent saw it.
+	waitFor(t, func() bool {
+		uiCall(t, w.gw, tok, "GET", "/api/events?verdict=refused&host=www.allowed.test&layer=dns", "", &events)
+		return len(events.Events) > 0
+	})
+	if events.Events[0].Reason != "name_not_allowed" {
+		t.Fatalf("the refusal: %+v", events.Events)
+	}
+	var prop struct{ Proposal, Diff, Policy string }
+	if code := uiCall(t, w.gw, tok, "POST", "/api/allow", fmt.Sprintf(`{"event": %d, "duration": "1h"}`, events.Events[0].ID), &prop); code != 200 ||
+		!strings.Contains(prop.Diff, "host: www.allowed.test") {
+		t.Fatalf("allow: %d %+v", code, prop)
+	}
+	var confirmed struct{ Policy string }
+	start := time.Now()
+	if code := uiCall(t, w.gw, tok, "POST", "/api/proposals/"+prop.Proposal+"/confirm", "", &confirmed); code != 200 || confirmed.Policy == prop.Policy {
+		t.Fatalf("confirm: %d %+v (before: %s)", code, confirmed, prop.Policy)
+	}
+	touch(t, goOn)
+	r := a.wait(t)
+	t.Logf("confirmed to the agent's retry: %v", time.Since(start))
+	expect(t, r, map[string]string{"before": curlNoResolve, "ui_gw": curlRefused, "ui_up": curlRefused, "after": ok})
+	changes := listJournal(t, path, "--verdict", "changed")
+	if len(changes) != 1 || changes[0].Reason != "reviewed_allow" || changes[0].Policy != confirmed.Policy ||
+		changes[0].PrevPolicy != prop.Policy || !strings.Contains(changes[0].Detail, "+ www.allowed.test ports 80,443") {
+		t.Errorf("the journaled change: %+v", changes)
+	}
+}

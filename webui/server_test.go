@@ -1,0 +1,291 @@
+package webui
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/netip"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
+)
+
+// fakeControl records what the UI asked of the policy.
+type fakeControl struct {
+	proposed, confirmed []string
+}
+
+func (c *fakeControl) PolicyView() policy.View {
+	return policy.View{Hash: "sha256:now", Entries: []string{"allowed.test ports 443"}}
+}
+
+func (c *fakeControl) Propose(allow, duration string) (policy.Proposal, error) {
+	if duration == "never" {
+		return policy.Proposal{}, errors.New("bad duration")
+	}
+	c.proposed = append(c.proposed, allow+" "+duration)
+	return policy.Proposal{ID: "p1", Allow: allow, Duration: duration, Diff: "+ - host: x\n", Policy: "sha256:now"}, nil
+}
+
+func (c *fakeControl) Confirm(id, who string) (string, error) {
+	if id != "p1" {
+		return "", errors.New("no such proposal")
+	}
+	c.confirmed = append(c.confirmed, id+" by "+who)
+	return "sha256:next", nil
+}
+
+const hostile = `<img src=x onerror=alert(1)>.evil.test`
+
+func testServer(t *testing.T) (*httptest.Server, *Server, *journal.Store, *fakeControl) {
+	t.Helper()
+	store, err := journal.OpenStore(journal.StoreConfig{Path: filepath.Join(t.TempDir(), "j.db"), Coalesce: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	now := time.Now()
+	err = store.WriteEvents([]journal.Event{
+		{Time: now, Agent: "a", Layer: journal.LayerDNS, Kind: journal.Refused, Reason: journal.ReasonNameNotAllowed, Name: "evil.test.", Proto: "A", PolicyHash: "sha256:now"},
+		{Time: now, Agent: "a", Layer: journal.LayerHTTP, Kind: journal.Refused, Reason: journal.ReasonHostNotAllowed, Name: hostile,
+			Dst: netip.MustParseAddrPort("192.0.2.1:80"), Proto: "tcp", PolicyHash: "sha256:now"},
+		{Time: now, Agent: "b", Layer: journal.LayerTLS, Kind: journal.Allowed, Reason: journal.ReasonAllowed, Name: "allowed.test",
+			Dst: netip.MustParseAddrPort("192.0.2.2:443"), Proto: "tcp", Rule: "allowed.test ports 443", PolicyHash: "sha256:now"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctl := &fakeControl{}
+	s, err := New(Config{Journal: store, Changed: store.Changed, Control: ctl, Durations: []string{"15m", "1h"}, Token: "secret-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return ts, s, store, ctl
+}
+
+func get(t *testing.T, c *http.Client, u string, hdr ...string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", u, nil)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+// TestAuth: nothing without the token; the login URL sets a session
+// cookie and sends the browser to the URL without the token; a Bearer
+// token works for the API; every answer carries the CSP.
+func TestAuth(t *testing.T) {
+	ts, _, _, _ := testServer(t)
+	plain := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, u := range []string{"/", "/api/events", "/events/1", "/api/policy", "/hosts", "/?token=wrong"} {
+		resp, body := get(t, plain, ts.URL+u)
+		if resp.StatusCode != http.StatusUnauthorized || strings.Contains(body, "evil") {
+			t.Errorf("%s without a valid token: %d %q", u, resp.StatusCode, body)
+		}
+	}
+	if resp, _ := get(t, plain, ts.URL+"/api/events", "Authorization", "Bearer wrong"); resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("a wrong Bearer token: %d", resp.StatusCode)
+	}
+	resp, body := get(t, plain, ts.URL+"/api/events", "Authorization", "Bearer secret-token")
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "evil.test") {
+		t.Errorf("the Bearer token: %d %q", resp.StatusCode, body)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
+		t.Errorf("CSP %q", csp)
+	}
+	resp, _ = get(t, plain, ts.URL+"/?verdict=all&token=secret-token")
+	c := resp.Cookies()
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/?verdict=all" || len(c) != 1 ||
+		!c[0].HttpOnly || c[0].SameSite != http.SameSiteStrictMode {
+		t.Fatalf("login: %d, Location %q, cookies %+v", resp.StatusCode, resp.Header.Get("Location"), c)
+	}
+	resp, body = get(t, plain, ts.URL+"/", "Cookie", c[0].Name+"="+c[0].Value)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "evil.test") {
+		t.Errorf("with the session: %d", resp.StatusCode)
+	}
+}
+
+// login returns a client with a session, and the session's CSRF token.
+func login(t *testing.T, ts *httptest.Server) (*http.Client, string) {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	_, body := get(t, c, ts.URL+"/?token=secret-token")
+	i := strings.Index(body, `name="csrf-token" content="`)
+	if i < 0 {
+		t.Fatalf("no CSRF token in the page:\n%s", body)
+	}
+	csrf := body[i+len(`name="csrf-token" content="`):]
+	return c, csrf[:strings.IndexByte(csrf, '"')]
+}
+
+// TestHostileNames: a name from the agent is text in the page, never
+// markup.
+func TestHostileNames(t *testing.T) {
+	ts, _, _, _ := testServer(t)
+	c, _ := login(t, ts)
+	for _, u := range []string{"/", "/events/2", "/hosts"} {
+		_, body := get(t, c, ts.URL+u)
+		if strings.Contains(body, "<img") || !strings.Contains(body, "&lt;img src=x onerror=alert(1)&gt;") {
+			t.Errorf("%s: the hostile name is not escaped:\n%s", u, body)
+		}
+	}
+}
+
+// TestAllowFlow: the form shows the change, the confirmation applies it;
+// without the CSRF token (or from another origin) nothing changes.
+func TestAllowFlow(t *testing.T) {
+	ts, _, _, ctl := testServer(t)
+	c, csrf := login(t, ts)
+	post := func(path string, form url.Values, hdr ...string) (int, string) {
+		req, _ := http.NewRequest("POST", ts.URL+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, _ := post("/allow", url.Values{"event": {"1"}, "duration": {"1h"}}); code != http.StatusForbidden || len(ctl.proposed) != 0 {
+		t.Errorf("allow without the CSRF token: %d, proposed %v", code, ctl.proposed)
+	}
+	if code, _ := post("/allow", url.Values{"event": {"1"}, "duration": {"1h"}, "csrf": {csrf}}, "Origin", "http://evil.example"); code != http.StatusForbidden {
+		t.Errorf("allow from another origin: %d", code)
+	}
+	code, body := post("/allow", url.Values{"event": {"1"}, "duration": {"1h"}, "csrf": {csrf}})
+	if code != http.StatusOK || !strings.Contains(body, "&#43; - host: x") || len(ctl.proposed) != 1 || ctl.proposed[0] != "evil.test 1h" {
+		t.Fatalf("allow: %d, proposed %v:\n%s", code, ctl.proposed, body)
+	}
+	code, body = post("/proposals/p1/confirm", url.Values{"csrf": {csrf}})
+	if code != http.StatusOK || !strings.Contains(body, "sha256:next") || len(ctl.confirmed) != 1 || !strings.HasPrefix(ctl.confirmed[0], "p1 by UI session ") {
+		t.Errorf("confirm: %d, confirmed %v", code, ctl.confirmed)
+	}
+	// The API, with the token: allow the HTTP refusal on its port.
+	req, _ := http.NewRequest("POST", ts.URL+"/api/allow", strings.NewReader(`{"event": 2, "duration": "15m"}`))
+	req.Header.Set("Authorization", "Bearer secret-token")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || ctl.proposed[1] != hostile+":80 15m" {
+		t.Errorf("API allow: %d, proposed %v", resp.StatusCode, ctl.proposed)
+	}
+	// An allowed record cannot be allowed.
+	req, _ = http.NewRequest("POST", ts.URL+"/api/allow", strings.NewReader(`{"event": 3, "duration": "15m"}`))
+	req.Header.Set("Authorization", "Bearer secret-token")
+	resp, _ = http.DefaultClient.Do(req)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("allowing an allowed record: %d", resp.StatusCode)
+	}
+}
+
+func TestEventsAPI(t *testing.T) {
+	ts, _, _, _ := testServer(t)
+	c := &http.Client{}
+	list := func(q string) (ids []int64, next string) {
+		_, body := get(t, c, ts.URL+"/api/events?"+q, "Authorization", "Bearer secret-token")
+		var out struct {
+			Events []journal.Record
+			Next   string
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil {
+			t.Fatalf("%s: %v: %s", q, err, body)
+		}
+		for _, r := range out.Events {
+			ids = append(ids, r.ID)
+		}
+		return ids, out.Next
+	}
+	for q, want := range map[string]string{
+		"": "[3 2 1] ", "verdict=refused": "[2 1] ", "agent=b": "[3] ", "layer=http": "[2] ",
+		"host=evil.test": "[2 1] ", "limit=1": "[3] 3", "limit=1&before=3": "[2] 2", "reason=allowed": "[3] ",
+	} {
+		ids, next := list(q)
+		if got := strings.TrimSpace(strings.Join([]string{strings.ReplaceAll(strings.Trim(jsonIDs(ids), ""), ",", " "), next}, " ")); got != strings.TrimSpace(want) {
+			t.Errorf("?%s: %s, want %s", q, got, want)
+		}
+	}
+	if resp, _ := get(t, c, ts.URL+"/api/events?since=yesterday", "Authorization", "Bearer secret-token"); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a bad since: %d", resp.StatusCode)
+	}
+}
+
+func jsonIDs(ids []int64) string {
+	b, _ := json.Marshal(ids)
+	return strings.ReplaceAll(string(b), ",", " ")
+}
+
+// TestStream: new records arrive as events with their ids; a reconnect
+// with Last-Event-ID resumes after it, without a gap.
+func TestStream(t *testing.T) {
+	ts, _, store, _ := testServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	open := func(last string) *bufio.Reader {
+		req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/api/events/stream?verdict=refused", nil)
+		req.Header.Set("Authorization", "Bearer secret-token")
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return bufio.NewReader(resp.Body)
+	}
+	next := func(r *bufio.Reader) string {
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				t.Fatalf("stream: %v", err)
+			}
+			if strings.HasPrefix(line, "id: ") {
+				return strings.TrimSpace(line[4:])
+			}
+		}
+	}
+	live := open("")
+	time.Sleep(100 * time.Millisecond) // the stream reads where the journal ends
+	if err := store.WriteEvents([]journal.Event{
+		{Time: time.Now(), Agent: "a", Layer: journal.LayerDNS, Kind: journal.Allowed, Reason: journal.ReasonAllowed, Name: "x.test"},
+		{Time: time.Now(), Agent: "a", Layer: journal.LayerDNS, Kind: journal.Refused, Reason: journal.ReasonNameNotAllowed, Name: "new.test"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if id := next(live); id != "5" {
+		t.Errorf("the live stream sent record %s first, want 5 (4 is allowed, filtered out)", id)
+	}
+	resumed := open("1")
+	for _, want := range []string{"2", "5"} {
+		if id := next(resumed); id != want {
+			t.Errorf("resumed after 1: record %s, want %s", id, want)
+		}
+	}
+}
