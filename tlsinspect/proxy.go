@@ -423,6 +423,9 @@ func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) j
 	}
 	name, err := policy.CanonicalName(raw)
 	if err != nil {
+		// Recorded as sent (the journal bounds it, and whoever shows it
+		// escapes it): a reviewer sees what was asked for.
+		ev.Name = raw
 		if _, perr := netip.ParseAddr(raw); perr == nil {
 			return journal.ReasonIPLiteralSNI
 		}

@@ -44,6 +44,8 @@ func runHelper(args []string) int {
 		err = hangup(args[1:])
 	case "hold":
 		err = hold(args[1:])
+	case "browser":
+		err = browser(args[1:])
 	default:
 		err = fmt.Errorf("unknown helper %q", args[0])
 	}
