@@ -239,6 +239,11 @@ func (m *Manager) addChains(flush bool) {
 	// packet: a spoofed source must not reach the resolver or the proxy
 	// (which the redirects below send traffic to) any more than the sets.
 	spoof := base("prerouting_filter", nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityMangle)
+	// The agent kernel's housekeeping from the unspecified address (IPv6
+	// duplicate address detection, multicast listener reports, router
+	// solicitations; IPv4 has none on this link) is no attempt to reach
+	// anything: dropped, counted, and not journaled as a refusal.
+	add(spoof, rule(iif(agent, true), nfproto(true), addrIn(netip.MustParsePrefix("::/128"), true, true), &expr.Counter{}, verdict(expr.VerdictDrop)))
 	m.refuseIf(spoof, ReasonSpoofed, rule(iif(agent, true), nfproto(false), addrIn(netip.PrefixFrom(m.cfg.AgentAddr4, 32), true, false)), verdict(expr.VerdictDrop))
 	if m.cfg.AgentAddr6.IsValid() {
 		// Link-local sources stay: neighbour discovery needs them, and

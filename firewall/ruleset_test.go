@@ -107,6 +107,7 @@ func TestInstallRuleset(t *testing.T) {
 	want := map[string][]string{
 		"prerouting_filter": {
 			`type filter hook prerouting priority mangle; policy accept;`,
+			`iifname "sla0" ip6 saddr :: counter packets 0 bytes 0 drop`,
 			spoof4 + limit + `log prefix "sluice spoofed_source" group 7`,
 			spoof4 + `drop`,
 			spoof6 + limit + `log prefix "sluice spoofed_source" group 7`,

@@ -97,6 +97,14 @@ try allowed `+c+` https://allowed.test/
 			t.Errorf("no record of %+v among %d records: %+v", w, len(recs), recs)
 		}
 	}
+	// The agent kernel's housekeeping from :: (DAD, MLD) is dropped and
+	// counted, not journaled (TestSpoofedSourceDropped shows that a real
+	// spoofed source is).
+	for _, rec := range recs {
+		if rec.Reason == journal.ReasonSpoofed {
+			t.Errorf("housekeeping journaled as a refusal: %+v", rec)
+		}
+	}
 	// The filters, through the command line.
 	for _, f := range [][]string{{"--layer", "dns", "--verdict", "refused"}, {"--host", "test"}, {"--reason", "no_set_entry"}} {
 		got := listJournal(t, path, f...)
