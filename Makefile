@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseFile$$' -fuzztime $$((80000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzCheckHello$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzRequestHead$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x
+	$(GO) test ./webui -run '^$$' -fuzz '^FuzzFilterFrom$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./dnsfilter ./firewall

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -49,10 +48,6 @@ func journalCmd(args []string) error {
 		fmt.Fprintf(os.Stderr, "sluice journal %s: unexpected argument %q\n", args[0], fs.Arg(0))
 		return exitError{2}
 	}
-	if format != "jsonl" && format != "ocsf" {
-		fmt.Fprintf(os.Stderr, "sluice journal export: --format %q: want jsonl or ocsf\n", format)
-		return exitError{2}
-	}
 	if since != "" {
 		var err error
 		if f.Since, err = journal.ParseSince(since, time.Now()); err != nil {
@@ -69,9 +64,13 @@ func journalCmd(args []string) error {
 	defer stop()
 	switch args[0] {
 	case "list":
-		return listJournal(ctx, r, f, asJSON)
+		recs, _, err := r.List(ctx, f)
+		if err != nil {
+			return err
+		}
+		return journal.WriteList(os.Stdout, recs, asJSON)
 	case "export":
-		return exportJournal(ctx, r, format, follow)
+		return journal.Export(ctx, r, os.Stdout, format, follow)
 	}
 	n, last, err := r.Verify(ctx)
 	if err != nil {
@@ -79,56 +78,4 @@ func journalCmd(args []string) error {
 	}
 	fmt.Printf("%s: %d records verified; the last is %d, hash %s\n", *path, n, last.ID, last.Hash)
 	return nil
-}
-
-func listJournal(ctx context.Context, r *journal.Reader, f journal.Filter, asJSON bool) error {
-	recs, _, err := r.List(ctx, f)
-	if err != nil {
-		return err
-	}
-	enc := json.NewEncoder(os.Stdout)
-	for i := range recs {
-		if asJSON {
-			if err := enc.Encode(&recs[i]); err != nil {
-				return err
-			}
-		} else {
-			fmt.Println(recs[i].Line())
-		}
-	}
-	return nil
-}
-
-// exportJournal writes every record, oldest first, and with follow the new
-// ones as they come, until ctx ends.
-func exportJournal(ctx context.Context, r *journal.Reader, format string, follow bool) error {
-	enc := json.NewEncoder(os.Stdout)
-	var last int64
-	for {
-		recs, err := r.After(ctx, last, 1000)
-		if err != nil {
-			return err
-		}
-		for i := range recs {
-			var v any = &recs[i]
-			if format == "ocsf" {
-				v = recs[i].OCSF()
-			}
-			if err := enc.Encode(v); err != nil {
-				return err
-			}
-			last = recs[i].ID
-		}
-		if len(recs) == 1000 {
-			continue
-		}
-		if !follow {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
 }

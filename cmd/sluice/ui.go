@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/sluicegw/sluice/gateway"
 	"github.com/sluicegw/sluice/journal"
@@ -27,22 +23,12 @@ func serveUI(addr string, j webui.Journal, changed func() <-chan struct{}, ctl w
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", addr)
+	login, stop, err := ui.Listen(addr)
 	if err != nil {
-		return nil, fmt.Errorf("web UI: %w", err)
+		return nil, err
 	}
-	srv := &http.Server{Handler: ui.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("web UI stopped", "err", err)
-		}
-	}()
-	fmt.Fprintf(os.Stderr, "sluice: web UI at %s\n", ui.LoginURL(ln.Addr().String()))
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx) // the live streams end with the process
-	}, nil
+	fmt.Fprintf(os.Stderr, "sluice: web UI at %s\n", login)
+	return stop, nil
 }
 
 // uiCmd is `sluice ui`: a journal's records, served alone (read-only).
