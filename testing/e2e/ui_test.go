@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -107,5 +108,81 @@ touch `+ready+`
 	if len(changes) != 1 || changes[0].Reason != "reviewed_allow" || changes[0].Policy != confirmed.Policy ||
 		changes[0].PrevPolicy != prop.Policy || !strings.Contains(changes[0].Detail, "+ www.allowed.test ports 80,443") {
 		t.Errorf("the journaled change: %+v", changes)
+	}
+}
+
+// TestAllowanceExpires: an allowance for four seconds lets the agent
+// through, then ends by itself: the agent is refused again, and the
+// expiry is journaled with the old and new policy hash.
+func TestAllowanceExpires(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "journal.db")
+	c := w.curl()
+	ready := filepath.Join(dir, "ready")
+	allowed, waitAllowed := fileFlag(dir, "allowed")
+	expired, waitExpired := fileFlag(dir, "expired")
+	a := startAgent(t, w, []string{"--journal", path, "--ui", "127.0.0.1:" + uiPort, "--allow", "allowed.test"}, prelude+`
+try before `+c+` https://www.allowed.test/
+touch `+ready+`
+`+waitAllowed+`try during `+c+` https://www.allowed.test/
+`+waitExpired+`try after `+c+` https://www.allowed.test/
+`)
+	tok := uiToken(t, a)
+	waitFor(t, func() bool { return fileExists(ready) })
+	var prop struct{ Proposal, Policy string }
+	if code := uiCall(t, w.gw, tok, "POST", "/api/allow", `{"host": "www.allowed.test", "port": 443, "duration": "4s"}`, &prop); code != 200 {
+		t.Fatalf("allow: %d", code)
+	}
+	if code := uiCall(t, w.gw, tok, "POST", "/api/proposals/"+prop.Proposal+"/confirm", "", nil); code != 200 {
+		t.Fatalf("confirm: %d", code)
+	}
+	touch(t, allowed)
+	var view struct{ Hash string }
+	waitFor(t, func() bool {
+		uiCall(t, w.gw, tok, "GET", "/api/policy", "", &view)
+		return view.Hash == prop.Policy // back to the policy before the allowance
+	})
+	touch(t, expired)
+	expect(t, a.wait(t), map[string]string{"before": curlNoResolve, "during": ok, "after": curlNoResolve})
+	changes := listJournal(t, path, "--verdict", "changed")
+	if len(changes) != 2 || changes[0].Reason != "allowance_expired" || changes[0].Policy != prop.Policy || changes[1].Reason != "reviewed_allow" {
+		t.Errorf("the journaled changes: %+v", changes)
+	}
+}
+
+// TestAllowAlwaysWritesPolicy: "always" adds the entry to the policy
+// file (the old one kept as .bak, the comments kept) and puts the file
+// in force; without a policy file, it is refused.
+func TestAllowAlwaysWritesPolicy(t *testing.T) {
+	w := newWorld(t)
+	dir := t.TempDir()
+	pol := policyFile(t, "  # the fake internet\n  - host: allowed.test\n")
+	c := w.curl()
+	ready := filepath.Join(dir, "ready")
+	goOn, waitGo := fileFlag(dir, "go")
+	a := startAgent(t, w, []string{"--journal", filepath.Join(dir, "journal.db"), "--ui", "127.0.0.1:" + uiPort, "--policy", pol}, prelude+`
+try before `+c+` https://www.allowed.test/
+touch `+ready+`
+`+waitGo+`try after `+c+` https://www.allowed.test/
+`)
+	tok := uiToken(t, a)
+	waitFor(t, func() bool { return fileExists(ready) })
+	var prop struct{ Proposal string }
+	if code := uiCall(t, w.gw, tok, "POST", "/api/allow", `{"host": "www.allowed.test", "port": 443, "duration": "always"}`, &prop); code != 200 {
+		t.Fatalf("allow: %d", code)
+	}
+	if code := uiCall(t, w.gw, tok, "POST", "/api/proposals/"+prop.Proposal+"/confirm", "", nil); code != 200 {
+		t.Fatalf("confirm: %d", code)
+	}
+	touch(t, goOn)
+	expect(t, a.wait(t), map[string]string{"before": curlNoResolve, "after": ok})
+	written, old := readFile(pol), readFile(pol+".bak")
+	if !strings.Contains(written, "host: www.allowed.test") || !strings.Contains(written, "# the fake internet") ||
+		strings.Contains(old, "www.allowed.test") || !strings.Contains(old, "allowed.test") {
+		t.Errorf("the policy file:\n%s\nits backup:\n%s", written, old)
+	}
+	if out, err := exec.Command(sluiceBin, "check", pol).CombinedOutput(); err != nil {
+		t.Errorf("sluice check of the written file: %v: %s", err, out)
 	}
 }
