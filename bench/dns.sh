@@ -3,6 +3,10 @@
 # redirect -> filtering resolver -> upstream -> nft set update -> answer.
 #
 #   sudo bench/dns.sh            # prints one line per phase
+#   SLUICE_FLAGS=--journal= sudo bench/dns.sh   # the same without the journal
+#
+# The journal (on by default, as in real use) goes to the run's temporary
+# directory.
 #
 # Topology (namespaces made and removed here, addresses from 198.18.0.0/15):
 #   agent (made by sluice run) -- gw: sluice, pinned to CPU1, GOMAXPROCS=1
@@ -51,7 +55,7 @@ POLICY
 phase() {
 	local name=$1
 	shift
-	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run ${SLUICE_FLAGS:-} \
+	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run --journal "$tmp/journal.db" ${SLUICE_FLAGS:-} \
 		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 --user root -- \
 		sh -c "$(agent_ask "$tmp")"'
 			c0=$(ask cpu sluice); out=$(taskset -c 0 '"$tmp"'/dnsload -server 198.18.0.1:53 '"$*"'); c1=$(ask cpu sluice)

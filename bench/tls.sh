@@ -77,7 +77,7 @@ POLICY
 # STDERR. sluice_wait waits for the run to end.
 sluice_start() {
 	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE="$1" taskset -c 1 "$tmp/sluice" run \
-		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 --user root -- \
+		--name bench --journal "$tmp/journal.db" ${SLUICE_FLAGS:-} --upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 --user root -- \
 		sh -c "$(agent_ask "$tmp")
 $3" 2>>"$2" &
 	sluice_pid=$!
@@ -281,12 +281,12 @@ echo \"$label: \$out\$extra cpu_s=\$((c1-c0))/100\""
 	done
 done
 sluice_start "" /dev/null "$script"
-until ip netns exec "$gw" nft list chain inet sluice agent_in >/dev/null 2>&1; do sleep 0.1; done
-agentif=$(ip netns exec "$gw" nft list chain inet sluice prerouting | sed -n 's/.*iifname "\([^"]*\)".*/\1/p' | head -1)
+until ip netns exec "$gw" nft list chain inet sluice-bench agent_in >/dev/null 2>&1; do sleep 0.1; done
+agentif=$(ip netns exec "$gw" nft list chain inet sluice-bench prerouting | sed -n 's/.*iifname "\([^"]*\)".*/\1/p' | head -1)
 ip netns exec "$gw" nft -f - <<NFT
-insert rule inet sluice prerouting iifname "$agentif" tcp dport 9454 redirect to :8454
-insert rule inet sluice prerouting iifname "$agentif" tcp dport 9455 redirect to :8455
-insert rule inet sluice agent_in tcp dport { 8454, 8455 } ct status dnat accept
+insert rule inet sluice-bench prerouting iifname "$agentif" tcp dport 9454 redirect to :8454
+insert rule inet sluice-bench prerouting iifname "$agentif" tcp dport 9455 redirect to :8455
+insert rule inet sluice-bench agent_in tcp dport { 8454, 8455 } ct status dnat accept
 NFT
 touch "$tmp/go"
 sluice_wait || true

@@ -67,6 +67,11 @@ func addGuard(c *nftables.Conn, t *nftables.Table, plan ForwardingPlan, ifaces [
 	fw := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
 	add := func(exprs []expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: fw, Exprs: exprs}) }
+	// A flow the guard let start goes on without a lookup: only a packet
+	// that passed every chain is tracked as established, so none between
+	// the other interfaces ever is (an invalid one is not established
+	// either, and meets the drops below).
+	add(rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	// An agent's packets are its own table's to judge.
 	add(rule(metaIn(expr.MetaKeyIIFNAME, setAgents), verdict(expr.VerdictAccept)))
 	add(rule(metaIn(expr.MetaKeyOIFNAME, setAgents), verdict(expr.VerdictAccept)))
