@@ -123,9 +123,7 @@ func (g *Gateway) Propose(allow, duration string) (policy.Proposal, error) {
 	}
 	pr.Policy = p.Hash()
 	pr.Diff = diffLines(policy.EntryYAML(&e))
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	pr.ID = hex.EncodeToString(id[:])
+	pr.ID = newID()
 	g.allow.mu.Lock()
 	defer g.allow.mu.Unlock()
 	for k, old := range g.allow.proposals {
@@ -198,7 +196,7 @@ func (g *Gateway) Confirm(id, who string) (string, error) {
 	}
 	pr.entry.Source = "allowed in the web UI by " + who
 	if pr.Duration == DurationAlways {
-		if err := g.writePolicyFile(&pr.entry); err != nil {
+		if err := writePolicyFile(g.cfg.PolicySource.File, &pr.entry); err != nil {
 			return "", err
 		}
 		if err := g.reloadAs(journal.ReasonReviewed, who+": "+pr.Allow+" always (written to "+g.cfg.PolicySource.File+")"); err != nil {
@@ -234,8 +232,7 @@ func (g *Gateway) Confirm(id, who string) (string, error) {
 
 // writePolicyFile adds e to the policy file: the new file is written
 // beside it and renamed over it, and the old one is kept as FILE.bak.
-func (g *Gateway) writePolicyFile(e *policy.Entry) error {
-	file := g.cfg.PolicySource.File
+func writePolicyFile(file string, e *policy.Entry) error {
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
@@ -306,4 +303,10 @@ func (g *Gateway) expire(now time.Time) error {
 		names = append(names, a.Entry+" (allowed by "+a.By+")")
 	}
 	return g.setPolicy(p, journal.ReasonAllowanceExpired, fmt.Sprintf("expired: %v", names))
+}
+
+func newID() string {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	return hex.EncodeToString(id[:])
 }

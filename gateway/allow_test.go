@@ -1,8 +1,13 @@
 package gateway
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/sluicegw/sluice/journal"
 
 	"github.com/sluicegw/sluice/policy"
 )
@@ -38,5 +43,44 @@ func TestEffective(t *testing.T) {
 	}
 	if d := base.MatchNamePort("api.github.com", 8443); d.Allow {
 		t.Error("the base policy changed")
+	}
+}
+
+// TestFileControl: without a gateway, only "always" is possible; it
+// writes the file (the old one kept) and journals the change.
+func TestFileControl(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: a.test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mem := &journal.Memory{}
+	c := &FileControl{File: file, Journal: mem}
+	before := c.PolicyView().Hash
+	if _, err := c.Propose("b.test:443", "1h"); err != ErrOnlyAlways {
+		t.Errorf("a temporary allowance without a gateway: %v", err)
+	}
+	if _, err := c.Propose("a.test:443", DurationAlways); err == nil {
+		t.Error("what the file allows already was proposed")
+	}
+	pr, err := c.Propose("b.test:443", DurationAlways)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := c.Confirm(pr.ID, "tester")
+	if err != nil || hash == before {
+		t.Fatalf("confirm: %s, %v", hash, err)
+	}
+	if _, err := c.Confirm(pr.ID, "tester"); err != ErrNoProposal {
+		t.Errorf("confirmed twice: %v", err)
+	}
+	if v := c.PolicyView(); v.Hash != hash || !slices.Contains(v.Entries, "b.test ports 443") {
+		t.Errorf("after: %+v", v)
+	}
+	if old, _ := os.ReadFile(file + ".bak"); strings.Contains(string(old), "b.test") {
+		t.Errorf("the backup: %s", old)
+	}
+	evs := mem.Events()
+	if len(evs) != 1 || evs[0].Kind != journal.Changed || evs[0].OldPolicy != before || evs[0].PolicyHash != hash {
+		t.Errorf("journaled: %+v", evs)
 	}
 }

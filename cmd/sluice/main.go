@@ -29,7 +29,8 @@ usage:
   sluice journal list [flags]              the journal's records, newest first
   sluice journal verify                    check the journal's hash chain
   sluice journal export [--follow] [--format jsonl|ocsf]
-  sluice ui [--journal FILE] [--listen ADDR]  review a journal in the browser
+  sluice ui [--journal FILE] [--listen ADDR] [--policy FILE]
+                                           review a journal in the browser
   sluice version
 
 'sluice run -h' lists the flags of run.

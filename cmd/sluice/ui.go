@@ -31,22 +31,36 @@ func serveUI(addr string, j webui.Journal, changed func() <-chan struct{}, ctl w
 	return stop, nil
 }
 
-// uiCmd is `sluice ui`: a journal's records, served alone (read-only).
+// uiCmd is `sluice ui`: a journal's records served alone; with
+// --policy, refusals can be allowed "always" in that file.
 func uiCmd(args []string) error {
 	fs := flag.NewFlagSet("ui", flag.ContinueOnError)
 	path := fs.String("journal", journal.DefaultPath, "the journal `file`")
 	addr := fs.String("listen", "127.0.0.1:8099", "serve on this `address`")
+	file := fs.String("policy", "", "the policy `file` allowances are written to (none: read-only)")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: sluice ui [--journal FILE] [--listen ADDR]")
+		fmt.Fprintln(os.Stderr, "usage: sluice ui [--journal FILE] [--listen ADDR] [--policy FILE]")
 		return exitError{2}
 	}
-	r, err := journal.Open(*path)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	stop, err := serveUI(*addr, r, nil, nil, log)
+	var j webui.Journal
+	var ctl webui.Control
+	if *file == "" {
+		r, err := journal.Open(*path)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		j = r
+	} else {
+		store, err := journal.OpenStore(journal.StoreConfig{Path: *path, Log: log})
+		if err != nil {
+			return err
+		}
+		defer store.Close()
+		j, ctl = store, &gateway.FileControl{File: *file, Journal: store}
+	}
+	stop, err := serveUI(*addr, j, nil, ctl, log)
 	if err != nil {
 		return err
 	}
