@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,11 @@ type AsyncConfig struct {
 	// Batch is the most events handed to one WriteEvents. DefaultBatch
 	// when 0.
 	Batch int
+	// Linger is how long the writer waits, after an event, for more to
+	// fill the batch (0: it writes what is there at once). A store pays
+	// per write (a transaction), so one write of many events costs far
+	// less than many of one; a record is stored that much later.
+	Linger time.Duration
 	// Log says when events were dropped. slog.Default() when nil.
 	Log *slog.Logger
 	// Agent names the agent in the record of dropped events.
@@ -182,7 +188,8 @@ func (a *Async) Run(ctx context.Context) error {
 				return err
 			}
 		case q := <-a.queue:
-			if err = a.write(append(batch[:0], q)); err != nil {
+			batch = a.linger(ctx, append(batch[:0], q))
+			if err = a.write(batch); err != nil {
 				return err
 			}
 		case <-ctx.Done():
@@ -232,6 +239,29 @@ func (a *Async) drain(batch []queued) error {
 	}
 }
 
+// linger adds to batch the events that come within Linger, up to Batch;
+// it returns early when the Async stops.
+func (a *Async) linger(ctx context.Context, batch []queued) []queued {
+	if a.cfg.Linger <= 0 || len(a.queue) >= a.cfg.Batch-len(batch) {
+		return batch
+	}
+	t := time.NewTimer(a.cfg.Linger)
+	defer t.Stop()
+	for len(batch) < a.cfg.Batch {
+		select {
+		case q := <-a.queue:
+			batch = append(batch, q)
+		case <-t.C:
+			return batch
+		case <-ctx.Done():
+			return batch
+		case <-a.stop:
+			return batch
+		}
+	}
+	return batch
+}
+
 // write adds to batch (holding one event) what else is queued, up to
 // Batch, writes it and moves stored past it.
 func (a *Async) write(batch []queued) error {
@@ -251,6 +281,9 @@ fill:
 	if err := a.cfg.Writer.WriteEvents(evs); err != nil {
 		return err
 	}
+	// A batch is a long run of work for the writer; the data path's
+	// goroutines, on the same core, go first before the next.
+	runtime.Gosched()
 	a.mu.Lock()
 	a.stored = batch[len(batch)-1].t
 	close(a.progress)

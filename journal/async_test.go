@@ -226,3 +226,49 @@ func TestAsyncContextEndDrains(t *testing.T) {
 		t.Errorf("Record accepted after Run ended")
 	}
 }
+
+// batchWriter records the size of each batch it is handed.
+type batchWriter struct {
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (w *batchWriter) WriteEvents(evs []Event) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sizes = append(w.sizes, len(evs))
+	return nil
+}
+
+// TestAsyncLinger: events that come within the linger go to the writer
+// as one batch; without a linger, the first goes alone.
+func TestAsyncLinger(t *testing.T) {
+	for _, tc := range []struct {
+		linger time.Duration
+		first  func(int) bool
+	}{
+		{time.Second, func(n int) bool { return n == 10 }},
+		{0, func(n int) bool { return n < 10 }},
+	} {
+		w := &batchWriter{}
+		a, err := NewAsync(AsyncConfig{Writer: w, Linger: tc.linger, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go a.Run(context.Background())
+		var last Ticket
+		for i := range 10 {
+			last = a.Record(ev(i))
+			time.Sleep(time.Millisecond) // the writer runs between them
+		}
+		if err := a.Wait(context.Background(), last); err != nil {
+			t.Fatal(err)
+		}
+		a.Close()
+		w.mu.Lock()
+		if len(w.sizes) == 0 || !tc.first(w.sizes[0]) {
+			t.Errorf("linger %v: batches %v", tc.linger, w.sizes)
+		}
+		w.mu.Unlock()
+	}
+}

@@ -19,6 +19,10 @@ const DefaultCoalesce = time.Second
 type coalescer struct {
 	interval time.Duration
 	open     map[decisionKey]*interval
+	// order holds the open intervals in the order they opened (the
+	// events' order, nearly their time's), so that due looks only at
+	// the oldest instead of at every one.
+	order []*interval
 }
 
 // decisionKey is what makes two decisions the same.
@@ -31,8 +35,10 @@ type decisionKey struct {
 }
 
 type interval struct {
+	key    decisionKey
 	start  time.Time // of the first decision, stored at once
 	repeat Event     // the repeats since, Count of them; Count 0 for none
+	closed bool      // replaced by a later interval of the same key
 }
 
 func newCoalescer(d time.Duration) *coalescer {
@@ -75,26 +81,42 @@ func (c *coalescer) add(ev Event, out []Event) []Event {
 		iv.repeat.Count += max(ev.Count, 1)
 		return out
 	}
-	if ok && iv.repeat.Count > 0 {
-		out = append(out, iv.repeat)
+	if ok {
+		if iv.repeat.Count > 0 {
+			out = append(out, iv.repeat)
+		}
+		iv.closed = true
 	}
-	c.open[k] = &interval{start: ev.Time}
+	iv = &interval{key: k, start: ev.Time}
+	c.open[k] = iv
+	c.order = append(c.order, iv)
 	return append(out, ev)
 }
 
 // due returns the repeats of the intervals that ended by now (all of
 // them when flush is set), as events to store, and forgets those
-// intervals.
+// intervals. It stops at the first interval still open: one opened
+// later that ended already (an event's clock went back) waits for it.
 func (c *coalescer) due(now time.Time, flush bool) []Event {
 	var out []Event
-	for k, iv := range c.open {
+	n := 0
+	for _, iv := range c.order {
 		if !flush && now.Sub(iv.start) < c.interval {
-			continue
+			break
+		}
+		n++
+		if iv.closed {
+			continue // its repeats went out when the next one opened
 		}
 		if iv.repeat.Count > 0 {
 			out = append(out, iv.repeat)
 		}
-		delete(c.open, k)
+		delete(c.open, iv.key)
+	}
+	clear(c.order[:n])
+	c.order = c.order[n:]
+	if len(c.order) == 0 {
+		c.order = c.order[:0:0] // let the backing array go
 	}
 	sortByTime(out)
 	return out

@@ -18,8 +18,10 @@ func BenchmarkStoreWrite(b *testing.B) {
 	batch := make([]Event, DefaultBatch)
 	b.ResetTimer()
 	for i := 0; i < b.N; i += len(batch) {
+		now := time.Now()
 		for j := range batch {
-			batch[j] = refusal(i+j, fmt.Sprintf("n%d.bench.test.", i+j))
+			batch[j] = refusal(0, fmt.Sprintf("n%d.bench.test.", i+j))
+			batch[j].Time = now
 			batch[j].Dst = netip.MustParseAddrPort("192.0.2.1:443")
 		}
 		if err := s.WriteEvents(batch); err != nil {
