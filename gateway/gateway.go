@@ -22,7 +22,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -137,25 +136,17 @@ func (g *Gateway) claimState() error {
 	return nil
 }
 
-// The journal's batches: a batch is written in one go by the writer
-// goroutine, which holds up the data path's goroutines for that long
-// when they share a core, so batches stay small enough (a few
-// milliseconds of work) and fill within the linger under load.
-const (
-	journalBatch  = 128
-	journalLinger = 20 * time.Millisecond
-)
+// journalBatch bounds a batch of the journal: the writer goroutine
+// writes one in a go, holding up the data path's goroutines for that long
+// when they share a core, so a batch stays a fraction of a millisecond of
+// work. (A store's batches wait a little to fill: journal.Lingerer.)
+const journalBatch = 128
 
 // startJournal starts the hand-off of records from the layers to the
 // journal's store. It is closed last of all, after every part that
 // records has stopped, so that it stores their last records too.
 func (g *Gateway) startJournal() error {
-	// Records wait up to journalLinger for others, so that the store
-	// writes them many to a transaction: one at a time, a flood of
-	// distinct decisions cost a transaction each, and the resolver ten
-	// times its throughput on one core (bench/README.md).
-	a, err := journal.NewAsync(journal.AsyncConfig{Writer: g.cfg.Journal, Log: g.log, Agent: g.cfg.Name,
-		Batch: journalBatch, Linger: journalLinger})
+	a, err := journal.NewAsync(journal.AsyncConfig{Writer: g.cfg.Journal, Log: g.log, Agent: g.cfg.Name, Batch: journalBatch})
 	if err != nil {
 		return err
 	}

@@ -211,6 +211,17 @@ func (t Tee) WriteEvents(evs []Event) error {
 	return nil
 }
 
+// Linger is the longest of its Writers' lingers.
+func (t Tee) Linger() time.Duration {
+	var d time.Duration
+	for _, w := range t {
+		if l, ok := w.(Lingerer); ok {
+			d = max(d, l.Linger())
+		}
+	}
+	return d
+}
+
 // Tick ticks the Writers of t that are Tickers.
 func (t Tee) Tick(now time.Time) error {
 	for _, w := range t {

@@ -180,6 +180,13 @@ func (s *Store) Tick(now time.Time) error {
 	return nil
 }
 
+// StoreLinger is how long a batch of records waits for more before it is
+// written: a transaction costs far more than a record in it.
+const StoreLinger = 10 * time.Millisecond
+
+// Linger makes Async wait StoreLinger to fill a batch (see Lingerer).
+func (s *Store) Linger() time.Duration { return StoreLinger }
+
 // Flush stores every repeat counted so far; Close does too.
 func (s *Store) Flush() error { return s.commit(s.pending[:0], time.Now(), true) }
 
