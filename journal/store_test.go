@@ -3,6 +3,7 @@ package journal
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -313,5 +314,54 @@ func TestSharedJournal(t *testing.T) {
 	}
 	if n, _, err := a.Verify(context.Background()); n != 100 || err != nil {
 		t.Errorf("verified %d, %v; want 100", n, err)
+	}
+}
+
+// TestExport: every record, oldest first, as JSON lines or OCSF events of
+// the class of its layer.
+func TestExport(t *testing.T) {
+	s := openTestStore(t, StoreConfig{Coalesce: -1})
+	evs := []Event{
+		refusal(0, "evil.test."),
+		{Time: t0, Agent: "a", Layer: LayerHTTP, Kind: Refused, Reason: ReasonHostNotAllowed, Name: "evil.test",
+			Dst: netip.MustParseAddrPort("192.0.2.1:80"), Proto: "tcp"},
+		{Time: t0, Agent: "a", Layer: LayerFirewall, Kind: Allowed, Reason: ReasonAllowed, Dst: netip.MustParseAddrPort("192.0.2.2:22"), Proto: "tcp"},
+	}
+	if err := s.WriteEvents(evs); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := Export(context.Background(), s.Reader, &b, "ocsf", false); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	want := []struct {
+		class  int
+		action string
+	}{{4003, "Denied"}, {4002, "Denied"}, {4001, "Allowed"}}
+	if len(lines) != len(want) {
+		t.Fatalf("%d OCSF events: %s", len(lines), b.String())
+	}
+	for i, l := range lines {
+		var ev struct {
+			ClassUID int    `json:"class_uid"`
+			TypeUID  int    `json:"type_uid"`
+			Action   string `json:"action"`
+			Metadata struct {
+				Sequence int64 `json:"sequence"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.ClassUID != want[i].class || ev.Action != want[i].action ||
+			ev.TypeUID/100 != ev.ClassUID || ev.Metadata.Sequence != int64(i+1) {
+			t.Errorf("event %d: %+v, %v: %s", i, ev, err, l)
+		}
+	}
+	b.Reset()
+	if err := Export(context.Background(), s.Reader, &b, "jsonl", false); err != nil || strings.Count(b.String(), "\n") != 3 ||
+		!strings.Contains(b.String(), `"layer":"http"`) {
+		t.Errorf("jsonl: %v: %s", err, b.String())
+	}
+	if err := Export(context.Background(), s.Reader, &b, "xml", false); err == nil {
+		t.Error("an unknown format was accepted")
 	}
 }
