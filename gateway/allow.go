@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sluicegw/sluice/journal"
@@ -25,8 +27,14 @@ const (
 // Durations lists what Propose accepts, in the order a person would pick.
 var Durations = []string{"15m", "1h", "8h", DurationRun, DurationAlways}
 
-// proposalLife is how long a proposal waits for its confirmation.
-const proposalLife = 10 * time.Minute
+// proposalLife is how long a proposal waits for its confirmation, and
+// maxProposals how many may wait at once.
+const (
+	proposalLife = 10 * time.Minute
+	maxProposals = 100
+)
+
+var errTooManyProposals = errors.New("too many proposals wait for confirmation")
 
 // proposal is a Proposal waiting for its confirmation.
 type proposal struct {
@@ -131,8 +139,8 @@ func (g *Gateway) Propose(allow, duration string) (policy.Proposal, error) {
 			delete(g.allow.proposals, k)
 		}
 	}
-	if len(g.allow.proposals) >= 100 {
-		return policy.Proposal{}, errors.New("too many proposals wait for confirmation")
+	if len(g.allow.proposals) >= maxProposals {
+		return policy.Proposal{}, errTooManyProposals
 	}
 	g.allow.proposals[pr.ID] = &pr
 	return pr.Proposal, nil
@@ -230,9 +238,22 @@ func (g *Gateway) Confirm(id, who string) (string, error) {
 	return p.Hash(), nil
 }
 
-// writePolicyFile adds e to the policy file: the new file is written
-// beside it and renamed over it, and the old one is kept as FILE.bak.
+// policyFileMu serialises the rewrites of policy files: two confirmations
+// at once would each read the old file and the second would lose the
+// first's entry.
+var policyFileMu sync.Mutex
+
+// writePolicyFile adds e to the policy file. The new file is written
+// beside it under a name of its own, checked, synced and renamed over it,
+// with the owner and mode the file had; the old one is kept as FILE.bak
+// the same way. A symbolic link is followed: its target is rewritten.
 func writePolicyFile(file string, e *policy.Entry) error {
+	policyFileMu.Lock()
+	defer policyFileMu.Unlock()
+	file, err := filepath.EvalSymlinks(file)
+	if err != nil {
+		return err
+	}
 	data, err := os.ReadFile(file)
 	if err != nil {
 		return err
@@ -245,14 +266,37 @@ func writePolicyFile(file string, e *policy.Entry) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(file+".bak", data, fi.Mode().Perm()); err != nil {
+	if err := replaceFile(file+".bak", data, fi); err != nil {
 		return fmt.Errorf("keep the old policy: %w", err)
 	}
-	tmp := file + ".new"
-	if err := os.WriteFile(tmp, out, fi.Mode().Perm()); err != nil {
+	return replaceFile(file, out, fi)
+}
+
+// replaceFile puts data at path atomically: a new file in the same
+// directory, with like's mode and owner, synced, then renamed over path.
+func replaceFile(path string, data []byte, like os.FileInfo) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, file)
+	defer os.Remove(f.Name()) // gone after the rename; left only on failure
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(like.Mode().Perm())
+	}
+	if st, ok := like.Sys().(*syscall.Stat_t); ok && err == nil {
+		err = f.Chown(int(st.Uid), int(st.Gid))
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // expireAllowances is a part of the gateway (see start): it takes the

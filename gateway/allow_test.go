@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sluicegw/sluice/journal"
@@ -82,5 +84,37 @@ func TestFileControl(t *testing.T) {
 	evs := mem.Events()
 	if len(evs) != 1 || evs[0].Kind != journal.Changed || evs[0].OldPolicy != before || evs[0].PolicyHash != hash {
 		t.Errorf("journaled: %+v", evs)
+	}
+}
+
+// TestConcurrentAlways: confirmations at once lose no entry.
+func TestConcurrentAlways(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: a.test\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &FileControl{File: file}
+	var ids []string
+	for i := range 20 {
+		pr, err := c.Propose(fmt.Sprintf("h%d.test:443", i), DurationAlways)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, pr.ID)
+	}
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			if _, err := c.Confirm(id, "tester"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if v := c.PolicyView(); len(v.Entries) != 21 {
+		t.Errorf("%d entries after 20 confirmations, want 21: %v", len(v.Entries), v.Entries)
+	}
+	if fi, err := os.Stat(file); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the rewritten file's mode: %v, %v", fi.Mode(), err)
 	}
 }

@@ -74,6 +74,9 @@ func (c *FileControl) Propose(allow, duration string) (policy.Proposal, error) {
 			delete(c.proposals, k)
 		}
 	}
+	if len(c.proposals) >= maxProposals {
+		return policy.Proposal{}, errTooManyProposals
+	}
 	c.proposals[pr.ID] = pr
 	return pr.Proposal, nil
 }
@@ -81,9 +84,9 @@ func (c *FileControl) Propose(allow, duration string) (policy.Proposal, error) {
 // Confirm writes the proposal to the file and journals it.
 func (c *FileControl) Confirm(id, who string) (string, error) {
 	c.mu.Lock()
+	defer c.mu.Unlock() // one change of the file at a time, read to journal
 	pr, ok := c.proposals[id]
 	delete(c.proposals, id)
-	c.mu.Unlock()
 	if !ok || time.Now().After(pr.expires) {
 		return "", ErrNoProposal
 	}

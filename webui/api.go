@@ -171,20 +171,42 @@ func (s *Server) propose(r *http.Request, req allowRequest) (policy.Proposal, in
 	return pr, http.StatusOK, nil
 }
 
-// allowFor is what allowing a refusal means: its name (or, for a packet
-// without one, its address) on its port; a DNS refusal has no port, so
-// the policy's default ports.
+// allowable are the reasons a refusal can have that an allowance
+// changes: the name, or the address and port, is not in the policy.
+// Allowing any other refusal (a name not pinned, an ECH hello, an
+// upstream failure) would let nothing more through.
+var allowable = map[journal.Reason]bool{
+	journal.ReasonNameNotAllowed: true, journal.ReasonSNINotAllowed: true, journal.ReasonHostNotAllowed: true,
+	journal.ReasonPortNotAllowed: true, journal.ReasonNoSetEntry: true,
+}
+
+// allowFor is what allowing a refusal means: its name on its port (a DNS
+// refusal has no port: the policy's default ports), or, for a packet
+// without a name, its one address on its port. The name is the agent's
+// own text: it must be one canonical host name, never a wildcard, an
+// address or a prefix, or a click on "allow" would open what the agent
+// chose to write there.
 func allowFor(rec *journal.Record) (string, error) {
 	if rec.Verdict != journal.Refused.String() {
 		return "", fmt.Errorf("record %d is not a refusal", rec.ID)
 	}
+	if !allowable[rec.Reason] {
+		return "", fmt.Errorf("record %d was refused for %s, which an allowance does not change", rec.ID, rec.Reason)
+	}
 	var port uint16
 	var addr netip.Addr
 	if ap, err := netip.ParseAddrPort(rec.Dst); err == nil {
-		addr, port = ap.Addr(), ap.Port()
+		addr, port = ap.Addr().Unmap(), ap.Port()
 	}
 	if rec.Name != "" {
-		return hostPort(rec.Name, port), nil
+		name, err := policy.CanonicalName(rec.Name)
+		if err != nil || strings.ContainsAny(name, "*/") {
+			return "", fmt.Errorf("record %d names no host that can be allowed", rec.ID)
+		}
+		if _, err := netip.ParseAddr(name); err == nil {
+			return "", fmt.Errorf("record %d names an address, not a host", rec.ID)
+		}
+		return hostPort(name, port), nil
 	}
 	if addr.IsValid() && port != 0 {
 		return hostPort(addr.String(), port), nil
@@ -234,6 +256,19 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request) {
 		apiError(w, http.StatusBadRequest, err)
 		return
 	}
+	s.mu.Lock()
+	if s.streams >= maxStreams {
+		s.mu.Unlock()
+		apiError(w, http.StatusServiceUnavailable, errors.New("too many live streams"))
+		return
+	}
+	s.streams++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.streams--
+		s.mu.Unlock()
+	}()
 	ctx := r.Context()
 	last := int64(-1)
 	for _, v := range []string{r.Header.Get("Last-Event-ID"), r.URL.Query().Get("after")} {

@@ -3,6 +3,7 @@ package webui
 import (
 	"cmp"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -158,9 +159,9 @@ func (s *Server) eventPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) policyPage(w http.ResponseWriter, r *http.Request) {
-	p := &page{Title: "Policy", Notice: r.URL.Query().Get("changed")}
-	if p.Notice != "" {
-		p.Notice = "The policy in force is now " + p.Notice + "."
+	p := &page{Title: "Policy"}
+	if h := r.URL.Query().Get("changed"); policyHash.MatchString(h) {
+		p.Notice = "The policy in force is now " + h + "."
 	}
 	if s.cfg.Control != nil {
 		v := s.cfg.Control.PolicyView()
@@ -199,6 +200,8 @@ func (s *Server) confirmForm(w http.ResponseWriter, r *http.Request) {
 	}
 	http.Redirect(w, r, "/policy?changed="+hash, http.StatusSeeOther)
 }
+
+var policyHash = regexp.MustCompile(`^sha256:[0-9a-f]{8,64}$`)
 
 // localTime is how the pages show a record's time.
 func localTime(s string) string {

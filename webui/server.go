@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"sync"
 	"time"
@@ -68,7 +69,11 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	streams  int // live event streams
 }
+
+// maxStreams bounds the live event streams at once.
+const maxStreams = 32
 
 type session struct {
 	csrf    string
@@ -226,11 +231,15 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, tok string) {
 	s.mu.Unlock()
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(sessionLife / time.Second)})
-	u := *r.URL
-	q := u.Query()
+	q := r.URL.Query()
 	q.Del("token")
-	u.RawQuery = q.Encode()
-	http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
+	// The path alone, made absolute and clean: "//host/" would send the
+	// browser elsewhere.
+	to := path.Clean("/" + r.URL.Path)
+	if len(q) > 0 {
+		to += "?" + q.Encode()
+	}
+	http.Redirect(w, r, to, http.StatusSeeOther)
 }
 
 func (s *Server) session(r *http.Request) (string, *session) {
@@ -274,7 +283,9 @@ func (s *Server) Listen(addr string) (login string, stop func(), err error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("web UI: %w", err)
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Idle connections close, so that a client that never logs in cannot
+	// hold the gateway's descriptors.
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.cfg.Log.Error("web UI stopped", "err", err)

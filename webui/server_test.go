@@ -42,7 +42,7 @@ func (c *fakeControl) Confirm(id, who string) (string, error) {
 		return "", errors.New("no such proposal")
 	}
 	c.confirmed = append(c.confirmed, id+" by "+who)
-	return "sha256:next", nil
+	return "sha256:0123456789abcdef", nil
 }
 
 const hostile = `<img src=x onerror=alert(1)>.evil.test`
@@ -181,10 +181,11 @@ func TestAllowFlow(t *testing.T) {
 		t.Fatalf("allow: %d, proposed %v:\n%s", code, ctl.proposed, body)
 	}
 	code, body = post("/proposals/p1/confirm", url.Values{"csrf": {csrf}})
-	if code != http.StatusOK || !strings.Contains(body, "sha256:next") || len(ctl.confirmed) != 1 || !strings.HasPrefix(ctl.confirmed[0], "p1 by UI session ") {
+	if code != http.StatusOK || !strings.Contains(body, "sha256:0123456789abcdef") || len(ctl.confirmed) != 1 || !strings.HasPrefix(ctl.confirmed[0], "p1 by UI session ") {
 		t.Errorf("confirm: %d, confirmed %v", code, ctl.confirmed)
 	}
-	// The API, with the token: allow the HTTP refusal on its port.
+	// The API, with the token: the HTTP refusal's "name" is the agent's
+	// markup, no host name: nothing to allow.
 	req, _ := http.NewRequest("POST", ts.URL+"/api/allow", strings.NewReader(`{"event": 2, "duration": "15m"}`))
 	req.Header.Set("Authorization", "Bearer secret-token")
 	resp, err := http.DefaultClient.Do(req)
@@ -192,8 +193,8 @@ func TestAllowFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || ctl.proposed[1] != hostile+":80 15m" {
-		t.Errorf("API allow: %d, proposed %v", resp.StatusCode, ctl.proposed)
+	if resp.StatusCode != http.StatusBadRequest || len(ctl.proposed) != 1 {
+		t.Errorf("API allow of a hostile name: %d, proposed %v", resp.StatusCode, ctl.proposed)
 	}
 	// An allowed record cannot be allowed.
 	req, _ = http.NewRequest("POST", ts.URL+"/api/allow", strings.NewReader(`{"event": 3, "duration": "15m"}`))
@@ -286,6 +287,54 @@ func TestStream(t *testing.T) {
 	for _, want := range []string{"2", "5"} {
 		if id := next(resumed); id != want {
 			t.Errorf("resumed after 1: record %s, want %s", id, want)
+		}
+	}
+}
+
+// TestAllowFor: allowing a refusal opens its host on its port, or its one
+// address; never what an agent wrote where a name goes (a prefix, a
+// wildcard, an address), and nothing for a refusal an allowance does not
+// change.
+func TestAllowFor(t *testing.T) {
+	for _, tc := range []struct {
+		rec  journal.Record
+		want string
+	}{
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonNameNotAllowed, Name: "api.example.com"}, "api.example.com"},
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonSNINotAllowed, Name: "API.example.com", Dst: "192.0.2.1:8443"}, "api.example.com:8443"},
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonNoSetEntry, Dst: "192.0.2.1:22"}, "192.0.2.1:22"},
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonNoSetEntry, Dst: "[2001:db8::1]:22"}, "[2001:db8::1]:22"},
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonSNINotAllowed, Name: "3.0.0.0/8", Dst: "192.0.2.1:443"}, ""},
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonHostNotAllowed, Name: "*.attacker.example", Dst: "192.0.2.1:80"}, ""},
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonHostNotAllowed, Name: "192.0.2.9", Dst: "192.0.2.1:80"}, ""},
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonNameNotAllowed, Name: "2600::/12"}, ""},
+		{journal.Record{Verdict: "refused", Reason: journal.ReasonNotPinned, Name: "api.example.com", Dst: "192.0.2.1:443"}, ""},
+		{journal.Record{Verdict: "allowed", Reason: journal.ReasonAllowed, Name: "api.example.com"}, ""},
+	} {
+		got, err := allowFor(&tc.rec)
+		if got != tc.want || (err == nil) != (tc.want != "") {
+			t.Errorf("allowFor(%+v) = %q, %v; want %q", tc.rec, got, err, tc.want)
+		}
+	}
+}
+
+// TestLoginRedirectStaysHome: the redirect after the login keeps to this
+// server, whatever the path looks like.
+func TestLoginRedirectStaysHome(t *testing.T) {
+	ts, _, _, _ := testServer(t)
+	plain := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{"//evil.example/?token=secret-token", "/%2F%2Fevil.example/?token=secret-token", "/../x?token=secret-token"} {
+		req, _ := http.NewRequest("GET", ts.URL+"/", nil)
+		req.URL.Opaque = p[:strings.IndexByte(p, '?')]
+		req.URL.RawQuery = p[strings.IndexByte(p, '?')+1:]
+		resp, err := plain.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode == http.StatusSeeOther && (strings.HasPrefix(loc, "//") || strings.Contains(loc, "evil.example") && !strings.HasPrefix(loc, "/")) {
+			t.Errorf("%s: Location %q", p, loc)
 		}
 	}
 }

@@ -14,12 +14,23 @@ import (
 	"github.com/sluicegw/sluice/webui"
 )
 
+// uiToken is SLUICE_UI_TOKEN, taken out of the environment before
+// anything starts: the agent inherits sluice's environment, and must not
+// find the token there.
+var uiToken = takeEnv("SLUICE_UI_TOKEN")
+
+func takeEnv(key string) string {
+	v := os.Getenv(key)
+	os.Unsetenv(key)
+	return v
+}
+
 // serveUI serves the web UI on addr until stop is called, and prints the
 // URL that logs a browser in, once, on stderr. ctl is nil for a journal
 // served alone.
 func serveUI(addr string, j webui.Journal, changed func() <-chan struct{}, ctl webui.Control, log *slog.Logger) (stop func(), err error) {
 	ui, err := webui.New(webui.Config{Journal: j, Changed: changed, Control: ctl, Durations: gateway.Durations,
-		Token: os.Getenv("SLUICE_UI_TOKEN"), Log: log})
+		Token: uiToken, Log: log})
 	if err != nil {
 		return nil, err
 	}
