@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -162,27 +163,11 @@ func allowedAlready(p *policy.Policy, e *policy.Entry) bool {
 }
 
 func diffLines(yamlText string) string {
-	var out []byte
-	for _, line := range splitLines(yamlText) {
-		out = append(out, "+ "+line+"\n"...)
+	var b strings.Builder
+	for _, line := range strings.Split(strings.TrimSuffix(yamlText, "\n"), "\n") {
+		b.WriteString("+ " + line + "\n")
 	}
-	return string(out)
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for len(s) > 0 {
-		i := 0
-		for i < len(s) && s[i] != '\n' {
-			i++
-		}
-		out = append(out, s[:i])
-		if i < len(s) {
-			i++
-		}
-		s = s[i:]
-	}
-	return out
+	return b.String()
 }
 
 // ErrNoProposal: no proposal of that id waits (never made, confirmed
