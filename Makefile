@@ -38,6 +38,8 @@ fuzz:
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzCheckHello$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzRequestHead$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x
 	$(GO) test ./webui -run '^$$' -fuzz '^FuzzFilterFrom$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
+	$(GO) test ./tlsinspect/gitsmart -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
+	$(GO) test ./tlsinspect/gitsmart -run '^$$' -fuzz '^FuzzReadPush$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./dnsfilter ./firewall

@@ -27,6 +27,8 @@ var imports = map[string][]string{
 		"github.com/google/nftables", "github.com/florianl/go-nflog/", "github.com/mdlayher/netlink",
 		"github.com/ti-mo/conntrack", "golang.org/x/sys/"},
 	"tlsinspect": {"policy", "journal", "golang.org/x/sys/"},
+	// Git's smart-HTTP protocol read as a firewall must: pure.
+	"tlsinspect/gitsmart": {},
 	"sandbox": {"policy", "journal",
 		"github.com/vishvananda/", "golang.org/x/sys/"},
 	"gateway": {"policy", "journal", "dnsfilter", "firewall", "tlsinspect", "sandbox",
