@@ -117,3 +117,16 @@ func TestNameFor(t *testing.T) {
 		}
 	}
 }
+
+// TestRulesRefusedUntilEnforced: a policy with git or http rules does not
+// load while the proxy cannot enforce them.
+func TestRulesRefusedUntilEnforced(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: github.com\n    git: {fetch: ['*']}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := PolicySource{File: file}.Load()
+	if err == nil || !strings.Contains(err.Error(), "p.yaml:3") || !strings.Contains(err.Error(), "not enforced") {
+		t.Errorf("a policy with git rules: %v", err)
+	}
+}

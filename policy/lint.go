@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -66,9 +67,17 @@ func Lint(p *Policy) []Warning {
 		}
 		for _, g := range gitHosts {
 			if base == g || (e.Wildcard() && strings.HasSuffix(g, "."+base)) {
-				warn("%s accepts git pushes and API writes and this policy has no git rules: the agent can push data to a repository of its own", e.Host)
+				if !e.Inspected() {
+					warn("%s accepts git pushes and API writes and this policy has no git or http rules for it: the agent can push data to a repository of its own", e.Host)
+				}
+				if slices.Contains(e.Ports, 22) {
+					warn("%s on port 22: git over SSH cannot be checked, so any push there goes through", e.Host)
+				}
 				break
 			}
+		}
+		if strings.HasPrefix(base, "ssh.") && slices.ContainsFunc(gitHosts, func(g string) bool { return base == "ssh."+g }) {
+			warn("%s is git over SSH (on port 443 too): its pushes cannot be checked", e.Host)
 		}
 		if e.Wildcard() {
 			for _, m := range multiTenant {

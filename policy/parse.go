@@ -153,7 +153,7 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 		return e, false
 	}
 	before := len(p.errs)
-	var hostNode, cidrNode, portsNode, tlsNode, httpNode, budgetNode *yaml.Node
+	var hostNode, cidrNode, portsNode, tlsNode, httpNode, budgetNode, gitNode, httpRulesNode *yaml.Node
 	p.mapping(n, path, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "host":
@@ -174,8 +174,12 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 			e.Private = v.Value == "true"
 		case "max_new_names":
 			budgetNode = v
+		case "git":
+			gitNode = v
+		case "http":
+			httpRulesNode = v
 		default:
-			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, tls_ports, http_ports, private, max_new_names")
+			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, tls_ports, http_ports, private, max_new_names, git, http")
 		}
 	})
 	switch {
@@ -213,6 +217,15 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 	}
 	if budgetNode != nil {
 		p.nameBudget(&e, budgetNode, path+".max_new_names")
+	}
+	if gitNode != nil {
+		e.Git = p.gitRules(gitNode, path+".git")
+	}
+	if httpRulesNode != nil {
+		e.HTTP = p.httpRules(httpRulesNode, path+".http")
+	}
+	if e.Inspected() && (e.Host == "" || e.Wildcard()) {
+		p.fail(n, path, "git and http rules need one exact host: sluice terminates that host's TLS, and only that host's")
 	}
 	for _, port := range e.TLSPorts {
 		if slices.Contains(e.HTTPPorts, port) {

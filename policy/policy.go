@@ -40,6 +40,11 @@ type Entry struct {
 	// DefaultMaxNewNames; NoNameBudget (written max_new_names: 0) means no
 	// bound. An exact entry has one name and no budget. See NameBudget.
 	MaxNewNames int
+	// Git and HTTP make sluice terminate the host's TLS and check each
+	// request against them (see Inspected); nil and none for an entry
+	// that is spliced by its SNI.
+	Git  *GitRules
+	HTTP []HTTPRule
 	// Source says where the entry came from: "agent.yaml:7" or "--allow".
 	Source string
 }
@@ -90,7 +95,7 @@ func (e *Entry) String() string {
 	if e.Wildcard() && e.MaxNewNames != 0 {
 		s += " max_new_names " + strconv.Itoa(max(e.NameBudget(), 0))
 	}
-	return s
+	return s + e.rulesString()
 }
 
 // Policy is a validated, immutable allow list. The zero value and nil allow
@@ -201,6 +206,9 @@ func (p *Policy) computeHash() string {
 		fmt.Fprintf(h, "%s|%s|%v|%v|%v|%v", e.Host, prefixString(e.Prefix), e.Ports, e.Private, e.TLSPorts, e.HTTPPorts)
 		if e.Wildcard() {
 			fmt.Fprintf(h, "|%d", e.NameBudget())
+		}
+		if e.Inspected() {
+			fmt.Fprintf(h, "|%s", e.rulesString())
 		}
 		fmt.Fprintln(h)
 	}

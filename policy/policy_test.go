@@ -403,3 +403,77 @@ func TestLabRangeCIDREntry(t *testing.T) {
 		t.Error("a private range was accepted without private: true")
 	}
 }
+
+// TestParseRules: git and http rules, with file:line errors for what is
+// wrong, and warnings for git hosts left without them.
+func TestParseRules(t *testing.T) {
+	good := `version: 1
+allow:
+  - host: github.com
+    git:
+      fetch: ["*"]
+      push: ["Acme/Agent-Sandbox.git"]
+      push_refs: ["refs/heads/agent/*"]
+  - host: api.github.com
+    http:
+      - methods: [GET, HEAD]
+        paths: ["/repos/acme/*"]
+`
+	entries, err := ParseFile("r.yaml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := entries[0].Git
+	if g == nil || !slices.Equal(g.Push, []string{"acme/agent-sandbox"}) || g.DeleteRefs || !entries[1].Inspected() || entries[1].Git != nil {
+		t.Errorf("rules: %+v %+v", entries[0], entries[1])
+	}
+	if !MatchRepo(g.Push, "acme/agent-sandbox") || MatchRepo(g.Push, "acme/other") || !MatchRepo(g.Fetch, "x/y") ||
+		!MatchRef(g.PushRefs, "refs/heads/agent/x") || MatchRef(g.PushRefs, "refs/heads/main") || MatchRef(g.PushRefs, "refs/heads/agent/x/y") {
+		t.Error("matching")
+	}
+	plain, _ := New([]Entry{{Host: "github.com", Ports: []uint16{443}}})
+	if p.Hash() == plain.Hash() {
+		t.Error("the rules do not change the policy's hash")
+	}
+	for _, w := range Lint(p) {
+		if strings.Contains(w.Msg, "no git or http rules") {
+			t.Errorf("a warning for hosts that have rules: %s", w)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"  - host: '*.github.com'\n    git: {fetch: ['*']}\n", "b.yaml:3: allow[0]: git and http rules need one exact host"},
+		{"  - host: github.com\n    git: {fetch: ['acme']}\n", "b.yaml:4: allow[0].git.fetch[0]: \"acme\": want owner/repo"},
+		{"  - host: github.com\n    git: {push: ['a/b/c']}\n", "allow[0].git.push[0]"},
+		{"  - host: github.com\n    git: {push_refs: ['heads/main']}\n", "allow[0].git.push_refs[0]"},
+		{"  - host: github.com\n    git: {delete_refs: maybe}\n", "allow[0].git.delete_refs: must be true or false"},
+		{"  - host: github.com\n    git: {pull: ['*']}\n", "allow[0].git.pull: unknown key"},
+		{"  - host: github.com\n    git: [fetch]\n", "allow[0].git: must be a mapping"},
+		{"  - host: api.github.com\n    http:\n      - methods: [FETCH]\n        paths: ['/x']\n", "allow[0].http[0].methods[0]: method \"FETCH\""},
+		{"  - host: api.github.com\n    http:\n      - methods: [GET]\n        paths: ['/x/../y']\n", "allow[0].http[0].paths[0]"},
+		{"  - host: api.github.com\n    http:\n      - methods: [GET]\n", "allow[0].http[0]: an http rule needs methods and paths"},
+		{"  - cidr: 198.51.100.0/24\n    ports: [443]\n    http:\n      - methods: [GET]\n        paths: ['/']\n", "git and http rules need one exact host"},
+	} {
+		entries, err := ParseFile("b.yaml", []byte("version: 1\nallow:\n"+tc.yaml))
+		if err == nil {
+			_, err = New(entries)
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)
+		}
+	}
+	entries, _ = ParseFile("w.yaml", []byte("version: 1\nallow:\n  - host: gitlab.com\n    ports: [22, 443]\n  - host: ssh.github.com\n"))
+	p, _ = New(entries)
+	var got []string
+	for _, w := range Lint(p) {
+		got = append(got, w.Msg)
+	}
+	for _, want := range []string{"gitlab.com on port 22", "gitlab.com accepts git pushes", "ssh.github.com is git over SSH"} {
+		if !slices.ContainsFunc(got, func(g string) bool { return strings.Contains(g, want) }) {
+			t.Errorf("no warning %q in %q", want, got)
+		}
+	}
+}
