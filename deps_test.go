@@ -29,6 +29,8 @@ var imports = map[string][]string{
 	"tlsinspect": {"policy", "journal", "golang.org/x/sys/"},
 	// Git's smart-HTTP protocol read as a firewall must: pure.
 	"tlsinspect/gitsmart": {},
+	// TLS interception for hosts with rules, and its constrained CA.
+	"tlsinspect/mitm": {"tlsinspect/gitsmart", "policy", "journal", "github.com/elazarl/goproxy"},
 	"sandbox": {"policy", "journal",
 		"github.com/vishvananda/", "golang.org/x/sys/"},
 	"gateway": {"policy", "journal", "dnsfilter", "firewall", "tlsinspect", "sandbox",
