@@ -20,6 +20,8 @@ const (
 	LayerFirewall Layer = "firewall"
 	LayerTLS      Layer = "tls"
 	LayerHTTP     Layer = "http"
+	// LayerGit is the git guard's: requests on a host with git rules.
+	LayerGit Layer = "git"
 	// LayerPolicy records changes of the policy in force.
 	LayerPolicy Layer = "policy"
 	// LayerJournal records what happened to the journal itself: records

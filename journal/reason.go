@@ -96,6 +96,21 @@ const (
 	// ReasonBadRequest: not an HTTP/1.x request head (or a connection closed before one).
 	ReasonBadRequest Reason = "bad_request"
 
+	// ReasonGitNotRecognised: a request on a host with git rules that is none of the smart protocol's known shapes.
+	ReasonGitNotRecognised Reason = "git_request_not_recognised"
+	// ReasonGitFetchNotAllowed: a fetch of a repository the fetch list does not name.
+	ReasonGitFetchNotAllowed Reason = "git_fetch_not_allowed"
+	// ReasonGitPushNotAllowed: a push (or LFS upload) to a repository the push list does not name.
+	ReasonGitPushNotAllowed Reason = "git_push_not_allowed"
+	// ReasonGitRefNotAllowed: a push to a ref push_refs does not name.
+	ReasonGitRefNotAllowed Reason = "git_ref_not_allowed"
+	// ReasonGitDeleteNotAllowed: a push that deletes a ref, without delete_refs.
+	ReasonGitDeleteNotAllowed Reason = "git_delete_not_allowed"
+	// ReasonGitForcePush: an update of a ref not shown to descend from the old value, without force.
+	ReasonGitForcePush Reason = "git_force_push"
+	// ReasonHTTPNotAllowed: a request on a host with http rules that no rule allows.
+	ReasonHTTPNotAllowed Reason = "http_request_not_allowed"
+
 	// ReasonReload: the policy file was read again (SIGHUP) and put in force.
 	ReasonReload Reason = "policy_reloaded"
 	// ReasonReviewed: a person allowed something in the web UI.
@@ -118,6 +133,8 @@ var reasons = []Reason{
 	ReasonNotTLS, ReasonHelloTimeout, ReasonHelloTooLarge, ReasonGatewayDst, ReasonNoOrigDst, ReasonDialFailed,
 	ReasonTooManyPending, ReasonTooManyConns,
 	ReasonHostNotAllowed, ReasonNoHost, ReasonConflictingHost, ReasonConnect, ReasonH2C, ReasonBadRequest,
+	ReasonGitNotRecognised, ReasonGitFetchNotAllowed, ReasonGitPushNotAllowed, ReasonGitRefNotAllowed,
+	ReasonGitDeleteNotAllowed, ReasonGitForcePush, ReasonHTTPNotAllowed,
 	ReasonReload, ReasonReviewed, ReasonAllowanceExpired, ReasonRecordsLost, ReasonRetention,
 }
 
