@@ -2,7 +2,7 @@
 
 GO       ?= go
 # Tools the tests run as real clients and verifiers, by Debian package.
-TEST_PACKAGES := nftables curl dnsutils netcat-openbsd iputils-ping openssl procps chromium
+TEST_PACKAGES := nftables curl dnsutils netcat-openbsd iputils-ping openssl procps chromium git
 
 .PHONY: build test deps unit fuzz bench lint
 

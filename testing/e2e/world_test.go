@@ -7,8 +7,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -67,6 +69,7 @@ const (
 	allowedAddr2 = "198.18.2.11" // target of a CNAME chain
 	allowedAddr6 = "2001:db8:2::10"
 	authAddr     = "198.18.2.54" // authoritative DNS, the gateway's upstream
+	gitAddr      = "198.18.2.20" // git.test: git http-backend over HTTPS, when a test starts it
 	publicDNS    = "192.0.2.53"  // plays a public resolver the agent should not reach
 	evilAddr     = "192.0.2.66"
 	evilAddr6    = "2001:db8:66::66"
@@ -90,6 +93,7 @@ var zone = []string{
 	"gateway.allowed.test. 300 IN A " + gwAddr,
 	"neighbour.allowed.test. 300 IN A " + routerAddr,
 	"evil.test. 300 IN A " + evilAddr,
+	"git.test. 300 IN A " + gitAddr,
 	"*.evil.test. 300 IN A " + evilAddr,
 	"*.evil.test. 300 IN TXT \"exfil\"",
 }
@@ -104,6 +108,7 @@ type world struct {
 	silent   *fakenet.Sink // accepts on port 82 and never answers
 	drain    *fakenet.Sink // allowed.test:9443, reads to the end and records how it came
 	caFile   string
+	ca       *fakenet.CA // the fake internet's
 }
 
 func newWorld(t *testing.T) *world { return newWorldOpts(t, true) }
@@ -144,7 +149,7 @@ func newWorldOpts(t testing.TB, ipv6 bool) *world {
 	w.inet.Run(t, "ip", "-6", "addr", "add", "2001:db8:1::2/64", "dev", "i0", "nodad")
 	// The fake internet owns every test host address (on its loopback: this
 	// kernel has no dummy driver) and routes nowhere else.
-	for _, a := range []string{allowedAddr, allowedAddr2, authAddr, publicDNS, evilAddr, "169.254.169.254", "10.0.0.1", "100.64.0.1"} {
+	for _, a := range []string{allowedAddr, allowedAddr2, authAddr, publicDNS, evilAddr, gitAddr, "169.254.169.254", "10.0.0.1", "100.64.0.1"} {
 		w.inet.Run(t, "ip", "addr", "add", a+"/32", "dev", "lo")
 	}
 	for _, a := range []string{allowedAddr6, evilAddr6} {
@@ -161,6 +166,7 @@ func newWorldOpts(t testing.TB, ipv6 bool) *world {
 func (w *world) startServers(t testing.TB) {
 	t.Helper()
 	ca, err := fakenet.NewCA()
+	w.ca = ca
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +258,34 @@ func (w *world) startServers(t testing.TB) {
 	if err != nil {
 		t.Fatalf("start fake internet: %v", err)
 	}
+}
+
+// startGit serves git.test (HTTPS, the fake internet's CA) from a git
+// http-backend over the repositories of a new directory.
+func (w *world) startGit(t *testing.T) *fakenet.GitServer {
+	t.Helper()
+	g, err := fakenet.NewGitServer(filepath.Join(t.TempDir(), "repos"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := w.ca.Issue("git.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: g, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, ReadHeaderTimeout: 5 * time.Second}
+	err = w.inet.Do(func() error {
+		ln, err := net.Listen("tcp", gitAddr+":443")
+		if err != nil {
+			return err
+		}
+		go func() { _ = srv.ServeTLS(ln, "", "") }()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return g
 }
 
 func (w *world) listenWeb(addr string) error {
