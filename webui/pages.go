@@ -25,6 +25,7 @@ var funcs = map[string]any{
 
 // page is what every page's template gets.
 type page struct {
+	Base    string // the UI's path prefix, without the final '/'
 	Title   string
 	CSRF    string
 	Control bool
@@ -44,7 +45,7 @@ type page struct {
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, name string, code int, p *page) {
-	p.CSRF, p.Control, p.Durs = whoOf(r).csrf, s.cfg.Control != nil, s.cfg.Durations
+	p.CSRF, p.Control, p.Durs, p.Base = whoOf(r).csrf, s.cfg.Control != nil, s.cfg.Durations, s.base()
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(code)
 	if err := s.pages.ExecuteTemplate(w, name, p); err != nil {
@@ -80,7 +81,7 @@ func (s *Server) listPage(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.Next > 0 {
 		q.Set("before", strconv.FormatInt(p.Next, 10))
-		p.NextURL = "/?" + q.Encode()
+		p.NextURL = s.base() + "/?" + q.Encode()
 	}
 	s.render(w, r, "list.html", http.StatusOK, p)
 }
@@ -198,7 +199,7 @@ func (s *Server) confirmForm(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, "proposal.html", http.StatusBadRequest, &page{Title: "Not changed", Error: err.Error()})
 		return
 	}
-	http.Redirect(w, r, "/policy?changed="+hash, http.StatusSeeOther)
+	http.Redirect(w, r, s.base()+"/policy?changed="+hash, http.StatusSeeOther)
 }
 
 var policyHash = regexp.MustCompile(`^sha256:[0-9a-f]{8,64}$`)

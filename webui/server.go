@@ -57,7 +57,13 @@ type Config struct {
 	Durations []string
 	// Token authenticates; a random one when empty.
 	Token string
-	Log   *slog.Logger
+	// Prefix is the path the UI is served under ("/ui-RANDOM/" when
+	// empty): the session cookie is sent under it only. A browser sends
+	// a cookie to every port of a host, so without a prefix another
+	// server on the same address that the browser visits would get the
+	// session; it cannot guess the prefix.
+	Prefix string
+	Log    *slog.Logger
 }
 
 // Server is the web UI. Its Handler is safe for concurrent use.
@@ -100,6 +106,12 @@ func New(cfg Config) (*Server, error) {
 	if s.token == "" {
 		s.token = randomHex(16)
 	}
+	if s.cfg.Prefix == "" {
+		s.cfg.Prefix = "/ui-" + randomHex(8) + "/"
+	}
+	if !strings.HasPrefix(s.cfg.Prefix, "/") || !strings.HasSuffix(s.cfg.Prefix, "/") {
+		return nil, errors.New("webui: the prefix must start and end with '/'")
+	}
 	var err error
 	s.pages, err = template.New("").Funcs(funcs).ParseFS(assets, "templates/*.html")
 	if err != nil {
@@ -118,8 +130,11 @@ func (s *Server) Token() string { return s.token }
 
 // LoginURL is the URL that logs a browser in, for the UI at addr.
 func (s *Server) LoginURL(addr string) string {
-	return "http://" + addr + "/?token=" + url.QueryEscape(s.token)
+	return "http://" + addr + s.cfg.Prefix + "?token=" + url.QueryEscape(s.token)
 }
+
+// base is the prefix without its final '/', to put before a path.
+func (s *Server) base() string { return strings.TrimSuffix(s.cfg.Prefix, "/") }
 
 func randomHex(n int) string {
 	b := make([]byte, n)
@@ -142,7 +157,18 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/policy", s.apiPolicy)
 	mux.HandleFunc("POST /api/allow", s.apiAllow)
 	mux.HandleFunc("POST /api/proposals/{id}/confirm", s.apiConfirm)
-	return s.secure(mux)
+	inner := s.secure(mux)
+	if s.cfg.Prefix == "/" {
+		return inner
+	}
+	outer := http.NewServeMux()
+	outer.Handle(s.cfg.Prefix, http.StripPrefix(s.base(), inner))
+	// Outside the prefix there is nothing, for anyone.
+	outer.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		http.NotFound(w, r)
+	}))
+	return outer
 }
 
 // who says who is asking, for the journal: a browser session or the
@@ -229,13 +255,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, tok string) {
 	}
 	s.sessions[id] = &session{csrf: randomHex(16), expires: now.Add(sessionLife)}
 	s.mu.Unlock()
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: "/", HttpOnly: true,
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: id, Path: s.cfg.Prefix, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(sessionLife / time.Second)})
 	q := r.URL.Query()
 	q.Del("token")
 	// The path alone, made absolute and clean: "//host/" would send the
 	// browser elsewhere.
-	to := path.Clean("/" + r.URL.Path)
+	to := s.base() + path.Clean("/"+r.URL.Path)
 	if len(q) > 0 {
 		to += "?" + q.Encode()
 	}

@@ -66,7 +66,7 @@ func testServer(t *testing.T) (*httptest.Server, *Server, *journal.Store, *fakeC
 		t.Fatal(err)
 	}
 	ctl := &fakeControl{}
-	s, err := New(Config{Journal: store, Changed: store.Changed, Control: ctl, Durations: []string{"15m", "1h"}, Token: "secret-token"})
+	s, err := New(Config{Journal: store, Changed: store.Changed, Control: ctl, Durations: []string{"15m", "1h"}, Token: "secret-token", Prefix: "/p/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,28 +97,28 @@ func TestAuth(t *testing.T) {
 	ts, _, _, _ := testServer(t)
 	plain := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	for _, u := range []string{"/", "/api/events", "/events/1", "/api/policy", "/hosts", "/?token=wrong"} {
-		resp, body := get(t, plain, ts.URL+u)
+		resp, body := get(t, plain, ts.URL+"/p"+u)
 		if resp.StatusCode != http.StatusUnauthorized || strings.Contains(body, "evil") {
 			t.Errorf("%s without a valid token: %d %q", u, resp.StatusCode, body)
 		}
 	}
-	if resp, _ := get(t, plain, ts.URL+"/api/events", "Authorization", "Bearer wrong"); resp.StatusCode != http.StatusUnauthorized {
+	if resp, _ := get(t, plain, ts.URL+"/p/api/events", "Authorization", "Bearer wrong"); resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("a wrong Bearer token: %d", resp.StatusCode)
 	}
-	resp, body := get(t, plain, ts.URL+"/api/events", "Authorization", "Bearer secret-token")
+	resp, body := get(t, plain, ts.URL+"/p/api/events", "Authorization", "Bearer secret-token")
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "evil.test") {
 		t.Errorf("the Bearer token: %d %q", resp.StatusCode, body)
 	}
 	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe") {
 		t.Errorf("CSP %q", csp)
 	}
-	resp, _ = get(t, plain, ts.URL+"/?verdict=all&token=secret-token")
+	resp, _ = get(t, plain, ts.URL+"/p/?verdict=all&token=secret-token")
 	c := resp.Cookies()
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/?verdict=all" || len(c) != 1 ||
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/p/?verdict=all" || len(c) != 1 ||
 		!c[0].HttpOnly || c[0].SameSite != http.SameSiteStrictMode {
 		t.Fatalf("login: %d, Location %q, cookies %+v", resp.StatusCode, resp.Header.Get("Location"), c)
 	}
-	resp, body = get(t, plain, ts.URL+"/", "Cookie", c[0].Name+"="+c[0].Value)
+	resp, body = get(t, plain, ts.URL+"/p/", "Cookie", c[0].Name+"="+c[0].Value)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "evil.test") {
 		t.Errorf("with the session: %d", resp.StatusCode)
 	}
@@ -129,7 +129,7 @@ func login(t *testing.T, ts *httptest.Server) (*http.Client, string) {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
-	_, body := get(t, c, ts.URL+"/?token=secret-token")
+	_, body := get(t, c, ts.URL+"/p/?token=secret-token")
 	i := strings.Index(body, `name="csrf-token" content="`)
 	if i < 0 {
 		t.Fatalf("no CSRF token in the page:\n%s", body)
@@ -144,7 +144,7 @@ func TestHostileNames(t *testing.T) {
 	ts, _, _, _ := testServer(t)
 	c, _ := login(t, ts)
 	for _, u := range []string{"/", "/events/2", "/hosts"} {
-		_, body := get(t, c, ts.URL+u)
+		_, body := get(t, c, ts.URL+"/p"+u)
 		if strings.Contains(body, "<img") || !strings.Contains(body, "&lt;img src=x onerror=alert(1)&gt;") {
 			t.Errorf("%s: the hostile name is not escaped:\n%s", u, body)
 		}
@@ -157,7 +157,7 @@ func TestAllowFlow(t *testing.T) {
 	ts, _, _, ctl := testServer(t)
 	c, csrf := login(t, ts)
 	post := func(path string, form url.Values, hdr ...string) (int, string) {
-		req, _ := http.NewRequest("POST", ts.URL+path, strings.NewReader(form.Encode()))
+		req, _ := http.NewRequest("POST", ts.URL+"/p"+path, strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		for i := 0; i+1 < len(hdr); i += 2 {
 			req.Header.Set(hdr[i], hdr[i+1])
@@ -186,7 +186,7 @@ func TestAllowFlow(t *testing.T) {
 	}
 	// The API, with the token: the HTTP refusal's "name" is the agent's
 	// markup, no host name: nothing to allow.
-	req, _ := http.NewRequest("POST", ts.URL+"/api/allow", strings.NewReader(`{"event": 2, "duration": "15m"}`))
+	req, _ := http.NewRequest("POST", ts.URL+"/p/api/allow", strings.NewReader(`{"event": 2, "duration": "15m"}`))
 	req.Header.Set("Authorization", "Bearer secret-token")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -197,7 +197,7 @@ func TestAllowFlow(t *testing.T) {
 		t.Errorf("API allow of a hostile name: %d, proposed %v", resp.StatusCode, ctl.proposed)
 	}
 	// An allowed record cannot be allowed.
-	req, _ = http.NewRequest("POST", ts.URL+"/api/allow", strings.NewReader(`{"event": 3, "duration": "15m"}`))
+	req, _ = http.NewRequest("POST", ts.URL+"/p/api/allow", strings.NewReader(`{"event": 3, "duration": "15m"}`))
 	req.Header.Set("Authorization", "Bearer secret-token")
 	resp, _ = http.DefaultClient.Do(req)
 	resp.Body.Close()
@@ -210,7 +210,7 @@ func TestEventsAPI(t *testing.T) {
 	ts, _, _, _ := testServer(t)
 	c := &http.Client{}
 	list := func(q string) (ids []int64, next string) {
-		_, body := get(t, c, ts.URL+"/api/events?"+q, "Authorization", "Bearer secret-token")
+		_, body := get(t, c, ts.URL+"/p/api/events?"+q, "Authorization", "Bearer secret-token")
 		var out struct {
 			Events []journal.Record
 			Next   string
@@ -232,7 +232,7 @@ func TestEventsAPI(t *testing.T) {
 			t.Errorf("?%s: %s, want %s", q, got, want)
 		}
 	}
-	if resp, _ := get(t, c, ts.URL+"/api/events?since=yesterday", "Authorization", "Bearer secret-token"); resp.StatusCode != http.StatusBadRequest {
+	if resp, _ := get(t, c, ts.URL+"/p/api/events?since=yesterday", "Authorization", "Bearer secret-token"); resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("a bad since: %d", resp.StatusCode)
 	}
 }
@@ -249,7 +249,7 @@ func TestStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	open := func(last string) *bufio.Reader {
-		req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/api/events/stream?verdict=refused", nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", ts.URL+"/p/api/events/stream?verdict=refused", nil)
 		req.Header.Set("Authorization", "Bearer secret-token")
 		if last != "" {
 			req.Header.Set("Last-Event-ID", last)
@@ -323,8 +323,8 @@ func TestAllowFor(t *testing.T) {
 func TestLoginRedirectStaysHome(t *testing.T) {
 	ts, _, _, _ := testServer(t)
 	plain := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	for _, p := range []string{"//evil.example/?token=secret-token", "/%2F%2Fevil.example/?token=secret-token", "/../x?token=secret-token"} {
-		req, _ := http.NewRequest("GET", ts.URL+"/", nil)
+	for _, p := range []string{"/p//evil.example/?token=secret-token", "/p/%2F%2Fevil.example/?token=secret-token", "/p/../x?token=secret-token"} {
+		req, _ := http.NewRequest("GET", ts.URL+"/p/", nil)
 		req.URL.Opaque = p[:strings.IndexByte(p, '?')]
 		req.URL.RawQuery = p[strings.IndexByte(p, '?')+1:]
 		resp, err := plain.Do(req)
@@ -333,8 +333,32 @@ func TestLoginRedirectStaysHome(t *testing.T) {
 		}
 		resp.Body.Close()
 		loc := resp.Header.Get("Location")
-		if resp.StatusCode == http.StatusSeeOther && (strings.HasPrefix(loc, "//") || strings.Contains(loc, "evil.example") && !strings.HasPrefix(loc, "/")) {
+		if resp.StatusCode == http.StatusSeeOther && (strings.HasPrefix(loc, "//") || !strings.HasPrefix(loc, "/p/")) {
 			t.Errorf("%s: Location %q", p, loc)
 		}
+	}
+}
+
+// TestPrefix: the UI lives under its prefix alone, and so does its
+// session cookie: another server on the same host (any port) that the
+// browser visits is not sent it, and nothing answers outside the prefix.
+func TestPrefix(t *testing.T) {
+	ts, s, _, _ := testServer(t)
+	plain := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, _ := get(t, plain, ts.URL+"/p/?token=secret-token")
+	if c := resp.Cookies(); len(c) != 1 || c[0].Path != "/p/" {
+		t.Errorf("the session cookie: %+v", c)
+	}
+	for _, u := range []string{"/?token=secret-token", "/api/events", "/static/app.js", "/q/"} {
+		if resp, _ := get(t, plain, ts.URL+u, "Authorization", "Bearer secret-token"); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s outside the prefix: %d", u, resp.StatusCode)
+		}
+	}
+	if u := s.LoginURL("127.0.0.1:8099"); u != "http://127.0.0.1:8099/p/?token=secret-token" {
+		t.Errorf("LoginURL = %s", u)
+	}
+	d, err := New(Config{Journal: s.cfg.Journal})
+	if err != nil || !strings.HasPrefix(d.cfg.Prefix, "/ui-") || len(d.cfg.Prefix) < 12 {
+		t.Errorf("the default prefix: %q, %v", d.cfg.Prefix, err)
 	}
 }

@@ -145,7 +145,7 @@ try hostile `+c+` -H 'Host: `+strings.ReplaceAll(hostileHost, "'", `'\''`)+`' ht
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", w.gw.Name, exe, "browser",
-		"http://127.0.0.1:"+uiPort+"/?token="+tok, ready, "www.allowed.test")
+		tok.url, ready, "www.allowed.test")
 	cmd.Env = append(os.Environ(), helperEnv+"=1")
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.CombinedOutput()

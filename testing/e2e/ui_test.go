@@ -15,31 +15,34 @@ import (
 
 const uiPort = "8099"
 
-var loginURL = regexp.MustCompile(`web UI at (http://\S+/\?token=([0-9a-f]+))`)
+var loginURL = regexp.MustCompile(`web UI at (http://[^/\s]+(/\S*)\?token=([0-9a-f]+))`)
 
-// uiToken waits for the login URL on the run's stderr and returns its
-// token.
-func uiToken(t *testing.T, a *agentRun) string {
+// uiLogin is what the login URL sluice printed gives: the UI's path
+// prefix and its token.
+type uiLogin struct{ url, prefix, token string }
+
+// uiToken waits for the login URL on the run's stderr.
+func uiToken(t *testing.T, a *agentRun) uiLogin {
 	t.Helper()
-	var tok string
+	var l uiLogin
 	waitFor(t, func() bool {
 		if m := loginURL.FindStringSubmatch(a.logged()); m != nil {
-			tok = m[2]
+			l = uiLogin{m[1], m[2], m[3]}
 		}
-		return tok != ""
+		return l.token != ""
 	})
-	return tok
+	return l
 }
 
 // uiCall makes an API call from the gateway's namespace (where the UI
 // listens) with curl, and decodes the JSON answer into out.
-func uiCall(t *testing.T, gw *nstest.NS, tok, method, path, body string, out any) int {
+func uiCall(t *testing.T, gw *nstest.NS, l uiLogin, method, path, body string, out any) int {
 	t.Helper()
-	args := []string{"-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-X", method, "-H", "Authorization: Bearer " + tok}
+	args := []string{"-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", "-X", method, "-H", "Authorization: Bearer " + l.token}
 	if body != "" {
 		args = append(args, "-H", "Content-Type: application/json", "--data", body)
 	}
-	res := gw.Run(t, "curl", append(args, "http://127.0.0.1:"+uiPort+path)...)
+	res := gw.Run(t, "curl", append(args, "http://127.0.0.1:"+uiPort+strings.TrimSuffix(l.prefix, "/")+path)...)
 	i := strings.LastIndexByte(res, '\n')
 	var code int
 	fmt.Sscan(res[i+1:], &code)
@@ -73,7 +76,7 @@ touch `+ready+`
 	tok := uiToken(t, a)
 	waitFor(t, func() bool { return fileExists(ready) })
 	// The gateway reaches the UI: the control for the agent's refusals.
-	if code := uiCall(t, w.gw, "wrong", "GET", "/api/events", "", nil); code != 401 {
+	if code := uiCall(t, w.gw, uiLogin{prefix: tok.prefix, token: "wrong"}, "GET", "/api/events", "", nil); code != 401 {
 		t.Fatalf("the UI from the gateway, wrong token: %d, want 401", code)
 	}
 	var events struct {

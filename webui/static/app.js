@@ -12,7 +12,8 @@
   const first = body.querySelector("a");
   if (first) q.set("after", first.textContent);
   if (new URLSearchParams(location.search).get("before")) return; // an older page stays still
-  const source = new EventSource("/api/events/stream?" + q.toString());
+  const base = (document.querySelector('meta[name="base"]') || {}).content || "";
+  const source = new EventSource(base + "/api/events/stream?" + q.toString());
   const live = document.getElementById("live");
   source.onopen = function () { live.hidden = false; };
   source.onerror = function () { live.hidden = true; };
@@ -24,7 +25,7 @@
     tr.className = "new";
     const id = document.createElement("td");
     const a = document.createElement("a");
-    a.href = "/events/" + encodeURIComponent(rec.id);
+    a.href = base + "/events/" + encodeURIComponent(rec.id);
     a.textContent = String(rec.id);
     id.appendChild(a);
     tr.appendChild(id);
