@@ -39,14 +39,12 @@ import (
 type Gateway struct {
 	cfg     Config
 	log     *slog.Logger
-	iface   string
 	policy  atomic.Pointer[policy.Policy] // the policy in force
 	reload  sync.Mutex                    // one policy change at a time
 	change  sync.Mutex                    // held from working out a change to its end
 	allow   allowances                    // reviewers' additions
 	agent   *sandbox.Agent
 	state   *sandbox.State
-	slot    sandbox.Slot // what the agent holds in the namespace
 	fw      *firewall.Manager
 	cleanup []func() error // run last to first
 	fatal   chan error     // a part that cannot go on says so here
@@ -100,7 +98,7 @@ func New(cfg Config) (g *Gateway, err error) {
 		}
 	}
 	p := cfg.Policy
-	g.log.Info("gateway ready", "agent", cfg.Name, "iface", g.iface, "table", g.slot.Table, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
+	g.log.Info("gateway ready", "agent", cfg.Name, "iface", g.state.Iface, "table", g.state.Table, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
 	return g, nil
 }
 
@@ -127,7 +125,7 @@ func (g *Gateway) claimState() error {
 	if err != nil {
 		return err
 	}
-	g.state, g.slot, g.iface = st, st.Slot, st.Iface
+	g.state = st
 	g.net4 = st.Nets[0]
 	if len(st.Nets) > 1 {
 		g.net6 = st.Nets[1]
@@ -173,12 +171,12 @@ func (g *Gateway) startJournal() error {
 // process until the command starts, so no packet can cross the link
 // before the ruleset is installed. Close removes the agent first of all.
 func (g *Gateway) createAgent() error {
-	agent, err := sandbox.NewAgent(sandbox.AgentConfig{Iface: g.iface, Net4: g.net4, Net6: g.net6, Log: g.log})
+	agent, err := sandbox.NewAgent(sandbox.AgentConfig{Iface: g.state.Iface, Net4: g.net4, Net6: g.net6, Log: g.log})
 	if err != nil {
 		return fmt.Errorf("create agent namespace: %w", err)
 	}
 	g.agent = agent
-	g.log.Debug("agent link up", "iface", g.iface, "agent", agent.Addr, "gateway", agent.Gateway, "agent6", agent.Addr6)
+	g.log.Debug("agent link up", "iface", g.state.Iface, "agent", agent.Addr, "gateway", agent.Gateway, "agent6", agent.Addr6)
 	return nil
 }
 
@@ -194,15 +192,15 @@ func (g *Gateway) listen() error {
 		return nil
 	})
 	var err error
-	if g.dnsConn, g.dnsLn, g.dnsPort, err = listenDNS(g.iface); err != nil {
+	if g.dnsConn, g.dnsLn, g.dnsPort, err = listenDNS(g.state.Iface); err != nil {
 		return err
 	}
 	sockets = append(sockets, g.dnsConn, g.dnsLn)
-	if g.tlsLn, err = listenTCP(g.iface); err != nil {
+	if g.tlsLn, err = listenTCP(g.state.Iface); err != nil {
 		return err
 	}
 	sockets = append(sockets, g.tlsLn)
-	if g.httpLn, err = listenTCP(g.iface); err != nil {
+	if g.httpLn, err = listenTCP(g.state.Iface); err != nil {
 		return err
 	}
 	sockets = append(sockets, g.httpLn)
@@ -214,8 +212,8 @@ func (g *Gateway) installFirewall() error {
 	p := g.cfg.Policy
 	tlsPorts, httpPorts := p.InspectedPorts()
 	mgr, err := firewall.New(firewall.Config{
-		NetNSFd: -1, AgentIface: g.iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6,
-		Table: g.slot.Table, DNSPort: g.dnsPort, LogGroup: g.slot.LogGroup, Prefixes: p.Prefixes(),
+		NetNSFd: -1, AgentIface: g.state.Iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6,
+		Table: g.state.Table, DNSPort: g.dnsPort, LogGroup: g.state.LogGroup, Prefixes: p.Prefixes(),
 		TLSProxyPort: listenPort(g.tlsLn), HTTPProxyPort: listenPort(g.httpLn), TLSPorts: tlsPorts, HTTPPorts: httpPorts,
 		Log: g.log,
 	})
@@ -269,7 +267,7 @@ func (g *Gateway) enableForwarding() error {
 // the gateway would refuse in silence, so it does not start.
 func (g *Gateway) startJournalReader() error {
 	reader, err := firewall.NewLogReader(firewall.LogReaderConfig{
-		Group: g.slot.LogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() },
+		Group: g.state.LogGroup, Agent: g.cfg.Name, PolicyHash: func() string { return g.policy.Load().Hash() },
 		Journal: g.journal, Log: g.log,
 	})
 	if err != nil {
@@ -379,7 +377,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 // it. If a part of the gateway fails meanwhile, the agent is killed and
 // the failure returned.
 func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan os.Signal) (int, error) {
-	resolv := fmt.Sprintf("%s/%s.resolv.conf", g.state.Dir(), g.iface)
+	resolv := fmt.Sprintf("%s/%s.resolv.conf", g.state.Dir(), g.state.Iface)
 	if err := g.state.WriteFile(resolv, []byte("nameserver "+g.agent.Gateway.String()+"\noptions edns0\n")); err != nil {
 		return 0, err
 	}

@@ -2,6 +2,7 @@ package journal
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -118,15 +119,6 @@ func (c *coalescer) due(now time.Time, flush bool) []Event {
 	if len(c.order) == 0 {
 		c.order = c.order[:0:0] // let the backing array go
 	}
-	sortByTime(out)
+	slices.SortStableFunc(out, func(a, b Event) int { return a.Time.Compare(b.Time) })
 	return out
-}
-
-func sortByTime(evs []Event) {
-	// Few events, nearly in order: insertion sort.
-	for i := 1; i < len(evs); i++ {
-		for j := i; j > 0 && evs[j].Time.Before(evs[j-1].Time); j-- {
-			evs[j], evs[j-1] = evs[j-1], evs[j]
-		}
-	}
 }

@@ -184,27 +184,19 @@ func checkPathPattern(s string) (string, error) {
 	return s, nil
 }
 
-// MatchRepo reports whether owner/repo (lower case) is one of patterns.
+// MatchRepo reports whether owner/repo (lower case) is one of patterns;
+// "*" alone is every repository.
 func MatchRepo(patterns []string, repo string) bool {
-	for _, p := range patterns {
-		if ok, _ := path.Match(p, repo); ok || p == "*" {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(patterns, "*") || matchAny(patterns, repo)
 }
 
 // MatchRef reports whether ref is one of patterns; no patterns match all.
 func MatchRef(patterns []string, ref string) bool {
-	if len(patterns) == 0 {
-		return true
-	}
-	for _, p := range patterns {
-		if ok, _ := path.Match(p, ref); ok {
-			return true
-		}
-	}
-	return false
+	return len(patterns) == 0 || matchAny(patterns, ref)
+}
+
+func matchAny(patterns []string, s string) bool {
+	return slices.ContainsFunc(patterns, func(p string) bool { ok, _ := path.Match(p, s); return ok })
 }
 
 // rulesString is the rules of e, for its String and its hash.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -214,14 +215,12 @@ func allowFor(rec *journal.Record) (string, error) {
 	return "", fmt.Errorf("record %d names neither a host nor an address and port", rec.ID)
 }
 
+// hostPort is host:port as --allow takes it; a host alone for port 0.
 func hostPort(host string, port uint16) string {
 	if port == 0 {
 		return host
 	}
-	if strings.Contains(host, ":") {
-		return "[" + host + "]:" + strconv.Itoa(int(port))
-	}
-	return host + ":" + strconv.Itoa(int(port))
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
 }
 
 func (s *Server) apiConfirm(w http.ResponseWriter, r *http.Request) {

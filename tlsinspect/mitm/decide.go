@@ -3,6 +3,7 @@ package mitm
 import (
 	"fmt"
 	"path"
+	"slices"
 
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
@@ -93,7 +94,7 @@ func DecidePush(rules *policy.GitRules, cmds []gitsmart.Command, descends func(o
 func DecideHTTP(rules []policy.HTTPRule, method, canonicalPath string) Verdict {
 	for _, r := range rules {
 		// A HEAD asks no more than the GET it stands for; not the reverse.
-		if !contains(r.Methods, method) && !(method == "HEAD" && contains(r.Methods, "GET")) {
+		if !slices.Contains(r.Methods, method) && !(method == "HEAD" && slices.Contains(r.Methods, "GET")) {
 			continue
 		}
 		for _, p := range r.Paths {
@@ -103,13 +104,4 @@ func DecideHTTP(rules []policy.HTTPRule, method, canonicalPath string) Verdict {
 		}
 	}
 	return refuse(journal.ReasonHTTPNotAllowed, "sluice: %s %s is not allowed on this host (http rules)", method, canonicalPath)
-}
-
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if y == x {
-			return true
-		}
-	}
-	return false
 }
