@@ -1,10 +1,12 @@
 package journal
 
 import (
+	"bufio"
 	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -363,5 +365,33 @@ func TestExport(t *testing.T) {
 	}
 	if err := Export(context.Background(), s.Reader, &b, "xml", false); err == nil {
 		t.Error("an unknown format was accepted")
+	}
+}
+
+// TestExportFollow: with follow, records stored after the export began
+// are written too, until the context ends.
+func TestExportFollow(t *testing.T) {
+	s := openTestStore(t, StoreConfig{Coalesce: -1})
+	if err := s.WriteEvents([]Event{refusal(0, "before.test.")}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- Export(ctx, s.Reader, pw, "jsonl", true); pw.Close() }()
+	lines := bufio.NewScanner(pr)
+	if !lines.Scan() || !strings.Contains(lines.Text(), "before.test") {
+		t.Fatalf("first line %q", lines.Text())
+	}
+	if err := s.WriteEvents([]Event{refusal(1, "after.test.")}); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() || !strings.Contains(lines.Text(), "after.test") {
+		t.Fatalf("the record stored after the export began: %q", lines.Text())
+	}
+	cancel()
+	go io.Copy(io.Discard, pr)
+	if err := <-done; err != nil {
+		t.Errorf("Export after the context ended: %v", err)
 	}
 }

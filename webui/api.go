@@ -236,11 +236,14 @@ func (s *Server) apiConfirm(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"policy": hash})
 }
 
+// writeTimeout is how long a live stream waits for its subscriber to
+// take a write before dropping it (a variable for the test of that).
+var writeTimeout = 5 * time.Second
+
 // Live updates.
 const (
 	heartbeatEvery = 15 * time.Second
 	pollEvery      = 500 * time.Millisecond
-	writeTimeout   = 5 * time.Second
 	streamBatch    = 100
 )
 

@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -377,5 +379,47 @@ func TestPrefix(t *testing.T) {
 	d, err := New(Config{Journal: s.cfg.Journal})
 	if err != nil || !strings.HasPrefix(d.cfg.Prefix, "/ui-") || len(d.cfg.Prefix) < 12 {
 		t.Errorf("the default prefix: %q, %v", d.cfg.Prefix, err)
+	}
+}
+
+// TestSlowSubscriberDropped: a stream whose subscriber stops reading is
+// dropped once a write waits past writeTimeout, and the server goes on.
+func TestSlowSubscriberDropped(t *testing.T) {
+	old := writeTimeout
+	writeTimeout = 200 * time.Millisecond
+	defer func() { writeTimeout = old }()
+	ts, s, store, _ := testServer(t)
+	streams := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.streams }
+	c, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(c, "GET /p/api/events/stream?after=0 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret-token\r\n\r\n")
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	waitUntil("the stream never started", func() bool { return streams() == 1 })
+	// Far more than the sockets' buffers hold, and never read.
+	detail := strings.Repeat("x", 8000)
+	for i := 0; i < 20; i++ {
+		var evs []journal.Event
+		for j := range 200 {
+			evs = append(evs, journal.Event{Time: time.Now(), Agent: "a", Layer: journal.LayerDNS, Kind: journal.Refused,
+				Reason: journal.ReasonNameNotAllowed, Name: fmt.Sprintf("n%d-%d.test", i, j), Detail: detail})
+		}
+		if err := store.WriteEvents(evs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil("the stalled subscriber was never dropped", func() bool { return streams() == 0 })
+	if resp, _ := get(t, http.DefaultClient, ts.URL+"/p/api/events?limit=1", "Authorization", "Bearer secret-token"); resp.StatusCode != http.StatusOK {
+		t.Errorf("the server after the drop: %d", resp.StatusCode)
 	}
 }

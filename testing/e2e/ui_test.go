@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -188,4 +189,27 @@ touch `+ready+`
 	if out, err := exec.Command(sluiceBin, "check", pol).CombinedOutput(); err != nil {
 		t.Errorf("sluice check of the written file: %v: %s", err, out)
 	}
+}
+
+// TestUITokenNotInAgent: the token given in SLUICE_UI_TOKEN logs in to
+// the UI (the control: sluice read it) and is not in the agent's
+// environment, which it otherwise inherits from sluice's.
+func TestUITokenNotInAgent(t *testing.T) {
+	w := newWorld(t)
+	const token = "e2e-token-0123456789abcdef"
+	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs("--ui", "127.0.0.1:"+uiPort)...),
+		"--", "sh", "-c", `echo "token=${SLUICE_UI_TOKEN:-none}"; echo "other=${SLUICE_E2E_OTHER:-none}"`)
+	cmd := exec.Command("ip", args...)
+	cmd.Env = append(os.Environ(), "SLUICE_UI_TOKEN="+token, "SLUICE_E2E_OTHER=kept")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("sluice run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "?token="+token) {
+		t.Errorf("the login URL does not carry SLUICE_UI_TOKEN:\n%s", out)
+	}
+	if !strings.Contains(string(out), "token=none") || !strings.Contains(string(out), "other=kept") {
+		t.Errorf("the agent's environment: want no token and the other variable kept:\n%s", out)
+	}
+	w.assertClean(t)
 }
