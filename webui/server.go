@@ -208,7 +208,7 @@ func (s *Server) secure(next http.Handler) http.Handler {
 		}
 		id, sess := s.session(r)
 		if sess == nil {
-			http.Error(w, "not logged in: open the URL sluice printed when it started (http://ADDR/?token=...)", http.StatusUnauthorized)
+			http.Error(w, "not logged in: open the URL sluice printed when it started (http://ADDR/ui-.../?token=...)", http.StatusUnauthorized)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
