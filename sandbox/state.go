@@ -146,7 +146,13 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 	var undone []string
 	err = ns.locked(func() error {
 		var held []Holder
-		undone, held = ns.recover()
+		var unread error
+		undone, held, unread = ns.recover()
+		if unread != nil {
+			// What that run holds is unknown: its table's name could be
+			// taken again while its link still stands, unfiltered.
+			return fmt.Errorf("%w; nothing is started until it is removed (after removing the link and the table it names)", unread)
+		}
 		slot, err := cfg.Choose(held)
 		if err != nil {
 			return err
@@ -174,7 +180,11 @@ func Recover(cfg StateConfig) ([]string, error) {
 		return nil, err
 	}
 	var undone []string
-	err = ns.locked(func() error { undone, _ = ns.recover(); return nil })
+	err = ns.locked(func() error {
+		var unread error
+		undone, _, unread = ns.recover()
+		return unread
+	})
 	return undone, err
 }
 
@@ -211,27 +221,30 @@ func (ns *namespace) locked(f func() error) error {
 	return f()
 }
 
-// agents reads the records of the namespace's agents.
-func (ns *namespace) agents() ([]*State, []string) {
+// agents reads the records of the namespace's agents, and says which it
+// could not read.
+func (ns *namespace) agents() ([]*State, error) {
 	paths, _ := filepath.Glob(ns.prefix + "agent-*.json")
 	var out []*State
-	var problems []string
+	var errs []error
 	for _, p := range paths {
 		s, err := readState(p)
 		if err != nil {
-			problems = append(problems, fmt.Sprintf("skipped %s: %v", p, err))
+			errs = append(errs, fmt.Errorf("the record %s does not read: %w", p, err))
 			continue
 		}
 		s.ns = ns
 		out = append(out, s)
 	}
-	return out, problems
+	return out, errors.Join(errs...)
 }
 
 // recover undoes what the namespace's dead agents left and returns what
-// it did and the agents that still hold their slots.
-func (ns *namespace) recover() ([]string, []Holder) {
-	records, done := ns.agents()
+// it did, the agents that still hold their slots, and the records it
+// could not read (whose runs it can neither undo nor keep clear of).
+func (ns *namespace) recover() ([]string, []Holder, error) {
+	records, unread := ns.agents()
+	var done []string
 	var held []Holder
 	for _, s := range records {
 		if s.alive() {
@@ -248,7 +261,7 @@ func (ns *namespace) recover() ([]string, []Holder) {
 	if err := ns.settleForwarding(&done); err != nil {
 		done = append(done, err.Error())
 	}
-	return done, held
+	return done, held, unread
 }
 
 func (s *State) alive() bool {

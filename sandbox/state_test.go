@@ -169,3 +169,39 @@ func TestRecoverDeadAgent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUnreadableRecordStopsClaims: a record that does not read belongs
+// to a run whose table and link are unknown; nothing is claimed beside
+// it until it is removed.
+func TestUnreadableRecordStopsClaims(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-st")
+	dir := t.TempDir()
+	err := ns.Do(func() error {
+		cfg := StateConfig{Dir: dir, Choose: func([]Holder) (Slot, error) { return slot("a", 1), nil }}
+		cookie, err := netnsCookie()
+		if err != nil {
+			return err
+		}
+		bad := filepath.Join(dir, fmt.Sprintf("netns-%d-agent-lost.json", cookie))
+		if err := os.WriteFile(bad, []byte("{not json"), 0o600); err != nil {
+			return err
+		}
+		if _, _, err := Claim(cfg); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("a claim beside an unreadable record: %v", err)
+		}
+		if _, err := Recover(cfg); err == nil {
+			t.Error("recovery did not report the unreadable record")
+		}
+		if err := os.Remove(bad); err != nil {
+			return err
+		}
+		s, _, err := Claim(cfg)
+		if err != nil {
+			return fmt.Errorf("the claim once the record is gone: %w", err)
+		}
+		return s.Release()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
