@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,7 +46,12 @@ type Config struct {
 	MinTTL, MaxTTL            time.Duration
 	HelloTimeout, IdleTimeout time.Duration
 	MaxConns                  int64
-	// StateDir holds the crash-safe record of what the gateway changed.
+	// UpstreamRoots verify the certificates of the hosts whose TLS sluice
+	// terminates (those with git or http rules); nil: the system's roots
+	// (SSL_CERT_FILE works). Verification is never skipped.
+	UpstreamRoots *x509.CertPool
+	// StateDir holds the crash-safe record of what the gateway changed,
+	// and the interception CA (CADir).
 	StateDir string
 	// Table names the agent's nftables table (TablePrefix+Name when empty)
 	// and LogGroup its NFLOG group (the first free from DefaultLogGroup

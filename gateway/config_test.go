@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
+	"github.com/sluicegw/sluice/tlsinspect/mitm"
 )
 
 func validConfig(t *testing.T) Config {
@@ -118,15 +119,45 @@ func TestNameFor(t *testing.T) {
 	}
 }
 
-// TestRulesRefusedUntilEnforced: a policy with git or http rules does not
-// load while the proxy cannot enforce them.
-func TestRulesRefusedUntilEnforced(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "p.yaml")
-	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: github.com\n    git: {fetch: ['*']}\n"), 0o644); err != nil {
+// TestRuledHostsFixedAtStart: a policy change may not add a host with
+// rules that the agent's CA does not cover (its trust was set at start),
+// and a gateway that started without such hosts takes none; hosts the CA
+// covers, and hosts without rules, change freely.
+func TestRuledHostsFixedAtStart(t *testing.T) {
+	load := func(entries string) *policy.Policy {
+		t.Helper()
+		file := filepath.Join(t.TempDir(), "p.yaml")
+		if err := os.WriteFile(file, []byte("version: 1\nallow:\n"+entries), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, _, err := PolicySource{File: file}.Load()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	github := load("  - host: github.com\n    git: {fetch: ['*']}\n")
+	gitlab := load("  - host: github.com\n    git: {fetch: ['*']}\n  - host: gitlab.com\n    git: {fetch: ['*']}\n")
+	plain := load("  - host: example.com\n")
+	ca, err := mitm.NewCA([]string{"github.com"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := PolicySource{File: file}.Load()
-	if err == nil || !strings.Contains(err.Error(), "p.yaml:3") || !strings.Contains(err.Error(), "not enforced") {
-		t.Errorf("a policy with git rules: %v", err)
+	with, without := &Gateway{ca: ca}, &Gateway{}
+	for _, tc := range []struct {
+		g    *Gateway
+		p    *policy.Policy
+		want string
+	}{
+		{with, github, ""},
+		{with, plain, ""},
+		{with, gitlab, "rules for gitlab.com"},
+		{without, plain, ""},
+		{without, github, "rules for github.com"},
+	} {
+		err := tc.g.checkRuledHosts(tc.p)
+		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("checkRuledHosts(%v) = %v, want %q", ruledHosts(tc.p), err, tc.want)
+		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/sluicegw/sluice/policy"
 	"github.com/sluicegw/sluice/sandbox"
 	"github.com/sluicegw/sluice/tlsinspect"
+	"github.com/sluicegw/sluice/tlsinspect/mitm"
 )
 
 // Gateway is everything one gateway sets up in the namespace it was
@@ -59,6 +60,7 @@ type Gateway struct {
 	journal           *journal.Async
 	resolver          *dnsfilter.Server
 	proxy             *tlsinspect.Proxy
+	ca                *mitm.CA // for the hosts with rules; nil when none
 	pins              *dnsfilter.Pins
 	dnsConn           net.PacketConn
 	dnsLn             net.Listener
@@ -313,9 +315,14 @@ func (g *Gateway) startServers() error {
 	}
 	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
 	g.pins = pins
+	interceptor, err := g.startInterceptor()
+	if err != nil {
+		return fmt.Errorf("interception CA: %w", err)
+	}
 	proxy, err := tlsinspect.New(tlsinspect.Config{
 		Agent: g.cfg.Name, Pins: pins, Internal: internal, Journal: g.journal,
-		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns, Log: g.log,
+		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns,
+		Interceptor: interceptor, Log: g.log,
 	}, p)
 	if err != nil {
 		return err
@@ -381,6 +388,10 @@ func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan
 	if err := g.state.WriteFile(resolv, []byte("nameserver "+g.agent.Gateway.String()+"\noptions edns0\n")); err != nil {
 		return 0, err
 	}
+	bundle, err := g.agentBundle()
+	if err != nil {
+		return 0, err
+	}
 	type result struct {
 		code int
 		err  error
@@ -388,7 +399,7 @@ func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan
 	done := make(chan result, 1)
 	go func() {
 		code, err := g.agent.Run(sandbox.Launch{
-			Args: args, ResolvConf: resolv, User: user, Env: os.Environ(),
+			Args: args, ResolvConf: resolv, CABundle: bundle, User: user, Env: os.Environ(),
 			Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		}, sigs, func(pid int) {
 			if err := g.state.SetAgent(pid); err != nil {

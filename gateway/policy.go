@@ -53,17 +53,6 @@ func (s PolicySource) Load() (*policy.Policy, []policy.Warning, error) {
 	if len(errs) > 0 {
 		return nil, nil, errs
 	}
-	// git and http rules are read, but this build cannot enforce them
-	// yet (it would splice such a host by its SNI, pushes and all): a
-	// policy that has them is refused, not half enforced.
-	for _, e := range entries {
-		if e.Inspected() {
-			errs = append(errs, policy.Error{Source: e.Source, Msg: "git and http rules are not enforced by this build of sluice yet; remove them (the host is then spliced by its SNI, as before)"})
-		}
-	}
-	if len(errs) > 0 {
-		return nil, nil, errs
-	}
 	p, err := policy.New(entries)
 	if err != nil {
 		return nil, nil, err

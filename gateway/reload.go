@@ -70,6 +70,10 @@ func (g *Gateway) setPolicy(p *policy.Policy, reason journal.Reason, who string)
 	defer g.reload.Unlock()
 	start := time.Now()
 	old := g.policy.Load()
+	if err := g.checkRuledHosts(p); err != nil {
+		g.log.Error("policy change refused: keeping the policy in force", "policy", old.Hash(), "err", err)
+		return err
+	}
 	tlsPorts, httpPorts := p.InspectedPorts()
 	oldPrefixes, err := g.fw.Reconfigure(p.Prefixes(), tlsPorts, httpPorts)
 	if err != nil {

@@ -33,6 +33,7 @@ const InitArg = "__agent-init"
 func Init(args []string) int {
 	fs := flag.NewFlagSet(InitArg, flag.ContinueOnError)
 	resolv := fs.String("resolv", "", "file to mount over /etc/resolv.conf")
+	bundle := fs.String("ca-bundle", "", "CA bundle to mount over the distribution's and name in TrustVars")
 	uid := fs.Int("uid", 0, "user id to run as")
 	gid := fs.Int("gid", 0, "group id to run as")
 	groups := fs.String("groups", "", "supplementary group ids, comma separated")
@@ -57,6 +58,15 @@ func Init(args []string) int {
 		defer f.Close()
 		resolvPath = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 	}
+	var bundlePath string
+	if *bundle != "" {
+		f, err := os.Open(*bundle)
+		if err != nil {
+			return fail(err)
+		}
+		defer f.Close()
+		bundlePath = fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	}
 	hidden, err := hideSideDoors()
 	if err != nil {
 		return fail(err)
@@ -64,6 +74,15 @@ func Init(args []string) int {
 	if resolvPath != "" {
 		if err := mountResolvConf(resolvPath, hidden); err != nil {
 			return fail(err)
+		}
+	}
+	if bundlePath != "" {
+		at, err := mountCABundle(bundlePath)
+		if err != nil {
+			return fail(err)
+		}
+		for _, v := range TrustVars {
+			os.Setenv(v, at)
 		}
 	}
 	// /proc shows the agent's own processes: those of its PID namespace.
@@ -249,4 +268,48 @@ func underAny(path string, dirs []string) bool {
 		}
 	}
 	return false
+}
+
+// CABundles are where distributions keep their CA bundle (the list Go's
+// crypto/x509 reads).
+var CABundles = []string{
+	"/etc/ssl/certs/ca-certificates.crt",                // Debian, Ubuntu, Gentoo, Arch
+	"/etc/pki/tls/certs/ca-bundle.crt",                  // Fedora, RHEL 6
+	"/etc/ssl/ca-bundle.pem",                            // openSUSE
+	"/etc/pki/tls/cacert.pem",                           // OpenELEC
+	"/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem", // CentOS, RHEL 7
+	"/etc/ssl/cert.pem",                                 // Alpine
+}
+
+// TrustVars are the environment variables through which clients take a CA
+// bundle (OpenSSL and Go, git, curl, Python requests, Node): set to the
+// agent's bundle, whatever the environment had, so that every client
+// trusts sluice's CA for the hosts it intercepts.
+var TrustVars = []string{"SSL_CERT_FILE", "GIT_SSL_CAINFO", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"}
+
+// mountCABundle binds file over every distribution bundle that exists
+// (symlinks followed, each target once) and returns the first.
+func mountCABundle(file string) (string, error) {
+	var first string
+	done := map[string]bool{}
+	for _, p := range CABundles {
+		target, err := filepath.EvalSymlinks(p)
+		if err != nil || done[target] {
+			continue
+		}
+		if fi, err := os.Stat(target); err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		done[target] = true
+		if err := unix.Mount(file, target, "", unix.MS_BIND, ""); err != nil {
+			return "", fmt.Errorf("bind the CA bundle over %s: %w", target, err)
+		}
+		if first == "" {
+			first = p
+		}
+	}
+	if first == "" {
+		return "", fmt.Errorf("no CA bundle to trust sluice's CA through (none of %s; install ca-certificates)", strings.Join(CABundles, ", "))
+	}
+	return first, nil
 }

@@ -15,6 +15,10 @@ type Launch struct {
 	Args []string
 	// ResolvConf is a file to mount over the agent's /etc/resolv.conf.
 	ResolvConf string
+	// CABundle, when set, is a PEM bundle (the gateway's roots and
+	// sluice's CA) mounted over the distribution's bundle files and named
+	// by the variables that clients read (see TrustVars).
+	CABundle string
 	// User is who the command runs as.
 	User Credential
 	// Env is the command's environment (HOME, USER and LOGNAME are set
@@ -40,7 +44,7 @@ func (l Launch) Interactive() bool {
 // which prepares the agent and runs l.Args.
 func (l Launch) cmd() *exec.Cmd {
 	interactive := l.Interactive()
-	args := []string{InitArg, "--resolv", l.ResolvConf, fmt.Sprintf("--interactive=%t", interactive),
+	args := []string{InitArg, "--resolv", l.ResolvConf, "--ca-bundle", l.CABundle, fmt.Sprintf("--interactive=%t", interactive),
 		"--uid", fmt.Sprint(l.User.UID), "--gid", fmt.Sprint(l.User.GID), "--groups", l.User.Groups, "--"}
 	cmd := exec.Command("/proc/self/exe", append(args, l.Args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = l.Stdin, l.Stdout, l.Stderr

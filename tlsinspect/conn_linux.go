@@ -241,7 +241,7 @@ func (c *conn) readHello() {
 func (c *conn) decide(hello *Hello) {
 	px := c.l.px
 	c.ev.Name = hello.ServerName
-	reason := px.decideName(hello.ServerName, c.dst, &c.ev)
+	reason, e := px.decideEntry(hello.ServerName, c.dst, &c.ev)
 	if reason == "" && hello.HasECH() {
 		reason = journal.ReasonECH
 	}
@@ -250,6 +250,10 @@ func (c *conn) decide(hello *Hello) {
 		return
 	}
 	c.donePending()
+	if e.Inspected() {
+		c.intercept(hello.Raw)
+		return
+	}
 	c.dial(hello.Raw)
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
+	"github.com/sluicegw/sluice/tlsinspect/mitm"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,6 +80,10 @@ type Config struct {
 	// IdleTimeout closes a spliced connection that moved no data either
 	// way for this long; DefaultIdleTimeout when zero, none when negative.
 	IdleTimeout time.Duration
+	// Interceptor takes the connections whose SNI names a host with git
+	// or http rules, after the same checks as any other; without one they
+	// are refused.
+	Interceptor *mitm.Interceptor
 	// Log reports errors that are not decisions.
 	Log *slog.Logger
 }
@@ -412,14 +417,27 @@ func (px *Proxy) enter() (reason journal.Reason) {
 	return ""
 }
 
-// decideName checks a requested name (SNI or Host) for a connection to
-// dst: allowed on that port by the policy, and dst pinned to it. It
-// returns the refusal reason, "" when the name may pass.
+// decideName checks a Host of the plain HTTP path as decideEntry does. A
+// host with rules is refused there: its requests are checked only inside
+// TLS, by the interceptor.
 func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) journal.Reason {
+	reason, e := px.decideEntry(raw, dst, ev)
+	if reason == "" && e.Inspected() {
+		ev.Detail = "plain HTTP to a host with git or http rules; use https"
+		return journal.ReasonHTTPNotAllowed
+	}
+	return reason
+}
+
+// decideEntry checks a requested name (SNI or Host) for a connection to
+// dst: allowed on that port by the policy, and dst pinned to it. It
+// returns the refusal reason, "" when the name may pass, and the entry
+// that allowed it.
+func (px *Proxy) decideEntry(raw string, dst netip.AddrPort, ev *journal.Event) (journal.Reason, *policy.Entry) {
 	p := px.policy.Load()
 	ev.PolicyHash = p.Hash()
 	if raw == "" {
-		return journal.ReasonNoSNI
+		return journal.ReasonNoSNI, nil
 	}
 	name, err := policy.CanonicalName(raw)
 	if err != nil {
@@ -427,22 +445,22 @@ func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) j
 		// escapes it): a reviewer sees what was asked for.
 		ev.Name = raw
 		if _, perr := netip.ParseAddr(raw); perr == nil {
-			return journal.ReasonIPLiteralSNI
+			return journal.ReasonIPLiteralSNI, nil
 		}
-		return journal.ReasonInvalidSNI
+		return journal.ReasonInvalidSNI, nil
 	}
 	ev.Name = name
 	d := p.MatchNamePort(name, dst.Port())
 	ev.Rule = d.Rule()
 	switch {
 	case d.Reason == policy.ReasonNameNotAllowed || d.Reason == policy.ReasonNoPolicy:
-		return journal.ReasonSNINotAllowed
+		return journal.ReasonSNINotAllowed, nil
 	case !d.Allow:
-		return journal.Reason(d.Reason) // every policy word is a journal one (TestPolicyReasons)
+		return journal.Reason(d.Reason), nil // every policy word is a journal one (TestPolicyReasons)
 	case !px.cfg.Pins.Pinned(name, dst.Addr()):
-		return journal.ReasonNotPinned
+		return journal.ReasonNotPinned, nil
 	}
-	return ""
+	return "", d.Entry
 }
 
 // allowed journals a connection (or request) let through.

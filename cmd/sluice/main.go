@@ -4,6 +4,7 @@
 //	sluice check FILE...                     validate policy files, print warnings
 //	sluice journal list|verify|export         read the decision journal
 //	sluice ui                                  review a journal in the browser
+//	sluice ca export                           print the interception CA
 //	sluice version
 package main
 
@@ -31,6 +32,8 @@ usage:
   sluice journal export [--follow] [--format jsonl|ocsf]
   sluice ui [--journal FILE] [--listen ADDR] [--policy FILE]
                                            review a journal in the browser
+  sluice ca export [--name NAME]           print the CA the agent trusts for the hosts
+                                           with git or http rules
   sluice version
 
 'sluice run -h' lists the flags of run.
@@ -68,6 +71,8 @@ func run(args []string) int {
 		err = journalCmd(args[1:])
 	case "ui":
 		err = uiCmd(args[1:])
+	case "ca":
+		err = caCmd(args[1:])
 	case "version", "--version":
 		fmt.Println("sluice", version)
 	case sandbox.InitArg:

@@ -57,6 +57,7 @@ type runOptions struct {
 	cfg        gateway.Config
 	store      journal.StoreConfig
 	ui         string
+	upstreamCA string
 }
 
 func parseRunFlags(args []string) (*runOptions, error) {
@@ -88,6 +89,7 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.BoolVar(&o.logAllowed, "log-allowed", false, "log allowed decisions too, not only refusals")
 	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
 	fs.BoolVar(&o.verbose, "v", false, "log what sluice sets up and tears down")
+	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "verify the hosts whose TLS sluice terminates (those with git or http rules) against the CAs in this PEM `file` instead of the system's")
 	if err := fs.Parse(args); err != nil {
 		return nil, exitError{2}
 	}
@@ -113,6 +115,13 @@ func parseRunFlags(args []string) (*runOptions, error) {
 func (o *runOptions) complete() error {
 	if o.cfg.MaxConns < 0 {
 		return errors.New("--max-connections must not be negative")
+	}
+	if o.upstreamCA != "" {
+		roots, err := gateway.LoadRoots(o.upstreamCA)
+		if err != nil {
+			return fmt.Errorf("--upstream-ca: %w", err)
+		}
+		o.cfg.UpstreamRoots = roots
 	}
 	for _, r := range o.global {
 		pfx, err := netip.ParsePrefix(r)

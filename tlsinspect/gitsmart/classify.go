@@ -97,7 +97,7 @@ func Classify(method, rawPath, rawQuery, contentType string) (Request, error) {
 	if method == "HEAD" {
 		method = "GET"
 	}
-	p, err := canonicalPath(rawPath)
+	p, err := CanonicalPath(rawPath)
 	if err != nil {
 		return deny("%v", err)
 	}
@@ -123,9 +123,9 @@ func Classify(method, rawPath, rawQuery, contentType string) (Request, error) {
 	return deny("%s /%s?%s is none of the smart protocol's requests", method, rest, rawQuery)
 }
 
-// canonicalPath decodes an escaped path once, refusing what servers and
+// CanonicalPath decodes an escaped path once, refusing what servers and
 // proxies could read two ways.
-func canonicalPath(raw string) (string, error) {
+func CanonicalPath(raw string) (string, error) {
 	if !strings.HasPrefix(raw, "/") {
 		return "", fmt.Errorf("path %q is not absolute", raw)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -188,3 +189,11 @@ func hasCap(caps []string, name string) bool {
 	}
 	return false
 }
+
+// Has reports whether the push asked for capability name (with or without
+// a value).
+func (p *PushRequest) Has(name string) bool { return hasCap(p.Caps, name) }
+
+// SHA256 reports whether the push names its objects by SHA-256
+// (object-format=sha256), not SHA-1.
+func (p *PushRequest) SHA256() bool { return slices.Contains(p.Caps, "object-format=sha256") }

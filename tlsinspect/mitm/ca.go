@@ -177,3 +177,46 @@ func (ca *CA) Save(dir string) error {
 	}
 	return nil
 }
+
+// LoadCA takes again the CA saved in dir, if it was made for exactly
+// hosts and has at least minLeft of its life left; otherwise it returns
+// an error, and a new one is to be made.
+func LoadCA(dir string, hosts []string, minLeft time.Duration) (*CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca-key.pem"))
+	if err != nil {
+		return nil, err
+	}
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, errors.New("mitm: saved CA is not PEM")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := k.(*ecdsa.PrivateKey)
+	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("mitm: saved CA key does not match its certificate")
+	}
+	want := slices.Clone(hosts)
+	slices.Sort(want)
+	have := slices.Clone(cert.PermittedDNSDomains)
+	slices.Sort(have)
+	if !cert.IsCA || !slices.Equal(want, have) {
+		return nil, errors.New("mitm: saved CA is for other hosts")
+	}
+	if time.Now().Add(minLeft).After(cert.NotAfter) {
+		return nil, errors.New("mitm: saved CA ends too soon")
+	}
+	return &CA{cert: cert, key: key, hosts: want, leaves: map[string]*tls.Certificate{}, now: time.Now,
+		pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})}, nil
+}
