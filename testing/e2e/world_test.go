@@ -108,7 +108,10 @@ type world struct {
 	silent   *fakenet.Sink // accepts on port 82 and never answers
 	drain    *fakenet.Sink // allowed.test:9443, reads to the end and records how it came
 	caFile   string
-	ca       *fakenet.CA // the fake internet's
+	// sluiceEnv is added to the environment of sluice (not the agent's,
+	// which sluice makes).
+	sluiceEnv []string
+	ca        *fakenet.CA // the fake internet's
 }
 
 func newWorld(t *testing.T) *world { return newWorldOpts(t, true) }
@@ -335,6 +338,7 @@ func (w *world) run(t *testing.T, flags []string, script string) result {
 	defer cancel()
 	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(flags...)...), "--", "sh", "-c", script)
 	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Env = append(os.Environ(), w.sluiceEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// An agent process that outlives sluice holds these pipes open; the
