@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test ./webui -run '^$$' -fuzz '^FuzzFilterFrom$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect/gitsmart -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect/gitsmart -run '^$$' -fuzz '^FuzzReadPush$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
+	$(GO) test ./tlsinspect/gitsmart -run '^$$' -fuzz '^FuzzReadPackCommits$$' -fuzztime $$((100000 * $(FUZZ_SCALE)))x
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./dnsfilter ./firewall

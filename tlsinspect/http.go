@@ -70,7 +70,7 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 			up = conn
 			upr = bufio.NewReader(idleConn{up, px.cfg.IdleTimeout})
 		}
-		if !px.noteHTTP(c, ev) {
+		if !px.noteHTTP(c, ev, false) {
 			px.refuse(c, ev, journal.ReasonRevoked) // a policy change came between decision and dial
 			return
 		}

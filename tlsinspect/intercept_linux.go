@@ -42,7 +42,7 @@ func (c *conn) intercept(replay []byte) {
 		px.conns.Add(-1)
 		return
 	}
-	if !px.noteHTTP(tc, ev) { // a policy change came between decision and here
+	if !px.noteHTTP(tc, ev, true) { // a policy change came between decision and here
 		px.untrack(tc)
 		px.conns.Add(-1)
 		px.refuse(tc, ev, journal.ReasonRevoked)

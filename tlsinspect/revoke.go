@@ -14,6 +14,9 @@ type liveHTTP struct {
 	name string
 	dst  netip.AddrPort
 	ev   journal.Event
+	// intercepted: handed to the interceptor, which checks each request
+	// under the policy in force (see stillAllowed).
+	intercepted bool
 }
 
 // SetPolicy puts p in force: every decision from now on is made under it,
@@ -29,11 +32,11 @@ func (px *Proxy) SetPolicy(p *policy.Policy, permits func(addr netip.Addr, priva
 	px.permits = permits
 	px.mu.Unlock()
 	px.policy.Store(p)
-	still := func(name string, dst netip.AddrPort) bool { return stillAllowed(p, permits, name, dst) }
+	still := func(name string, dst netip.AddrPort) bool { return stillAllowed(p, permits, name, dst, false) }
 	n := 0
 	px.mu.Lock()
 	for c, st := range px.live {
-		if st.name != "" && !still(st.name, st.dst) {
+		if st.name != "" && !stillAllowed(p, permits, st.name, st.dst, st.intercepted) {
 			ev := st.ev
 			ev.PolicyHash = p.Hash()
 			px.record(ev, journal.ReasonRevoked)
@@ -50,26 +53,29 @@ func (px *Proxy) SetPolicy(p *policy.Policy, permits func(addr netip.Addr, priva
 }
 
 // stillAllowed says whether p allows a connection decided for name (by
-// SNI or Host) to dst, or, without a name, to dst by a cidr entry.
-func stillAllowed(p *policy.Policy, permits func(netip.Addr, bool) bool, name string, dst netip.AddrPort) bool {
+// SNI or Host) to dst, or, without a name, to dst by a cidr entry. A
+// connection spliced or proxied as plain HTTP is not allowed once its
+// host has rules: its requests would go unchecked. An intercepted one
+// stays: its next request is decided under p.
+func stillAllowed(p *policy.Policy, permits func(netip.Addr, bool) bool, name string, dst netip.AddrPort, intercepted bool) bool {
 	if name == "" {
 		return p.MatchAddr(dst.Addr(), dst.Port()).Allow
 	}
 	d := p.MatchNamePort(name, dst.Port())
-	return d.Allow && (permits == nil || permits(dst.Addr(), d.Entry.Private))
+	return d.Allow && (permits == nil || permits(dst.Addr(), d.Entry.Private)) && (intercepted || !d.Entry.Inspected())
 }
 
 // noteHTTP records what the HTTP path let through on c, for SetPolicy. It
 // reports false when a policy change since the decision (ev's) no longer
 // allows it: under px.mu, either SetPolicy's scan comes after and sees the
 // name, or the new policy is in force here.
-func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event) bool {
+func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event, intercepted bool) bool {
 	px.mu.Lock()
 	defer px.mu.Unlock()
 	if st := px.live[c]; st != nil {
-		st.name, st.dst, st.ev = ev.Name, ev.Dst, ev
+		st.name, st.dst, st.ev, st.intercepted = ev.Name, ev.Dst, ev, intercepted
 	}
-	return !px.changedSinceLocked(ev, ev.Dst)
+	return !px.changedSinceLocked(ev, ev.Dst, intercepted)
 }
 
 // changedSince reports whether the policy in force is not the one that
@@ -78,12 +84,12 @@ func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event) bool {
 func (px *Proxy) changedSince(ev journal.Event, dst netip.AddrPort) bool {
 	px.mu.Lock()
 	defer px.mu.Unlock()
-	return px.changedSinceLocked(ev, dst)
+	return px.changedSinceLocked(ev, dst, false)
 }
 
-func (px *Proxy) changedSinceLocked(ev journal.Event, dst netip.AddrPort) bool {
+func (px *Proxy) changedSinceLocked(ev journal.Event, dst netip.AddrPort, intercepted bool) bool {
 	p := px.policy.Load()
-	return p.Hash() != ev.PolicyHash && !stillAllowed(p, px.permits, ev.Name, dst)
+	return p.Hash() != ev.PolicyHash && !stillAllowed(p, px.permits, ev.Name, dst, intercepted)
 }
 
 // revoke cuts, on the loop, the connections p no longer allows: those

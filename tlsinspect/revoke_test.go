@@ -146,3 +146,33 @@ func TestDecisionOvertakenByChange(t *testing.T) {
 		}
 	}
 }
+
+// TestStillAllowedWhenRulesCome: once a host has git or http rules, a
+// connection spliced or proxied as plain HTTP before is no longer allowed
+// (its requests would go unchecked), while an intercepted one is (its
+// next request is decided under the rules). Without rules both stay.
+func TestStillAllowedWhenRulesCome(t *testing.T) {
+	parse := func(y string) *policy.Policy {
+		t.Helper()
+		entries, err := policy.ParseFile("p.yaml", []byte("version: 1\nallow:\n  - host: git.test\n"+y))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := policy.New(entries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	plain, ruled := parse(""), parse("    git: {fetch: ['*']}\n")
+	dst := netip.MustParseAddrPort("198.18.2.20:443")
+	for _, tc := range []struct {
+		p           *policy.Policy
+		intercepted bool
+		want        bool
+	}{{plain, false, true}, {plain, true, true}, {ruled, false, false}, {ruled, true, true}} {
+		if got := stillAllowed(tc.p, nil, "git.test", dst, tc.intercepted); got != tc.want {
+			t.Errorf("rules %t, intercepted %t: still allowed %t, want %t", tc.p == ruled, tc.intercepted, got, tc.want)
+		}
+	}
+}

@@ -120,7 +120,40 @@ func Classify(method, rawPath, rawQuery, contentType string) (Request, error) {
 		}
 		return Request{Class: s.class, Owner: owner, Repo: repo, Discovery: s.discovery}, nil
 	}
-	return deny("%s /%s?%s is none of the smart protocol's requests", method, rest, rawQuery)
+	return deny("%s /%s with query parameters %q is none of the smart protocol's requests", method, rest, queryKeys(rawQuery))
+}
+
+// queryKeys are the names of a query's parameters, not their values
+// (where tokens ride), for messages.
+func queryKeys(rawQuery string) string {
+	if rawQuery == "" {
+		return ""
+	}
+	var keys []string
+	for _, kv := range strings.Split(rawQuery, "&") {
+		k, _, hasValue := strings.Cut(kv, "=")
+		if !hasValue {
+			k = "(a bare value)" // which may be the token itself
+		}
+		keys = append(keys, k)
+	}
+	return strings.Join(keys, "&")
+}
+
+// gitEndpoints are the path endings of git's smart and LFS requests.
+var gitEndpoints = []string{"/info/refs", "/git-upload-pack", "/git-receive-pack", "/git-upload-archive"}
+
+// AtGitEndpoint reports whether a canonical path ends at one of git's
+// endpoints or lies under an LFS one, whatever its method or query: on a
+// host with git rules, such a request is decided by them alone.
+func AtGitEndpoint(canonicalPath string) bool {
+	p := strings.ToLower(canonicalPath)
+	for _, e := range gitEndpoints {
+		if strings.HasSuffix(p, e) {
+			return true
+		}
+	}
+	return strings.Contains(p+"/", "/info/lfs/")
 }
 
 // CanonicalPath decodes an escaped path once, refusing what servers and

@@ -52,3 +52,30 @@ func FuzzReadPush(f *testing.F) {
 		}
 	})
 }
+
+// FuzzReadPackCommits: any bytes give a graph whose every id and parent
+// is an object id, or an error; never a panic, and the reader reads no
+// byte past the pack's checksum.
+func FuzzReadPackCommits(f *testing.F) {
+	commit := "tree " + strings.Repeat("0", 40) + "\nparent " + strings.Repeat("1", 40) + "\n\nm"
+	f.Add(packOf([2]string{"1", commit}), false)
+	f.Add(packOf([2]string{"1", commit}, [2]string{"3", "blob"}, [2]string{"2", ""}), false)
+	f.Add([]byte("PACK\x00\x00\x00\x02\x00\x00\x00\x01\x60\x05"), false)
+	f.Fuzz(func(t *testing.T, data []byte, sha256ids bool) {
+		r := bufio.NewReader(bytes.NewReader(append(bytes.Clone(data), "TAIL"...)))
+		c, err := ReadPackCommits(r, sha256ids)
+		if err != nil {
+			return
+		}
+		for id, parents := range c {
+			for _, p := range append([]string{id}, parents...) {
+				if !objectID(p) {
+					t.Errorf("id %q passed", p)
+				}
+			}
+		}
+		if rest, _ := io.ReadAll(r); len(rest) < 4 {
+			t.Errorf("read past the checksum: %q left", rest)
+		}
+	})
+}

@@ -17,11 +17,19 @@ import (
 )
 
 // Limits of ReadPackCommits: a commit object is a few hundred bytes; one
-// of a megabyte is not one a push needs sluice to read.
+// of a megabyte is not one a push needs sluice to read. maxGraph bounds
+// what a pack may make it hold in all (ids, parents, and the commits kept
+// as possible delta bases), whatever the pack's own size: compressed, a
+// megabyte commit is a kilobyte.
 const (
 	maxCommitSize = 1 << 20
-	maxCommits    = 1 << 20
+	maxGraph      = 64 << 20
+	maxBases      = 16 << 20
 )
+
+// ErrPackTooLarge is wrapped by the error of ReadPackCommits for a pack
+// whose commits are more than it holds: not malformed, not read either.
+var ErrPackTooLarge = errors.New("pack's commits exceed what sluice reads")
 
 // Object types of a pack entry.
 const (
@@ -65,13 +73,18 @@ func (c Commits) Descends(old, new string) bool {
 // (a delta's result has its base's type). A delta against an object not
 // in the pack (a thin pack's base) is skipped: if it was a commit, its
 // ancestry is not shown. It reads up to the pack's trailing checksum,
-// which it checks, and no further.
+// which it checks, and, when r is an io.ByteReader (a *bufio.Reader), no
+// further; any other r is read through a buffer of its own.
 func ReadPackCommits(r io.Reader, sha256ids bool) (Commits, error) {
 	newHash, idLen := sha1.New, sha1.Size
 	if sha256ids {
 		newHash, idLen = sha256.New, sha256.Size
 	}
-	pr := &packReader{r: bufio.NewReaderSize(r, 64<<10), sum: newHash()}
+	br, ok := r.(byteReader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 64<<10)
+	}
+	pr := &packReader{r: br, sum: newHash()}
 	var hdr [12]byte
 	if _, err := io.ReadFull(pr, hdr[:]); err != nil {
 		return nil, packErr("header: %v", err)
@@ -87,6 +100,7 @@ func ReadPackCommits(r io.Reader, sha256ids bool) (Commits, error) {
 	commits := Commits{}
 	byOffset := map[int64][]byte{} // a commit's content, by its entry's offset
 	byID := map[string][]byte{}
+	var graph, bases int // bytes held: see maxGraph, maxBases
 	var zr io.ReadCloser
 	for range count {
 		offset := pr.n
@@ -123,23 +137,24 @@ func ReadPackCommits(r io.Reader, sha256ids bool) (Commits, error) {
 			return nil, packErr("object at %d: %v", offset, err)
 		}
 		keep := typ == objCommit || base != nil
-		if !keep {
-			n, err := io.Copy(io.Discard, zr)
-			if err != nil || uint64(n) != size {
-				return nil, packErr("object at %d: %d of %d bytes: %v", offset, n, size, err)
-			}
-			continue
-		}
-		if size > maxCommitSize {
+		if keep && size > maxCommitSize {
 			return nil, packErr("commit or delta at %d of %d bytes", offset, size)
 		}
-		data := make([]byte, size)
-		if _, err := io.ReadFull(zr, data); err != nil {
-			return nil, packErr("object at %d: %v", offset, err)
+		var out bytes.Buffer
+		var sink io.Writer = io.Discard
+		if keep {
+			out.Grow(int(size))
+			sink = &out
 		}
-		if n, _ := zr.Read(make([]byte, 1)); n != 0 {
-			return nil, packErr("object at %d longer than its header says", offset)
+		// Inflated to its stream's end (where the next entry begins), and
+		// not a byte past its declared size: no bomb is inflated whole.
+		if n, err := io.CopyN(sink, zr, int64(size)+1); err != io.EOF || uint64(n) != size {
+			return nil, packErr("object at %d: %d bytes, header says %d (%v)", offset, n, size, err)
 		}
+		if !keep {
+			continue
+		}
+		data := out.Bytes()
 		if base != nil {
 			if data, err = applyDelta(base, data); err != nil {
 				return nil, packErr("delta at %d: %v", offset, err)
@@ -149,12 +164,19 @@ func ReadPackCommits(r io.Reader, sha256ids bool) (Commits, error) {
 		if err != nil {
 			return nil, packErr("commit at %d: %v", offset, err)
 		}
-		if len(commits) >= maxCommits {
-			return nil, packErr("more than %d commits", maxCommits)
+		graph += len(id) + 48
+		for _, p := range parents {
+			graph += len(p) + 16
+		}
+		if graph > maxGraph {
+			return nil, fmt.Errorf("%w: more than %d MiB of commits", ErrPackTooLarge, maxGraph>>20)
 		}
 		commits[id] = parents
-		byOffset[offset] = data
-		byID[id] = data
+		if bases+len(data) <= maxBases { // beyond: deltas on it go unresolved (not shown)
+			bases += len(data)
+			byOffset[offset] = data
+			byID[id] = data
+		}
 	}
 	want := pr.sum.Sum(nil)
 	got := make([]byte, len(want))
@@ -176,8 +198,13 @@ func packErr(format string, args ...any) error {
 
 // packReader counts and hashes what it reads. It is an io.ByteReader,
 // so that the inflater reads no byte past its stream's end.
+type byteReader interface {
+	io.Reader
+	io.ByteReader
+}
+
 type packReader struct {
-	r   *bufio.Reader
+	r   byteReader
 	n   int64
 	sum hash.Hash
 }

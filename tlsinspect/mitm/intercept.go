@@ -83,8 +83,9 @@ type Conn struct {
 // connection; the handshake has a deadline; and nothing resolves the name
 // again: the upstream is the pinned destination the agent connected to.
 type Interceptor struct {
-	cfg Config
-	gp  *goproxy.ProxyHttpServer
+	cfg     Config
+	gp      *goproxy.ProxyHttpServer
+	spooled atomic.Int64 // bytes of packs held back (see MaxSpool)
 }
 
 // New returns an Interceptor.
@@ -118,12 +119,37 @@ func New(cfg Config) (*Interceptor, error) {
 		ctx.UserData, ctx.RoundTripper = s, s
 		return &goproxy.ConnectAction{Action: goproxy.ConnectMitm, TLSConfig: s.tlsConfig}, host
 	})
-	gp.OnRequest().DoFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (*http.Request, *http.Response) {
+	gp.OnRequest().DoFunc(func(req *http.Request, ctx *goproxy.ProxyCtx) (_ *http.Request, resp *http.Response) {
 		s, _ := ctx.UserData.(*session)
 		if s == nil {
 			return req, plainResponse(req, http.StatusForbidden, "sluice: no session\n")
 		}
-		return s.decide(req)
+		// goproxy's connection goroutine has no recover: a panic here
+		// would end the gateway. It ends the connection instead.
+		defer func() {
+			if v := recover(); v != nil {
+				i.cfg.Log.Error("intercepted request: panic", "agent", cfg.Agent, "host", s.Name, "panic", v)
+				resp = plainResponse(req, http.StatusInternalServerError, "sluice: internal error")
+				resp.Close = true
+			}
+		}()
+		s.client.inBody.Store(true) // what follows the head is the request's body
+		req, resp = s.decide(req)
+		if resp == nil {
+			s.watchBody(req)
+		}
+		return req, resp
+	})
+	// A protocol switch would leave a raw tunnel behind the request that
+	// was checked: refused whatever the request said (see decide).
+	gp.OnResponse().DoFunc(func(resp *http.Response, ctx *goproxy.ProxyCtx) *http.Response {
+		if resp == nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			return resp
+		}
+		resp.Body.Close()
+		refusal := plainResponse(ctx.Req, http.StatusBadGateway, "sluice: the server switched protocols, which sluice does not pass")
+		refusal.Close = true
+		return refusal
 	})
 	i.gp = gp
 	return i, nil
@@ -189,6 +215,7 @@ func (s *session) tlsConfig(string, *goproxy.ProxyCtx) (*tls.Config, error) {
 		MinVersion:   tls.VersionTLS12,
 		VerifyConnection: func(tls.ConnectionState) error {
 			s.client.limit.Store(0) // handshake done: only the idle timeout from now on
+			s.client.head.Store(0)
 			return nil
 		},
 	}, nil
@@ -254,15 +281,24 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return h.s.client, bufio.NewReadWriter(br, bufio.NewWriter(h.s.client)), nil
 }
 
+// maxHead bounds the bytes read (TLS records included) for one request
+// head: goproxy's reader has no bound of its own.
+const maxHead = 256 << 10
+
+var errHeadTooLarge = errors.New("mitm: request head too large")
+
 // clientConn is the agent's side: it swallows goproxy's reply to the
 // CONNECT (the agent sent none), bounds each read and write by the
-// handshake deadline and then the idle timeout, and ends the session when
+// handshake deadline (or a pack's, see checkPush) and then the idle
+// timeout, bounds each request head by maxHead, and ends the session when
 // closed.
 type clientConn struct {
 	net.Conn
 	s       *session
 	replied atomic.Bool
-	limit   atomic.Int64 // the handshake's deadline (UnixNano), 0 once done
+	limit   atomic.Int64 // a deadline (UnixNano) nearer than the idle one; 0: none
+	inBody  atomic.Bool  // reading a request body, not a head
+	head    atomic.Int64 // bytes read since the last head began
 }
 
 func (c *clientConn) deadline() time.Time {
@@ -275,7 +311,46 @@ func (c *clientConn) deadline() time.Time {
 
 func (c *clientConn) Read(p []byte) (int, error) {
 	_ = c.Conn.SetReadDeadline(c.deadline())
-	return c.Conn.Read(p)
+	n, err := c.Conn.Read(p)
+	if !c.inBody.Load() && c.head.Add(int64(n)) > maxHead {
+		return 0, errHeadTooLarge
+	}
+	return n, err
+}
+
+// endBody: the request's body has been read (or dropped); the next bytes
+// are a head.
+func (c *clientConn) endBody() {
+	c.head.Store(0)
+	c.inBody.Store(false)
+}
+
+// watchBody arranges for the end of req's body to start the next head's
+// bound.
+func (s *session) watchBody(req *http.Request) {
+	if req.Body == nil || req.Body == http.NoBody {
+		s.client.endBody()
+		return
+	}
+	req.Body = &bodyEnd{ReadCloser: req.Body, end: s.client.endBody}
+}
+
+type bodyEnd struct {
+	io.ReadCloser
+	end func()
+}
+
+func (b *bodyEnd) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.end()
+	}
+	return n, err
+}
+
+func (b *bodyEnd) Close() error {
+	b.end()
+	return b.ReadCloser.Close()
 }
 
 func (c *clientConn) Write(p []byte) (int, error) {

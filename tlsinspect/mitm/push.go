@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
@@ -19,8 +20,12 @@ import (
 const (
 	// MaxProvenPack is the largest pack sluice holds back to read a
 	// fast-forward from; a larger push updating an existing ref needs
-	// force: true (or smaller pushes).
-	MaxProvenPack = 2 << 30
+	// force: true (or smaller pushes). MaxSpool bounds the packs held at
+	// once, all connections together, and proofTimeout the time a pack
+	// may take to arrive whole.
+	MaxProvenPack = 512 << 20
+	MaxSpool      = 1 << 30
+	proofTimeout  = 15 * time.Minute
 	// maxDrain bounds what is read and dropped of a refused push, so that
 	// git reads the refusal instead of failing to write its pack.
 	maxDrain = 256 << 20
@@ -55,11 +60,13 @@ func (s *session) checkPush(req *http.Request, ev journal.Event, rules *policy.G
 	ev.Detail += " refs " + strings.Join(refs, ",")
 
 	var descends func(old, new string) bool
-	var spool *os.File
+	var spool io.ReadCloser
 	if needsProof(rules, push.Commands) {
-		f, commits, err := readPack(br, push.SHA256())
+		s.client.limit.Store(time.Now().Add(proofTimeout).UnixNano())
+		f, commits, err := s.i.readPack(br, push.SHA256())
+		s.client.limit.Store(0)
 		switch {
-		case errors.Is(err, errPackTooLarge):
+		case errors.Is(err, errPackTooLarge) || errors.Is(err, gitsmart.ErrPackTooLarge):
 			descends = func(string, string) bool { return false }
 			ev.Detail += " (pack over the size sluice reads)"
 		case err != nil:
@@ -115,47 +122,60 @@ func needsProof(rules *policy.GitRules, cmds []gitsmart.Command) bool {
 var errPackTooLarge = errors.New("pack too large to read")
 
 // readPack copies the pack into an unlinked temporary file while reading
-// its commits, and returns the file rewound.
-func readPack(r io.Reader, sha256ids bool) (*os.File, gitsmart.Commits, error) {
+// its commits, and returns the file rewound. The file counts against
+// MaxSpool until closed.
+func (i *Interceptor) readPack(r io.Reader, sha256ids bool) (io.ReadCloser, gitsmart.Commits, error) {
 	f, err := os.CreateTemp("", "sluice-push-*")
 	if err != nil {
 		return nil, nil, fmt.Errorf("holding the pack: %v", err)
 	}
 	os.Remove(f.Name()) // gone with the last descriptor, whatever happens
-	lw := &limitWriter{w: f, left: MaxProvenPack}
-	commits, perr := gitsmart.ReadPackCommits(io.TeeReader(r, lw), sha256ids)
+	sp := &spool{File: f, i: i}
+	commits, perr := gitsmart.ReadPackCommits(io.TeeReader(r, sp), sha256ids)
 	if perr == nil {
 		// The rest (nothing, from git) goes on too, as it came.
-		_, perr = io.Copy(lw, r)
+		_, perr = io.Copy(sp, r)
 	}
-	if lw.over {
-		f.Close()
-		return nil, nil, errPackTooLarge
+	if sp.over {
+		perr = errPackTooLarge
+	}
+	if perr == nil {
+		_, perr = f.Seek(0, io.SeekStart)
 	}
 	if perr != nil {
-		f.Close()
+		sp.Close()
 		return nil, nil, perr
 	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	return f, commits, nil
+	return sp, commits, nil
 }
 
-type limitWriter struct {
-	w    io.Writer
-	left int64
+// spool is a pack held back, counted against the proof's limits.
+type spool struct {
+	*os.File
+	i    *Interceptor
+	n    int64
 	over bool
 }
 
-func (l *limitWriter) Write(p []byte) (int, error) {
-	if int64(len(p)) > l.left {
-		l.over = true
+func (sp *spool) Write(p []byte) (int, error) {
+	n := int64(len(p))
+	if sp.n+n > MaxProvenPack {
+		sp.over = true
 		return 0, errPackTooLarge
 	}
-	l.left -= int64(len(p))
-	return l.w.Write(p)
+	if sp.i.spooled.Add(n) > MaxSpool {
+		sp.i.spooled.Add(-n)
+		sp.over = true
+		return 0, errPackTooLarge
+	}
+	sp.n += n
+	return sp.File.Write(p)
+}
+
+func (sp *spool) Close() error {
+	sp.i.spooled.Add(-sp.n)
+	sp.n = 0
+	return sp.File.Close()
 }
 
 // refusePush answers a push with git's report-status: "unpack ok", then

@@ -45,7 +45,7 @@ func (s *session) decide(req *http.Request) (*http.Request, *http.Response) {
 		s.record(ev, journal.ReasonAllowed, "")
 		return req, nil
 	}
-	if req.Header.Get("Upgrade") != "" {
+	if len(req.Header.Values("Upgrade")) > 0 || hasToken(req.Header.Values("Connection"), "upgrade") {
 		return req, s.refuse(req, ev, journal.ReasonHTTPNotAllowed, http.StatusForbidden,
 			"sluice: protocol upgrades are not allowed on "+s.Name+": what follows could not be checked")
 	}
@@ -64,7 +64,9 @@ func (s *session) decide(req *http.Request) (*http.Request, *http.Response) {
 			ev.Detail += " repo " + gr.Repository()
 			return s.decideGit(req, ev, e.Git, gr)
 		}
-		if len(e.HTTP) == 0 {
+		// A request at a git endpoint that is not one git makes is
+		// refused, whatever the http rules say.
+		if len(e.HTTP) == 0 || gitsmart.AtGitEndpoint(canon) {
 			return req, s.refuse(req, ev, journal.ReasonGitNotRecognised, http.StatusForbidden,
 				"sluice: "+req.Method+" "+canon+" is not a git request "+s.Name+" allows ("+gerr.Error()+")")
 		}
@@ -246,9 +248,13 @@ func redactedTarget(rawPath, rawQuery string) string {
 	}
 	var parts []string
 	for _, kv := range strings.Split(rawQuery, "&") {
-		k, v, _ := strings.Cut(kv, "=")
+		k, v, hasValue := strings.Cut(kv, "=")
 		if k == "service" && (v == "git-upload-pack" || v == "git-receive-pack") {
 			parts = append(parts, kv)
+			continue
+		}
+		if !hasValue { // a bare word may be the token itself
+			parts = append(parts, "REDACTED")
 			continue
 		}
 		if uk, err := url.QueryUnescape(k); err == nil {
@@ -257,4 +263,17 @@ func redactedTarget(rawPath, rawQuery string) string {
 		parts = append(parts, k+"=REDACTED")
 	}
 	return rawPath + "?" + strings.Join(parts, "&")
+}
+
+// hasToken reports whether a comma-separated header (such as Connection)
+// lists token, in any case.
+func hasToken(values []string, token string) bool {
+	for _, v := range values {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
 }
