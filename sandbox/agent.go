@@ -331,7 +331,13 @@ func DeleteLink(name string) (bool, error) {
 		}
 		return false, err
 	}
-	return true, netlink.LinkDel(link)
+	// The kernel deletes a veth with its peer's namespace: a dead agent's
+	// link can go between the lookup and the delete (its last process was
+	// just killed), and then it is gone as asked.
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+		return true, err
+	}
+	return true, nil
 }
 
 func writeSysctl(path, value string) error {

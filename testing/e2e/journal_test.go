@@ -153,8 +153,9 @@ try allowed `+c+` https://allowed.test/
 func TestJournalSurvivesKill(t *testing.T) {
 	w := newWorld(t)
 	path := filepath.Join(t.TempDir(), "journal.db")
-	// Unique names, so that nothing is coalesced: a record each.
-	a := startAgent(t, w, []string{"--journal", path}, `i=0; while :; do i=$((i+1)); dig +tries=1 +time=1 +short n$i.evil.test >/dev/null; done`)
+	// Unique names, so that nothing is coalesced: a record each; twenty
+	// to a dig, so that a loaded machine's process starts do not pace it.
+	a := startAgent(t, w, []string{"--journal", path}, `i=0; while :; do i=$((i+1)); dig +tries=1 +time=1 +short $(seq -f "n$i-%g.evil.test" 20) >/dev/null; done`)
 	var seen int64
 	waitFor(t, func() bool {
 		if !fileExists(path) {
