@@ -265,7 +265,7 @@ func (w *world) startServers(t testing.TB) {
 
 // startGit serves git.test (HTTPS, the fake internet's CA) from a git
 // http-backend over the repositories of a new directory.
-func (w *world) startGit(t *testing.T) *fakenet.GitServer {
+func (w *world) startGit(t testing.TB) *fakenet.GitServer {
 	t.Helper()
 	g, err := fakenet.NewGitServer(filepath.Join(t.TempDir(), "repos"))
 	if err != nil {
@@ -315,7 +315,7 @@ type result struct {
 // addresses and the fake internet's resolver.
 // policyFile writes a policy whose allow list is entries (YAML list
 // items) and returns its path.
-func policyFile(t *testing.T, entries string) string {
+func policyFile(t testing.TB, entries string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "policy.yaml")
 	if err := os.WriteFile(p, []byte("version: 1\nallow:\n"+entries), 0o644); err != nil {
@@ -332,7 +332,7 @@ func sluiceArgs(extra ...string) []string {
 }
 
 // run runs `sluice run FLAGS -- sh -c SCRIPT` in the gateway namespace.
-func (w *world) run(t *testing.T, flags []string, script string) result {
+func (w *world) run(t testing.TB, flags []string, script string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -352,13 +352,15 @@ func (w *world) run(t *testing.T, flags []string, script string) result {
 	} else if err != nil {
 		t.Fatalf("sluice run: %v", err)
 	}
-	t.Logf("script:\n%s\nstdout:\n%s\nstderr:\n%s", script, r.stdout, r.stderr)
+	if _, bench := t.(*testing.B); !bench { // a benchmark's figures, not its transcript
+		t.Logf("script:\n%s\nstdout:\n%s\nstderr:\n%s", script, r.stdout, r.stderr)
+	}
 	w.assertClean(t)
 	return r
 }
 
 // assertClean checks that a finished run left nothing in the gateway.
-func (w *world) assertClean(t *testing.T) {
+func (w *world) assertClean(t testing.TB) {
 	t.Helper()
 	if out := w.gw.Run(t, "nft", "list", "tables"); strings.Contains(out, "sluice") {
 		t.Errorf("nftables table left behind: %s", out)
@@ -412,7 +414,7 @@ func noContacts(t *testing.T, what string, cs []fakenet.Contact) {
 }
 
 // agentFlows lists the tracked flows from the agent's subnets in ns.
-func agentFlows(t *testing.T, ns *nstest.NS) []string {
+func agentFlows(t testing.TB, ns *nstest.NS) []string {
 	t.Helper()
 	c, err := conntrack.Dial(&netlink.Config{NetNS: ns.Fd()})
 	if err != nil {

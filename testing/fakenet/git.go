@@ -1,6 +1,7 @@
 package fakenet
 
 import (
+	"crypto/rand"
 	"fmt"
 	"net/http"
 	"net/http/cgi"
@@ -81,4 +82,40 @@ func (g *GitServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.requests = append(g.requests, r.Method+" "+r.URL.RequestURI())
 	g.mu.Unlock()
 	g.backend.ServeHTTP(w, r)
+}
+
+// Fill gives owner/repo.git (made if missing) one commit on main of files
+// random files of size bytes each, repacked into one pack so that every
+// clone sends the stored pack rather than compressing it again.
+func (g *GitServer) Fill(owner, repo string, files, size int) error {
+	dir := filepath.Join(g.root, owner, repo+".git")
+	if _, err := os.Stat(dir); err != nil {
+		if err := g.Init(owner, repo); err != nil {
+			return err
+		}
+	}
+	work, err := os.MkdirTemp("", "fill")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	buf := make([]byte, size)
+	for i := range files {
+		rand.Read(buf)
+		if err := os.WriteFile(filepath.Join(work, fmt.Sprintf("blob%03d", i)), buf, 0o644); err != nil {
+			return err
+		}
+	}
+	for _, args := range [][]string{
+		{"-C", work, "init", "--quiet", "-b", "main"},
+		{"-C", work, "add", "."},
+		{"-C", work, "-c", "user.name=fill", "-c", "user.email=fill@example.test", "commit", "--quiet", "-m", "fill"},
+		{"-C", work, "push", "--quiet", dir, "main"},
+		{"-C", dir, "repack", "-a", "-d", "-q"},
+	} {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return nil
 }
