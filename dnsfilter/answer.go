@@ -68,7 +68,10 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 		ev.Reason, ev.Detail = journal.ReasonForeignClient, "query from "+src.String()
 		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev}
 	}
-	if q.Qclass != dns.ClassINET || q.Qtype == dns.TypeANY || dns.IsSubDomain("arpa.", q.Name) && q.Qtype != dns.TypePTR {
+	// Under arpa. only reverse lookups are asked, except home.arpa. (RFC
+	// 8375), the homelab's own names.
+	if q.Qclass != dns.ClassINET || q.Qtype == dns.TypeANY ||
+		dns.IsSubDomain("arpa.", q.Name) && !dns.IsSubDomain("home.arpa.", q.Name) && q.Qtype != dns.TypePTR {
 		ev.Reason = journal.ReasonBadQuestion
 		return outcome{msg: reply(req, dns.RcodeRefused), record: true, ev: ev, withEDNS: true}
 	}

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -104,6 +106,47 @@ func TestPolicySourceLoad(t *testing.T) {
 	p, _, err := PolicySource{File: file, Allow: []string{"b.test:443"}}.Load()
 	if err != nil || len(p.Entries()) != 2 {
 		t.Errorf("a good file and flag: %v, %v; want two entries", p, err)
+	}
+}
+
+// TestPolicySourceFlags: --allow adds ports to the file's entry for the
+// same host instead of conflicting with it, --allow-private marks it
+// private, --accept silences the flags' warnings, and a file with errors
+// still yields the warnings of its good entries.
+func TestPolicySourceFlags(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "p.yaml")
+	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: a.test\n    ports: [443]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := PolicySource{File: file, Allow: []string{"a.test:8443,8080", "b.test:80,443"}, AllowPrivate: []string{"nas.lan:5000"}}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range p.Entries() {
+		got[e.Host] = fmt.Sprintf("%v %v", e.Ports, e.Private)
+	}
+	want := map[string]string{"a.test": "[443 8080 8443] false", "b.test": "[80 443] false", "nas.lan": "[5000] true"}
+	if !maps.Equal(got, want) {
+		t.Errorf("entries %v, want %v", got, want)
+	}
+	_, ws, err := PolicySource{Allow: []string{"github.com"}}.Load()
+	if err != nil || len(ws) != 1 || ws[0].Risk != policy.RiskGitPush {
+		t.Errorf("--allow github.com: %v %v, want one git-push-risk warning", ws, err)
+	}
+	_, ws, err = PolicySource{Allow: []string{"github.com"}, Accept: []string{policy.RiskGitPush}}.Load()
+	if err != nil || len(ws) != 0 {
+		t.Errorf("--allow github.com --accept git-push-risk: %v %v, want no warning", ws, err)
+	}
+	if _, _, err := (PolicySource{Allow: []string{"a.test"}, Accept: []string{"everything"}}).Load(); err == nil || !strings.Contains(err.Error(), "--accept everything: unknown warning") {
+		t.Errorf("--accept everything: %v", err)
+	}
+	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: gitlab.com\n  - host: \"*\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, ws, err = PolicySource{File: file}.Load()
+	if err == nil || len(ws) != 1 || ws[0].Source != file+":3" {
+		t.Errorf("a file with an error: warnings %v, err %v; want the good entry's warning beside the error", ws, err)
 	}
 }
 

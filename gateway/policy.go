@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"errors"
+	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/sluicegw/sluice/policy"
@@ -12,23 +14,35 @@ import (
 // given on the command line, or both. Load reads it anew each time, so a
 // reload sees the file as it is now.
 type PolicySource struct {
-	// File is the policy file; empty for none.
+	// File is the policy file; empty for none; "-" for standard input
+	// (read once: a reload reads nothing new).
 	File string
-	// Allow are --allow HOST[:PORT] entries added to the file's.
-	Allow []string
+	// Allow and AllowPrivate are --allow and --allow-private
+	// HOST[:PORTS] entries added to the file's. An entry for a host or
+	// range the file has adds its ports to the file's entry.
+	Allow, AllowPrivate []string
+	// Accept are the warnings (policy.Risks) accepted for the flags'
+	// entries, as `accept:` does in a file.
+	Accept []string
 }
 
 // Load reads the policy. Errors name file:line, all of them at once;
-// warnings are returned for the caller to show.
+// warnings are returned for the caller to show, with the errors too (the
+// warnings of the entries that had none), so that a person sees both in
+// one round.
 func (s PolicySource) Load() (*policy.Policy, []policy.Warning, error) {
 	var entries []policy.Entry
 	var errs policy.Errors
 	if s.File != "" {
-		data, err := os.ReadFile(s.File)
+		data, err := s.read()
 		if err != nil {
 			return nil, nil, err
 		}
-		fe, err := policy.ParseFile(s.File, data)
+		name := s.File
+		if name == "-" {
+			name = "<stdin>"
+		}
+		fe, err := policy.ParsePartial(name, data)
 		var pe policy.Errors
 		switch {
 		case errors.As(err, &pe):
@@ -38,26 +52,95 @@ func (s PolicySource) Load() (*policy.Policy, []policy.Warning, error) {
 		}
 		entries = append(entries, fe...)
 	}
-	for _, f := range s.Allow {
-		e, err := policy.ParseAllowFlag(f)
-		if err != nil {
-			var pe policy.Error
-			if errors.As(err, &pe) {
-				errs = append(errs, pe)
+	for _, a := range s.Accept {
+		if !slices.Contains(policy.Risks, a) {
+			errs = append(errs, policy.Error{Source: "--accept " + a,
+				Msg: "unknown warning; one of " + strings.Join(policy.Risks, ", ")})
+		}
+	}
+	flags := func(values []string, private bool) {
+		for _, f := range values {
+			e, err := policy.ParseAllow(f, private)
+			if err != nil {
+				var pe policy.Error
+				if errors.As(err, &pe) {
+					errs = append(errs, pe)
+					continue
+				}
+				errs = append(errs, policy.Error{Source: "--allow " + f, Msg: err.Error()})
 				continue
 			}
-			return nil, nil, err
+			e.Accept = slices.Clone(s.Accept)
+			entries = mergeFlag(entries, e)
 		}
-		entries = append(entries, e)
+	}
+	flags(s.Allow, false)
+	flags(s.AllowPrivate, true)
+	p, err := policy.New(entries)
+	var warnings []policy.Warning
+	if err == nil {
+		warnings = policy.Lint(p)
 	}
 	if len(errs) > 0 {
-		return nil, nil, errs
+		if err != nil {
+			var pe policy.Errors
+			if errors.As(err, &pe) {
+				errs = append(errs, pe...)
+			}
+		}
+		return nil, warnings, errs
 	}
-	p, err := policy.New(entries)
 	if err != nil {
 		return nil, nil, err
 	}
-	return p, policy.Lint(p), nil
+	return p, warnings, nil
+}
+
+// mergeFlag adds a command-line entry to entries: to the entry for the
+// same host or range if there is one (its ports added, private if the
+// flag was --allow-private), as a new entry otherwise. A person who runs
+// --allow api.github.com:8443 beside a file that lists api.github.com
+// means one more port, not a conflict.
+func mergeFlag(entries []policy.Entry, e policy.Entry) []policy.Entry {
+	for i := range entries {
+		old := &entries[i]
+		if old.Host != e.Host || old.Prefix != e.Prefix {
+			continue
+		}
+		ports := slices.Concat(old.Ports, e.Ports)
+		slices.Sort(ports)
+		old.Ports = slices.Compact(ports)
+		old.Private = old.Private || e.Private
+		for _, a := range e.Accept {
+			if !slices.Contains(old.Accept, a) && strings.HasPrefix(old.Source, "--allow") {
+				old.Accept = append(old.Accept, a)
+			}
+		}
+		if !strings.Contains(old.Source, e.Source) {
+			old.Source += ", " + e.Source
+		}
+		return entries
+	}
+	return append(entries, e)
+}
+
+// stdinPolicy holds standard input once read: a policy given as "-" is
+// read once, and a reload finds the same bytes.
+var stdinPolicy struct {
+	data []byte
+	err  error
+	read bool
+}
+
+func (s PolicySource) read() ([]byte, error) {
+	if s.File != "-" {
+		return os.ReadFile(s.File)
+	}
+	if !stdinPolicy.read {
+		stdinPolicy.data, stdinPolicy.err = io.ReadAll(os.Stdin)
+		stdinPolicy.read = true
+	}
+	return stdinPolicy.data, stdinPolicy.err
 }
 
 // String names the source for a person: the file and the flags.
@@ -68,6 +151,9 @@ func (s PolicySource) String() string {
 	}
 	for _, a := range s.Allow {
 		parts = append(parts, "--allow "+a)
+	}
+	for _, a := range s.AllowPrivate {
+		parts = append(parts, "--allow-private "+a)
 	}
 	return strings.Join(parts, " ")
 }

@@ -10,10 +10,26 @@ import (
 // what the entry implies.
 type Warning struct {
 	Source string
-	Msg    string
+	Risk   string // one of Risks: what `accept:` on the entry silences
+	Msg    string // what the entry implies, and what to do
 }
 
 func (w Warning) String() string { return w.Source + ": warning: " + w.Msg }
+
+// The risks Lint warns of. An entry acknowledges one with
+// `accept: [RISK]`, or a comment `# sluice: accept RISK` on its lines.
+const (
+	RiskGitPush         = "git-push-risk"
+	RiskGitSSH          = "git-ssh"
+	RiskDoH             = "doh"
+	RiskMultiTenant     = "multi-tenant"
+	RiskWideRange       = "wide-range"
+	RiskPrivateWildcard = "private-wildcard"
+	RiskNoNameBudget    = "no-name-budget"
+)
+
+// Risks lists the warnings an entry can accept.
+var Risks = []string{RiskGitPush, RiskGitSSH, RiskDoH, RiskMultiTenant, RiskWideRange, RiskPrivateWildcard, RiskNoNameBudget}
 
 // dohProviders are public resolvers that answer DNS over HTTPS or TLS. An
 // agent allowed to reach one can resolve, and so leak through, any name
@@ -52,45 +68,54 @@ var multiTenant = []string{
 func Lint(p *Policy) []Warning {
 	var ws []Warning
 	for _, e := range p.Entries() {
-		warn := func(format string, args ...any) {
-			ws = append(ws, Warning{Source: e.Source, Msg: fmt.Sprintf(format, args...)})
+		warn := func(risk, format string, args ...any) {
+			if slices.Contains(e.Accept, risk) {
+				return
+			}
+			msg := fmt.Sprintf(format, args...)
+			if strings.HasPrefix(e.Source, "--allow") {
+				msg += fmt.Sprintf("; to accept this, add --accept %s", risk)
+			} else {
+				msg += fmt.Sprintf("; to accept this, add 'accept: [%s]' to the entry", risk)
+			}
+			ws = append(ws, Warning{Source: e.Source, Risk: risk, Msg: msg})
 		}
 		if e.Host == "" {
 			if bits := e.Prefix.Bits(); (e.Prefix.Addr().Is4() && bits < 16) || (e.Prefix.Addr().Is6() && bits < 32) {
-				warn("%s is a very wide range; every address in it is reachable on ports %v", e.Prefix, e.Ports)
+				warn(RiskWideRange, "%s is a very wide range; every address in it is reachable on ports %v: list the narrower ranges the agent needs", e.Prefix, e.Ports)
 			}
 			continue
 		}
 		base := strings.TrimPrefix(e.Host, "*.")
 		if dohProviders[base] || (e.Wildcard() && anyUnder(base, dohProviderList())) {
-			warn("%s serves DNS over HTTPS/TLS: through it the agent can resolve, and leak data to, any name", e.Host)
+			warn(RiskDoH, "%s serves DNS over HTTPS/TLS: through it the agent can resolve, and leak data to, any name; remove it unless the agent must use it", e.Host)
 		}
 		for _, g := range gitHosts {
 			if base == g || (e.Wildcard() && strings.HasSuffix(g, "."+base)) {
 				if !e.Inspected() {
-					warn("%s accepts git pushes and API writes and this policy has no git or http rules for it: the agent can push data to a repository of its own", e.Host)
+					warn(RiskGitPush, "%s accepts git pushes and API writes and this entry has no git or http rules: the agent can push data to a repository of its own; add 'git:' rules naming what it may fetch and push (README, Git and HTTP rules)", e.Host)
 				}
 				if slices.Contains(e.Ports, 22) {
-					warn("%s on port 22: git over SSH cannot be checked, so any push there goes through", e.Host)
+					warn(RiskGitSSH, "%s on port 22: git over SSH cannot be checked, so any push there goes through; use HTTPS (port 443) with git rules instead", e.Host)
 				}
 				break
 			}
 		}
 		if strings.HasPrefix(base, "ssh.") && slices.ContainsFunc(gitHosts, func(g string) bool { return base == "ssh."+g }) {
-			warn("%s is git over SSH (on port 443 too): its pushes cannot be checked", e.Host)
+			warn(RiskGitSSH, "%s is git over SSH (on port 443 too): its pushes cannot be checked; use HTTPS to the git host with git rules instead", e.Host)
 		}
 		if e.Wildcard() {
 			for _, m := range multiTenant {
 				if base == m || strings.HasSuffix(base, "."+m) || strings.HasSuffix(m, "."+base) {
-					warn("%s covers names anyone can create (%s): an attacker's own endpoint would be allowed", e.Host, m)
+					warn(RiskMultiTenant, "%s covers names anyone can create (%s): an attacker's own endpoint would be allowed; list the exact names the agent needs", e.Host, m)
 					break
 				}
 			}
-			if e.Private {
-				warn("%s is a wildcard with private: true: any name under it may point into your internal network", e.Host)
+			if e.Private && !LocalName(base) {
+				warn(RiskPrivateWildcard, "%s is a wildcard with private: true: any name under it may point into your internal network; list the exact names if you can", e.Host)
 			}
 			if e.NameBudget() == 0 {
-				warn("%s has max_new_names: 0, no budget of new names: the agent can carry data out in the names it asks, at any rate", e.Host)
+				warn(RiskNoNameBudget, "%s has max_new_names: 0, no budget of new names: the agent can carry data out in the names it asks, at any rate; give it a budget", e.Host)
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,13 +45,23 @@ func (es Errors) Error() string {
 // messages. Unknown keys, wrong types and bad values are all reported, each
 // with its line, in one Errors value.
 func ParseFile(name string, data []byte) ([]Entry, error) {
+	entries, err := ParsePartial(name, data)
+	if err != nil {
+		return nil, err
+	}
+	return entries, nil
+}
+
+// ParsePartial is ParseFile that also returns, beside the errors, the
+// entries that had none, so that a checker can still warn about them.
+func ParsePartial(name string, data []byte) ([]Entry, error) {
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, Errors{{Source: name + ":1", Msg: "the file is empty; it needs at least 'version: 1'"}}
 		}
-		return nil, Errors{{Source: name, Msg: "not valid YAML: " + err.Error()}}
+		return nil, Errors{yamlError(name, data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -59,9 +70,33 @@ func ParseFile(name string, data []byte) ([]Entry, error) {
 	p := parser{file: name}
 	entries := p.document(&doc)
 	if len(p.errs) > 0 {
-		return nil, p.errs
+		return entries, p.errs
 	}
 	return entries, nil
+}
+
+// yamlLine finds the line in a yaml.v3 syntax error ("yaml: line 3: ...").
+var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlError turns a YAML syntax error into one located by file:line, in
+// words that say what to write instead where the cause is a common one.
+func yamlError(name string, data []byte, err error) Error {
+	msg := err.Error()
+	m := yamlLine.FindStringSubmatch(msg)
+	if m == nil {
+		return Error{Source: name, Msg: "not valid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	}
+	line, _ := strconv.Atoi(m[1])
+	lines := strings.Split(string(data), "\n")
+	// yaml.v3 reports some errors on the line after the culprit; a tab
+	// anywhere near is almost always the cause.
+	for _, n := range []int{line, line - 1, line + 1} {
+		if n >= 1 && n <= len(lines) && strings.Contains(lines[n-1], "\t") {
+			return Error{Source: fmt.Sprintf("%s:%d", name, n),
+				Msg: "a tab character: YAML indents with spaces only; replace the tab with spaces"}
+		}
+	}
+	return Error{Source: fmt.Sprintf("%s:%d", name, line), Msg: "not valid YAML: " + m[2]}
 }
 
 type parser struct {
@@ -153,7 +188,7 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 		return e, false
 	}
 	before := len(p.errs)
-	var hostNode, cidrNode, portsNode, tlsNode, httpNode, budgetNode, gitNode, httpRulesNode *yaml.Node
+	var hostNode, cidrNode, portsNode, tlsNode, httpNode, budgetNode, gitNode, httpRulesNode, acceptNode *yaml.Node
 	p.mapping(n, path, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "host":
@@ -178,15 +213,17 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 			gitNode = v
 		case "http":
 			httpRulesNode = v
+		case "accept":
+			acceptNode = v
 		default:
-			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, tls_ports, http_ports, private, max_new_names, git, http")
+			p.fail(k, join(path, key), "unknown key; an entry has host or cidr, ports, tls_ports, http_ports, private, max_new_names, git, http, accept")
 		}
 	})
 	switch {
 	case hostNode != nil && cidrNode != nil:
 		p.fail(n, path, "give either host or cidr, not both")
 	case hostNode != nil:
-		if h, err := checkHost(scalar(hostNode)); err != nil {
+		if h, err := checkHost(scalar(hostNode), e.Private); err != nil {
 			p.fail(hostNode, path+".host", "%v", err)
 		} else {
 			e.Host = h
@@ -218,6 +255,10 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 	if budgetNode != nil {
 		p.nameBudget(&e, budgetNode, path+".max_new_names")
 	}
+	if acceptNode != nil {
+		e.Accept = p.accept(acceptNode, path+".accept")
+	}
+	p.acceptComments(&e, n, path)
 	if gitNode != nil {
 		e.Git = p.gitRules(gitNode, path+".git")
 	}
@@ -261,6 +302,48 @@ func (p *parser) nameBudget(e *Entry, n *yaml.Node, path string) {
 	}
 }
 
+// accept reads an entry's list of acknowledged warnings.
+func (p *parser) accept(n *yaml.Node, path string) []string {
+	if n.Kind != yaml.SequenceNode || len(n.Content) == 0 {
+		p.fail(n, path, "must be a non-empty list of warnings to accept, such as [%s]", RiskGitPush)
+		return nil
+	}
+	var out []string
+	for i, v := range n.Content {
+		risk := scalar(v)
+		if !slices.Contains(Risks, risk) {
+			p.fail(v, fmt.Sprintf("%s[%d]", path, i), "unknown warning %q; one of %s", risk, strings.Join(Risks, ", "))
+			continue
+		}
+		out = append(out, risk)
+	}
+	return out
+}
+
+// acceptComment is the comment form of accept: "# sluice: accept RISK[, RISK]"
+// before the entry or at the end of one of its lines.
+var acceptComment = regexp.MustCompile(`sluice:\s*accept\s+([a-z0-9, -]+)`)
+
+// acceptComments adds the warnings that comments on the entry accept.
+func (p *parser) acceptComments(e *Entry, n *yaml.Node, path string) {
+	nodes := append([]*yaml.Node{n}, n.Content...)
+	for _, c := range nodes {
+		for _, text := range []string{c.HeadComment, c.LineComment} {
+			for _, m := range acceptComment.FindAllStringSubmatch(text, -1) {
+				for _, risk := range strings.FieldsFunc(m[1], func(r rune) bool { return r == ',' || r == ' ' }) {
+					if !slices.Contains(Risks, risk) {
+						p.fail(c, path, "comment accepts unknown warning %q; one of %s", risk, strings.Join(Risks, ", "))
+						continue
+					}
+					if !slices.Contains(e.Accept, risk) {
+						e.Accept = append(e.Accept, risk)
+					}
+				}
+			}
+		}
+	}
+}
+
 func scalar(n *yaml.Node) string {
 	if n.Kind != yaml.ScalarNode {
 		return "\x00not a scalar"
@@ -295,10 +378,17 @@ func checkPort(s string) (uint16, error) {
 }
 
 // checkHost validates a host pattern written by a person and returns its
-// canonical form.
-func checkHost(s string) (string, error) {
+// canonical form. A wildcard over a public suffix is refused: anyone could
+// register a name under it. A wildcard over a special-use or private-use
+// name (*.home.arpa, *.lan, *.internal, *.local) is what a homelab allows,
+// and is accepted with private, since such names point into a private
+// network; without it the error says so.
+func checkHost(s string, private bool) (string, error) {
 	if s == "*" || s == "*." {
 		return "", errors.New("a bare '*' would allow every name; list the hosts")
+	}
+	if strings.Contains(s, "://") {
+		return "", fmt.Errorf("%q is a URL; write only its host, as in %s", s, urlHost(s))
 	}
 	if strings.Contains(s, "*") && !strings.HasPrefix(s, "*.") || strings.Count(s, "*") > 1 {
 		return "", fmt.Errorf("%q: a wildcard is only allowed as the whole first label, as in *.example.com", s)
@@ -311,10 +401,50 @@ func checkHost(s string) (string, error) {
 	if !wild {
 		return canon, nil
 	}
+	if LocalName(canon) {
+		if !private {
+			return "", fmt.Errorf("%q: %s is a special-use name for local networks; add 'private: true' to allow names under it", s, canon)
+		}
+		return "*." + canon, nil
+	}
 	if suffix, _ := publicsuffix.PublicSuffix(canon); suffix == canon {
 		return "", fmt.Errorf("%q: %s is a public suffix, so this would allow names anyone can register", s, canon)
 	}
 	return "*." + canon, nil
+}
+
+// localSuffixes are special-use and private-use names (RFC 6761, RFC 6762
+// appendix G, RFC 8375, ICANN's .internal) that resolve only inside a
+// network of one's own.
+var localSuffixes = []string{
+	"home.arpa", "local", "lan", "internal", "home", "corp", "intranet", "private", "localdomain",
+}
+
+// LocalName reports whether name is one of the special-use or private-use
+// names of local networks, or under one.
+func LocalName(name string) bool {
+	for _, s := range localSuffixes {
+		if name == s || strings.HasSuffix(name, "."+s) {
+			return true
+		}
+	}
+	return false
+}
+
+// urlHost is the host of a URL a person gave where a host was wanted, for
+// the error's suggestion.
+func urlHost(s string) string {
+	_, rest, _ := strings.Cut(s, "://")
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
+	}
+	if rest == "" {
+		return "example.com"
+	}
+	return rest
 }
 
 // checkPrefix validates the destination prefix of an entry without DNS.
@@ -344,42 +474,71 @@ func checkPrefix(s string, private bool) (netip.Prefix, error) {
 	return pfx, nil
 }
 
-// ParseAllowFlag parses one --allow value: HOST, HOST:PORT, CIDR:PORT or
-// [CIDR]:PORT. A host without a port gets DefaultPorts.
-func ParseAllowFlag(s string) (Entry, error) {
-	e := Entry{Source: "--allow " + s}
+// ParseAllowFlag parses one --allow value: HOST, HOST:PORTS, CIDR:PORTS or
+// [CIDR]:PORTS, where PORTS is one port or several separated by commas. A
+// host without ports gets DefaultPorts.
+func ParseAllowFlag(s string) (Entry, error) { return ParseAllow(s, false) }
+
+// ParseAllow is ParseAllowFlag, and with private the entry may reach
+// private and internal addresses (--allow-private).
+func ParseAllow(s string, private bool) (Entry, error) {
+	flagName := "--allow"
+	if private {
+		flagName = "--allow-private"
+	}
+	e := Entry{Source: flagName + " " + s, Private: private}
+	fail := func(format string, args ...any) (Entry, error) {
+		return e, Error{Source: e.Source, Msg: fmt.Sprintf(format, args...)}
+	}
+	if strings.Contains(s, "://") {
+		return fail("a URL; give the host (and ports), as in %s %s", flagName, urlHost(s))
+	}
 	target, portStr := s, ""
 	if strings.HasPrefix(s, "[") {
 		end := strings.Index(s, "]")
 		if end < 0 {
-			return e, Error{Source: e.Source, Msg: "missing ']'"}
+			return fail("missing ']'")
 		}
 		target, portStr = s[1:end], strings.TrimPrefix(s[end+1:], ":")
 	} else if i := strings.LastIndex(s, ":"); i >= 0 && strings.Count(s, ":") == 1 {
 		target, portStr = s[:i], s[i+1:]
+	} else if strings.Count(s, ":") > 1 && !isAddr(s) && !strings.Contains(s, "/") {
+		return fail("too many ':'; write HOST:PORT or HOST:PORT,PORT, and an IPv6 address in brackets, as in [2001:db8::1]:443")
+	}
+	if host, path, ok := strings.Cut(target, "/"); ok && !isAddr(host) {
+		return fail("%q is a path: sluice allows hosts and ports, not paths; give %s %s (a path rule is an http rule in a policy file)", "/"+path, flagName, host)
 	}
 	e.Ports = slices.Clone(DefaultPorts)
 	if portStr != "" {
-		port, err := checkPort(portStr)
-		if err != nil {
-			return e, Error{Source: e.Source, Msg: err.Error()}
+		e.Ports = nil
+		for _, ps := range strings.Split(portStr, ",") {
+			port, err := checkPort(strings.TrimSpace(ps))
+			if err != nil {
+				return fail("%v; several ports go in one value, as in %s:80,443", err, target)
+			}
+			e.Ports = append(e.Ports, port)
 		}
-		e.Ports = []uint16{port}
+		slices.Sort(e.Ports)
+		e.Ports = slices.Compact(e.Ports)
 	}
 	if strings.Contains(target, "/") || isAddr(target) {
-		pfx, err := checkPrefix(target, false)
+		pfx, err := checkPrefix(target, private)
 		if err != nil {
-			return e, Error{Source: e.Source, Msg: err.Error()}
+			msg := err.Error()
+			if !private {
+				msg = strings.Replace(msg, "add 'private: true'", "use --allow-private", 1)
+			}
+			return fail("%s", msg)
 		}
 		if portStr == "" {
-			return e, Error{Source: e.Source, Msg: "an address needs a port, as in 198.51.100.7:22"}
+			return fail("an address needs a port, as in 198.51.100.7:22")
 		}
 		e.Prefix = pfx
 		return e, nil
 	}
-	host, err := checkHost(target)
+	host, err := checkHost(target, private)
 	if err != nil {
-		return e, Error{Source: e.Source, Msg: err.Error()}
+		return fail("%s", strings.Replace(err.Error(), "add 'private: true'", "use --allow-private", 1))
 	}
 	e.Host = host
 	return e, nil

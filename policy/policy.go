@@ -45,6 +45,9 @@ type Entry struct {
 	// that is spliced by its SNI.
 	Git  *GitRules
 	HTTP []HTTPRule
+	// Accept are the warnings (Risks) a person acknowledged for this
+	// entry: Lint does not repeat them.
+	Accept []string
 	// Source says where the entry came from: "agent.yaml:7" or "--allow".
 	Source string
 }

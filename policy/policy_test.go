@@ -103,7 +103,16 @@ func TestParseBad(t *testing.T) {
 		"host-and-cidr.yaml":    {"host-and-cidr.yaml:3: allow[0]: give either host or cidr"},
 		"mid-wildcard.yaml":     {"mid-wildcard.yaml:3: allow[0].host: \"a.*.example.com\": a wildcard is only allowed"},
 		"ip-host.yaml":          {"ip-host.yaml:3: allow[0].host: \"192.0.2.1\": \"192.0.2.1\" is an IP address"},
-		"not-yaml.yaml":         {"not-yaml.yaml: not valid YAML"},
+		"not-yaml.yaml":         {"not-yaml.yaml:2: not valid YAML"},
+		"tab.yaml":              {"tab.yaml:3: a tab character: YAML indents with spaces only"},
+		"local-wildcard.yaml": {
+			"local-wildcard.yaml:3: allow[0].host: \"*.home.arpa\": home.arpa is a special-use name for local networks; add 'private: true'",
+			"local-wildcard.yaml:4: allow[1].host: \"*.lan\": lan is a special-use name",
+		},
+		"unknown-accept.yaml": {
+			"unknown-accept.yaml:4: allow[0].accept[0]: unknown warning \"git-push\"; one of git-push-risk,",
+			"unknown-accept.yaml:5: allow[1]: comment accepts unknown warning \"push-risk\"",
+		},
 		"private-not-bool.yaml": {"private-not-bool.yaml:4: allow[0].private: must be true or false"},
 		"name-budget.yaml": {
 			"name-budget.yaml:4: allow[0].max_new_names: only a wildcard host has a budget of new names; api.example.com is one name",
@@ -211,6 +220,16 @@ func TestParseAllowFlag(t *testing.T) {
 		{in: "*", wantErr: "bare"},
 		{in: "*.com", wantErr: "public suffix"},
 		{in: "a..b", wantErr: "empty label"},
+		{in: "api.github.com:80,443", host: "api.github.com", ports: []uint16{80, 443}},
+		{in: "api.github.com:443,80,443", host: "api.github.com", ports: []uint16{80, 443}},
+		{in: "198.51.100.7:22,2222", prefix: "198.51.100.7/32", ports: []uint16{22, 2222}},
+		{in: "api.github.com:80,x", wantErr: "several ports go in one value, as in api.github.com:80,443"},
+		{in: "https://example.test/", wantErr: "a URL; give the host (and ports), as in --allow example.test"},
+		{in: "https://user@example.test:8443/x", wantErr: "as in --allow example.test:8443"},
+		{in: "example.test/path", wantErr: "\"/path\" is a path: sluice allows hosts and ports, not paths; give --allow example.test"},
+		{in: "a.test:1:2", wantErr: "too many ':'"},
+		{in: "*.home.arpa", wantErr: "special-use name for local networks; use --allow-private"},
+		{in: "*.lan:443", wantErr: "use --allow-private"},
 	}
 	for _, tt := range tests {
 		e, err := ParseAllowFlag(tt.in)
@@ -227,6 +246,103 @@ func TestParseAllowFlag(t *testing.T) {
 		if e.Host != tt.host || prefixString(e.Prefix) != tt.prefix || !slices.Equal(e.Ports, tt.ports) {
 			t.Errorf("ParseAllowFlag(%q) = %q %q %v, want %q %q %v", tt.in, e.Host, prefixString(e.Prefix), e.Ports, tt.host, tt.prefix, tt.ports)
 		}
+	}
+}
+
+func TestParseAllowPrivate(t *testing.T) {
+	for _, s := range []string{"*.home.arpa", "*.lan:443", "*.internal:80,443", "*.local", "nas.lan:5000", "10.1.2.3:22"} {
+		e, err := ParseAllow(s, true)
+		if err != nil {
+			t.Errorf("ParseAllow(%q, private): %v", s, err)
+			continue
+		}
+		if !e.Private || !strings.HasPrefix(e.Source, "--allow-private ") {
+			t.Errorf("ParseAllow(%q, private) = private %v, source %q", s, e.Private, e.Source)
+		}
+	}
+	// Special-use names only: a public suffix stays refused with private.
+	for _, s := range []string{"*.com", "*.co.uk", "*.arpa"} {
+		if _, err := ParseAllow(s, true); err == nil || !strings.Contains(err.Error(), "public suffix") {
+			t.Errorf("ParseAllow(%q, private) = %v, want a public suffix error", s, err)
+		}
+	}
+}
+
+func TestHomelabWildcards(t *testing.T) {
+	entries, err := ParseFile("h.yaml", []byte("version: 1\nallow:\n  - host: '*.home.arpa'\n    private: true\n  - private: true\n    host: '*.lan'\n  - host: '*.internal'\n    private: true\n  - host: '*.local'\n    private: true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"nas.home.arpa", "printer.lan", "git.internal", "pi.local"} {
+		if d := p.MatchNamePort(name, 443); !d.Allow || !d.Entry.Private {
+			t.Errorf("%s: %+v, want allowed, private", name, d)
+		}
+	}
+	if d := p.MatchNamePort("home.arpa", 443); d.Allow {
+		t.Errorf("the apex home.arpa is allowed by a wildcard")
+	}
+	// A homelab wildcard is private by its nature: no private-wildcard warning.
+	for _, w := range Lint(p) {
+		t.Errorf("unexpected warning: %s", w)
+	}
+}
+
+func TestAcceptWarnings(t *testing.T) {
+	doc := `version: 1
+allow:
+  - host: github.com
+  - host: gitlab.com
+    accept: [git-push-risk]
+  # sluice: accept git-push-risk
+  - host: bitbucket.org
+  - host: codeberg.org   # sluice: accept git-push-risk, git-ssh
+    ports: [22, 443]
+  - host: "*.dev.example.com"
+    private: true
+`
+	entries, err := ParseFile("a.yaml", []byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range Lint(p) {
+		got = append(got, w.Source+" "+w.Risk)
+		if !strings.Contains(w.Msg, "to accept this, add 'accept: ["+w.Risk+"]' to the entry") {
+			t.Errorf("warning does not say how to accept it: %s", w)
+		}
+	}
+	slices.Sort(got)
+	want := []string{"a.yaml:10 private-wildcard", "a.yaml:3 git-push-risk"}
+	if !slices.Equal(got, want) {
+		t.Errorf("warnings %q, want %q", got, want)
+	}
+	flagEntry, _ := ParseAllowFlag("github.com")
+	p, _ = New([]Entry{flagEntry})
+	if ws := Lint(p); len(ws) != 1 || !strings.Contains(ws[0].Msg, "add --accept git-push-risk") {
+		t.Errorf("--allow github.com: %v, want a warning naming --accept", ws)
+	}
+	flagEntry.Accept = []string{RiskGitPush}
+	p, _ = New([]Entry{flagEntry})
+	if ws := Lint(p); len(ws) != 0 {
+		t.Errorf("accepted: %v", ws)
+	}
+}
+
+func TestParsePartialKeepsGoodEntries(t *testing.T) {
+	entries, err := ParsePartial("p.yaml", []byte("version: 1\nallow:\n  - host: github.com\n  - host: '*'\n"))
+	if err == nil || len(entries) != 1 || entries[0].Host != "github.com" {
+		t.Errorf("ParsePartial = %v, %v; want github.com and an error", entries, err)
+	}
+	if entries, _ := ParseFile("p.yaml", []byte("version: 1\nallow:\n  - host: github.com\n  - host: '*'\n")); entries != nil {
+		t.Errorf("ParseFile returned entries beside errors")
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,17 +13,28 @@ import (
 // rules, for setups that do not go through sluice run's mounts (a VM, a
 // container with its own trust store).
 func caCmd(args []string) error {
-	if len(args) == 0 || args[0] != "export" {
-		fmt.Fprintln(os.Stderr, "usage: sluice ca export [--name NAME]")
-		return exitError{2}
+	h := help{
+		usage: "sluice ca export [--name NAME]",
+		about: `Prints the CA certificate (PEM) that an agent trusts for the hosts whose
+TLS sluice terminates (those with git or http rules), for setups that do
+not go through sluice run's mounts: a VM, a container with its own trust
+store. sluice run makes the agent trust it by itself.`,
+		examples: "  sudo sluice ca export > sluice-ca.pem\n  sudo sluice ca export --name claude",
 	}
-	fs := flag.NewFlagSet("ca export", flag.ContinueOnError)
+	if len(args) == 0 || args[0] != "export" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			printHelp(stdout, nil, h)
+			return errHelp
+		}
+		return usageError("ca", "want 'sluice ca export [--name NAME]'")
+	}
+	fs := newFlags("ca export", h)
 	name := fs.String("name", "", "the agent's `name` (default: the only agent with a CA)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitError{2}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("ca export: unexpected %q", fs.Arg(0))
+		return usageError("ca export", fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	dir := gateway.CADir("", *name)
 	if *name == "" {
@@ -42,6 +52,6 @@ func caCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	_, err = os.Stdout.Write(data)
+	_, err = stdout.Write(data)
 	return err
 }

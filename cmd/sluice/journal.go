@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -12,13 +10,42 @@ import (
 	"github.com/sluicegw/sluice/journal"
 )
 
+var journalHelp = help{
+	usage: "sluice journal list|verify|export [flags]",
+	about: `Reads the decision journal, the SQLite file where sluice run keeps
+every decision (default ` + journal.DefaultPath + `): list shows records
+newest first, verify checks the hash chain that links them, export
+writes them as JSON lines or OCSF for a SIEM.`,
+	examples: `  sudo sluice journal list --verdict refused --since 1h
+  sudo sluice journal verify
+  sudo sluice journal export --follow --format ocsf | vector ...`,
+}
+
+var journalHelps = map[string]help{
+	"list": {usage: "sluice journal list [flags]", about: "Lists the journal's records, newest first, filtered by the flags.",
+		examples: "  sudo sluice journal list --verdict refused --since 1h\n  sudo sluice journal list --host github.com --json"},
+	"verify": {usage: "sluice journal verify [--journal FILE]",
+		about:    "Checks the hash chain of the journal's records: a record changed or removed\nin the middle breaks it.",
+		examples: "  sudo sluice journal verify"},
+	"export": {usage: "sluice journal export [--follow] [--format jsonl|ocsf] [--journal FILE]",
+		about:    "Writes the journal's records, oldest first, as JSON lines or OCSF events.",
+		examples: "  sudo sluice journal export --format ocsf > journal.ocsf.jsonl\n  sudo sluice journal export --follow | jq ."},
+}
+
 // journalCmd is `sluice journal list|verify|export`.
 func journalCmd(args []string) error {
-	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: sluice journal list|verify|export [flags]")
-		return exitError{2}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		printHelp(stdout, nil, journalHelp)
+		if len(args) == 0 {
+			return exitError{2}
+		}
+		return errHelp
 	}
-	fs := flag.NewFlagSet("journal "+args[0], flag.ContinueOnError)
+	h, ok := journalHelps[args[0]]
+	if !ok {
+		return usageError("journal", fmt.Sprintf("unknown command %q: list, verify or export", args[0]))
+	}
+	fs := newFlags("journal "+args[0], h)
 	path := fs.String("journal", journal.DefaultPath, "the journal `file`")
 	var f journal.Filter
 	var since string
@@ -36,23 +63,17 @@ func journalCmd(args []string) error {
 	case "export":
 		fs.BoolVar(&follow, "follow", false, "keep writing new records as they come")
 		fs.StringVar(&format, "format", "jsonl", "`jsonl` or ocsf")
-	case "verify":
-	default:
-		fmt.Fprintf(os.Stderr, "sluice journal: unknown command %q (list, verify, export)\n", args[0])
-		return exitError{2}
 	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return exitError{2}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(os.Stderr, "sluice journal %s: unexpected argument %q\n", args[0], fs.Arg(0))
-		return exitError{2}
+		return usageError(fs.Name(), fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	if since != "" {
 		var err error
 		if f.Since, err = journal.ParseSince(since, time.Now()); err != nil {
-			fmt.Fprintln(os.Stderr, "sluice journal list: --"+err.Error())
-			return exitError{2}
+			return usageError(fs.Name(), "--"+err.Error())
 		}
 	}
 	r, err := journal.Open(*path)
@@ -68,14 +89,14 @@ func journalCmd(args []string) error {
 		if err != nil {
 			return err
 		}
-		return journal.WriteList(os.Stdout, recs, asJSON)
+		return journal.WriteList(stdout, recs, asJSON)
 	case "export":
-		return journal.Export(ctx, r, os.Stdout, format, follow)
+		return journal.Export(ctx, r, stdout, format, follow)
 	}
 	n, last, err := r.Verify(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: %d records verified before this: %w", *path, n, err)
 	}
-	fmt.Printf("%s: %d records verified; the last is %d, hash %s\n", *path, n, last.ID, last.Hash)
+	fmt.Fprintf(stdout, "%s: %d records verified; the last is %d, hash %s\n", *path, n, last.ID, last.Hash)
 	return nil
 }

@@ -1,10 +1,12 @@
 // Command sluice is a transparent egress firewall for AI coding agents.
 //
 //	sluice run [flags] -- COMMAND [ARG...]   run COMMAND with only the policy's egress
-//	sluice check FILE...                     validate policy files, print warnings
-//	sluice journal list|verify|export         read the decision journal
-//	sluice ui                                  review a journal in the browser
-//	sluice ca export                           print the interception CA
+//	sluice check FILE...|-                   validate policy files, print warnings
+//	sluice journal list|verify|export        read the decision journal
+//	sluice ui                                review a journal in the browser
+//	sluice ca export                         print the interception CA
+//	sluice status | cleanup                  the runs on this machine; what dead ones left
+//	sluice completion bash|zsh|fish          shell completion
 //	sluice version
 package main
 
@@ -13,31 +15,52 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/sluicegw/sluice/sandbox"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// command is one of sluice's subcommands.
+type command struct {
+	name     string
+	synopsis string // one line in the top-level usage
+	run      func(args []string) error
+}
 
-const usage = `sluice: a transparent egress firewall for AI coding agents
+// commands are sluice's subcommands, in the order the usage lists them.
+// Each prints its own help with -h.
+var commands []command
 
-usage:
-  sluice run [flags] -- COMMAND [ARG...]   run COMMAND in a network namespace whose
-                                           only way out is this gateway (needs root)
-  sluice check FILE...                     validate policy files: every error with
-                                           file:line, then warnings
-  sluice journal list [flags]              the journal's records, newest first
-  sluice journal verify                    check the journal's hash chain
-  sluice journal export [--follow] [--format jsonl|ocsf]
-  sluice ui [--journal FILE] [--listen ADDR] [--policy FILE]
-                                           review a journal in the browser
-  sluice ca export [--name NAME]           print the CA the agent trusts for the hosts
-                                           with git or http rules
-  sluice version
+func init() {
+	commands = []command{
+		{"run", "run a command whose only way out is this gateway (root)", runCmd},
+		{"check", "validate policy files: every error with file:line, then warnings", checkCmd},
+		{"journal", "read the decision journal: list, verify, export", journalCmd},
+		{"ui", "review a journal in the browser", uiCmd},
+		{"ca", "print the CA the agent trusts for hosts with git or http rules", caCmd},
+		{"status", "the runs on this machine, alive and dead", statusCmd},
+		{"cleanup", "remove what dead runs left behind (root)", cleanupCmd},
+		{"completion", "print shell completion for bash, zsh or fish", completionCmd},
+		{"version", "print the version, revision and Go version", versionCmd},
+	}
+}
 
-'sluice run -h' lists the flags of run.
-`
+func topUsage() string {
+	var b strings.Builder
+	b.WriteString("sluice: a transparent egress firewall for AI coding agents\n\nusage: sluice COMMAND [flags] [ARG...]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "  %-11s %s\n", c.name, c.synopsis)
+	}
+	b.WriteString(`
+examples:
+  sudo sluice run --allow api.github.com -- curl -sI https://api.github.com
+  sluice check agent.yaml
+  sudo sluice journal list --verdict refused --since 1h
+
+'sluice help COMMAND' or 'sluice COMMAND -h' shows a command's flags and examples.
+`)
+	return b.String()
+}
 
 // exitError carries the exit status a subcommand wants, after it has
 // already said why.
@@ -58,39 +81,66 @@ func main() {
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprint(os.Stderr, usage)
+		fmt.Fprint(stderr, topUsage())
 		return 2
 	}
 	var err error
-	switch args[0] {
-	case "run":
-		err = runCmd(args[1:])
-	case "check":
-		err = checkCmd(args[1:])
-	case "journal":
-		err = journalCmd(args[1:])
-	case "ui":
-		err = uiCmd(args[1:])
-	case "ca":
-		err = caCmd(args[1:])
-	case "version", "--version":
-		fmt.Println("sluice", version)
+	switch name := args[0]; name {
 	case sandbox.InitArg:
 		return sandbox.Init(args[1:])
 	case "help", "-h", "--help":
-		fmt.Print(usage)
+		if len(args) > 1 && name == "help" {
+			if c := lookup(args[1]); c != nil {
+				// `sluice help journal list` is `sluice journal list -h`.
+				err = c.run(append(args[2:], "-h"))
+				break
+			}
+			err = unknownCommand(args[1])
+			break
+		}
+		fmt.Fprint(stdout, topUsage())
+	case "--version":
+		err = versionCmd(nil)
 	default:
-		fmt.Fprintf(os.Stderr, "sluice: unknown command %q\n\n%s", args[0], usage)
-		return 2
+		if c := lookup(name); c != nil {
+			err = c.run(args[1:])
+		} else {
+			err = unknownCommand(name)
+		}
 	}
 	var ee exitError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errHelp):
 		return 0
 	case errors.As(err, &ee):
 		return ee.code
 	default:
-		fmt.Fprintln(os.Stderr, "sluice:", err)
+		fmt.Fprintln(stderr, "sluice:", err)
 		return 1
 	}
+}
+
+func lookup(name string) *command {
+	for i := range commands {
+		if commands[i].name == name {
+			return &commands[i]
+		}
+	}
+	return nil
+}
+
+func unknownCommand(name string) error {
+	msg := fmt.Sprintf("sluice: unknown command %q", name)
+	best, bestD := "", 1<<30
+	for _, c := range commands {
+		if d := editDistance(name, c.name); d < bestD {
+			best, bestD = c.name, d
+		}
+	}
+	if bestD <= max(1, len(best)/3) {
+		msg += fmt.Sprintf("; did you mean %q?", best)
+	}
+	fmt.Fprintln(stderr, msg)
+	fmt.Fprintln(stderr, "run 'sluice help' for the list of commands")
+	return exitError{2}
 }

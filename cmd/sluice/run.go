@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -52,6 +53,7 @@ type runOptions struct {
 	user       string
 	logAllowed bool
 	logJSON    bool
+	logFile    string
 	verbose    bool
 	command    []string
 	cfg        gateway.Config
@@ -60,16 +62,32 @@ type runOptions struct {
 	upstreamCA string
 }
 
-func parseRunFlags(args []string) (*runOptions, error) {
-	o := &runOptions{}
+var runHelp = help{
+	usage: "sluice run [flags] -- COMMAND [ARG...]",
+	about: `Runs COMMAND in a new network namespace whose only way out is this
+gateway: DNS answered by sluice's filtering resolver, connections only to
+the addresses of allowed names, TLS and HTTP checked against the name they
+were resolved for. Needs root; under sudo the command runs as the invoking
+user. Everything sluice set up is removed when the command ends or on
+Ctrl-C. sluice's flags go before COMMAND; '--' ends them.`,
+	examples: `  # one host, its default ports (80, 443)
+  sudo sluice run --allow api.github.com -- curl -sI https://api.github.com
+  # several ports in one value, and a host on the local network
+  sudo sluice run --allow api.example.com:443,8443 --allow-private nas.lan:5000 -- ./agent
+  # a policy file, an API key passed through sudo by name, the log kept in a file
+  sudo --preserve-env=ANTHROPIC_API_KEY sluice run --policy examples/claude-code.yaml --log-file agent.log -- claude
+  # review refusals in the browser while the agent runs
+  sudo sluice run --ui 127.0.0.1:8099 --policy agent.yaml -- aider`,
+}
+
+// runFlags defines sluice run's flags on a new flag set, filling o.
+func runFlags(o *runOptions) *flag.FlagSet {
 	c := &o.cfg
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: sluice run [flags] -- COMMAND [ARG...]")
-		fs.PrintDefaults()
-	}
-	fs.StringVar(&o.source.File, "policy", "", "policy `file` (YAML, version 1)")
-	fs.Var((*multiFlag)(&o.source.Allow), "allow", "allow `HOST[:PORT]` or CIDR:PORT in addition to the policy (repeatable)")
+	fs := newFlags("run", runHelp)
+	fs.StringVar(&o.source.File, "policy", "", "policy `file` (YAML, version 1; see 'sluice check')")
+	fs.Var((*multiFlag)(&o.source.Allow), "allow", "allow `HOST[:PORTS]` or CIDR:PORTS beside the policy; PORTS is 443 or 80,443 (default 80,443 for a host); repeatable")
+	fs.Var((*multiFlag)(&o.source.AllowPrivate), "allow-private", "like --allow, and the `HOST[:PORTS]` may resolve to private addresses (a homelab's nas.lan, *.home.arpa); repeatable")
+	fs.Var(&acceptFlag{&o.source.Accept}, "accept", "accept these `WARNINGS` for the --allow entries, as 'accept:' does in a policy (git-push-risk, ...); repeatable or comma-separated")
 	fs.Var(&o.upstream, "upstream", "upstream resolver `ADDR[:PORT]` (repeatable; default: the nameservers of /etc/resolv.conf)")
 	fs.Var(&o.global, "global-range", "treat this documentation or benchmarking `PREFIX` as globally reachable in answers, for labs and tests (repeatable)")
 	fs.StringVar(&c.Name, "name", "", "the agent's `name` in every record (default: the command's base name)")
@@ -77,44 +95,94 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	fs.Var(prefixFlag{&c.AgentNet}, "agent-net", "IPv4 `prefix` of the link to the agent (default: the first free /30 of "+gateway.AgentPool+")")
 	fs.Var(prefixFlag{&c.AgentNet6}, "agent-net6", "IPv6 `prefix` of the link to the agent (default: the first free /64 of "+gateway.AgentPool6+")")
 	fs.BoolVar(&c.NoIPv6, "no-ipv6", false, "give the agent no IPv6 even where the gateway has it")
-	fs.DurationVar(&c.MinTTL, "min-ttl", dnsfilter.DefaultMinTTL, "keep answered addresses open at least this long")
-	fs.DurationVar(&c.MaxTTL, "max-ttl", dnsfilter.DefaultMaxTTL, "keep answered addresses open at most this long per answer")
-	fs.DurationVar(&c.HelloTimeout, "hello-timeout", tlsinspect.DefaultHelloTimeout, "time a connection has to send its TLS ClientHello or HTTP request head")
-	fs.DurationVar(&c.IdleTimeout, "idle-timeout", tlsinspect.DefaultIdleTimeout, "close a proxied connection that moves no data for this long")
+	fs.DurationVar(&c.MinTTL, "min-ttl", dnsfilter.DefaultMinTTL, "keep answered addresses open at least this `duration` (30s, 5m)")
+	fs.DurationVar(&c.MaxTTL, "max-ttl", dnsfilter.DefaultMaxTTL, "keep answered addresses open at most this `duration` per answer")
+	fs.DurationVar(&c.HelloTimeout, "hello-timeout", tlsinspect.DefaultHelloTimeout, "`duration` a connection has to send its TLS ClientHello or HTTP request head")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", tlsinspect.DefaultIdleTimeout, "close a proxied connection that moves no data for this `duration`")
 	fs.Int64Var(&c.MaxConns, "max-connections", 0, "proxied connections open at once; beyond, new ones are reset (0: 16384, or what the open files limit holds)")
 	fs.StringVar(&o.store.Path, "journal", journal.DefaultPath, "keep every decision in this `file` (SQLite); \"\" for none")
-	fs.DurationVar(&o.store.MaxAge, "journal-max-age", 30*24*time.Hour, "delete journal records older than this (0: keep)")
+	fs.DurationVar(&o.store.MaxAge, "journal-max-age", 30*24*time.Hour, "delete journal records older than this `duration` (0: keep)")
 	fs.Int64Var(&o.store.MaxSize, "journal-max-size", 1<<30, "delete the oldest journal records beyond this many `bytes` (0: no bound)")
 	fs.StringVar(&o.ui, "ui", "", "serve the web UI on this `address` (such as 127.0.0.1:8099) while the command runs")
 	fs.BoolVar(&o.logAllowed, "log-allowed", false, "log allowed decisions too, not only refusals")
-	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines instead of text")
+	fs.BoolVar(&o.logJSON, "log-json", false, "log as JSON lines (default: short lines on a terminal, key=value otherwise)")
+	fs.StringVar(&o.logFile, "log-file", "", "write sluice's log to this `file` (appended) instead of stderr, which the command shares")
 	fs.BoolVar(&o.verbose, "v", false, "log what sluice sets up and tears down")
 	fs.StringVar(&o.upstreamCA, "upstream-ca", "", "verify the hosts whose TLS sluice terminates (those with git or http rules) against the CAs in this PEM `file` instead of the system's")
-	if err := fs.Parse(args); err != nil {
-		return nil, exitError{2}
+	return fs
+}
+
+// acceptFlag collects --accept values, comma-separated or repeated.
+type acceptFlag struct{ to *[]string }
+
+func (f *acceptFlag) String() string {
+	if f.to == nil {
+		return ""
+	}
+	return strings.Join(*f.to, ",")
+}
+
+func (f *acceptFlag) Set(s string) error {
+	for _, r := range strings.Split(s, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			*f.to = append(*f.to, r)
+		}
+	}
+	return nil
+}
+
+func parseRunFlags(args []string) (*runOptions, error) {
+	o := &runOptions{}
+	fs := runFlags(o)
+	if err := parseFlags(fs, args); err != nil {
+		return nil, err
+	}
+	if o.source.File == "-" {
+		return nil, usageError("run", "--policy -: the command's standard input is its own; give the policy in a file")
 	}
 	if err := o.complete(); err != nil {
-		fmt.Fprintln(os.Stderr, "sluice:", err)
-		return nil, exitError{2}
+		return nil, usageError("run", err.Error())
 	}
 	o.command = fs.Args()
 	if len(o.command) == 0 {
-		fs.Usage()
-		return nil, exitError{2}
+		return nil, usageError("run", "no command to run: sluice run [flags] -- COMMAND [ARG...]")
 	}
-	if c.Name == "" {
-		c.Name = gateway.NameFor(o.command[0])
-	} else if !gateway.ValidName(c.Name) {
-		fmt.Fprintf(os.Stderr, "sluice: --name %q: want 1 to 32 letters, digits, '.', '_' or '-'\n", c.Name)
-		return nil, exitError{2}
+	if o.cfg.Name == "" {
+		o.cfg.Name = gateway.NameFor(o.command[0])
+	} else if !gateway.ValidName(o.cfg.Name) {
+		return nil, usageError("run", fmt.Sprintf("--name %q: want 1 to 32 letters, digits, '.', '_' or '-'", o.cfg.Name))
 	}
 	return o, nil
+}
+
+// misplacedFlags returns the arguments of the command that are sluice
+// run's own flags: "sluice run curl --allow x" passes --allow to curl.
+func misplacedFlags(command []string) []string {
+	defined := runFlags(&runOptions{})
+	var out []string
+	for _, a := range command[1:] {
+		if a == "--" {
+			break
+		}
+		name, ok := strings.CutPrefix(a, "--")
+		if !ok {
+			name, ok = strings.CutPrefix(a, "-")
+		}
+		name, _, _ = strings.Cut(name, "=")
+		if ok && len(name) > 1 && defined.Lookup(name) != nil {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // complete turns the flags that need parsing into the gateway's config.
 func (o *runOptions) complete() error {
 	if o.cfg.MaxConns < 0 {
 		return errors.New("--max-connections must not be negative")
+	}
+	if o.cfg.MinTTL < 0 || o.cfg.MaxTTL < 0 || (o.cfg.MaxTTL > 0 && o.cfg.MinTTL > o.cfg.MaxTTL) {
+		return fmt.Errorf("--min-ttl %s and --max-ttl %s: want 0 <= min-ttl <= max-ttl", o.cfg.MinTTL, o.cfg.MaxTTL)
 	}
 	if o.upstreamCA != "" {
 		roots, err := gateway.LoadRoots(o.upstreamCA)
@@ -136,16 +204,14 @@ func (o *runOptions) complete() error {
 	return nil
 }
 
-func newLogger(o *runOptions) *slog.Logger {
+// newLogger makes sluice's log: on w (stderr or --log-file), in the
+// format logFormat picks.
+func newLogger(o *runOptions, w io.Writer) *slog.Logger {
 	level := slog.LevelInfo
 	if o.verbose {
 		level = slog.LevelDebug
 	}
-	opts := &slog.HandlerOptions{Level: level}
-	if o.logJSON {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	return slog.New(newHandler(w, logFormat(w, o.logJSON), level))
 }
 
 func runCmd(args []string) error {
@@ -157,12 +223,21 @@ func runCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(o)
-	for _, w := range warnings {
-		log.Warn("policy: "+w.Msg, "at", w.Source)
+	var logOut io.Writer = stderr
+	if o.logFile != "" {
+		f, err := openLogFile(o.logFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		logOut = f
 	}
+	log := newLogger(o, logOut)
 	if len(p.Entries()) == 0 {
-		log.Warn("the policy allows nothing: the command will reach no network")
+		if m := misplacedFlags(o.command); len(m) > 0 {
+			fmt.Fprintf(stderr, "sluice run: warning: %s after the command %q go to the command, not to sluice, and the policy allows nothing; "+
+				"put sluice's flags before the command: sluice run %s -- %s\n", strings.Join(m, " "), o.command[0], strings.Join(m, " "), o.command[0])
+		}
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("run needs root to create network namespaces and nftables rules; try sudo")
@@ -171,16 +246,13 @@ func runCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	if user.UID == 0 {
-		log.Warn("the command runs as root, with the host's capabilities: it could leave its network namespace; " +
-			"run agents as an unprivileged user (sudo picks the invoking user, or pass --user)")
-	}
 	if o.cfg.Upstreams, err = upstreams(o.upstream); err != nil {
 		return err // before anything is set up
 	}
 	o.cfg.Policy, o.cfg.PolicySource, o.cfg.Log = p, o.source, log
+	summary := &journal.Summary{}
 	var logSink journal.Writer = journal.LogSink{Log: log, Allowed: o.logAllowed}
-	o.cfg.Journal = logSink
+	o.cfg.Journal = journal.Tee{summary, logSink}
 	var store *journal.Store
 	if o.ui != "" && o.store.Path == "" {
 		return errors.New("--ui needs the journal: give --journal a file")
@@ -191,7 +263,7 @@ func runCmd(args []string) error {
 			return err
 		}
 		defer store.Close()
-		o.cfg.Journal = journal.Tee{store, logSink}
+		o.cfg.Journal = journal.Tee{summary, store, logSink}
 	}
 	gateway.RaiseFileLimit(log)
 	// Signals are caught before the gateway exists, so that none is lost
@@ -213,6 +285,18 @@ func runCmd(args []string) error {
 		}
 		defer stop()
 	}
+	// The warnings wait for a start that worked: before it, a person has
+	// an error to fix first.
+	for _, w := range warnings {
+		log.Warn("policy: "+w.Msg, "at", w.Source)
+	}
+	if len(p.Entries()) == 0 {
+		log.Warn("the policy allows nothing: the command will reach no network; give --allow HOST or --policy FILE")
+	}
+	if user.UID == 0 {
+		log.Warn("the command runs as root, with the host's capabilities: it could leave its network namespace; " +
+			"run agents as an unprivileged user (sudo picks the invoking user, or pass --user)")
+	}
 	go func() {
 		for range hup {
 			_ = g.Reload() // it logs what went wrong; the policy in force stays
@@ -223,10 +307,24 @@ func runCmd(args []string) error {
 		log.Error("cleanup incomplete", "err", cerr)
 		err = errors.Join(err, cerr)
 	}
+	printSummary(summary, o.store.Path)
 	if err != nil {
 		return err
 	}
 	return exitError{code}
+}
+
+// printSummary tells the person at the terminal, as the run ends, what
+// was refused: what to allow, at a glance, and where the details are.
+func printSummary(s *journal.Summary, journalPath string) {
+	line := s.Line(8)
+	if line == "" {
+		return
+	}
+	if journalPath != "" {
+		line += "; journal: " + journalPath
+	}
+	fmt.Fprintln(stderr, "sluice: "+line)
 }
 
 // upstreams parses --upstream, or takes /etc/resolv.conf's nameservers.

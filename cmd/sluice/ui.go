@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -45,13 +44,21 @@ func serveUI(addr string, j webui.Journal, changed func() <-chan struct{}, ctl w
 // uiCmd is `sluice ui`: a journal's records served alone; with
 // --policy, refusals can be allowed "always" in that file.
 func uiCmd(args []string) error {
-	fs := flag.NewFlagSet("ui", flag.ContinueOnError)
+	fs := newFlags("ui", help{
+		usage: "sluice ui [--journal FILE] [--listen ADDR] [--policy FILE]",
+		about: `Serves the review UI for a journal alone, after or beside a run: what was
+refused and why. Read-only unless --policy names the file that "allow
+always" may write to. The login URL is printed once on stderr.`,
+		examples: "  sudo sluice ui --listen 127.0.0.1:8099\n  sudo sluice ui --policy agent.yaml",
+	})
 	path := fs.String("journal", journal.DefaultPath, "the journal `file`")
 	addr := fs.String("listen", "127.0.0.1:8099", "serve on this `address`")
 	file := fs.String("policy", "", "the policy `file` allowances are written to (none: read-only)")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		fmt.Fprintln(os.Stderr, "usage: sluice ui [--journal FILE] [--listen ADDR] [--policy FILE]")
-		return exitError{2}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("ui", fmt.Sprintf("unexpected argument %q", fs.Arg(0)))
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	var j webui.Journal

@@ -89,6 +89,8 @@ var zone = []string{
 	"meta.allowed.test. 300 IN A 169.254.169.254",
 	"meta.allowed.test. 300 IN AAAA ::ffff:169.254.169.254",
 	"private.allowed.test. 300 IN A 10.0.0.1",
+	"nas.home.arpa. 300 IN A 10.0.0.1", // homelab names: private addresses
+	"printer.lan. 300 IN A 10.0.0.1",
 	"cgnat.allowed.test. 300 IN A 100.64.0.1",
 	"gateway.allowed.test. 300 IN A " + gwAddr,
 	"neighbour.allowed.test. 300 IN A " + routerAddr,

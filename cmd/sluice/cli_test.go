@@ -1,0 +1,191 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/golden from what the commands print")
+
+// sluice runs the command line args as main does and returns its exit
+// status, stdout and stderr.
+func sluice(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	stdout, stderr = &out, &errOut
+	defer func() { stdout, stderr = os.Stdout, os.Stderr }()
+	code := run(args)
+	return code, out.String(), errOut.String()
+}
+
+// TestGolden compares what sluice prints for help and for mistakes on the
+// command line with testdata/golden: a change to any of it shows in the
+// diff of a review. -update rewrites the files.
+func TestGolden(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, good, "version: 1\nallow:\n  - host: api.example.com\n  - host: github.com\n")
+	writeFile(t, bad, "version: 1\nallow:\n  - host: gitlab.com\n  - host: api.example.com\n\t  ports: [443]\n")
+	tabs := filepath.Join(dir, "tabs.yaml")
+	writeFile(t, tabs, "version: 1\nallow:\n\t- host: a.example.com\n")
+	mixed := filepath.Join(dir, "mixed.yaml")
+	writeFile(t, mixed, "version: 1\nallow:\n  - host: gitlab.com\n  - host: '*.lan'\n  - host: 'https://x.example.com/'\n")
+	cases := []struct {
+		name string
+		args []string
+	}{
+		{"help", []string{"-h"}},
+		{"help-long", []string{"--help"}},
+		{"no-args", nil},
+		{"help-run", []string{"help", "run"}},
+		{"run-h", []string{"run", "-h"}},
+		{"check-h", []string{"check", "--help"}},
+		{"help-journal-list", []string{"help", "journal", "list"}},
+		{"journal-h", []string{"journal", "-h"}},
+		{"ca-h", []string{"ca", "-h"}},
+		{"completion-h", []string{"completion", "-h"}},
+		{"unknown-command", []string{"chek", "x.yaml"}},
+		{"unknown-flag", []string{"run", "--alow", "x.example.com", "--", "true"}},
+		{"unknown-flag-far", []string{"run", "--colour", "--", "true"}},
+		{"bad-duration", []string{"run", "--min-ttl", "5", "--", "true"}},
+		{"bad-bool", []string{"run", "--no-ipv6=maybe", "--", "true"}},
+		{"missing-value", []string{"run", "--policy"}},
+		{"no-command", []string{"run", "--allow", "a.example.com"}},
+		{"policy-stdin-run", []string{"run", "--policy", "-", "--", "true"}},
+		{"ttl-order", []string{"run", "--min-ttl", "2h", "--max-ttl", "1h", "--", "true"}},
+		{"check-none", []string{"check"}},
+		{"check-good", []string{"check", good}},
+		{"check-errors-and-warnings", []string{"check", bad, mixed}},
+		{"check-tab", []string{"check", tabs}},
+		{"journal-unknown", []string{"journal", "lst"}},
+		{"completion-none", []string{"completion"}},
+		{"completion-unknown", []string{"completion", "tcsh"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out, errOut := sluice(t, tc.args...)
+			got := fmt.Sprintf("$ sluice %s\nexit %d\n--- stdout\n%s--- stderr\n%s", strings.Join(tc.args, " "), code, out, errOut)
+			got = strings.ReplaceAll(got, dir, "DIR")
+			golden(t, tc.name, got)
+		})
+	}
+}
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	file := filepath.Join("testdata", "golden", name+".txt")
+	if *update {
+		writeFile(t, file, got)
+		return
+	}
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd/sluice -update to write it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s:\n--- got\n%s\n--- want\n%s", name, file, got, want)
+	}
+}
+
+func writeFile(t *testing.T, name, data string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHelpExitsZero: asking for help is not a mistake: status 0, on
+// stdout; a mistake is status 2, on stderr, and short.
+func TestHelpExitsZero(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"help"}, {"run", "-h"}, {"run", "--help"}, {"help", "check"}, {"journal", "list", "-h"}, {"version"}} {
+		code, out, errOut := sluice(t, args...)
+		if code != 0 || out == "" || errOut != "" {
+			t.Errorf("sluice %v: exit %d, %d bytes on stdout, stderr %q", args, code, len(out), errOut)
+		}
+	}
+	code, out, errOut := sluice(t, "run", "--alow", "x")
+	if code != 2 || out != "" || strings.Count(errOut, "\n") > 2 {
+		t.Errorf("a wrong flag: exit %d, stdout %q, stderr %q; want 2 and two lines on stderr", code, out, errOut)
+	}
+}
+
+func TestCheckStdin(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdin
+	os.Stdin = r
+	defer func() { os.Stdin = old }()
+	fmt.Fprint(w, "version: 1\nallow:\n  - host: a.example.com\n  - host: '*'\n")
+	w.Close()
+	code, _, errOut := sluice(t, "check", "-")
+	if code != 1 || !strings.Contains(errOut, "<stdin>:4: allow[1].host: a bare '*'") {
+		t.Errorf("check - : exit %d, stderr %q", code, errOut)
+	}
+}
+
+func TestMisplacedFlags(t *testing.T) {
+	for _, tc := range []struct {
+		command []string
+		want    []string
+	}{
+		{[]string{"curl", "--allow", "a.test", "-v", "https://a.test"}, []string{"--allow"}},
+		{[]string{"curl", "--policy=p.yaml"}, []string{"--policy=p.yaml"}},
+		{[]string{"curl", "-sI", "https://a.test"}, nil},
+		{[]string{"sh", "-c", "x", "--", "--allow"}, nil},
+	} {
+		if got := misplacedFlags(tc.command); !slices.Equal(got, tc.want) {
+			t.Errorf("misplacedFlags(%q) = %q, want %q", tc.command, got, tc.want)
+		}
+	}
+}
+
+func TestFormatVersion(t *testing.T) {
+	info := &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "(devel)"}, Settings: []debug.BuildSetting{
+		{Key: "vcs.revision", Value: "891926c0123456789abcdef"}, {Key: "vcs.time", Value: "2026-12-01T10:00:00Z"}, {Key: "vcs.modified", Value: "true"},
+	}}
+	if got, want := formatVersion(info), "sluice devel (891926c01234, modified, 2026-12-01T10:00:00Z) go1.26.8"; got != want {
+		t.Errorf("formatVersion = %q, want %q", got, want)
+	}
+	info = &debug.BuildInfo{GoVersion: "go1.26.8", Main: debug.Module{Version: "v0.3.0"}}
+	if got, want := formatVersion(info), "sluice v0.3.0 go1.26.8"; got != want {
+		t.Errorf("formatVersion = %q, want %q", got, want)
+	}
+}
+
+func TestClosestFlag(t *testing.T) {
+	fs := runFlags(&runOptions{})
+	for in, want := range map[string]string{
+		"alow": "allow", "polcy": "policy", "allow-privat": "allow-private", "upstreams": "upstream",
+		"log": "", "colour": "", "x": "", "logfile": "log-file",
+	} {
+		if got := closestFlag(fs, in); got != want {
+			t.Errorf("closestFlag(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestCompletion: each shell's script names every command and the flags
+// of run, and bash's parses.
+func TestCompletion(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		code, out, errOut := sluice(t, "completion", sh)
+		if code != 0 || errOut != "" {
+			t.Fatalf("completion %s: exit %d, %s", sh, code, errOut)
+		}
+		for _, want := range []string{"journal", "cleanup", "allow-private", "verdict"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("completion %s: no %q", sh, want)
+			}
+		}
+	}
+}
