@@ -102,12 +102,26 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 	c, age := s.cache.get(key, p, now)
 	var dropped []netip.Addr
 	if c == nil {
-		f, err := s.lookup(ctx, d, qtype)
+		f, server, err := s.lookup(ctx, d, qtype)
 		if err != nil {
-			ev.Reason, ev.Detail = journal.ReasonUpstreamFailed, err.Error()
+			// The gateway failed to resolve a name the policy allowed:
+			// an error of the gateway's, not a refusal.
+			s.errorUpstream(d, qtype, err)
+			ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonUpstreamFailed, err.Error()
+			return servfail(req, ev)
+		}
+		t := trouble(qtype, f)
+		if warns(qtype, t) {
+			s.warnUnresolved(d, qtype, server, t)
+		}
+		if rcode := f.msg.Rcode; rcode != dns.RcodeSuccess && rcode != dns.RcodeNameError {
+			ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonUpstreamFailed, server+" answered "+t
 			return servfail(req, ev)
 		}
 		c, dropped = f.cached, f.dropped
+		if t != "" {
+			c.note = server + " answered " + t
+		}
 		c.stored, c.policy = now, p
 		s.cache.put(key, c)
 	}
@@ -143,7 +157,7 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 	m.Rcode = c.msg.Rcode
 	m.Answer = ageRRs(c.msg.Answer, age)
 	m.Ns = ageRRs(c.msg.Ns, age)
-	ev.Kind, ev.Reason, ev.Addrs = journal.Allowed, journal.ReasonAllowed, c.addrs
+	ev.Kind, ev.Reason, ev.Addrs, ev.Detail = journal.Allowed, journal.ReasonAllowed, c.addrs, c.note
 	if len(dropped) > 0 {
 		// Released without some of its addresses: a notice, not a refusal.
 		ev.Kind, ev.Reason, ev.Addrs = journal.Dropped, journal.ReasonAddrsDropped, dropped
@@ -177,23 +191,22 @@ func servfail(req *dns.Msg, ev journal.Event) outcome {
 }
 
 // lookup asks the upstream with a query of our own making and filters the
-// answer down to what the agent may see, saying what it dropped.
-func (s *Server) lookup(ctx context.Context, d policy.Decision, qtype uint16) (filtered, error) {
+// answer, of any rcode, down to what the agent may see, saying what it
+// dropped and which server answered. An error means that no server gave
+// an answer to the question.
+func (s *Server) lookup(ctx context.Context, d policy.Decision, qtype uint16) (filtered, string, error) {
 	q := new(dns.Msg)
 	q.SetQuestion(dns.Fqdn(d.Name), qtype)
 	q.RecursionDesired = true
 	q.SetEdns0(1232, false) // no options from the agent ever travel upstream
-	r, err := s.cfg.Upstream.Exchange(ctx, q)
+	r, server, err := s.cfg.Upstream.Exchange(ctx, q)
 	if err != nil {
-		return filtered{}, err
+		return filtered{}, "", err
 	}
 	if err := matches(q, r); err != nil {
-		return filtered{}, err
+		return filtered{}, "", &UpstreamError{Failures: []ServerFailure{{Server: server, Err: err}}}
 	}
-	if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
-		return filtered{}, fmt.Errorf("upstream answered %s", dns.RcodeToString[r.Rcode])
-	}
-	return s.filterAnswer(d, qtype, r), nil
+	return s.filterAnswer(d, qtype, r), server, nil
 }
 
 type filtered struct {

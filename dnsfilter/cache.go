@@ -26,6 +26,9 @@ type cached struct {
 	addrs  []netip.Addr
 	stored time.Time
 	ttl    time.Duration // how long msg may be served
+	// note says what the upstream answered when that gives the agent
+	// nothing ("198.51.100.53:53 answered NXDOMAIN"), for the journal.
+	note string
 }
 
 // cache holds filtered answers for at most max keys. When full, an

@@ -26,15 +26,18 @@ type fakeUpstream struct {
 	err   error
 }
 
-func (f *fakeUpstream) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, error) {
+// fakeServer is the server fakeUpstream says it is.
+const fakeServer = "198.51.100.53:53"
+
+func (f *fakeUpstream) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.asked = append(f.asked, q.Question[0].Name+" "+dns.TypeToString[q.Question[0].Qtype])
 	if f.err != nil {
-		return nil, f.err
+		return nil, "", f.err
 	}
 	if f.raw != nil {
-		return f.raw(q), nil
+		return f.raw(q), fakeServer, nil
 	}
 	r := new(dns.Msg)
 	r.SetReply(q)
@@ -49,7 +52,7 @@ func (f *fakeUpstream) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, error)
 		}
 		r.Answer = append(r.Answer, rr)
 	}
-	return r, nil
+	return r, fakeServer, nil
 }
 
 func (f *fakeUpstream) questions() []string {

@@ -38,7 +38,7 @@ type blockingUpstream struct {
 	release chan struct{}
 }
 
-func (b *blockingUpstream) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, error) {
+func (b *blockingUpstream) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, string, error) {
 	b.asked <- struct{}{}
 	<-b.release
 	return b.Upstream.Exchange(ctx, q)

@@ -84,7 +84,9 @@ type Config struct {
 	MinTTL, MaxTTL time.Duration
 	// CacheSize bounds the answer cache; negative disables it.
 	CacheSize int
-	// Log reports errors that are not decisions.
+	// Log reports what is not a decision: errors, and warnings about
+	// allowed names that do not resolve (at most one per name and kind
+	// of trouble in a few minutes).
 	Log *slog.Logger
 }
 
@@ -102,6 +104,9 @@ type Server struct {
 	cache *cache
 	// budgets bounds the new names asked under each wildcard entry.
 	budgets *nameBudgets
+	// notices rate-limits the log lines about allowed names that do not
+	// resolve and about upstream failures.
+	notices *notices
 	now     func() time.Time
 
 	mu       sync.Mutex
@@ -136,7 +141,7 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, cache: newCache(size), budgets: newNameBudgets(), now: time.Now, failed: make(chan error, 1)}
+	s := &Server{cfg: cfg, cache: newCache(size), budgets: newNameBudgets(), notices: newNotices(), now: time.Now, failed: make(chan error, 1)}
 	s.policy.Store(p)
 	return s, nil
 }

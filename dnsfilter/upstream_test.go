@@ -46,7 +46,7 @@ func TestForwarderRetriesTruncatedOverTCP(t *testing.T) {
 	defer f.Close()
 	q := new(dns.Msg)
 	q.SetQuestion("big.test.", dns.TypeA)
-	r, err := f.Exchange(context.Background(), q)
+	r, _, err := f.Exchange(context.Background(), q)
 	if err != nil || len(r.Answer) != 1 {
 		t.Fatalf("got %v, %v; want the TCP answer", r, err)
 	}
@@ -71,13 +71,13 @@ func TestForwarderRejectsMismatchAndFailsOver(t *testing.T) {
 	q := new(dns.Msg)
 	q.SetQuestion("a.test.", dns.TypeA)
 	for range 3 { // again on reused sockets
-		r, err := f.Exchange(context.Background(), q)
-		if err != nil || r.Answer[0].(*dns.A).A.String() != "198.18.2.10" {
+		r, server, err := f.Exchange(context.Background(), q)
+		if err != nil || r.Answer[0].(*dns.A).A.String() != "198.18.2.10" || server != good {
 			t.Fatalf("got %v, %v; want the second server's matching answer", r, err)
 		}
 	}
 	f2 := &Forwarder{Servers: []string{bad}, Timeout: time.Second}
-	if _, err := f2.Exchange(context.Background(), q); err == nil {
+	if _, _, err := f2.Exchange(context.Background(), q); err == nil {
 		t.Fatal("a mismatched answer was accepted")
 	}
 }

@@ -91,6 +91,7 @@ func New(cfg Config) (g *Gateway, err error) {
 			}
 		}
 	}()
+	reportUpstreams := g.probeUpstreams() // meanwhile, so that start waits for it the least
 	for _, step := range []func() error{
 		g.claimState, g.startJournal, g.createAgent, g.listen, g.installFirewall,
 		g.forgetEarlierFlows, g.enableForwarding, g.startJournalReader, g.startServers,
@@ -99,6 +100,7 @@ func New(cfg Config) (g *Gateway, err error) {
 			return g, err
 		}
 	}
+	reportUpstreams()
 	p := cfg.Policy
 	g.log.Info("gateway ready", "agent", cfg.Name, "iface", g.state.Iface, "table", g.state.Table, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
 	return g, nil

@@ -44,4 +44,3 @@ func TestSummaryBounded(t *testing.T) {
 		t.Errorf("Line(2) = %q, want the rest counted", got)
 	}
 }
-

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sluicegw/sluice/policy"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/golden from what the commands print")
@@ -186,6 +188,32 @@ func TestCompletion(t *testing.T) {
 			if !strings.Contains(out, want) {
 				t.Errorf("completion %s: no %q", sh, want)
 			}
+		}
+	}
+}
+
+// TestREADMEListsFlagsAndRisks: every flag of sluice run has a row in the
+// README's flags table, and every warning an entry can accept is named.
+func TestREADMEListsFlagsAndRisks(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	_, table, _ := strings.Cut(readme, "## sluice run flags")
+	table, _, _ = strings.Cut(table, "\n## ")
+	runFlags(&runOptions{}).VisitAll(func(f *flag.Flag) {
+		dash := "--"
+		if len(f.Name) == 1 {
+			dash = "-"
+		}
+		if !strings.Contains(table, "`"+dash+f.Name) {
+			t.Errorf("README's flags table lacks %s%s", dash, f.Name)
+		}
+	})
+	for _, r := range policy.Risks {
+		if !strings.Contains(readme, "| `"+r+"` |") {
+			t.Errorf("README does not name the warning %s", r)
 		}
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // logFormat picks how sluice logs: JSON when asked, a short human form
@@ -32,8 +30,10 @@ func isTerminal(w io.Writer) bool {
 	if !ok {
 		return false
 	}
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
+	// A character device on stderr is a terminal in practice (or
+	// /dev/null, where the format does not matter).
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 func newHandler(w io.Writer, format string, level slog.Level) slog.Handler {

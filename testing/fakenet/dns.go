@@ -21,10 +21,11 @@ import (
 // rewritten. Names under SynthZone get one A record each, a distinct
 // address in SynthNet derived from the name. It records every question.
 type DNS struct {
-	mu    sync.Mutex
-	zone  map[string][]dns.RR
-	asked []string
-	srvs  []*dns.Server
+	mu     sync.Mutex
+	zone   map[string][]dns.RR
+	rcodes map[string]int // names answered with an rcode alone (SetRcode)
+	asked  []string
+	srvs   []*dns.Server
 }
 
 // SynthZone and SynthNet: every name under the zone answers with its own
@@ -53,6 +54,18 @@ func NewDNS(rrs ...string) *DNS {
 		d.zone[name] = append(d.zone[name], rr)
 	}
 	return d
+}
+
+// SetRcode makes the server answer every question about name (fully
+// qualified) with rcode and no records, as a failing resolver does
+// (SERVFAIL, REFUSED).
+func (d *DNS) SetRcode(name string, rcode int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.rcodes == nil {
+		d.rcodes = map[string]int{}
+	}
+	d.rcodes[strings.ToLower(name)] = rcode
 }
 
 // Serve answers on pc and ln until Close.
@@ -110,6 +123,7 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	name := strings.ToLower(q.Name)
 	d.mu.Lock()
 	d.asked = append(d.asked, strings.TrimSuffix(name, ".")+" "+dns.TypeToString[q.Qtype])
+	rcode, failing := d.rcodes[name]
 	rrs, ok := d.zone[name]
 	if !ok {
 		if i := strings.IndexByte(name, '.'); i >= 0 {
@@ -117,6 +131,11 @@ func (d *DNS) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		}
 	}
 	d.mu.Unlock()
+	if failing {
+		m.Rcode = rcode
+		_ = w.WriteMsg(m)
+		return
+	}
 	if dns.IsSubDomain(SynthZone, name) && name != SynthZone {
 		if q.Qtype == dns.TypeA {
 			m.Answer = []dns.RR{&dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 300}, A: synthAddr(name)}}
