@@ -135,7 +135,8 @@ func (g *Gateway) claimState() error {
 		g.net6 = st.Nets[1]
 	}
 	g.cleanup = append(g.cleanup, st.Release)
-	return nil
+	// For `sluice status`: the policy at start (a reload does not update it).
+	return st.SetPolicy(g.cfg.Policy.Hash())
 }
 
 // journalBatch bounds a batch of the journal: the writer goroutine
@@ -386,6 +387,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 // it. If a part of the gateway fails meanwhile, the agent is killed and
 // the failure returned.
 func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan os.Signal) (int, error) {
+	if err := g.state.SetCommand(args); err != nil { // for `sluice status`
+		return 0, err
+	}
 	resolv := fmt.Sprintf("%s/%s.resolv.conf", g.state.Dir(), g.state.Iface)
 	if err := g.state.WriteFile(resolv, []byte("nameserver "+g.agent.Gateway.String()+"\noptions edns0\n")); err != nil {
 		return 0, err

@@ -94,6 +94,9 @@ func (g *Gateway) setPolicy(p *policy.Policy, reason journal.Reason, who string)
 			err = g.fw.ForgetPrefixFlows(oldPrefixes, p.Prefixes())
 		}
 	})
+	if serr := g.state.SetPolicy(p.Hash()); serr != nil { // for `sluice status`; the run goes on
+		g.log.Warn("could not record the new policy's hash for sluice status", "err", serr)
+	}
 	g.log.Info("policy reloaded", "old", old.Hash(), "new", p.Hash(), "entries", len(p.Entries()),
 		"revoked_addresses", revoked, "cut_connections", cut, "took", time.Since(start).Round(time.Microsecond))
 	g.journal.Record(journal.Event{Time: time.Now(), Agent: g.cfg.Name, Layer: journal.LayerPolicy, Kind: journal.Changed,

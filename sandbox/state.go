@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -106,6 +107,19 @@ type State struct {
 	// Files are files the run created, removed by the next start if the
 	// run could not.
 	Files []string `json:"files,omitempty"`
+	// What `sluice status` shows of the run. Records written before these
+	// were added lack them, and read and undo the same.
+	//
+	// Command is the agent's command line, PolicyHash the hash of the
+	// policy in force at start, Started when the run claimed its slot.
+	Command    []string  `json:"command,omitempty"`
+	PolicyHash string    `json:"policy_hash,omitempty"`
+	Started    time.Time `json:"started,omitzero"`
+	// NetNS names the gateway namespace (under /run/netns) when it had a
+	// name, and NetNSInode is its inode: where to look for the namespace
+	// whose cookie the record's file name holds (see openNetNS).
+	NetNS      string `json:"netns,omitempty"`
+	NetNSInode uint64 `json:"netns_inode,omitempty"`
 
 	path string
 	ns   *namespace
@@ -130,6 +144,8 @@ type namespace struct {
 	cfg    StateConfig
 	dir    string
 	prefix string // of every record of the namespace
+	cookie uint64
+	inode  uint64 // 0 when unknown
 }
 
 // Claim records this process as an agent of the current network
@@ -163,6 +179,7 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 			}
 		}
 		s = &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot,
+			Started: time.Now(), NetNS: netnsName(ns.inode), NetNSInode: ns.inode,
 			path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
 		return s.save()
 	})
@@ -197,7 +214,13 @@ func openNamespace(cfg StateConfig) (*namespace, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &namespace{cfg: cfg, dir: dir, prefix: filepath.Join(dir, fmt.Sprintf("netns-%d-", cookie))}, nil
+	ns := newNamespace(cfg, dir, cookie)
+	ns.inode = netnsInode("/proc/thread-self/ns/net")
+	return ns, nil
+}
+
+func newNamespace(cfg StateConfig, dir string, cookie uint64) *namespace {
+	return &namespace{cfg: cfg, dir: dir, prefix: filepath.Join(dir, fmt.Sprintf("netns-%d-", cookie)), cookie: cookie}
 }
 
 // locked runs f holding the lock of the records. It is one lock for every
@@ -251,7 +274,7 @@ func (ns *namespace) recover() ([]string, []Holder, error) {
 			held = append(held, Holder{Slot: s.Slot, PID: s.PID})
 			continue
 		}
-		d, err := s.undo()
+		d, err := s.undo(true)
 		done = append(done, d...)
 		if err != nil {
 			done = append(done, err.Error())
@@ -305,12 +328,19 @@ func readState(path string) (*State, error) {
 // the dead run's agent is by design still running (cut off by the table),
 // and with the table gone before the link it would forward anything,
 // anywhere, unfiltered. Its hold on forwarding goes with its record.
-func (s *State) undo() ([]string, error) {
+//
+// With kernel false, the run's gateway namespace is gone, and its link and
+// table went with it: a link of that name here would be another's, so only
+// the agent, the files and the record are left to remove.
+func (s *State) undo(kernel bool) ([]string, error) {
 	var done []string
 	if s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
 		if syscall.Kill(s.AgentPID, syscall.SIGKILL) == nil {
 			done = append(done, fmt.Sprintf("killed the agent %s (pid %d)", s.Name, s.AgentPID))
 		}
+	}
+	if !kernel {
+		return append(done, s.removeFiles()...), nil
 	}
 	if s.Iface != "" {
 		existed, err := DeleteLink(s.Iface)
@@ -329,13 +359,21 @@ func (s *State) undo() ([]string, error) {
 			done = append(done, "removed table inet "+s.Table)
 		}
 	}
+	return append(done, s.removeFiles()...), nil
+}
+
+// removeFiles removes the run's files and then its record.
+func (s *State) removeFiles() []string {
+	var done []string
 	for _, f := range s.Files {
 		if os.Remove(f) == nil {
 			done = append(done, "removed "+f)
 		}
 	}
-	_ = os.Remove(s.path)
-	return done, nil
+	if os.Remove(s.path) == nil {
+		done = append(done, fmt.Sprintf("removed the record of agent %s (pid %d): %s", s.Name, s.PID, s.path))
+	}
+	return done
 }
 
 // settleForwarding makes the guard and the forwarding settings match the
@@ -427,6 +465,22 @@ func (s *State) SetAgent(pid int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.AgentPID, s.AgentStart = pid, processStart(pid)
+	return s.save()
+}
+
+// SetCommand records the agent's command line, for `sluice status`.
+func (s *State) SetCommand(args []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Command = slices.Clone(args)
+	return s.save()
+}
+
+// SetPolicy records the hash of the policy in force, for `sluice status`.
+func (s *State) SetPolicy(hash string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.PolicyHash = hash
 	return s.save()
 }
 
