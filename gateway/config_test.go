@@ -141,6 +141,17 @@ func TestPolicySourceFlags(t *testing.T) {
 	if _, _, err := (PolicySource{Allow: []string{"a.test"}, Accept: []string{"everything"}}).Load(); err == nil || !strings.Contains(err.Error(), "--accept everything: unknown warning") {
 		t.Errorf("--accept everything: %v", err)
 	}
+	// An entry with git rules takes no port from --allow: on it the rules
+	// would not be checked. A port it has already is no change.
+	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: github.com\n    git: {fetch: ['*']}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (PolicySource{File: file, Allow: []string{"github.com:8443"}}).Load(); err == nil || !strings.Contains(err.Error(), "has git or http rules at "+file+":3, which are not checked on port 8443") {
+		t.Errorf("--allow github.com:8443 onto an entry with rules: %v", err)
+	}
+	if p, _, err := (PolicySource{File: file, Allow: []string{"github.com:443"}}).Load(); err != nil || len(p.Entries()) != 1 {
+		t.Errorf("--allow github.com:443 onto an entry with rules: %v", err)
+	}
 	if err := os.WriteFile(file, []byte("version: 1\nallow:\n  - host: gitlab.com\n  - host: \"*\"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

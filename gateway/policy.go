@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -71,7 +72,13 @@ func (s PolicySource) Load() (*policy.Policy, []policy.Warning, error) {
 				continue
 			}
 			e.Accept = slices.Clone(s.Accept)
-			entries = mergeFlag(entries, e)
+			merged, err := mergeFlag(entries, e)
+			var pe policy.Error
+			if errors.As(err, &pe) {
+				errs = append(errs, pe)
+				continue
+			}
+			entries = merged
 		}
 	}
 	flags(s.Allow, false)
@@ -101,11 +108,20 @@ func (s PolicySource) Load() (*policy.Policy, []policy.Warning, error) {
 // flag was --allow-private), as a new entry otherwise. A person who runs
 // --allow api.github.com:8443 beside a file that lists api.github.com
 // means one more port, not a conflict.
-func mergeFlag(entries []policy.Entry, e policy.Entry) []policy.Entry {
+func mergeFlag(entries []policy.Entry, e policy.Entry) ([]policy.Entry, error) {
 	for i := range entries {
 		old := &entries[i]
 		if old.Host != e.Host || old.Prefix != e.Prefix {
 			continue
+		}
+		if old.Inspected() {
+			for _, port := range e.Ports {
+				if !slices.Contains(old.Ports, port) {
+					return entries, policy.Error{Source: e.Source, Msg: fmt.Sprintf(
+						"%s has git or http rules at %s, which are not checked on port %d; add %d to that entry's tls_ports (or http_ports) instead",
+						old.Host, old.Source, port, port)}
+				}
+			}
 		}
 		ports := slices.Concat(old.Ports, e.Ports)
 		slices.Sort(ports)
@@ -119,9 +135,9 @@ func mergeFlag(entries []policy.Entry, e policy.Entry) []policy.Entry {
 		if !strings.Contains(old.Source, e.Source) {
 			old.Source += ", " + e.Source
 		}
-		return entries
+		return entries, nil
 	}
-	return append(entries, e)
+	return append(entries, e), nil
 }
 
 // stdinPolicy holds standard input once read: a policy given as "-" is

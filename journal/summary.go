@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -95,7 +96,7 @@ func (s *Summary) Line(top int) string {
 		if i == top {
 			break
 		}
-		part := g.what
+		part := printable(g.what)
 		if g.n > 1 {
 			part += fmt.Sprintf(" ×%d", g.n)
 		}
@@ -106,4 +107,16 @@ func (s *Summary) Line(top int) string {
 		parts = append(parts, fmt.Sprintf("%d more", s.total-shown))
 	}
 	return fmt.Sprintf("%d refused — %s", s.total, strings.Join(parts, ", "))
+}
+
+// printable quotes s when it holds a rune that is not printable (a
+// control, a bidirectional override): the summary goes to a person's
+// terminal, and the names in it are the agent's.
+func printable(s string) string {
+	for _, r := range s {
+		if !strconv.IsPrint(r) && r != ' ' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }

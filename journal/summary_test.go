@@ -44,3 +44,14 @@ func TestSummaryBounded(t *testing.T) {
 		t.Errorf("Line(2) = %q, want the rest counted", got)
 	}
 }
+
+// TestSummaryEscapes: a name that would drive the terminal (a C1 control,
+// a right-to-left override) reaches the summary escaped.
+func TestSummaryEscapes(t *testing.T) {
+	var s Summary
+	_ = s.WriteEvents([]Event{{Kind: Refused, Layer: LayerHTTP, Name: "a\u009b2Jb\u202eevil", Reason: "host_not_allowed"}})
+	got := s.Line(5)
+	if strings.ContainsAny(got, "\u009b\u202e") || !strings.Contains(got, `\u202e`) {
+		t.Errorf("Line = %q, want the controls escaped", got)
+	}
+}

@@ -111,7 +111,9 @@ func Lint(p *Policy) []Warning {
 					break
 				}
 			}
-			if e.Private && !LocalName(base) {
+			if e.Private && LocalName(base) {
+				warn(RiskPrivateWildcard, "%s is a wildcard over local names with private: true: any device that can register a name under it (a DHCP client, a cloud's internal DNS) becomes reachable; list the exact names if you can", e.Host)
+			} else if e.Private {
 				warn(RiskPrivateWildcard, "%s is a wildcard with private: true: any name under it may point into your internal network; list the exact names if you can", e.Host)
 			}
 			if e.NameBudget() == 0 {

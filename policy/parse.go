@@ -78,6 +78,11 @@ func ParsePartial(name string, data []byte) ([]Entry, error) {
 // yamlLine finds the line in a yaml.v3 syntax error ("yaml: line 3: ...").
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
+// leadingSpace is the indentation of a line (including a list's "- ").
+func leadingSpace(line string) string {
+	return line[:len(line)-len(strings.TrimLeft(line, " \t-"))]
+}
+
 // yamlError turns a YAML syntax error into one located by file:line, in
 // words that say what to write instead where the cause is a common one.
 func yamlError(name string, data []byte, err error) Error {
@@ -91,7 +96,7 @@ func yamlError(name string, data []byte, err error) Error {
 	// yaml.v3 reports some errors on the line after the culprit; a tab
 	// anywhere near is almost always the cause.
 	for _, n := range []int{line, line - 1, line + 1} {
-		if n >= 1 && n <= len(lines) && strings.Contains(lines[n-1], "\t") {
+		if n >= 1 && n <= len(lines) && strings.Contains(leadingSpace(lines[n-1]), "\t") {
 			return Error{Source: fmt.Sprintf("%s:%d", name, n),
 				Msg: "a tab character: YAML indents with spaces only; replace the tab with spaces"}
 		}
@@ -268,6 +273,13 @@ func (p *parser) entry(n *yaml.Node, path string) (Entry, bool) {
 	if e.Inspected() && (e.Host == "" || e.Wildcard()) {
 		p.fail(n, path, "git and http rules need one exact host: sluice terminates that host's TLS, and only that host's")
 	}
+	if e.Inspected() && portsNode != nil {
+		for _, port := range e.Ports {
+			if port != 80 && port != 443 && !slices.Contains(e.TLSPorts, port) && !slices.Contains(e.HTTPPorts, port) {
+				p.fail(portsNode, path+".ports", "port %d: git and http rules are checked on 443, 80 and the entry's tls_ports and http_ports only, so on %d they would pass unchecked; list it in tls_ports (or http_ports)", port, port)
+			}
+		}
+	}
 	for _, port := range e.TLSPorts {
 		if slices.Contains(e.HTTPPorts, port) {
 			p.fail(n, path, "port %d is listed both in tls_ports and in http_ports", port)
@@ -322,7 +334,7 @@ func (p *parser) accept(n *yaml.Node, path string) []string {
 
 // acceptComment is the comment form of accept: "# sluice: accept RISK[, RISK]"
 // before the entry or at the end of one of its lines.
-var acceptComment = regexp.MustCompile(`sluice:\s*accept\s+([a-z0-9, -]+)`)
+var acceptComment = regexp.MustCompile(`(?m)^#\s*sluice:\s*accept\s+([a-z0-9, -]+)$`)
 
 // acceptComments adds the warnings that comments on the entry accept.
 func (p *parser) acceptComments(e *Entry, n *yaml.Node, path string) {
@@ -505,6 +517,15 @@ func ParseAllow(s string, private bool) (Entry, error) {
 	} else if strings.Count(s, ":") > 1 && !isAddr(s) && !strings.Contains(s, "/") {
 		return fail("too many ':'; write HOST:PORT or HOST:PORT,PORT, and an IPv6 address in brackets, as in [2001:db8::1]:443")
 	}
+	if strings.Contains(target, ",") {
+		return fail("one host per value; repeat %s for each host", flagName)
+	}
+	if strings.HasSuffix(s, ":") && portStr == "" {
+		return fail("no port after ':'; write %s or %s:443", strings.TrimSuffix(s, ":"), strings.TrimSuffix(s, ":"))
+	}
+	if i := strings.Index(portStr, "/"); i >= 0 {
+		return fail("%q is a path: sluice allows hosts and ports, not paths; give %s %s:%s (a path rule is an http rule in a policy file)", portStr[i:], flagName, target, portStr[:i])
+	}
 	if host, path, ok := strings.Cut(target, "/"); ok && !isAddr(host) {
 		return fail("%q is a path: sluice allows hosts and ports, not paths; give %s %s (a path rule is an http rule in a policy file)", "/"+path, flagName, host)
 	}
@@ -514,7 +535,10 @@ func ParseAllow(s string, private bool) (Entry, error) {
 		for _, ps := range strings.Split(portStr, ",") {
 			port, err := checkPort(strings.TrimSpace(ps))
 			if err != nil {
-				return fail("%v; several ports go in one value, as in %s:80,443", err, target)
+				if strings.Contains(portStr, ",") {
+					return fail("%v; several ports go in one value, as in %s:80,443", err, target)
+				}
+				return fail("%v", err)
 			}
 			e.Ports = append(e.Ports, port)
 		}
@@ -531,6 +555,9 @@ func ParseAllow(s string, private bool) (Entry, error) {
 			return fail("%s", msg)
 		}
 		if portStr == "" {
+			if pfx.Addr().Is6() {
+				return fail("an address needs a port; an IPv6 address goes in brackets, as in [%s]:443", target)
+			}
 			return fail("an address needs a port, as in 198.51.100.7:22")
 		}
 		e.Prefix = pfx

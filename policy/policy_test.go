@@ -224,6 +224,11 @@ func TestParseAllowFlag(t *testing.T) {
 		{in: "api.github.com:443,80,443", host: "api.github.com", ports: []uint16{80, 443}},
 		{in: "198.51.100.7:22,2222", prefix: "198.51.100.7/32", ports: []uint16{22, 2222}},
 		{in: "api.github.com:80,x", wantErr: "several ports go in one value, as in api.github.com:80,443"},
+		{in: "x.test:", wantErr: "no port after ':'; write x.test or x.test:443"},
+		{in: "x.test:0", wantErr: "port \"0\" is not a number from 1 to 65535"},
+		{in: "a.test:443/x", wantErr: "\"/x\" is a path: sluice allows hosts and ports, not paths; give --allow a.test:443"},
+		{in: "x.test,y.test", wantErr: "one host per value; repeat --allow for each host"},
+		{in: "2001:db8::1", wantErr: "an IPv6 address goes in brackets, as in [2001:db8::1]:443"},
 		{in: "https://example.test/", wantErr: "a URL; give the host (and ports), as in --allow example.test"},
 		{in: "https://user@example.test:8443/x", wantErr: "as in --allow example.test:8443"},
 		{in: "example.test/path", wantErr: "\"/path\" is a path: sluice allows hosts and ports, not paths; give --allow example.test"},
@@ -285,9 +290,15 @@ func TestHomelabWildcards(t *testing.T) {
 	if d := p.MatchNamePort("home.arpa", 443); d.Allow {
 		t.Errorf("the apex home.arpa is allowed by a wildcard")
 	}
-	// A homelab wildcard is private by its nature: no private-wildcard warning.
+	// Any device that registers a name under a homelab wildcard becomes
+	// reachable: warned, and acceptable.
 	for _, w := range Lint(p) {
-		t.Errorf("unexpected warning: %s", w)
+		if w.Risk != RiskPrivateWildcard || !strings.Contains(w.Msg, "wildcard over local names") {
+			t.Errorf("unexpected warning: %s", w)
+		}
+	}
+	if n := len(Lint(p)); n != 4 {
+		t.Errorf("%d warnings, want one for each wildcard", n)
 	}
 }
 
@@ -303,6 +314,7 @@ allow:
     ports: [22, 443]
   - host: "*.dev.example.com"
     private: true
+  - host: huggingface.co   # we don't sluice: accept git-push-risk here
 `
 	entries, err := ParseFile("a.yaml", []byte(doc))
 	if err != nil {
@@ -320,7 +332,7 @@ allow:
 		}
 	}
 	slices.Sort(got)
-	want := []string{"a.yaml:10 private-wildcard", "a.yaml:3 git-push-risk"}
+	want := []string{"a.yaml:10 private-wildcard", "a.yaml:12 git-push-risk", "a.yaml:3 git-push-risk"}
 	if !slices.Equal(got, want) {
 		t.Errorf("warnings %q, want %q", got, want)
 	}
@@ -572,6 +584,7 @@ allow:
 		{"  - host: api.github.com\n    http:\n      - methods: [GET]\n        paths: ['/x/../y']\n", "allow[0].http[0].paths[0]"},
 		{"  - host: api.github.com\n    http:\n      - methods: [GET]\n", "allow[0].http[0]: an http rule needs methods and paths"},
 		{"  - cidr: 198.51.100.0/24\n    ports: [443]\n    http:\n      - methods: [GET]\n        paths: ['/']\n", "git and http rules need one exact host"},
+		{"  - host: github.com\n    ports: [443, 8443]\n    git: {fetch: ['*']}\n", "allow[0].ports: port 8443: git and http rules are checked on 443, 80 and the entry's tls_ports"},
 	} {
 		entries, err := ParseFile("b.yaml", []byte("version: 1\nallow:\n"+tc.yaml))
 		if err == nil {

@@ -4,8 +4,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -33,6 +37,9 @@ type CleanupConfig struct {
 // are gone, are reported in the error and left as they are.
 func Cleanup(cfg CleanupConfig) ([]string, error) {
 	dir := cmp.Or(cfg.Dir, DefaultStateDir)
+	if err := trustedDir(dir); err != nil {
+		return nil, err
+	}
 	runs, err := Runs(dir)
 	var errs []error
 	if err != nil {
@@ -196,4 +203,40 @@ func forwardingLeftovers(ns *namespace, runs []Run) []string {
 		out = append(out, "would restore "+sc.Path+"="+sc.Value+" (if changed)")
 	}
 	return out
+}
+
+// trustedDir refuses a state directory that someone other than root could
+// have written records into: cleanup kills the processes, removes the
+// links, tables and files that records name, as root, so a planted
+// record must not be taken for sluice's. The directory and each record
+// in it must be root's and writable by no one else.
+func trustedDir(dir string) error {
+	check := func(path string) error {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(path, &st); err != nil {
+			return err
+		}
+		if st.Uid != 0 || st.Mode&0o022 != 0 || st.Mode&syscall.S_IFMT == syscall.S_IFLNK {
+			return fmt.Errorf("%s is not root's alone (owner %d, mode %o): cleanup acts only on records no one but root could have written", path, st.Uid, st.Mode&0o7777)
+		}
+		return nil
+	}
+	if err := check(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // no records: nothing to do
+		}
+		return err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".json") {
+			if err := check(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
@@ -176,10 +177,50 @@ func TestClosestFlag(t *testing.T) {
 	}
 }
 
-// TestCompletion: each shell's script names every command and the flags
-// of run, and bash's parses.
+// TestCompletion: bash completes commands, subcommands and flags, leaves
+// file arguments and flag values to file completion, and completes the
+// command after run's "--"; zsh and fish name every command.
 func TestCompletion(t *testing.T) {
-	for _, sh := range []string{"bash", "zsh", "fish"} {
+	code, script, errOut := sluice(t, "completion", "bash")
+	if code != 0 || errOut != "" {
+		t.Fatalf("completion bash: exit %d, %s", code, errOut)
+	}
+	file := filepath.Join(t.TempDir(), "sluice.bash")
+	writeFile(t, file, script)
+	for _, tc := range []struct {
+		words string // COMP_WORDS, the last one being completed
+		want  string // COMPREPLY, joined by spaces
+	}{
+		{"sluice ''", "run check journal ui ca status cleanup completion version help"},
+		{"sluice ch", "check"},
+		{"sluice run --allow-p", "--allow-private"},
+		{"sluice run --policy ''", ""}, // a file: bash's default
+		{"sluice check ''", ""},        // files
+		{"sluice journal ''", "list verify export"},
+		{"sluice journal list --verd", "--verdict"},
+		{"sluice -v run --no-ipv6 --allow a.test -- shlv", ""},
+		{"sluice run --allow a.test -- true ''", ""}, // the command's own arguments
+		{"sluice completion ''", "bash zsh fish"},
+	} {
+		cmd := exec.Command("bash", "-c", fmt.Sprintf(`source %s; COMP_WORDS=(%s); COMP_CWORD=$((${#COMP_WORDS[@]} - 1)); _sluice; echo "${COMPREPLY[*]}"`, file, tc.words))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", tc.words, err, out)
+		}
+		got := strings.Fields(string(out))
+		want := strings.Fields(tc.want)
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("complete %s = %q, want %q", tc.words, got, want)
+		}
+	}
+	// After run's "--", the command: any command on PATH.
+	out, err := exec.Command("bash", "-c", fmt.Sprintf(`source %s; COMP_WORDS=(sluice run -- ba); COMP_CWORD=3; _sluice; echo "${COMPREPLY[*]}"`, file)).CombinedOutput()
+	if err != nil || !slices.Contains(strings.Fields(string(out)), "bash") {
+		t.Errorf("complete 'sluice run -- ba' = %q (%v), want bash among them", out, err)
+	}
+	for _, sh := range []string{"zsh", "fish"} {
 		code, out, errOut := sluice(t, "completion", sh)
 		if code != 0 || errOut != "" {
 			t.Fatalf("completion %s: exit %d, %s", sh, code, errOut)
@@ -187,6 +228,11 @@ func TestCompletion(t *testing.T) {
 		for _, want := range []string{"journal", "cleanup", "allow-private", "verdict"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("completion %s: no %q", sh, want)
+			}
+		}
+		if path, err := exec.LookPath(sh); err == nil {
+			if out, err := exec.Command(path, "-n", "-c", out).CombinedOutput(); err != nil {
+				t.Errorf("%s -n: %v\n%s", sh, err, out)
 			}
 		}
 	}

@@ -16,8 +16,8 @@ and flags.`,
 	examples: `  # bash: for this shell, or for every new one
   source <(sluice completion bash)
   sluice completion bash | sudo tee /etc/bash_completion.d/sluice
-  # zsh (with compinit), fish
-  sluice completion zsh > "${fpath[1]}/_sluice"
+  # zsh: in ~/.zshrc; fish: once
+  source <(sluice completion zsh)
   sluice completion fish > ~/.config/fish/completions/sluice.fish`,
 }
 
@@ -82,56 +82,106 @@ func completionCmd(args []string) error {
 		prefixes = append(prefixes, p)
 	}
 	sort.Strings(prefixes)
+	// Each prefix's words split into what may follow as an argument (a
+	// subcommand) and its flags: flags are offered only for a word that
+	// starts with '-', so that file arguments and flag values complete
+	// as files.
+	subs, flags := map[string][]string{}, map[string][]string{}
+	for _, p := range prefixes {
+		for _, w := range words[p] {
+			if strings.HasPrefix(w, "-") {
+				flags[p] = append(flags[p], w)
+			} else {
+				subs[p] = append(subs[p], w)
+			}
+		}
+	}
 	switch fs.Arg(0) {
 	case "bash", "zsh":
-		// zsh runs the bash script through bashcompinit: one script to keep
-		// true instead of two.
-		var b strings.Builder
-		if fs.Arg(0) == "zsh" {
-			b.WriteString("#compdef sluice\nautoload -U +X bashcompinit && bashcompinit\n")
-		}
-		b.WriteString("# sluice completion: source <(sluice completion " + fs.Arg(0) + ")\n")
-		b.WriteString("_sluice() {\n  local cur=${COMP_WORDS[COMP_CWORD]} key=\"\" w i\n")
-		b.WriteString("  for ((i = 1; i < COMP_CWORD; i++)); do\n    w=${COMP_WORDS[i]}\n")
-		b.WriteString("    [[ $w == -* ]] && continue\n")
-		b.WriteString("    case \"${key:+$key }$w\" in\n")
-		for _, p := range prefixes {
-			if p != "" {
-				fmt.Fprintf(&b, "      %q) key=%q ;;\n", p, p)
-			}
-		}
-		b.WriteString("      *) [[ $key == run ]] && { COMPREPLY=($(compgen -c -- \"$cur\")); return; } ;;\n")
-		b.WriteString("    esac\n  done\n  case \"$key\" in\n")
-		for _, p := range prefixes {
-			fmt.Fprintf(&b, "    %q) COMPREPLY=($(compgen -W %q -- \"$cur\")) ;;\n", p, strings.Join(words[p], " "))
-		}
-		b.WriteString("  esac\n}\ncomplete -o default -F _sluice sluice\n")
-		fmt.Fprint(stdout, b.String())
+		fmt.Fprint(stdout, bashCompletion(fs.Arg(0), prefixes, subs, flags))
 	case "fish":
-		var b strings.Builder
-		b.WriteString("# sluice completion: sluice completion fish > ~/.config/fish/completions/sluice.fish\ncomplete -c sluice -f\n")
-		for _, p := range prefixes {
-			cond := "__fish_use_subcommand"
-			if p != "" {
-				parts := strings.Fields(p)
-				cond = "__fish_seen_subcommand_from " + parts[0]
-				if len(parts) == 2 {
-					cond += "; and __fish_seen_subcommand_from " + parts[1]
-				}
-			}
-			for _, w := range words[p] {
-				if name, ok := strings.CutPrefix(w, "--"); ok {
-					fmt.Fprintf(&b, "complete -c sluice -n '%s' -l %s\n", cond, name)
-				} else if name, ok := strings.CutPrefix(w, "-"); ok {
-					fmt.Fprintf(&b, "complete -c sluice -n '%s' -s %s\n", cond, name)
-				} else {
-					fmt.Fprintf(&b, "complete -c sluice -n '%s' -a %s\n", cond, w)
-				}
-			}
-		}
-		fmt.Fprint(stdout, b.String())
+		fmt.Fprint(stdout, fishCompletion(prefixes, subs, flags))
 	default:
 		return usageError("completion", fmt.Sprintf("unknown shell %q: bash, zsh or fish", fs.Arg(0)))
 	}
 	return nil
+}
+
+// bashCompletion is the bash script; zsh runs the same one through
+// bashcompinit, one script to keep true instead of two.
+func bashCompletion(shell string, prefixes []string, subs, flags map[string][]string) string {
+	var b strings.Builder
+	if shell == "zsh" {
+		b.WriteString("# sluice completion for zsh: add to ~/.zshrc: source <(sluice completion zsh)\n")
+		b.WriteString("autoload -U +X compinit && compinit\nautoload -U +X bashcompinit && bashcompinit\n")
+	} else {
+		b.WriteString("# sluice completion for bash: source <(sluice completion bash)\n")
+	}
+	b.WriteString(`_sluice() {
+  local cur=${COMP_WORDS[COMP_CWORD]} key="" w i
+  COMPREPLY=()
+  for ((i = 1; i < COMP_CWORD; i++)); do
+    w=${COMP_WORDS[i]}
+    if [[ $key == run && $w == -- ]]; then
+      # COMMAND, then its own arguments (files, by default)
+      ((i == COMP_CWORD - 1)) && COMPREPLY=($(compgen -c -- "$cur"))
+      return
+    fi
+    [[ $w == -* ]] && continue
+    case "${key:+$key }$w" in
+`)
+	for _, p := range prefixes {
+		if p != "" && !strings.HasPrefix(p, "help") {
+			fmt.Fprintf(&b, "      %q) key=%q ;;\n", p, p)
+		}
+	}
+	b.WriteString("    esac\n  done\n  if [[ $cur == -* ]]; then\n    case \"$key\" in\n")
+	for _, p := range prefixes {
+		if len(flags[p]) > 0 {
+			fmt.Fprintf(&b, "      %q) COMPREPLY=($(compgen -W %q -- \"$cur\")) ;;\n", p, strings.Join(flags[p], " "))
+		}
+	}
+	b.WriteString("    esac\n  else\n    case \"$key\" in\n")
+	for _, p := range prefixes {
+		if len(subs[p]) > 0 {
+			fmt.Fprintf(&b, "      %q) COMPREPLY=($(compgen -W %q -- \"$cur\")) ;;\n", p, strings.Join(subs[p], " "))
+		}
+	}
+	b.WriteString("    esac\n  fi\n}\ncomplete -o default -F _sluice sluice\n")
+	return b.String()
+}
+
+// fishCompletion is the fish script. Files stay on offer wherever no
+// subcommand is expected (file arguments, flag values).
+func fishCompletion(prefixes []string, subs, flags map[string][]string) string {
+	var b strings.Builder
+	b.WriteString("# sluice completion for fish: sluice completion fish > ~/.config/fish/completions/sluice.fish\n")
+	cond := func(p string) string {
+		if p == "" {
+			return "__fish_use_subcommand"
+		}
+		parts := strings.Fields(p)
+		c := "__fish_seen_subcommand_from " + parts[0]
+		if len(parts) == 2 {
+			c += "; and __fish_seen_subcommand_from " + parts[1]
+		}
+		return c
+	}
+	for _, p := range prefixes {
+		if len(subs[p]) > 0 {
+			c := cond(p)
+			if p != "" {
+				c += "; and not __fish_seen_subcommand_from " + strings.Join(subs[p], " ")
+			}
+			fmt.Fprintf(&b, "complete -c sluice -n '%s' -f -a '%s'\n", c, strings.Join(subs[p], " "))
+		}
+		for _, w := range flags[p] {
+			if name, ok := strings.CutPrefix(w, "--"); ok {
+				fmt.Fprintf(&b, "complete -c sluice -n '%s' -l %s\n", cond(p), name)
+			} else {
+				fmt.Fprintf(&b, "complete -c sluice -n '%s' -o %s\n", cond(p), strings.TrimPrefix(w, "-"))
+			}
+		}
+	}
+	return b.String()
 }

@@ -34,11 +34,11 @@ var journalHelps = map[string]help{
 
 // journalCmd is `sluice journal list|verify|export`.
 func journalCmd(args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+	if len(args) == 0 {
+		return usageError("journal", "name a command: list, verify or export")
+	}
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		printHelp(stdout, nil, journalHelp)
-		if len(args) == 0 {
-			return exitError{2}
-		}
 		return errHelp
 	}
 	h, ok := journalHelps[args[0]]

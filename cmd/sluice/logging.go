@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -47,32 +48,39 @@ func newHandler(w io.Writer, format string, level slog.Level) slog.Handler {
 	return slog.NewTextHandler(w, opts)
 }
 
-// openLogFile opens --log-file for appending. A file sluice creates under
-// sudo belongs to the user who ran sudo, who asked for it; an existing
-// file keeps its owner, and a symbolic link is refused, so that the path
-// cannot aim root's writes at another file.
+// openLogFile opens --log-file for appending. The file stays root's
+// (0644: the person reads it without sudo): the command runs as the user
+// who ran sudo and must not be able to rewrite or empty the log. A
+// symbolic link, a FIFO, a device or a file with other names (hard links)
+// is refused, so that the path cannot aim root's writes elsewhere nor
+// hold the start forever. The file's directory should not be one the
+// agent can write, or the agent can remove the file (the log goes on
+// into the removed file).
 func openLogFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
-	if err == nil {
-		if uid, gid, ok := sudoIDs(); ok {
-			_ = f.Chown(uid, gid)
-		}
-		return f, nil
-	}
-	if !os.IsExist(err) {
-		return nil, fmt.Errorf("--log-file: %w", err)
-	}
-	f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
 	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("--log-file %s: a symbolic link; give the file's own path", path)
+		}
+		if errors.Is(err, syscall.ENXIO) { // a FIFO without a reader
+			return nil, fmt.Errorf("--log-file %s: not a regular file", path)
+		}
 		return nil, fmt.Errorf("--log-file: %w", err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--log-file: %w", err)
+	}
+	switch {
+	case st.Mode&syscall.S_IFMT != syscall.S_IFREG:
+		f.Close()
+		return nil, fmt.Errorf("--log-file %s: not a regular file", path)
+	case st.Nlink != 1:
+		f.Close()
+		return nil, fmt.Errorf("--log-file %s: the file has %d names (hard links); give a file of its own", path, st.Nlink)
 	}
 	return f, nil
-}
-
-func sudoIDs() (uid, gid int, ok bool) {
-	u, err1 := strconv.Atoi(os.Getenv("SUDO_UID"))
-	g, err2 := strconv.Atoi(os.Getenv("SUDO_GID"))
-	return u, g, err1 == nil && err2 == nil && os.Geteuid() == 0
 }
 
 // humanHandler writes one short line per record for a person at a
@@ -118,9 +126,7 @@ func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
 		b.WriteByte(' ')
 		b.WriteString(a.Key)
 		b.WriteByte('=')
-		if strings.ContainsAny(v, " \t\n\"=") {
-			v = strconv.Quote(v)
-		}
+		v = quoteValue(v)
 		b.WriteString(v)
 		return true
 	}
@@ -143,3 +149,16 @@ func (h *humanHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 // WithGroup flattens groups: sluice's log has none worth a prefix.
 func (h *humanHandler) WithGroup(string) slog.Handler { return h }
+
+// quoteValue quotes v when it has a space, a quote, '=' or any rune that
+// is not printable, so that what an agent sends (a Host header, a name)
+// cannot move the cursor, recolour or reverse the person's terminal: C1
+// controls and bidirectional overrides are escaped too.
+func quoteValue(v string) string {
+	for _, r := range v {
+		if r == ' ' || r == '"' || r == '=' || r == '\\' || !strconv.IsPrint(r) {
+			return strconv.Quote(v)
+		}
+	}
+	return v
+}

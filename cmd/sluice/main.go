@@ -89,7 +89,7 @@ func run(args []string) int {
 	case sandbox.InitArg:
 		return sandbox.Init(args[1:])
 	case "help", "-h", "--help":
-		if len(args) > 1 && name == "help" {
+		if len(args) > 1 && name == "help" && args[1] != "help" && args[1] != "-h" && args[1] != "--help" {
 			if c := lookup(args[1]); c != nil {
 				// `sluice help journal list` is `sluice journal list -h`.
 				err = c.run(append(args[2:], "-h"))

@@ -1,15 +1,16 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -137,6 +138,9 @@ func parseRunFlags(args []string) (*runOptions, error) {
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
+	if len(o.source.Accept) > 0 && len(o.source.Allow)+len(o.source.AllowPrivate) == 0 {
+		return nil, usageError("run", "--accept applies to --allow entries, and there are none; in a policy file, write 'accept: [RISK]' on the entry")
+	}
 	if o.source.File == "-" {
 		return nil, usageError("run", "--policy -: the command's standard input is its own; give the policy in a file")
 	}
@@ -204,14 +208,50 @@ func (o *runOptions) complete() error {
 	return nil
 }
 
-// newLogger makes sluice's log: on w (stderr or --log-file), in the
-// format logFormat picks.
-func newLogger(o *runOptions, w io.Writer) *slog.Logger {
+// newLogger makes sluice's log: on stderr, or in --log-file and, until
+// the command starts (see the returned func), its warnings and errors on
+// stderr too, so that a person who sent the log to a file still sees
+// what went wrong at start. Each in the format logFormat picks for it.
+func newLogger(o *runOptions) (log *slog.Logger, started func(), closeFile func(), err error) {
 	level := slog.LevelInfo
 	if o.verbose {
 		level = slog.LevelDebug
 	}
-	return slog.New(newHandler(w, logFormat(w, o.logJSON), level))
+	toStderr := newHandler(stderr, logFormat(stderr, o.logJSON), level)
+	if o.logFile == "" {
+		return slog.New(toStderr), func() {}, func() {}, nil
+	}
+	f, err := openLogFile(o.logFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	h := &startupTee{file: newHandler(f, logFormat(f, o.logJSON), level), stderr: toStderr, started: new(atomic.Bool)}
+	return slog.New(h), func() { h.started.Store(true) }, func() { f.Close() }, nil
+}
+
+// startupTee writes every record to the log file, and until started the
+// warnings and errors to stderr as well.
+type startupTee struct {
+	file, stderr slog.Handler
+	started      *atomic.Bool // shared by the tees WithAttrs makes
+}
+
+func (h *startupTee) Enabled(ctx context.Context, l slog.Level) bool { return h.file.Enabled(ctx, l) }
+
+func (h *startupTee) Handle(ctx context.Context, r slog.Record) error {
+	err := h.file.Handle(ctx, r)
+	if r.Level >= slog.LevelWarn && !h.started.Load() {
+		_ = h.stderr.Handle(ctx, r.Clone())
+	}
+	return err
+}
+
+func (h *startupTee) WithAttrs(as []slog.Attr) slog.Handler {
+	return &startupTee{file: h.file.WithAttrs(as), stderr: h.stderr.WithAttrs(as), started: h.started}
+}
+
+func (h *startupTee) WithGroup(name string) slog.Handler {
+	return &startupTee{file: h.file.WithGroup(name), stderr: h.stderr.WithGroup(name), started: h.started}
 }
 
 func runCmd(args []string) error {
@@ -223,25 +263,20 @@ func runCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	var logOut io.Writer = stderr
-	if o.logFile != "" {
-		f, err := openLogFile(o.logFile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		logOut = f
-	}
-	log := newLogger(o, logOut)
 	if len(p.Entries()) == 0 {
 		if m := misplacedFlags(o.command); len(m) > 0 {
-			fmt.Fprintf(stderr, "sluice run: warning: %s after the command %q go to the command, not to sluice, and the policy allows nothing; "+
-				"put sluice's flags before the command: sluice run %s -- %s\n", strings.Join(m, " "), o.command[0], strings.Join(m, " "), o.command[0])
+			fmt.Fprintf(stderr, "sluice run: warning: %s after the command go to the command, not to sluice, and the policy allows nothing; "+
+				"put sluice's flags, with their values, before the command: sluice run [flags] -- COMMAND [ARG...]\n", strings.Join(m, " "))
 		}
 	}
 	if os.Geteuid() != 0 {
 		return errors.New("run needs root to create network namespaces and nftables rules; try sudo")
 	}
+	log, started, closeLog, err := newLogger(o)
+	if err != nil {
+		return err
+	}
+	defer closeLog()
 	user, err := sandbox.LookupUser(o.user)
 	if err != nil {
 		return err
@@ -302,6 +337,7 @@ func runCmd(args []string) error {
 			_ = g.Reload() // it logs what went wrong; the policy in force stays
 		}
 	}()
+	started()
 	code, err := g.RunCommand(o.command, user, sigs)
 	if cerr := g.Close(); cerr != nil {
 		log.Error("cleanup incomplete", "err", cerr)

@@ -114,11 +114,15 @@ echo agent_stderr >&2
 func TestWarningsAfterStart(t *testing.T) {
 	w := newWorld(t)
 	const pushWarning = "accepts git pushes"
-	r := w.run(t, []string{"--allow", "gitlab.com", "--user", "no-such-user-sluice"}, "echo started=1")
-	if r.code == 0 || strings.Contains(r.stderr, pushWarning) || strings.Contains(r.stderr, "runs as root") {
-		t.Errorf("a failed start printed warnings (exit %d):\n%s", r.code, r.stderr)
+	// One start fails before the gateway is made, one after (its UI
+	// cannot listen on an address the gateway does not have).
+	for _, fail := range [][]string{{"--user", "no-such-user-sluice"}, {"--ui", "198.51.100.1:1"}} {
+		r := w.run(t, append([]string{"--allow", "gitlab.com"}, fail...), "echo started=1")
+		if r.code == 0 || strings.Contains(r.stdout, "started") || strings.Contains(r.stderr, pushWarning) || strings.Contains(r.stderr, "runs as root") {
+			t.Errorf("%v: a failed start printed warnings (exit %d):\n%s", fail, r.code, r.stderr)
+		}
 	}
-	r = w.run(t, []string{"--allow", "gitlab.com"}, "echo started=1")
+	r := w.run(t, []string{"--allow", "gitlab.com"}, "echo started=1")
 	if r.values()["started"] != "1" || !strings.Contains(r.stderr, pushWarning) || !strings.Contains(r.stderr, "--accept git-push-risk") {
 		t.Errorf("a start that worked: no warning naming --accept:\n%s", r.stderr)
 	}

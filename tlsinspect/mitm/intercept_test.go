@@ -73,7 +73,7 @@ func newRigRules(t testing.TB, roots *x509.CertPool, rules string, mutate func(*
 	}))
 	t.Cleanup(upstream.Close)
 	dst := netip.MustParseAddrPort(upstream.Listener.Addr().String())
-	entries, err := policy.ParseFile("p.yaml", []byte(fmt.Sprintf("version: 1\nallow:\n  - host: example.com\n    ports: [%d]\n%s", dst.Port(), rules)))
+	entries, err := policy.ParseFile("p.yaml", []byte(fmt.Sprintf("version: 1\nallow:\n  - host: example.com\n    tls_ports: [%d]\n%s", dst.Port(), rules)))
 	if err != nil {
 		t.Fatal(err)
 	}
