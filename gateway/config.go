@@ -34,6 +34,13 @@ type Config struct {
 	// has no default IPv6 route.
 	AgentNet6 netip.Prefix
 	NoIPv6    bool
+	// Namespace, when set, is the name of the agent's network namespace
+	// under /run/netns (sluice serve: "sluice-" + the agent's name): made
+	// when absent, adopted when a run before left it, so that the
+	// processes inside outlive a restart of the gateway. Empty: a fresh
+	// namespace of the run's own, gone with it (sluice run).
+	// (Being implemented: ignored until then.)
+	Namespace string
 	// Upstreams are the resolvers allowed names are forwarded to.
 	Upstreams []netip.AddrPort
 	// Global are documentation or benchmarking ranges that answers may
