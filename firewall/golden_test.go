@@ -63,6 +63,17 @@ func v4Config() Config {
 	}
 }
 
+// routerConfig is router mode: the agent is every client on a bridge's
+// networks, not one address.
+func routerConfig() Config {
+	return Config{
+		Table: "sluice-lab", AgentIface: "br-lab",
+		AgentNet4: netip.MustParsePrefix("198.18.5.0/24"), AgentNet6: netip.MustParsePrefix("2001:db8:5::/64"),
+		DNSPort: 5353, LogGroup: 11, TLSProxyPort: 4443, HTTPProxyPort: 4080,
+		TLSPorts: []uint16{443}, HTTPPorts: []uint16{80},
+	}
+}
+
 // goldenLog collects the decoded messages of each step under a heading.
 type goldenLog struct {
 	t   *testing.T
@@ -114,6 +125,10 @@ func TestNetlinkGolden(t *testing.T) {
 			g.step("allow 198.18.2.10 2001:db8:2::10 port 443 for 10s: no IPv6, one element",
 				m.Allow(ctx, []netip.Addr{a1, a6}, []uint16{443}, 10*time.Second))
 		}},
+		{"install-router", routerConfig(), false, func(g *goldenLog, m *Manager) {
+			g.step("allow 198.18.2.10 2001:db8:2::10 port 443 for 10s: both families",
+				m.Allow(ctx, []netip.Addr{a1, a6}, []uint16{443}, 10*time.Second))
+		}},
 		{"sets-readd", fullConfig(t), false, sets},
 		{"revoke", fullConfig(t), false, func(g *goldenLog, m *Manager) {
 			g.step("allow 198.18.2.10 2001:db8:2::10 ports 80 443 for 10s",
@@ -137,7 +152,7 @@ func TestNetlinkGolden(t *testing.T) {
 			m, rec := goldenManager(t, tc.cfg, tc.refresh)
 			g := &goldenLog{t: t, rec: rec, dec: newDecoder(t)}
 			err := m.Install()
-			if tc.name == "install" || tc.name == "install-v4" {
+			if tc.name == "install" || tc.name == "install-v4" || tc.name == "install-router" {
 				g.step("install", err)
 			} else {
 				// The sets' IDs are learnt from Install's messages.

@@ -175,9 +175,10 @@ func (m *Manager) ForgetPrefixFlows(old, now []*policy.Entry) error {
 // forget deletes the tracked flows from the agent's addresses that match.
 func (m *Manager) forget(match func(flow) bool) (int, error) {
 	var agent []netip.Prefix
-	for _, a := range []netip.Addr{m.cfg.AgentAddr4, m.cfg.AgentAddr6} {
-		if a.IsValid() {
-			agent = append(agent, netip.PrefixFrom(a, a.BitLen()))
+	src4, src6 := m.sources()
+	for _, p := range []netip.Prefix{src4, src6} {
+		if p.IsValid() {
+			agent = append(agent, p)
 		}
 	}
 	return m.forgetFn(m.cfg.NetNSFd, func(f flow) bool { return policy.InPrefixes(agent, f.src) && match(f) })

@@ -73,6 +73,11 @@ type Config struct {
 	// use; packets from any other are dropped. AgentAddr6 may be invalid
 	// when the agent has no IPv6.
 	AgentAddr4, AgentAddr6 netip.Addr
+	// AgentNet4 and AgentNet6, when valid, widen the agent's sources to
+	// whole networks: router mode, where the agent is every client behind
+	// an existing interface (VMs on a bridge), not one address at the end
+	// of a veth. AgentAddr4 and AgentAddr6 are then unused.
+	AgentNet4, AgentNet6 netip.Prefix
 	// DNSPort is where the resolver listens on the gateway's agent-side
 	// addresses; agent DNS to any address on port 53 is redirected there.
 	DNSPort uint16
@@ -135,8 +140,11 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if cfg.AgentIface == "" || !cfg.AgentAddr4.Is4() || cfg.DNSPort == 0 {
-		return nil, errors.New("firewall: AgentIface, AgentAddr4 and DNSPort are required")
+	if cfg.AgentIface == "" || !(cfg.AgentAddr4.Is4() || cfg.AgentNet4.Addr().Is4()) || cfg.DNSPort == 0 {
+		return nil, errors.New("firewall: AgentIface, AgentAddr4 (or AgentNet4) and DNSPort are required")
+	}
+	if cfg.AgentNet6.IsValid() && !cfg.AgentNet6.Addr().Is6() {
+		return nil, errors.New("firewall: AgentNet6 must be an IPv6 prefix")
 	}
 	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if cfg.NetNSFd >= 0 {
@@ -244,12 +252,13 @@ func (m *Manager) addChains(flush bool) {
 	// solicitations; IPv4 has none on this link) is no attempt to reach
 	// anything: dropped, counted, and not journaled as a refusal.
 	add(spoof, rule(iif(agent, true), nfproto(true), addrIn(netip.MustParsePrefix("::/128"), true, true), &expr.Counter{}, verdict(expr.VerdictDrop)))
-	m.refuseIf(spoof, ReasonSpoofed, rule(iif(agent, true), nfproto(false), addrIn(netip.PrefixFrom(m.cfg.AgentAddr4, 32), true, false)), verdict(expr.VerdictDrop))
-	if m.cfg.AgentAddr6.IsValid() {
+	src4, src6 := m.sources()
+	m.refuseIf(spoof, ReasonSpoofed, rule(iif(agent, true), nfproto(false), addrIn(src4, true, false)), verdict(expr.VerdictDrop))
+	if m.has6() {
 		// Link-local sources stay: neighbour discovery needs them, and
 		// they are never forwarded.
 		m.refuseIf(spoof, ReasonSpoofed, rule(iif(agent, true), nfproto(true),
-			addrIn(netip.PrefixFrom(m.cfg.AgentAddr6, 128), true, false),
+			addrIn(src6, true, false),
 			addrIn(netip.MustParsePrefix("fe80::/10"), true, false)), verdict(expr.VerdictDrop))
 	}
 
@@ -315,11 +324,11 @@ func (m *Manager) addChains(flush bool) {
 	// that were established before: deleting their tracking entries is
 	// not enough, a mid-stream packet may make a new one.
 	m.refuseIf(fw, ReasonRevoked, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked4, false)), rejectTCP())
-	if m.cfg.AgentAddr6.IsValid() {
+	if m.has6() {
 		m.refuseIf(fw, ReasonRevoked, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked6, true)), rejectTCP())
 	}
 	add(fw, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
-	if !m.cfg.AgentAddr6.IsValid() {
+	if !m.has6() {
 		m.refuseIf(fw, ReasonNoSetEntry, nfproto(true), rejectAdmin())
 	}
 	m.refuseIf(fw, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_TCP), notInSet(setAlive, aliveKey)), rejectTCP())
@@ -328,7 +337,7 @@ func (m *Manager) addChains(flush bool) {
 	m.refuseIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_TCP), dport(853)), rejectTCP())
 	m.refuseIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_UDP), dport(853)), rejectAdmin())
 	add(fw, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(set4, false), verdict(expr.VerdictAccept)))
-	if m.cfg.AgentAddr6.IsValid() {
+	if m.has6() {
 		add(fw, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(set6, true), verdict(expr.VerdictAccept)))
 	}
 	for _, e := range m.cfg.Prefixes {
@@ -343,7 +352,7 @@ func (m *Manager) addChains(flush bool) {
 	add(forward, rule(iif(agent, true), jump(chainAgentFw)))
 	// What a revoked destination still sends back goes nowhere.
 	add(forward, rule(oif(agent, true), nfproto(false), l4proto(unix.IPPROTO_TCP), addrPortIn(setRevoked4, false, true), verdict(expr.VerdictDrop)))
-	if m.cfg.AgentAddr6.IsValid() {
+	if m.has6() {
 		add(forward, rule(oif(agent, true), nfproto(true), l4proto(unix.IPPROTO_TCP), addrPortIn(setRevoked6, true, true), verdict(expr.VerdictDrop)))
 	}
 	// Nothing starts a flow into the agent.
@@ -438,3 +447,20 @@ func kernelAtLeast(major, minor int) bool {
 	}
 	return maj > major || maj == major && mnr >= minor
 }
+
+// sources are the agent's source networks: its one address each, or in
+// router mode the networks behind its interface. src6 is invalid when
+// the agent has no IPv6.
+func (m *Manager) sources() (src4, src6 netip.Prefix) {
+	src4, src6 = m.cfg.AgentNet4, m.cfg.AgentNet6
+	if !src4.IsValid() {
+		src4 = netip.PrefixFrom(m.cfg.AgentAddr4, 32)
+	}
+	if !src6.IsValid() && m.cfg.AgentAddr6.IsValid() {
+		src6 = netip.PrefixFrom(m.cfg.AgentAddr6, 128)
+	}
+	return src4.Masked(), src6.Masked()
+}
+
+// has6 reports whether the agent has IPv6.
+func (m *Manager) has6() bool { return m.cfg.AgentAddr6.IsValid() || m.cfg.AgentNet6.IsValid() }

@@ -105,7 +105,7 @@ func (m *Manager) Allow(ctx context.Context, addrs []netip.Addr, ports []uint16,
 func (m *Manager) allKnownLocked(addrs []netip.Addr, ports []uint16, deadline time.Time) bool {
 	for _, a := range addrs {
 		a = a.Unmap()
-		if a.Is6() && !m.cfg.AgentAddr6.IsValid() {
+		if a.Is6() && !m.has6() {
 			continue
 		}
 		for _, p := range ports {
@@ -121,7 +121,7 @@ func (m *Manager) classifyLocked(addrs []netip.Addr, ports []uint16, now, deadli
 	r := &allowReq{deadline: deadline}
 	for _, a := range addrs {
 		a = a.Unmap()
-		if a.Is6() && !m.cfg.AgentAddr6.IsValid() {
+		if a.Is6() && !m.has6() {
 			continue // the agent has no IPv6 route; nothing to open
 		}
 		for _, p := range ports {
