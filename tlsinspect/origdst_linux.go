@@ -34,7 +34,29 @@ func originalDst(fd int) (netip.AddrPort, error) {
 	if !dst.Addr().IsValid() || dst.Port() == 0 {
 		return netip.AddrPort{}, errors.New("original destination: none recorded")
 	}
-	return netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), nil
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	// Where conntrack runs (a host that NATs for containers), a connection
+	// made straight to the listener has a record too, whose original
+	// destination is the listener itself: it was not redirected.
+	if local, ok := localAddr(fd); ok && local == dst {
+		return netip.AddrPort{}, errors.New("original destination: none, the connection was not redirected")
+	}
+	return dst, nil
+}
+
+// localAddr is the address fd is bound to.
+func localAddr(fd int) (netip.AddrPort, bool) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)), true
+	case *unix.SockaddrInet6:
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), uint16(sa.Port)), true
+	}
+	return netip.AddrPort{}, false
 }
 
 // natDst reads the NAT record of fd's connection. A dual-stack socket

@@ -74,6 +74,13 @@ func New(t testing.TB, name string) *NS {
 	t.Cleanup(func() { unix.Close(fd) })
 	ns := &NS{Name: name, fd: fd}
 	ns.Run(t, "ip", "link", "set", "lo", "up")
+	// A new namespace inherits the host's IPv4 settings
+	// (devconf_inherit_init_net 0), and a host that routes for containers
+	// forwards: every test namespace starts from one that does not, as
+	// the tests expect sluice to find and restore it.
+	for _, f := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		ns.Run(t, "sh", "-c", "echo 0 > "+f)
+	}
 	return ns
 }
 
