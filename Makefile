@@ -28,7 +28,7 @@ export PATH := $(patsubst %/,%,$(dir $(GO_BIN))):$(PATH)
 endif
 
 # Tools the tests run as real clients and verifiers, by Debian package.
-TEST_PACKAGES := nftables curl dnsutils netcat-openbsd iputils-ping openssl procps chromium git
+TEST_PACKAGES := nftables curl dnsutils netcat-openbsd iputils-ping openssl procps chromium git systemd
 
 .PHONY: build test deps fuzz bench lint go-found
 
@@ -70,6 +70,7 @@ fuzz: go-found
 	$(GO) test ./firewall -run '^$$' -fuzz '^FuzzDeleteBody$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzCanonicalName$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseFile$$' -fuzztime $$((80000 * $(FUZZ_SCALE)))x
+	$(GO) test ./policy -run '^$$' -fuzz '^FuzzSuggest$$' -fuzztime $$((20000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzCheckHello$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzRequestHead$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x
 	$(GO) test ./webui -run '^$$' -fuzz '^FuzzFilterFrom$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x

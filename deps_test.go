@@ -33,8 +33,11 @@ var imports = map[string][]string{
 	"tlsinspect/mitm": {"tlsinspect/gitsmart", "policy", "journal", "github.com/elazarl/goproxy"},
 	"sandbox": {"policy", "journal",
 		"github.com/vishvananda/", "golang.org/x/sys/"},
-	"gateway": {"policy", "journal", "dnsfilter", "firewall", "tlsinspect", "sandbox",
-		"github.com/vishvananda/", "golang.org/x/sys/"},
+	// The engine; with sluice serve's config file (YAML, as policies).
+	"gateway": {"policy", "journal", "dnsfilter", "firewall", "tlsinspect", "sandbox", "metrics",
+		"github.com/vishvananda/", "golang.org/x/sys/", "gopkg.in/yaml.v3"},
+	// What sluice serve tells Prometheus, counted from journal events.
+	"metrics": {"journal", "github.com/prometheus/client_golang/"},
 	// The review UI reads the journal and steers the policy through
 	// interfaces that gateway satisfies.
 	"webui": {"journal", "policy"},
@@ -63,8 +66,11 @@ var forbiddenStd = map[string]map[string]string{
 // onlyIn are outside modules that exactly one place may import, with why.
 // They are checked for every package, direct imports only.
 var onlyIn = map[string]struct{ pkg, why string }{
-	"github.com/elazarl/goproxy": {"tlsinspect/mitm", "TLS interception is one small package, audited as one"},
-	"modernc.org/sqlite":         {"journal", "the journal owns storage; nothing else writes records"},
+	"github.com/elazarl/goproxy":                                {"tlsinspect/mitm", "TLS interception is one small package, audited as one"},
+	"modernc.org/sqlite":                                        {"journal", "the journal owns storage; nothing else writes records"},
+	"github.com/prometheus/client_golang/prometheus":            {"metrics", "one package owns the series and their labels, so no host name becomes one"},
+	"github.com/prometheus/client_golang/prometheus/promhttp":   {"metrics", "one package owns the series and their labels, so no host name becomes one"},
+	"github.com/prometheus/client_golang/prometheus/collectors": {"metrics", "one package owns the series and their labels, so no host name becomes one"},
 }
 
 // neverReaches are edges that must not exist even through other packages

@@ -35,11 +35,17 @@ type Config struct {
 	AgentNet6 netip.Prefix
 	NoIPv6    bool
 	// Namespace, when set, is the name of the agent's network namespace
-	// under /run/netns (sluice serve: "sluice-" + the agent's name): made
-	// when absent, adopted when a run before left it, so that the
-	// processes inside outlive a restart of the gateway. Empty: a fresh
-	// namespace of the run's own, gone with it (sluice run).
-	// (Being implemented: ignored until then.)
+	// under /run/netns (sluice serve: NamespaceFor(Name), "sluice-" + the
+	// agent's name; the prefix is required, see ValidNamespace), so that
+	// `ip netns exec NAME` and `sluice exec` run commands in it: made
+	// when absent, adopted when a run before left it (Detach, or a
+	// gateway killed), so that the processes inside outlive a restart of
+	// the gateway. Its link and table are made anew; until the new table
+	// is in, nothing from the namespace crosses its link (see New). Close
+	// kills its processes and removes it; Detach keeps both, cut off.
+	// Its resolv.conf and CA bundle are written at start and recorded
+	// for `sluice exec`. Empty: a fresh namespace of the run's own, gone
+	// with it (sluice run).
 	Namespace string
 	// Upstreams are the resolvers allowed names are forwarded to.
 	Upstreams []netip.AddrPort
@@ -87,6 +93,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AgentNet6.IsValid() && (!c.AgentNet6.Addr().Is6() || c.AgentNet6.Addr().Is4In6() || c.AgentNet6.Bits() > 126) {
 		errs = append(errs, fmt.Errorf("agent network %s: want an IPv6 prefix such as fd5c:1ce0:5c1c::/64", c.AgentNet6))
+	}
+	if c.Namespace != "" && !ValidNamespace(c.Namespace) {
+		errs = append(errs, fmt.Errorf("agent namespace %q: want %q and 1 to 32 letters, digits, '.', '_' or '-'", c.Namespace, NamespacePrefix))
 	}
 	if c.Table != "" && !ValidName(c.Table) {
 		errs = append(errs, fmt.Errorf("table %q: want 1 to 32 letters, digits, '.', '_' or '-'", c.Table))
@@ -171,6 +180,20 @@ func ValidName(name string) bool {
 		}
 	}
 	return true
+}
+
+// NamespaceFor is the name under /run/netns of the namespace of the
+// served agent name: sluice-NAME.
+func NamespaceFor(name string) string { return NamespacePrefix + name }
+
+// ValidNamespace reports whether name can name an agent's namespace:
+// NamespacePrefix and a valid agent name. The prefix keeps a mistyped
+// name from adopting a namespace that is not an agent's (a container's,
+// the gateway's own): an agent's namespace gets a new link, and its
+// processes are killed when the agent is closed.
+func ValidNamespace(name string) bool {
+	rest, ok := strings.CutPrefix(name, NamespacePrefix)
+	return ok && ValidName(rest) && rest != "." && rest != ".."
 }
 
 // NameFor makes an agent name from a command: its base name, with what

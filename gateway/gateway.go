@@ -6,6 +6,9 @@
 //
 // New sets everything up, Run serves until its context ends or a part
 // fails, RunCommand runs a command as the agent, and Close undoes it all.
+// An agent whose namespace has a name (Config.Namespace) can instead be
+// detached (Detach): its namespace and processes stay, cut off, for the
+// next New with the same name to adopt.
 package gateway
 
 import (
@@ -55,6 +58,11 @@ type Gateway struct {
 	stop    func() error
 	running sync.WaitGroup
 
+	// The files a command started in the agent gets as resolv.conf and
+	// CA bundle (launchFiles), once written.
+	resolvConf, caBundle string
+	launchWritten        bool
+
 	// Set while starting: the listening sockets, the networks, the
 	// pieces the later steps wire together.
 	journal           *journal.Async
@@ -73,7 +81,18 @@ type Gateway struct {
 
 // New validates cfg and sets the gateway up: after it returns, the agent's
 // namespace exists behind a ruleset that admits only what the policy
-// allows. Whatever step fails, what the earlier ones did is undone.
+// allows. Whatever step fails, what the earlier ones did is undone (an
+// adopted namespace and its processes stay, as Detach leaves them).
+//
+// The order keeps the agent's namespace closed at every moment, which
+// matters for a named one that a run before left with processes in it.
+// What a dead run left is undone first, link before table (claimState):
+// once the link is gone the namespace has nothing but loopback. The new
+// link is made with the gateway's end down (createAgent): a veth delivers
+// nothing to a peer that is down, whatever the agent does with its end.
+// The table goes in, the tracked flows of earlier agents on these
+// addresses go, the servers start, and only then is the link raised
+// (connectAgent).
 func New(cfg Config) (g *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -86,7 +105,9 @@ func New(cfg Config) (g *Gateway, err error) {
 	g.allow.base, g.allow.proposals = cfg.Policy, map[string]*proposal{}
 	defer func() {
 		if err != nil {
-			if cerr := g.Close(); cerr != nil {
+			// Detach, not Close: a start that failed must not kill the
+			// processes of a namespace it adopted.
+			if cerr := g.Detach(); cerr != nil {
 				g.log.Error("cleanup after failed start incomplete", "err", cerr)
 			}
 		}
@@ -95,6 +116,7 @@ func New(cfg Config) (g *Gateway, err error) {
 	for _, step := range []func() error{
 		g.claimState, g.startJournal, g.createAgent, g.listen, g.installFirewall,
 		g.forgetEarlierFlows, g.enableForwarding, g.startJournalReader, g.startServers,
+		g.writeLaunchFiles, g.connectAgent,
 	} {
 		if err := step(); err != nil {
 			return g, err
@@ -102,7 +124,11 @@ func New(cfg Config) (g *Gateway, err error) {
 	}
 	reportUpstreams()
 	p := cfg.Policy
-	g.log.Info("gateway ready", "agent", cfg.Name, "iface", g.state.Iface, "table", g.state.Table, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid())
+	attrs := []any{"agent", cfg.Name, "iface", g.state.Iface, "table", g.state.Table, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid()}
+	if cfg.Namespace != "" {
+		attrs = append(attrs, "netns", cfg.Namespace, "adopted", g.agent.Adopted)
+	}
+	g.log.Info("gateway ready", attrs...)
 	return g, nil
 }
 
@@ -122,7 +148,9 @@ func (g *Gateway) claimState() error {
 		c.nets = slices.Concat(g.own, g.connected)
 		return c.choose(held)
 	}
-	st, undone, err := sandbox.Claim(stateConfig(g.cfg.StateDir, choose))
+	sc := stateConfig(g.cfg.StateDir, choose)
+	sc.AgentNetNS = g.cfg.Namespace
+	st, undone, err := sandbox.Claim(sc)
 	for _, u := range undone {
 		g.log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
 	}
@@ -172,16 +200,32 @@ func (g *Gateway) startJournal() error {
 	return nil
 }
 
-// createAgent makes the agent's namespace and link. The namespace has no
-// process until the command starts, so no packet can cross the link
-// before the ruleset is installed. Close removes the agent first of all.
+// createAgent makes the agent's namespace (or, with a Namespace, opens
+// it: made when absent, adopted with its processes when present) and its
+// link, with the gateway's end down: nothing crosses the link until
+// connectAgent raises it, after the ruleset is installed. Close and
+// Detach remove the link first of all.
 func (g *Gateway) createAgent() error {
-	agent, err := sandbox.NewAgent(sandbox.AgentConfig{Iface: g.state.Iface, Net4: g.net4, Net6: g.net6, Log: g.log})
+	agent, err := sandbox.NewAgent(sandbox.AgentConfig{Iface: g.state.Iface, Net4: g.net4, Net6: g.net6, Namespace: g.cfg.Namespace, Log: g.log})
 	if err != nil {
 		return fmt.Errorf("create agent namespace: %w", err)
 	}
 	g.agent = agent
-	g.log.Debug("agent link up", "iface", g.state.Iface, "agent", agent.Addr, "gateway", agent.Gateway, "agent6", agent.Addr6)
+	if agent.Adopted {
+		g.log.Info("adopted the agent namespace an earlier run left, with its processes", "netns", agent.Namespace)
+	}
+	g.log.Debug("agent link made", "iface", g.state.Iface, "agent", agent.Addr, "gateway", agent.Gateway, "agent6", agent.Addr6, "netns", agent.Namespace)
+	return nil
+}
+
+// connectAgent raises the agent's link (and routes the agent through
+// it), the last step of New: the table, the servers and the heartbeat
+// are in place.
+func (g *Gateway) connectAgent() error {
+	if err := g.agent.Connect(); err != nil {
+		return err
+	}
+	g.log.Debug("agent link up", "iface", g.state.Iface)
 	return nil
 }
 
@@ -390,11 +434,7 @@ func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan
 	if err := g.state.SetCommand(args); err != nil { // for `sluice status`
 		return 0, err
 	}
-	resolv := fmt.Sprintf("%s/%s.resolv.conf", g.state.Dir(), g.state.Iface)
-	if err := g.state.WriteFile(resolv, []byte("nameserver "+g.agent.Gateway.String()+"\noptions edns0\n")); err != nil {
-		return 0, err
-	}
-	bundle, err := g.agentBundle()
+	resolv, bundle, err := g.launchFiles()
 	if err != nil {
 		return 0, err
 	}
@@ -405,7 +445,7 @@ func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan
 	done := make(chan result, 1)
 	go func() {
 		code, err := g.agent.Run(sandbox.Launch{
-			Args: args, ResolvConf: resolv, CABundle: bundle, User: user, Env: os.Environ(),
+			NetNS: g.cfg.Namespace, Args: args, ResolvConf: resolv, CABundle: bundle, User: user, Env: os.Environ(),
 			Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		}, sigs, func(pid int) {
 			if err := g.state.SetAgent(pid); err != nil {
@@ -425,21 +465,55 @@ func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan
 	}
 }
 
-// Close undoes everything New did and reports every step that failed.
-// The agent goes first, its processes and then its link: until the link
-// is gone, the table is all that stands between a process of the agent
-// and the outside, so removing the table (or restoring forwarding) before
-// would let a process still alive there through unfiltered. The other
-// steps run last to first.
-func (g *Gateway) Close() error {
+// Close undoes everything New did and reports every step that failed:
+// the agent is removed (sluice run's end; an agent taken out of sluice
+// serve's config). The agent goes first, its processes and then its
+// link: until the link is gone, the table is all that stands between a
+// process of the agent and the outside, so removing the table (or
+// restoring forwarding) before would let a process still alive there
+// through unfiltered. A named namespace loses its name between two
+// rounds of killing, so that nothing enters it by name after the first
+// and survives. The other steps run last to first.
+func (g *Gateway) Close() error { return g.teardown(true) }
+
+// Detach undoes what New did but keeps the agent's named namespace and
+// the processes in it, for the next New with the same Namespace to adopt
+// (sluice serve stopping or restarting). The link goes first, so the
+// namespace is left with loopback alone and nothing it sends leaves it,
+// then the rest as Close does: table, tracked flows, forwarding held,
+// files and record. Without a Namespace there is nothing to keep (a
+// namespace without a name cannot be found again), and Detach is Close.
+//
+// sluice serve should Detach on SIGTERM: that is what `systemctl stop`
+// and `systemctl restart` send, and an upgrade or a restart of the
+// service must not kill the work of the agents' processes. They are
+// cut off meanwhile, and served again by the next start; an agent
+// taken out of the config is the one to Close.
+func (g *Gateway) Detach() error {
+	if g.cfg.Namespace == "" {
+		return g.Close()
+	}
+	return g.teardown(false)
+}
+
+// teardown undoes New: with end, the agent's processes and namespace go
+// too (Close); without, they stay (Detach). Once it has run, the gateway
+// is done, and another call does nothing more.
+func (g *Gateway) teardown(end bool) error {
 	var errs []error
 	if g.agent != nil {
-		g.agent.Kill()
+		if end {
+			g.agent.Kill()
+			if err := g.agent.RemoveName(); err != nil {
+				errs = append(errs, fmt.Errorf("remove the agent namespace %s: %w", g.agent.Namespace, err))
+			}
+			g.agent.Kill()
+		}
 		if err := g.agent.Close(); err != nil {
 			// Fail closed: the table, the forwarding settings and the
 			// record stay; once the heartbeat lapses the table refuses
 			// everything, and the next start retries.
-			return fmt.Errorf("the agent's link is still there, so its table stays (refusing everything); the next start removes both: %w", err)
+			return errors.Join(append(errs, fmt.Errorf("the agent's link is still there, so its table stays (refusing everything); the next start removes both: %w", err))...)
 		}
 		g.agent = nil
 	}

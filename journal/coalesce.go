@@ -48,7 +48,9 @@ func newCoalescer(d time.Duration) *coalescer {
 
 // coalescable kinds are decisions; the journal's own records and policy
 // changes are always stored one by one.
-func coalescable(k Kind) bool { return k == Refused || k == Allowed || k == Dropped }
+func coalescable(k Kind) bool {
+	return k == Refused || k == Allowed || k == Dropped || k == WouldRefuse
+}
 
 func keyOf(ev *Event) decisionKey {
 	k := decisionKey{agent: ev.Agent, name: ev.Name, proto: ev.Proto, rule: ev.Rule, policy: ev.PolicyHash,

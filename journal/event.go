@@ -50,9 +50,14 @@ const (
 	// Pruned: retention deleted the oldest records (Detail says which,
 	// and what the chain's first record now links to).
 	Pruned
+	// WouldRefuse: the attempt passed, because the agent's policy is in
+	// report mode, and would have been refused for Reason otherwise. It
+	// is not a refusal: nothing was stopped.
+	WouldRefuse
 )
 
-// String is the kind's word in logs: "refused", "allowed" or "dropped".
+// String is the kind's word in logs and records: "refused", "allowed",
+// "dropped", "changed", "lost", "pruned" or "would_refuse".
 func (k Kind) String() string {
 	switch k {
 	case Refused:
@@ -67,8 +72,23 @@ func (k Kind) String() string {
 		return "lost"
 	case Pruned:
 		return "pruned"
+	case WouldRefuse:
+		return "would_refuse"
 	}
 	return "kind" + strconv.Itoa(int(k))
+}
+
+// kinds is every Kind, in the order above.
+var kinds = []Kind{Refused, Allowed, Dropped, Changed, Lost, Pruned, WouldRefuse}
+
+// Verdicts returns the word of every Kind: the verdicts a record may
+// carry, which Filter.Verdict selects by.
+func Verdicts() []string {
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = k.String()
+	}
+	return out
 }
 
 // Event is one decision about one agent's attempt to reach something.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -77,6 +78,8 @@ func TestLogSinkKinds(t *testing.T) {
 		{Event{Agent: "a", Layer: LayerDNS, Reason: ReasonNameNotAllowed, Name: "x.test.", PolicyHash: "sha256:1"}, false,
 			"level=WARN msg=refused agent=a layer=dns reason=name_not_allowed name=x.test. policy=sha256:1\n"},
 		{dropped, false, "level=WARN msg=dropped agent=a layer=dns reason=addresses_dropped name=meta.test. proto=A policy=sha256:1 addrs=169.254.169.254\n"},
+		{Event{Agent: "a", Layer: LayerDNS, Kind: WouldRefuse, Reason: ReasonNameNotAllowed, Name: "x.test.", PolicyHash: "sha256:1"}, false,
+			"level=WARN msg=would_refuse agent=a layer=dns reason=name_not_allowed name=x.test. policy=sha256:1\n"},
 		{Event{Agent: "a", Layer: LayerDNS, Kind: Allowed, Reason: ReasonAllowed, PolicyHash: "sha256:1"}, false, ""},
 		{Event{Agent: "a", Layer: LayerDNS, Kind: Allowed, Reason: ReasonAllowed, PolicyHash: "sha256:1"}, true,
 			"level=INFO msg=allowed agent=a layer=dns reason=allowed policy=sha256:1\n"},
@@ -96,5 +99,29 @@ func TestLogSinkKinds(t *testing.T) {
 		if (tk != 0) != (tt.want != "") {
 			t.Errorf("%v (Allowed %v): ticket %d, want one exactly when logged", tt.ev.Kind, tt.allowed, tk)
 		}
+	}
+}
+
+// TestVerdicts: every Kind has its own word, Verdicts lists each once,
+// and a would-be refusal is a decision (coalesced like one) that is no
+// refusal.
+func TestVerdicts(t *testing.T) {
+	var words []string
+	for k := Kind(0); !strings.HasPrefix(k.String(), "kind"); k++ {
+		words = append(words, k.String())
+		if !coalescable(k) && (k == Refused || k == Allowed || k == Dropped || k == WouldRefuse) {
+			t.Errorf("%s is a decision but is not coalesced", k)
+		}
+	}
+	if got := Verdicts(); !slices.Equal(got, words) {
+		t.Errorf("Verdicts() = %q, want every kind's word %q", got, words)
+	}
+	if WouldRefuse.String() != "would_refuse" || WouldRefuse == Refused {
+		t.Errorf("WouldRefuse is %q", WouldRefuse)
+	}
+	var s Summary
+	_ = s.WriteEvents([]Event{{Kind: WouldRefuse, Layer: LayerDNS, Reason: ReasonNameNotAllowed, Name: "x.test."}})
+	if line := s.Line(5); line != "" {
+		t.Errorf("a would-be refusal counted as a refusal: %q", line)
 	}
 }

@@ -88,6 +88,11 @@ func (r *Record) OCSF() map[string]any {
 	case Allowed.String():
 		ev["action_id"], ev["action"], ev["disposition_id"], ev["disposition"] = 1, "Allowed", 1, "Allowed"
 		ev["status_id"], ev["status"] = 1, "Success"
+	case WouldRefuse.String():
+		// Report mode: it passed, and what would have refused it is
+		// detected, not acted on.
+		ev["action_id"], ev["action"], ev["disposition_id"], ev["disposition"] = 1, "Allowed", 15, "Detected"
+		ev["status_id"], ev["status"], ev["severity_id"] = 1, "Success", 2
 	}
 	dst := map[string]any{}
 	if ap, err := netip.ParseAddrPort(r.Dst); err == nil {

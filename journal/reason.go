@@ -152,3 +152,16 @@ func (r Reason) Known() bool {
 	}
 	return false
 }
+
+// Allowable reports whether a refusal for r is one that an entry of the
+// policy changes: the name, its port, or the address and port of a flow
+// without a name were not in it. Every other refusal (an address not
+// pinned, an ECH hello, a name budget spent, a spoofed source) stays one
+// whatever the policy allows, and most are what an attack looks like.
+func (r Reason) Allowable() bool {
+	switch r {
+	case ReasonNameNotAllowed, ReasonSNINotAllowed, ReasonHostNotAllowed, ReasonPortNotAllowed, ReasonNoSetEntry:
+		return true
+	}
+	return false
+}

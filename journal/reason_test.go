@@ -102,3 +102,15 @@ func TestReadmeListsReasons(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowable: the refusals a policy entry changes are those of a name,
+// a port, or an address and port not in the policy; never one of the
+// reasons an attack or a failure has.
+func TestAllowable(t *testing.T) {
+	want := []Reason{ReasonNameNotAllowed, ReasonSNINotAllowed, ReasonHostNotAllowed, ReasonPortNotAllowed, ReasonNoSetEntry}
+	for _, r := range Reasons() {
+		if got := r.Allowable(); got != slices.Contains(want, r) {
+			t.Errorf("%s.Allowable() = %v", r, got)
+		}
+	}
+}

@@ -50,8 +50,8 @@ type Writer interface {
 // in an Async (as a Writer) it writes from the Async's goroutine instead.
 type LogSink struct {
 	Log *slog.Logger
-	// Allowed also logs decisions that allowed something; refusals and
-	// dropped addresses are always logged.
+	// Allowed also logs decisions that allowed something; refusals,
+	// would-be refusals and dropped addresses are always logged.
 	Allowed bool
 }
 
@@ -59,7 +59,7 @@ type LogSink struct {
 const written Ticket = 1
 
 // Record logs ev at INFO when it is a pass and at WARN otherwise (a
-// refusal, or addresses dropped from an answer). It
+// refusal, a would-be refusal, or addresses dropped from an answer). It
 // returns the zero Ticket for an event it does not log, or when the log
 // failed to write.
 func (s LogSink) Record(ev Event) Ticket {

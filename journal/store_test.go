@@ -328,6 +328,8 @@ func TestExport(t *testing.T) {
 		{Time: t0, Agent: "a", Layer: LayerHTTP, Kind: Refused, Reason: ReasonHostNotAllowed, Name: "evil.test",
 			Dst: netip.MustParseAddrPort("192.0.2.1:80"), Proto: "tcp"},
 		{Time: t0, Agent: "a", Layer: LayerFirewall, Kind: Allowed, Reason: ReasonAllowed, Dst: netip.MustParseAddrPort("192.0.2.2:22"), Proto: "tcp"},
+		{Time: t0, Agent: "a", Layer: LayerTLS, Kind: WouldRefuse, Reason: ReasonSNINotAllowed, Name: "new.test",
+			Dst: netip.MustParseAddrPort("192.0.2.3:443"), Proto: "tcp"},
 	}
 	if err := s.WriteEvents(evs); err != nil {
 		t.Fatal(err)
@@ -338,28 +340,29 @@ func TestExport(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	want := []struct {
-		class  int
-		action string
-	}{{4003, "Denied"}, {4002, "Denied"}, {4001, "Allowed"}}
+		class               int
+		action, disposition string
+	}{{4003, "Denied", "Blocked"}, {4002, "Denied", "Blocked"}, {4001, "Allowed", "Allowed"}, {4001, "Allowed", "Detected"}}
 	if len(lines) != len(want) {
 		t.Fatalf("%d OCSF events: %s", len(lines), b.String())
 	}
 	for i, l := range lines {
 		var ev struct {
-			ClassUID int    `json:"class_uid"`
-			TypeUID  int    `json:"type_uid"`
-			Action   string `json:"action"`
-			Metadata struct {
+			ClassUID    int    `json:"class_uid"`
+			TypeUID     int    `json:"type_uid"`
+			Action      string `json:"action"`
+			Disposition string `json:"disposition"`
+			Metadata    struct {
 				Sequence int64 `json:"sequence"`
 			} `json:"metadata"`
 		}
-		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.ClassUID != want[i].class || ev.Action != want[i].action ||
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev.ClassUID != want[i].class || ev.Action != want[i].action || ev.Disposition != want[i].disposition ||
 			ev.TypeUID/100 != ev.ClassUID || ev.Metadata.Sequence != int64(i+1) {
 			t.Errorf("event %d: %+v, %v: %s", i, ev, err, l)
 		}
 	}
 	b.Reset()
-	if err := Export(context.Background(), s.Reader, &b, "jsonl", false); err != nil || strings.Count(b.String(), "\n") != 3 ||
+	if err := Export(context.Background(), s.Reader, &b, "jsonl", false); err != nil || strings.Count(b.String(), "\n") != 4 ||
 		!strings.Contains(b.String(), `"layer":"http"`) {
 		t.Errorf("jsonl: %v: %s", err, b.String())
 	}

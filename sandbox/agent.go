@@ -9,11 +9,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -30,6 +30,11 @@ type AgentConfig struct {
 	Net4 netip.Prefix
 	// Net6, when valid, gives the agent IPv6 the same way.
 	Net6 netip.Prefix
+	// Namespace, when set, names the agent's namespace under NetNSDir:
+	// made when absent, adopted (with the processes that run in it) when
+	// present. Empty: a new namespace without a name, which lives as
+	// long as its processes and the Agent's handle.
+	Namespace string
 	// Log receives what the agent's supervision has to say.
 	Log *slog.Logger
 }
@@ -40,9 +45,15 @@ type Agent struct {
 	Fd int
 	// Iface is the gateway's end of the veth.
 	Iface string
+	// Namespace is the namespace's name under NetNSDir, "" when it has
+	// none; Adopted says it was there before NewAgent.
+	Namespace string
+	Adopted   bool
 	// Gateway and Addr are the gateway's and the agent's IPv4 addresses on
 	// the link; Gateway6 and Addr6 are invalid when the agent has no IPv6.
 	Gateway, Addr, Gateway6, Addr6 netip.Addr
+
+	net4, net6 netip.Prefix // the link's networks, for Connect
 
 	mu   sync.Mutex  // guards init: Kill may come from another goroutine than Run
 	init *os.Process // the first process of the agent's PID namespace
@@ -60,12 +71,18 @@ func hostAddrs(p netip.Prefix) (gw, agent netip.Addr, err error) {
 	return gw, agent, nil
 }
 
-// NewAgent creates a network namespace and a veth pair into it, numbered
-// and routed so that the gateway is the agent's default route. Nothing
-// runs in the namespace until Run: the caller installs the ruleset for
-// cfg.Iface before it starts the command.
+// NewAgent creates a network namespace (or, with cfg.Namespace, opens
+// the named one, making it when absent) and a veth pair into it, whose
+// gateway end is numbered; Connect raises it and makes the gateway the
+// agent's default route.
+//
+// Until Connect the gateway's end is down: a veth delivers nothing to a
+// peer that is down, so no packet crosses the link whatever the
+// namespace's processes do with their end (an adopted namespace has
+// processes, possibly root ones that raise and number links). The
+// caller installs the ruleset for cfg.Iface, and then calls Connect.
 func NewAgent(cfg AgentConfig) (a *Agent, err error) {
-	a = &Agent{Fd: -1, Iface: cfg.Iface, log: cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))}
+	a = &Agent{Fd: -1, Iface: cfg.Iface, Namespace: cfg.Namespace, log: cmp.Or(cfg.Log, slog.New(slog.DiscardHandler))}
 	if a.Gateway, a.Addr, err = hostAddrs(cfg.Net4); err != nil {
 		return nil, err
 	}
@@ -74,7 +91,12 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 			return nil, err
 		}
 	}
-	if a.Fd, err = newNetNS(); err != nil {
+	if cfg.Namespace != "" {
+		a.Fd, a.Adopted, err = openNamedNetNS(cfg.Namespace)
+	} else {
+		a.Fd, err = newNetNS()
+	}
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -82,6 +104,22 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 			a.Close()
 		}
 	}()
+	h, err := netlink.NewHandleAt(netns.NsHandle(a.Fd))
+	if err != nil {
+		return nil, fmt.Errorf("netlink handle in agent namespace: %w", err)
+	}
+	defer h.Close()
+	if a.Adopted {
+		// The agent's end of a link of an earlier run whose gateway
+		// namespace is not this one (a run in this namespace had its link
+		// removed before): deleting it deletes its peer too, and the new
+		// link takes its name.
+		if old, err := h.LinkByName("eth0"); err == nil {
+			if err := h.LinkDel(old); err != nil && !errors.Is(err, unix.ENODEV) {
+				return nil, fmt.Errorf("remove the link eth0 an earlier run left in %s: %w", cfg.Namespace, err)
+			}
+		}
+	}
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: cfg.Iface},
 		PeerName:      "eth0",
@@ -92,14 +130,9 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 	}
 	// The gateway's end takes no router advertisements from the agent.
 	_ = writeSysctl("net/ipv6/conf/"+cfg.Iface+"/accept_ra", "0")
-	if err := configure(nil, cfg.Iface, cfg.Net4, a.Gateway, cfg.Net6, a.Gateway6, netip.Addr{}, netip.Addr{}); err != nil {
+	if err := configure(nil, cfg.Iface, false, cfg.Net4, a.Gateway, cfg.Net6, a.Gateway6, netip.Addr{}, netip.Addr{}); err != nil {
 		return nil, fmt.Errorf("gateway side: %w", err)
 	}
-	h, err := netlink.NewHandleAt(netns.NsHandle(a.Fd))
-	if err != nil {
-		return nil, fmt.Errorf("netlink handle in agent namespace: %w", err)
-	}
-	defer h.Close()
 	lo, err := h.LinkByName("lo")
 	if err == nil {
 		err = h.LinkSetUp(lo)
@@ -107,15 +140,41 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent loopback: %w", err)
 	}
-	if err := configure(h, "eth0", cfg.Net4, a.Addr, cfg.Net6, a.Addr6, a.Gateway, a.Gateway6); err != nil {
-		return nil, fmt.Errorf("agent side: %w", err)
-	}
+	a.net4, a.net6 = cfg.Net4, cfg.Net6
 	return a, nil
 }
 
-// configure numbers and raises one end of the link; with a via address it
-// also adds the default route(s). h nil means the current namespace.
-func configure(h *netlink.Handle, name string, net4 netip.Prefix, addr4 netip.Addr, net6 netip.Prefix, addr6, via4, via6 netip.Addr) error {
+// Connect raises the gateway's end of the link, then numbers, raises and
+// routes the agent's: from then on the agent's packets reach the
+// gateway, and its ruleset must be in place. The agent's end goes up
+// last, when the gateway's is up already, so that the kernel sets it
+// working at once (a device raised before its peer starts sending only
+// once the kernel's link watcher has seen the carrier, a moment later,
+// and drops what is sent meanwhile).
+func (a *Agent) Connect() error {
+	link, err := netlink.LinkByName(a.Iface)
+	if err == nil {
+		err = netlink.LinkSetUp(link)
+	}
+	if err != nil {
+		return fmt.Errorf("raise %s: %w", a.Iface, err)
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(a.Fd))
+	if err != nil {
+		return fmt.Errorf("netlink handle in agent namespace: %w", err)
+	}
+	defer h.Close()
+	if err := configure(h, "eth0", true, a.net4, a.Addr, a.net6, a.Addr6, a.Gateway, a.Gateway6); err != nil {
+		return fmt.Errorf("agent side: %w", err)
+	}
+	return nil
+}
+
+// configure numbers one end of the link, and raises it when up; with a
+// via address it also adds the default route(s). An address or route
+// that is there already (an adopted namespace's root may have made it)
+// is replaced. h nil means the current namespace.
+func configure(h *netlink.Handle, name string, up bool, net4 netip.Prefix, addr4 netip.Addr, net6 netip.Prefix, addr6, via4, via6 netip.Addr) error {
 	if h == nil {
 		var err error
 		if h, err = netlink.NewHandle(); err != nil {
@@ -130,15 +189,18 @@ func configure(h *netlink.Handle, name string, net4 netip.Prefix, addr4 netip.Ad
 	ipnet := func(a netip.Addr, p netip.Prefix) *net.IPNet {
 		return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
 	}
-	if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipnet(addr4, net4)}); err != nil {
+	if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipnet(addr4, net4)}); err != nil {
 		return fmt.Errorf("address %s on %s: %w", addr4, name, err)
 	}
 	if addr6.IsValid() {
 		// No duplicate address detection: the link has two ends, both ours,
 		// and DAD would hold the address back for a second or more.
-		if err := h.AddrAdd(link, &netlink.Addr{IPNet: ipnet(addr6, net6), Flags: unix.IFA_F_NODAD}); err != nil {
+		if err := h.AddrReplace(link, &netlink.Addr{IPNet: ipnet(addr6, net6), Flags: unix.IFA_F_NODAD}); err != nil {
 			return fmt.Errorf("address %s on %s: %w", addr6, name, err)
 		}
+	}
+	if !up {
+		return nil
 	}
 	if err := h.LinkSetUp(link); err != nil {
 		return fmt.Errorf("raise %s: %w", name, err)
@@ -148,7 +210,7 @@ func configure(h *netlink.Handle, name string, net4 netip.Prefix, addr4 netip.Ad
 			continue
 		}
 		r := &netlink.Route{LinkIndex: link.Attrs().Index, Gw: via.AsSlice()}
-		if err := h.RouteAdd(r); err != nil {
+		if err := h.RouteReplace(r); err != nil {
 			return fmt.Errorf("default route via %s: %w", via, err)
 		}
 	}
@@ -198,13 +260,49 @@ func notMainThread() error {
 // that arrive on sigs (a second one kills it). started is called with the
 // pid of the agent's first process as soon as it runs. Run returns the
 // command's exit status the way a shell reports it (128+N when signal N
-// ended it).
+// ended it). l.NetNS, when set, must be the agent's own Namespace.
 func (a *Agent) Run(l Launch, sigs <-chan os.Signal, started func(pid int)) (int, error) {
+	if l.NetNS != "" && l.NetNS != a.Namespace {
+		return 0, fmt.Errorf("the command is for network namespace %s, not the agent's", l.NetNS)
+	}
+	return runIn(a.Fd, l, sigs, a.log, func(p *os.Process) {
+		a.mu.Lock()
+		a.init = p
+		a.mu.Unlock()
+		started(p.Pid)
+	})
+}
+
+// Run runs l in the named network namespace l.NetNS (an agent's that a
+// gateway serves, such as sluice-NAME), exactly as Agent.Run runs it in
+// an agent it made: the same init, PID and mount namespaces, private
+// resolv.conf and CA bundle, hidden side doors and user; signals relayed
+// and the exit status returned the same way. started, when not nil, is
+// called with the pid of the command's first process.
+func (l Launch) Run(sigs <-chan os.Signal, started func(pid int)) (int, error) {
+	if l.NetNS == "" {
+		return 0, errors.New("no network namespace to run the command in")
+	}
+	fd, err := openNetNSName(l.NetNS)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return runIn(fd, l, sigs, cmp.Or(l.Log, slog.New(slog.DiscardHandler)), func(p *os.Process) {
+		if started != nil {
+			started(p.Pid)
+		}
+	})
+}
+
+// runIn starts l in the network namespace fd and supervises it until it
+// ends (see Agent.Run).
+func runIn(fd int, l Launch, sigs <-chan os.Signal, log *slog.Logger, started func(*os.Process)) (int, error) {
 	cmd := l.cmd()
-	if err := a.start(cmd); err != nil {
+	if err := startIn(fd, cmd); err != nil {
 		return 0, fmt.Errorf("start %s: %w", l.Args[0], err)
 	}
-	started(cmd.Process.Pid)
+	started(cmd.Process)
 	interactive := l.Interactive()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -214,7 +312,7 @@ func (a *Agent) Run(l Launch, sigs <-chan os.Signal, started func(pid int)) (int
 		case sig := <-sigs:
 			received++
 			if received > 1 {
-				a.log.Warn("second signal: killing the command", "signal", sig)
+				log.Warn("second signal: killing the command", "signal", sig)
 				_ = cmd.Process.Kill()
 				continue
 			}
@@ -239,13 +337,13 @@ func exitStatus(cmd *exec.Cmd, err error) (int, error) {
 	return st.ExitCode(), nil
 }
 
-// start starts cmd inside the agent's namespace, as the first process of
-// a PID namespace of its own (cmd.SysProcAttr asks for it): every process
-// it starts stays in that PID namespace, even one that moves to another
-// network namespace, and dies with it (see Kill). Only the new process is
-// in the agent's network namespace: the thread that forks it is discarded
-// afterwards.
-func (a *Agent) start(cmd *exec.Cmd) error {
+// startIn starts cmd inside the network namespace fd, as the first
+// process of a PID namespace of its own (cmd.SysProcAttr asks for it):
+// every process it starts stays in that PID namespace, even one that
+// moves to another network namespace, and dies with it (see Kill). Only
+// the new process is in the namespace: the thread that forks it is
+// discarded afterwards.
+func startIn(fd int, cmd *exec.Cmd) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -253,26 +351,22 @@ func (a *Agent) start(cmd *exec.Cmd) error {
 			errc <- err
 			return
 		}
-		if err := unix.Setns(a.Fd, unix.CLONE_NEWNET); err != nil {
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
 			errc <- fmt.Errorf("enter agent namespace: %w", err)
 			return
 		}
 		errc <- cmd.Start()
 	}()
-	if err := <-errc; err != nil {
-		return err
-	}
-	a.mu.Lock()
-	a.init = cmd.Process
-	a.mu.Unlock()
-	return nil
+	return <-errc
 }
 
 // Kill ends every process of the agent. Killing the first process of its
 // PID namespace makes the kernel kill all the others; processes that
-// entered the network namespace some other way (from the host, through
-// /proc/PID/ns/net) are found by scanning /proc. It reports how many
-// processes it signalled directly.
+// entered the network namespace some other way (`ip netns exec`, or
+// through /proc/PID/ns/net) are found by scanning /proc, again until a
+// scan finds none left (or a bound is reached), so that one forked while
+// a scan ran is not missed. It reports how many processes it signalled
+// directly.
 func (a *Agent) Kill() int {
 	n := 0
 	a.mu.Lock()
@@ -284,30 +378,59 @@ func (a *Agent) Kill() int {
 	return n + a.killNetNS()
 }
 
+// killRounds bounds the scans of Kill: a process that takes longer to
+// die after SIGKILL (in an uninterruptible sleep) is left to die later.
+const killRounds = 200
+
 // killNetNS sends SIGKILL to every process whose network namespace is the
-// agent's.
+// agent's, until none is left.
 func (a *Agent) killNetNS() int {
 	var st unix.Stat_t
 	if a.Fd < 0 || unix.Fstat(a.Fd, &st) != nil {
 		return 0
 	}
-	paths, _ := filepath.Glob("/proc/[0-9]*/ns/net")
-	n := 0
-	for _, p := range paths {
-		var pst unix.Stat_t
-		if unix.Stat(p, &pst) != nil || pst.Ino != st.Ino || pst.Dev != st.Dev {
-			continue
+	signalled := map[int]bool{}
+	for range killRounds {
+		found := 0
+		// /proc/PID/ns/net is looked at directly: listing /proc/PID/ns,
+		// a directory of mode 0511 owned by the process's user, would
+		// need CAP_DAC_READ_SEARCH for other users' processes under a
+		// unit that has no CAP_DAC_OVERRIDE.
+		for _, pid := range procPIDs() {
+			var pst unix.Stat_t
+			if pid == os.Getpid() || unix.Stat("/proc/"+strconv.Itoa(pid)+"/ns/net", &pst) != nil || pst.Ino != st.Ino || pst.Dev != st.Dev {
+				continue
+			}
+			found++
+			if syscall.Kill(pid, syscall.SIGKILL) == nil {
+				signalled[pid] = true
+			}
 		}
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(p))))
-		if err == nil && pid != os.Getpid() && syscall.Kill(pid, syscall.SIGKILL) == nil {
-			n++
+		if found == 0 {
+			break
 		}
+		// A killed process keeps its namespace until the kernel has
+		// ended it: look again once it has had the time to.
+		time.Sleep(5 * time.Millisecond)
 	}
-	return n
+	return len(signalled)
 }
 
-// Close deletes the veth (both ends go) and releases the namespace handle;
-// the namespace disappears with its last process.
+// procPIDs lists the processes in /proc.
+func procPIDs() []int {
+	entries, _ := os.ReadDir("/proc")
+	pids := make([]int, 0, len(entries))
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// Close deletes the veth (both ends go) and releases the namespace handle.
+// A namespace without a name disappears with its last process; a named
+// one stays, with its processes, until RemoveName.
 func (a *Agent) Close() error {
 	var errs []error
 	if _, err := DeleteLink(a.Iface); err != nil {
@@ -318,6 +441,17 @@ func (a *Agent) Close() error {
 		a.Fd = -1
 	}
 	return errors.Join(errs...)
+}
+
+// RemoveName removes the name of a named namespace (unbinds and removes
+// NetNSDir/NAME, as `ip netns del` does): nothing can enter it by name
+// any more, and it goes once its processes and the Agent's handle do.
+// Without a name, it does nothing.
+func (a *Agent) RemoveName() error {
+	if a.Namespace == "" {
+		return nil
+	}
+	return removeNamedNetNS(a.Namespace)
 }
 
 // DeleteLink removes a link left by an earlier run and reports whether

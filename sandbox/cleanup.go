@@ -32,7 +32,9 @@ type CleanupConfig struct {
 // whichever network namespace each ran, and says what it did, one line
 // each. Live runs are left alone. The runs of a gateway namespace that
 // is gone lost their links and tables with it: their agents, files and
-// records are what is left of them. It needs root, to find and enter the
+// records are what is left of them. An agent whose namespace has a name
+// (sluice serve's) keeps it and its processes, cut off, for the next
+// start with it (see State.undo). It needs root, to find and enter the
 // namespaces. Records that do not read, and namespaces it cannot tell
 // are gone, are reported in the error and left as they are.
 func Cleanup(cfg CleanupConfig) ([]string, error) {
@@ -170,11 +172,14 @@ func removeGone(ns *namespace) ([]string, error) {
 func (r Run) leftovers(kernel bool) []string {
 	s := r.state
 	var out []string
-	if s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
+	if s.AgentNetNS == "" && s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
 		out = append(out, fmt.Sprintf("would kill the agent %s (pid %d)", s.Name, s.AgentPID))
 	}
 	if kernel && s.Iface != "" {
 		out = append(out, "would remove link "+s.Iface)
+	}
+	if s.AgentNetNS != "" {
+		out = append(out, fmt.Sprintf("would keep the agent namespace %s and its processes, with no link, for the next start with it", s.AgentNetNS))
 	}
 	if kernel && s.Table != "" {
 		out = append(out, "would remove table inet "+s.Table)

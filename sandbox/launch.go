@@ -2,6 +2,7 @@ package sandbox
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"syscall"
@@ -9,8 +10,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Launch is a command to run in the agent (see Agent.Start).
+// Launch is a command to run in an agent: in the one an Agent made (see
+// Agent.Run), or in the named namespace of one that a gateway serves (see
+// Launch.Run).
 type Launch struct {
+	// NetNS names the agent's network namespace under NetNSDir, for
+	// Launch.Run; Agent.Run takes its own.
+	NetNS string
 	// Args is the command and its arguments.
 	Args []string
 	// ResolvConf is a file to mount over the agent's /etc/resolv.conf.
@@ -26,6 +32,9 @@ type Launch struct {
 	Env []string
 	// Stdin, Stdout and Stderr are the command's standard streams.
 	Stdin, Stdout, Stderr *os.File
+	// Log receives what Launch.Run's supervision has to say (nil:
+	// nothing); Agent.Run uses the agent's.
+	Log *slog.Logger
 }
 
 // Interactive reports whether the command reads from a terminal. Such a

@@ -36,6 +36,11 @@ type Run struct {
 	Iface  string
 	// AgentPID is the first process of the agent, 0 before it started.
 	AgentPID int
+	// AgentNetNS names the agent's namespace under NetNSDir when it has a
+	// name (see State.AgentNetNS); ResolvConf and CABundle are the files
+	// a command started in it gets (see State.ResolvConf).
+	AgentNetNS           string
+	ResolvConf, CABundle string
 	// Forwarding says the run holds the forwarding sluice switched on.
 	Forwarding bool
 	// Record is the path of the record.
@@ -114,6 +119,7 @@ func (s *State) run(cookie uint64, boot time.Time) Run {
 		Name: s.Name, PID: s.PID, Alive: s.alive(), Started: started,
 		Command: s.Command, PolicyHash: s.PolicyHash, NetNS: s.NetNS, Cookie: cookie,
 		Table: s.Table, Iface: s.Iface, AgentPID: s.AgentPID, Forwarding: s.Forwarding,
+		AgentNetNS: s.AgentNetNS, ResolvConf: s.ResolvConf, CABundle: s.CABundle,
 		Record: s.path, state: s,
 	}
 }

@@ -90,6 +90,10 @@ type StateConfig struct {
 	// interfaces, exempting the agents' links (ifaces); with an empty
 	// plan it removes the guard. It is the caller's too.
 	SetGuard func(plan ForwardingPlan, ifaces []string) error
+	// AgentNetNS, when set, names the new agent's network namespace under
+	// NetNSDir (see State.AgentNetNS). Claim refuses it while a live run
+	// of any gateway namespace, recorded in Dir, holds it.
+	AgentNetNS string
 }
 
 // State is the record of what one agent holds in its gateway namespace.
@@ -101,6 +105,18 @@ type State struct {
 	// PID namespace: killing it ends every process of the agent.
 	AgentPID   int    `json:"agent_pid,omitempty"`
 	AgentStart string `json:"agent_start,omitempty"`
+	// AgentNetNS names the agent's network namespace under NetNSDir when
+	// it has a name (sluice serve's agents): the namespace outlives the
+	// run, with its processes, for the next start with the same name to
+	// adopt. Undoing such a run removes its link (the namespace is left
+	// with no way out) and its table, and never kills its processes.
+	AgentNetNS string `json:"agent_netns,omitempty"`
+	// ResolvConf and CABundle are the files a command started in the
+	// agent gets as /etc/resolv.conf and as its CA bundle (see Launch),
+	// for `sluice exec` to find; they are among Files. CABundle is empty
+	// when the agent trusts no CA of sluice's.
+	ResolvConf string `json:"resolv_conf,omitempty"`
+	CABundle   string `json:"ca_bundle,omitempty"`
 	// Forwarding says the agent holds the forwarding that sluice switched
 	// on in the namespace (see EnableForwarding).
 	Forwarding bool `json:"forwarding,omitempty"`
@@ -169,6 +185,9 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 			// taken again while its link still stands, unfiltered.
 			return fmt.Errorf("%w; nothing is started until it is removed (after removing the link and the table it names)", unread)
 		}
+		if err := ns.checkAgentNetNS(cfg.AgentNetNS); err != nil {
+			return err
+		}
 		slot, err := cfg.Choose(held)
 		if err != nil {
 			return err
@@ -178,7 +197,7 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 				return err
 			}
 		}
-		s = &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot,
+		s = &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: cfg.AgentNetNS,
 			Started: time.Now(), NetNS: netnsName(ns.inode), NetNSInode: ns.inode,
 			path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
 		return s.save()
@@ -203,6 +222,24 @@ func Recover(cfg StateConfig) ([]string, error) {
 		return unread
 	})
 	return undone, err
+}
+
+// checkAgentNetNS refuses the agent namespace name while a live run,
+// of any gateway namespace, holds it: two gateways would each remake the
+// other's link into it. Call it under the lock.
+func (ns *namespace) checkAgentNetNS(name string) error {
+	if name == "" {
+		return nil
+	}
+	paths, _ := filepath.Glob(filepath.Join(ns.dir, "netns-*-agent-*.json"))
+	for _, p := range paths {
+		s, err := readState(p)
+		if err == nil && s.AgentNetNS == name && s.alive() {
+			return fmt.Errorf("the agent namespace %s is held by another sluice (agent %q, pid %d, gateway namespace %s)",
+				name, s.Name, s.PID, cmp.Or(s.NetNS, "without a name"))
+		}
+	}
+	return nil
 }
 
 func openNamespace(cfg StateConfig) (*namespace, error) {
@@ -329,17 +366,26 @@ func readState(path string) (*State, error) {
 // and with the table gone before the link it would forward anything,
 // anywhere, unfiltered. Its hold on forwarding goes with its record.
 //
+// The processes of an agent whose namespace has a name (AgentNetNS) are
+// kept, for the next start with that namespace to adopt: its link goes,
+// which leaves them no way out (the namespace has nothing else but
+// loopback), and then the table.
+//
 // With kernel false, the run's gateway namespace is gone, and its link and
 // table went with it: a link of that name here would be another's, so only
 // the agent, the files and the record are left to remove.
 func (s *State) undo(kernel bool) ([]string, error) {
 	var done []string
-	if s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
+	if s.AgentNetNS == "" && s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
 		if syscall.Kill(s.AgentPID, syscall.SIGKILL) == nil {
 			done = append(done, fmt.Sprintf("killed the agent %s (pid %d)", s.Name, s.AgentPID))
 		}
 	}
+	kept := fmt.Sprintf("kept the agent namespace %s and its processes, with no link, for the next start with it", s.AgentNetNS)
 	if !kernel {
+		if s.AgentNetNS != "" {
+			done = append(done, kept)
+		}
 		return append(done, s.removeFiles()...), nil
 	}
 	if s.Iface != "" {
@@ -353,6 +399,9 @@ func (s *State) undo(kernel bool) ([]string, error) {
 		if existed {
 			done = append(done, "removed link "+s.Iface)
 		}
+	}
+	if s.AgentNetNS != "" {
+		done = append(done, kept)
 	}
 	if rm := s.ns.cfg.RemoveTable; rm != nil && s.Table != "" {
 		if existed, err := rm(s.Table); existed && err == nil {
@@ -402,6 +451,12 @@ func (ns *namespace) settleForwarding(done *[]string) error {
 	for _, sc := range slices.Backward(fwd.Sysctls) {
 		cur, err := readSysctl(sc.Path)
 		if err == nil && cur == sc.Value {
+			continue
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			// An interface's setting (accept_ra), and the interface is
+			// gone: nothing to restore. It may have been another agent's
+			// link, caught just made, before it refused advertisements.
 			continue
 		}
 		if err = writeSysctl(sc.Path, sc.Value); err != nil {
@@ -494,6 +549,16 @@ func (s *State) WriteFile(path string, data []byte) error {
 		return err
 	}
 	return os.WriteFile(path, data, 0o644)
+}
+
+// SetLaunchFiles records the files a command started in the agent gets
+// as /etc/resolv.conf and as its CA bundle ("" for none), written with
+// WriteFile before, for `sluice exec` to find.
+func (s *State) SetLaunchFiles(resolvConf, caBundle string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ResolvConf, s.CABundle = resolvConf, caBundle
+	return s.save()
 }
 
 // Dir is the directory of the records, where the run's own files go too.

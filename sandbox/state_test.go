@@ -205,3 +205,43 @@ func TestUnreadableRecordStopsClaims(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRestoreSkipsGoneInterface: a setting recorded for an interface that
+// is gone by the time forwarding is restored (another agent's link,
+// caught by the scan of accept_ra just as it was made) is skipped: the
+// rest is restored and the guard goes, instead of both staying.
+func TestRestoreSkipsGoneInterface(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-st")
+	dir := t.TempDir()
+	err := ns.Do(func() error {
+		if err := writeSysctl(sysctlForward4, "0"); err != nil { // a new namespace takes the host's
+			return err
+		}
+		g := &guardLog{}
+		s, _, err := Claim(StateConfig{Dir: dir, SetGuard: g.set, Choose: func([]Holder) (Slot, error) { return slot("a", 1), nil }})
+		if err != nil {
+			return err
+		}
+		if err := s.EnableForwarding(false); err != nil {
+			return err
+		}
+		fwd, err := s.ns.readForwarding()
+		if err != nil {
+			return err
+		}
+		fwd.Sysctls = append(fwd.Sysctls, Sysctl{Path: "net/ipv6/conf/slgone0/accept_ra", Value: "1"})
+		if err := s.ns.saveForwarding(fwd); err != nil {
+			return err
+		}
+		if err := s.Release(); err != nil {
+			t.Errorf("release: %v", err)
+		}
+		if v, _ := readSysctl(sysctlForward4); v != "0" || g.last() != "v4=false v6=false []" {
+			t.Errorf("after release: ip_forward=%s, guard %s", v, g.last())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -172,15 +172,6 @@ func (s *Server) propose(r *http.Request, req allowRequest) (policy.Proposal, in
 	return pr, http.StatusOK, nil
 }
 
-// allowable are the reasons a refusal can have that an allowance
-// changes: the name, or the address and port, is not in the policy.
-// Allowing any other refusal (a name not pinned, an ECH hello, an
-// upstream failure) would let nothing more through.
-var allowable = map[journal.Reason]bool{
-	journal.ReasonNameNotAllowed: true, journal.ReasonSNINotAllowed: true, journal.ReasonHostNotAllowed: true,
-	journal.ReasonPortNotAllowed: true, journal.ReasonNoSetEntry: true,
-}
-
 // allowFor is what allowing a refusal means: its name on its port (a DNS
 // refusal has no port: the policy's default ports), or, for a packet
 // without a name, its one address on its port. The name is the agent's
@@ -188,10 +179,14 @@ var allowable = map[journal.Reason]bool{
 // address or a prefix, or a click on "allow" would open what the agent
 // chose to write there.
 func allowFor(rec *journal.Record) (string, error) {
-	if rec.Verdict != journal.Refused.String() {
+	// A would-be refusal (report mode) names what the policy lacks as a
+	// refusal does.
+	if rec.Verdict != journal.Refused.String() && rec.Verdict != journal.WouldRefuse.String() {
 		return "", fmt.Errorf("record %d is not a refusal", rec.ID)
 	}
-	if !allowable[rec.Reason] {
+	// Allowing any other refusal (a name not pinned, an ECH hello, an
+	// upstream failure) would let nothing more through.
+	if !rec.Reason.Allowable() {
 		return "", fmt.Errorf("record %d was refused for %s, which an allowance does not change", rec.ID, rec.Reason)
 	}
 	var port uint16

@@ -316,6 +316,9 @@ func TestAllowFor(t *testing.T) {
 		{journal.Record{Verdict: "refused", Reason: journal.ReasonNameNotAllowed, Name: "2600::/12"}, ""},
 		{journal.Record{Verdict: "refused", Reason: journal.ReasonNotPinned, Name: "api.example.com", Dst: "192.0.2.1:443"}, ""},
 		{journal.Record{Verdict: "allowed", Reason: journal.ReasonAllowed, Name: "api.example.com"}, ""},
+		// Report mode: a would-be refusal is allowed as a refusal is.
+		{journal.Record{Verdict: "would_refuse", Reason: journal.ReasonSNINotAllowed, Name: "new.example.com", Dst: "192.0.2.1:443"}, "new.example.com:443"},
+		{journal.Record{Verdict: "would_refuse", Reason: journal.ReasonECH, Name: "new.example.com", Dst: "192.0.2.1:443"}, ""},
 	} {
 		got, err := allowFor(&tc.rec)
 		if got != tc.want || (err == nil) != (tc.want != "") {

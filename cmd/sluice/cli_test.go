@@ -41,6 +41,10 @@ func TestGolden(t *testing.T) {
 	writeFile(t, tabs, "version: 1\nallow:\n\t- host: a.example.com\n")
 	mixed := filepath.Join(dir, "mixed.yaml")
 	writeFile(t, mixed, "version: 1\nallow:\n  - host: gitlab.com\n  - host: '*.lan'\n  - host: 'https://x.example.com/'\n")
+	serveGood := filepath.Join(dir, "serve.yaml")
+	writeFile(t, serveGood, "ui: 127.0.0.1:8099\nagents:\n  - name: alpha\n    policy: good.yaml\n  - name: lab\n    policy: good.yaml\n    interface: br-lab\n    mode: report\n")
+	serveBad := filepath.Join(dir, "serve-bad.yaml")
+	writeFile(t, serveBad, "agents:\n  - name: alpha\n    policy: good.yaml\n  - name: beta\n    policy: bad.yaml\n    agent_net: 198.19.0.1/30\n  - name: alpha\n    policy: nowhere.yaml\n")
 	cases := []struct {
 		name string
 		args []string
@@ -68,6 +72,9 @@ func TestGolden(t *testing.T) {
 		{"check-good", []string{"check", good}},
 		{"check-errors-and-warnings", []string{"check", bad, mixed}},
 		{"check-tab", []string{"check", tabs}},
+		{"check-serve", []string{"check", serveGood, serveBad}},
+		{"serve-h", []string{"serve", "-h"}},
+		{"serve-no-config", []string{"serve"}},
 		{"journal-unknown", []string{"journal", "lst"}},
 		{"completion-none", []string{"completion"}},
 		{"completion-unknown", []string{"completion", "tcsh"}},
@@ -191,7 +198,7 @@ func TestCompletion(t *testing.T) {
 		words string // COMP_WORDS, the last one being completed
 		want  string // COMPREPLY, joined by spaces
 	}{
-		{"sluice ''", "run check journal ui ca status cleanup completion version help"},
+		{"sluice ''", "run serve exec check policy journal ui ca status cleanup completion version help"},
 		{"sluice ch", "check"},
 		{"sluice run --allow-p", "--allow-private"},
 		{"sluice run --policy ''", ""}, // a file: bash's default

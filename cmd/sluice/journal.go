@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,7 +54,7 @@ func journalCmd(args []string) error {
 	switch args[0] {
 	case "list":
 		fs.BoolVar(&asJSON, "json", false, "print JSON lines")
-		fs.StringVar(&f.Verdict, "verdict", "", "only this `verdict` (refused, allowed, dropped, changed, lost, pruned)")
+		fs.StringVar(&f.Verdict, "verdict", "", "only this `verdict` ("+strings.Join(journal.Verdicts(), ", ")+")")
 		fs.StringVar(&f.Layer, "layer", "", "only this `layer` (dns, firewall, tls, http, policy, journal)")
 		fs.StringVar(&f.Host, "host", "", "only this `host` and its subdomains")
 		fs.StringVar(&f.Agent, "agent", "", "only this `agent`")

@@ -37,13 +37,15 @@ func isTerminal(w io.Writer) bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-func newHandler(w io.Writer, format string, level slog.Level) slog.Handler {
+// newHandler makes a handler of the format on w. keepAgent keeps the
+// agent's name on human lines: serve's lines are of many agents.
+func newHandler(w io.Writer, format string, level slog.Level, keepAgent bool) slog.Handler {
 	opts := &slog.HandlerOptions{Level: level}
 	switch format {
 	case "json":
 		return slog.NewJSONHandler(w, opts)
 	case "human":
-		return &humanHandler{w: w, level: level, mu: &sync.Mutex{}}
+		return &humanHandler{w: w, level: level, mu: &sync.Mutex{}, keepAgent: keepAgent}
 	}
 	return slog.NewTextHandler(w, opts)
 }
@@ -88,10 +90,11 @@ func openLogFile(path string) (*os.File, error) {
 // The agent's name and the policy hash, the same on every line of a run,
 // are left to the journal.
 type humanHandler struct {
-	w     io.Writer
-	level slog.Level
-	attrs []slog.Attr
-	mu    *sync.Mutex
+	keepAgent bool
+	w         io.Writer
+	level     slog.Level
+	attrs     []slog.Attr
+	mu        *sync.Mutex
 }
 
 func (h *humanHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
@@ -111,9 +114,11 @@ func (h *humanHandler) Handle(_ context.Context, r slog.Record) error {
 	b.WriteByte(' ')
 	b.WriteString(r.Message)
 	write := func(a slog.Attr) bool {
-		switch a.Key {
-		case "agent", "policy":
+		switch {
+		case a.Key == "policy", a.Key == "agent" && !h.keepAgent:
 			return true
+		}
+		switch a.Key {
 		case "layer":
 			b.WriteByte(' ')
 			b.WriteString(a.Value.String())

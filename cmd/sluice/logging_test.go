@@ -18,7 +18,7 @@ import (
 // agent and policy hash that every line of a run shares.
 func TestHumanLog(t *testing.T) {
 	var b bytes.Buffer
-	log := slog.New(newHandler(&b, "human", slog.LevelInfo))
+	log := slog.New(newHandler(&b, "human", slog.LevelInfo, false))
 	sink := journal.LogSink{Log: log}
 	_ = sink.WriteEvents([]journal.Event{{Agent: "curl", Layer: journal.LayerDNS, Kind: journal.Refused, Reason: "name_not_allowed",
 		Name: "other.test.", Proto: "A", PolicyHash: "sha256:71d57ffae49d62d7"}})
@@ -40,6 +40,12 @@ func TestHumanLog(t *testing.T) {
 	}
 	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
 		t.Errorf("human log:\n%s\nwant:\n%s", strings.Join(lines, "\n"), strings.Join(want, "\n"))
+	}
+	// serve's lines are of many agents: each names its own.
+	b.Reset()
+	slog.New(newHandler(&b, "human", slog.LevelInfo, true)).Warn("refused", "agent", "alpha", "policy", "sha256:x")
+	if !strings.Contains(b.String(), "refused agent=alpha") || strings.Contains(b.String(), "sha256") {
+		t.Errorf("serve's human line %q: want the agent and no policy hash", b.String())
 	}
 }
 
@@ -121,7 +127,7 @@ func TestExitSummaryGolden(t *testing.T) {
 
 func TestHumanLogEscapes(t *testing.T) {
 	var b bytes.Buffer
-	log := slog.New(newHandler(&b, "human", slog.LevelInfo))
+	log := slog.New(newHandler(&b, "human", slog.LevelInfo, false))
 	log.Warn("refused", "name", "a\u009b2Jb\u202eevil", "detail", `back\slash`, "plain", "ok.test")
 	got := b.String()
 	if strings.ContainsAny(got, "\u009b\u202e") || !strings.Contains(got, `name="a\u009b2Jb\u202eevil"`) || !strings.Contains(got, "plain=ok.test") {

@@ -34,7 +34,10 @@ var commands []command
 func init() {
 	commands = []command{
 		{"run", "run a command whose only way out is this gateway (root)", runCmd},
+		{"serve", "run the gateway of every agent a config names, reloading on change (root)", serveCmd},
+		{"exec", "run a command in the namespace of an agent sluice serve serves (root)", execCmd},
 		{"check", "validate policy files: every error with file:line, then warnings", checkCmd},
+		{"policy", "suggest a policy from what an agent did, in the journal", policyCmd},
 		{"journal", "read the decision journal: list, verify, export", journalCmd},
 		{"ui", "review a journal in the browser", uiCmd},
 		{"ca", "print the CA the agent trusts for hosts with git or http rules", caCmd},

@@ -55,6 +55,7 @@ type runOptions struct {
 	logAllowed bool
 	logJSON    bool
 	logFile    string
+	manyAgents bool // serve: the human log names each line's agent
 	verbose    bool
 	command    []string
 	cfg        gateway.Config
@@ -217,7 +218,7 @@ func newLogger(o *runOptions) (log *slog.Logger, started func(), closeFile func(
 	if o.verbose {
 		level = slog.LevelDebug
 	}
-	toStderr := newHandler(stderr, logFormat(stderr, o.logJSON), level)
+	toStderr := newHandler(stderr, logFormat(stderr, o.logJSON), level, o.manyAgents)
 	if o.logFile == "" {
 		return slog.New(toStderr), func() {}, func() {}, nil
 	}
@@ -225,7 +226,7 @@ func newLogger(o *runOptions) (log *slog.Logger, started func(), closeFile func(
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	h := &startupTee{file: newHandler(f, logFormat(f, o.logJSON), level), stderr: toStderr, started: new(atomic.Bool)}
+	h := &startupTee{file: newHandler(f, logFormat(f, o.logJSON), level, o.manyAgents), stderr: toStderr, started: new(atomic.Bool)}
 	return slog.New(h), func() { h.started.Store(true) }, func() { f.Close() }, nil
 }
 
