@@ -21,6 +21,10 @@ type outcome struct {
 	ev       journal.Event
 	record   bool // whether ev goes to the journal
 	withEDNS bool
+	// dropped is a second record, of the addresses removed from an
+	// answer released as a would-be refusal (report mode), whose own
+	// record is ev.
+	dropped *journal.Event
 }
 
 // Answer decides and answers one query from src. It returns nil when the
@@ -31,10 +35,12 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.
 		return nil
 	}
 	if o.record {
-		o.ev.Time = s.now()
-		o.ev.Agent = s.cfg.Agent
-		o.ev.Layer = journal.LayerDNS
-		s.cfg.Journal.Record(o.ev)
+		for _, ev := range []*journal.Event{&o.ev, o.dropped} {
+			if ev != nil {
+				ev.Time, ev.Agent, ev.Layer = s.now(), s.cfg.Agent, journal.LayerDNS
+				s.cfg.Journal.Record(*ev)
+			}
+		}
 	}
 	if req.IsEdns0() != nil {
 		o.msg.SetEdns0(1232, false)
@@ -77,26 +83,71 @@ func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outc
 	}
 	d := p.MatchName(q.Name)
 	ev.Rule = d.Rule()
+	// would is the reason that refuses the question in enforce mode and
+	// that report mode journals instead; "" when the policy allows it.
+	var would journal.Reason
 	if !d.Allow {
 		ev.Reason = journal.Reason(d.Reason) // every policy word is a journal one (TestPolicyReasons)
-		return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+		if !s.reports(ev.Reason) {
+			return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+		}
+		would = ev.Reason
 	}
 	ev.Name = d.Name
-	if !s.budgets.admit(d.Entry, d.Name, s.now()) {
+	if d.Allow && !s.budgets.admit(d.Entry, d.Name, s.now()) {
 		ev.Reason = journal.ReasonNameBudget
 		ev.Detail = fmt.Sprintf("more than %d new names a minute under %s", d.Entry.NameBudget(), d.Entry.Host)
-		return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+		if !s.cfg.Report {
+			return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+		}
+		would = ev.Reason
 	}
 	if q.Qtype == dns.TypeAAAA && !s.cfg.IPv6 {
-		ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonAllowed, "no IPv6 on the gateway: empty answer"
+		ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonAllowed, joinDetail(ev.Detail, "no IPv6 on the gateway: empty answer")
+		wouldRefuse(&ev, would)
 		return outcome{msg: reply(req, dns.RcodeSuccess), record: true, ev: ev}
 	}
-	return s.forward(ctx, req, q.Qtype, p, d, ev)
+	return s.forward(ctx, req, q.Qtype, p, d, would, ev)
+}
+
+// reports says whether report mode answers a question the policy
+// refuses for reason: a name no entry allows. The other reasons of a
+// policy's match (a name that is no host name, no policy in force) are
+// no entry's choice, and stay refusals.
+func (s *Server) reports(reason journal.Reason) bool {
+	return s.cfg.Report && reason == journal.ReasonNameNotAllowed
+}
+
+// wouldRefuse makes ev, the record of a question that was answered, a
+// would-be refusal for would (report mode), what it said before kept in
+// its detail; with would "" it leaves ev as it is.
+func wouldRefuse(ev *journal.Event, would journal.Reason) {
+	if would == "" {
+		return
+	}
+	if ev.Reason != journal.ReasonAllowed && ev.Reason != would {
+		ev.Detail = joinDetail(string(ev.Reason), ev.Detail)
+	}
+	ev.Kind, ev.Reason = journal.WouldRefuse, would
+}
+
+// joinDetail joins two parts of a record's detail.
+func joinDetail(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + ": " + b
 }
 
 // forward answers an allowed question from the cache or the upstream, then
-// opens the answer's addresses in the sets, and only then returns it.
-func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *policy.Policy, d policy.Decision, ev journal.Event) outcome {
+// opens the answer's addresses in the sets, and only then returns it. In
+// report mode it answers a question that would be refused for would the
+// same way (but that a name no entry allows opens nothing in the sets),
+// and journals it as a would-be refusal.
+func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *policy.Policy, d policy.Decision, would journal.Reason, ev journal.Event) outcome {
 	key := cacheKey{d.Name, qtype}
 	now := s.now()
 	c, age := s.cache.get(key, p, now)
@@ -107,15 +158,17 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 			// The gateway failed to resolve a name the policy allowed:
 			// an error of the gateway's, not a refusal.
 			s.errorUpstream(d, qtype, err)
-			ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonUpstreamFailed, err.Error()
+			ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonUpstreamFailed, joinDetail(ev.Detail, err.Error())
+			wouldRefuse(&ev, would)
 			return servfail(req, ev)
 		}
 		t := trouble(qtype, f)
-		if warns(qtype, t) {
+		if warns(qtype, t) && d.Allow {
 			s.warnUnresolved(d, qtype, server, t)
 		}
 		if rcode := f.msg.Rcode; rcode != dns.RcodeSuccess && rcode != dns.RcodeNameError {
-			ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonUpstreamFailed, server+" answered "+t
+			ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonUpstreamFailed, joinDetail(ev.Detail, server+" answered "+t)
+			wouldRefuse(&ev, would)
 			return servfail(req, ev)
 		}
 		c, dropped = f.cached, f.dropped
@@ -135,11 +188,17 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 			s.gate.RUnlock()
 			d = cur.MatchName(d.Name)
 			ev.PolicyHash, ev.Rule = cur.Hash(), d.Rule()
-			if !d.Allow {
+			switch {
+			case !d.Allow:
 				ev.Reason = journal.Reason(d.Reason)
-				return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+				if !s.reports(ev.Reason) {
+					return outcome{msg: reply(req, dns.RcodeNameError), record: true, ev: ev, withEDNS: true}
+				}
+				would, ev.Detail = ev.Reason, ""
+			case would != journal.ReasonNameBudget: // a budget spent stays spent
+				would, ev.Detail = "", ""
 			}
-			return s.forward(ctx, req, qtype, cur, d, ev)
+			return s.forward(ctx, req, qtype, cur, d, would, ev)
 		}
 		reason, err := s.open(ctx, c, d, c.ttl-age, now)
 		s.gate.RUnlock()
@@ -157,7 +216,21 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 	m.Rcode = c.msg.Rcode
 	m.Answer = ageRRs(c.msg.Answer, age)
 	m.Ns = ageRRs(c.msg.Ns, age)
-	ev.Kind, ev.Reason, ev.Addrs, ev.Detail = journal.Allowed, journal.ReasonAllowed, c.addrs, c.note
+	ev.Kind, ev.Reason, ev.Addrs, ev.Detail = journal.Allowed, journal.ReasonAllowed, c.addrs, joinDetail(ev.Detail, c.note)
+	if would != "" {
+		// Report mode: the answer went out; its record says what would
+		// have refused it, and the addresses it handed out (for a flow
+		// to one of them to be taken as the name's). The addresses the
+		// answer's filter removed are a record of their own, as always.
+		wouldRefuse(&ev, would)
+		o := outcome{msg: m, record: true, ev: ev}
+		if len(dropped) > 0 {
+			dr := ev
+			dr.Kind, dr.Reason, dr.Addrs, dr.Detail = journal.Dropped, journal.ReasonAddrsDropped, dropped, ""
+			o.dropped = &dr
+		}
+		return o
+	}
 	if len(dropped) > 0 {
 		// Released without some of its addresses: a notice, not a refusal.
 		ev.Kind, ev.Reason, ev.Addrs = journal.Dropped, journal.ReasonAddrsDropped, dropped
@@ -167,10 +240,14 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 
 // open puts the answer's addresses in the sets and the pin table for at
 // least remaining (bounded by MinTTL and MaxTTL), or says why it could not.
+// A name no entry allows (report mode) has no ports to open: its
+// addresses are only pinned.
 func (s *Server) open(ctx context.Context, c *cached, d policy.Decision, remaining time.Duration, now time.Time) (journal.Reason, error) {
 	need := min(max(remaining, s.cfg.MinTTL), s.cfg.MaxTTL)
-	if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
-		return journal.ReasonSetUpdateFailed, err
+	if d.Allow {
+		if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
+			return journal.ReasonSetUpdateFailed, err
+		}
 	}
 	if !s.cfg.Pins.Pin(d.Name, c.addrs, now.Add(need)) {
 		return journal.ReasonPinTableFull, nil
@@ -301,7 +378,7 @@ func (s *Server) keepAddr(rr dns.RR, ip []byte, d policy.Decision, addrs, droppe
 	if !ok {
 		return nil
 	}
-	if s.forbidden(a, d.Entry.Private) {
+	if s.forbidden(a, d.Entry != nil && d.Entry.Private) { // no entry (report mode): not private
 		*dropped = append(*dropped, a)
 		return nil
 	}

@@ -88,6 +88,20 @@ type Config struct {
 	// allowed names that do not resolve (at most one per name and kind
 	// of trouble in a few minutes).
 	Log *slog.Logger
+	// Report puts the agent in report mode: a question the policy would
+	// refuse (a name no entry allows, a new name past its wildcard's
+	// budget) is resolved and answered as an allowed one is, and
+	// journaled as WouldRefuse with the reason that would have refused
+	// it and the addresses handed out. Its addresses are pinned to the
+	// name, so that the proxy can still tell whether a connection goes
+	// where the name led; a name no entry allows opens nothing in the
+	// sets (the ruleset of a report-mode agent lets its flows through
+	// and journals them, which is how their ports are seen). What is
+	// no policy's decision stays refused as in enforce mode: a query
+	// from a foreign source, a message that is not one standard query,
+	// a question sluice never forwards, a name that is not a host name,
+	// no policy in force, and the gateway's own failures (sets, pins).
+	Report bool
 }
 
 // Server is a filtering resolver for one agent. It is safe for concurrent use.

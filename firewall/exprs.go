@@ -72,7 +72,13 @@ func dport(port uint16) []expr.Any {
 	return th(2, binaryutil.BigEndian.PutUint16(port))
 }
 
+// sport is `th sport PORT`; use it after l4proto tcp or udp.
+func sport(port uint16) []expr.Any {
+	return th(0, binaryutil.BigEndian.PutUint16(port))
+}
+
 // ctState is `ct state STATES` for a mask of expr.CtStateBit* values.
+
 func ctState(mask uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},

@@ -74,6 +74,13 @@ func routerConfig() Config {
 	}
 }
 
+// reportConfig is fullConfig in report mode.
+func reportConfig(t testing.TB) Config {
+	cfg := fullConfig(t)
+	cfg.Report = true
+	return cfg
+}
+
 // goldenLog collects the decoded messages of each step under a heading.
 type goldenLog struct {
 	t   *testing.T
@@ -147,12 +154,25 @@ func TestNetlinkGolden(t *testing.T) {
 			g.step("reconfigure: 198.51.100.0/24:22 gone, 203.0.113.0/24:22 new, TLS on 443 only", err)
 		}},
 		{"sets-delete-add", fullConfig(t), true, sets},
+		{"install-report", reportConfig(t), false, func(g *goldenLog, m *Manager) {
+			g.step("allow 198.18.2.10 2001:db8:2::10 ports 80 443 for 10s",
+				m.Allow(ctx, []netip.Addr{a1, a6}, []uint16{80, 443}, 10*time.Second))
+			m.forgetFn = func(int, func(flow) bool) (int, error) {
+				t.Error("report mode deleted tracked flows: a policy change cuts no flow there")
+				return 0, nil
+			}
+			n, err := m.Revoke(func(_ netip.Addr, port uint16) bool { return port == 80 })
+			g.step(fmt.Sprintf("revoke port 443: %d elements out of the allow sets, none into the revoked sets", n), err)
+			if err := m.ForgetPrefixFlows(m.cfg.Prefixes, nil); err != nil {
+				t.Fatal(err)
+			}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, rec := goldenManager(t, tc.cfg, tc.refresh)
 			g := &goldenLog{t: t, rec: rec, dec: newDecoder(t)}
 			err := m.Install()
-			if tc.name == "install" || tc.name == "install-v4" || tc.name == "install-router" {
+			if strings.HasPrefix(tc.name, "install") {
 				g.step("install", err)
 			} else {
 				// The sets' IDs are learnt from Install's messages.

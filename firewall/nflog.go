@@ -151,12 +151,7 @@ func (r *LogReader) Close() error { return r.nf.Close() }
 func (r *LogReader) record(a nflog.Attribute) {
 	ev := journal.Event{Time: time.Now(), Agent: r.cfg.Agent, Layer: journal.LayerFirewall, PolicyHash: r.cfg.PolicyHash()}
 	if a.Prefix != nil {
-		word := strings.TrimPrefix(strings.TrimRight(*a.Prefix, "\x00"), logPrefix)
-		if reason := journal.Reason(word); reason.Known() {
-			ev.Reason = reason
-		} else {
-			ev.Detail = "log prefix " + word // not ours: someone else's rule logs to our group
-		}
+		ev.Kind, ev.Reason, ev.Detail = readPrefix(*a.Prefix)
 	}
 	if a.Payload != nil {
 		if p, ok := ParsePacket(*a.Payload); ok {
@@ -167,4 +162,22 @@ func (r *LogReader) record(a nflog.Attribute) {
 		}
 	}
 	r.cfg.Journal.Record(ev)
+}
+
+// readPrefix reads a log prefix of the ruleset's: "sluice REASON" is a
+// refusal, "sluice would_refuse REASON" a packet that report mode let
+// through. A prefix that is not one of ours (someone else's rule logs
+// to our group) is a refusal without a reason, its prefix in detail.
+func readPrefix(prefix string) (kind journal.Kind, reason journal.Reason, detail string) {
+	word := strings.TrimRight(prefix, "\x00")
+	kind = journal.Refused
+	if w, ok := strings.CutPrefix(word, reportPrefix); ok {
+		word, kind = w, journal.WouldRefuse
+	} else {
+		word = strings.TrimPrefix(word, logPrefix)
+	}
+	if r := journal.Reason(word); r.Known() {
+		return kind, r, ""
+	}
+	return journal.Refused, "", "log prefix " + word
 }

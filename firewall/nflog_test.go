@@ -3,6 +3,8 @@ package firewall
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/sluicegw/sluice/journal"
 )
 
 func ipv4Packet(proto byte, src, dst string, dport uint16) []byte {
@@ -48,4 +50,29 @@ func FuzzParsePacket(f *testing.F) {
 			t.Fatalf("accepted %x without a destination", b)
 		}
 	})
+}
+
+// TestReadPrefix: the reader tells a refusal from a packet report mode
+// let through by the ruleset's log prefix, and a prefix not of ours
+// from both.
+func TestReadPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		kind   journal.Kind
+		reason journal.Reason
+		detail string
+	}{
+		{"sluice no_set_entry", journal.Refused, journal.ReasonNoSetEntry, ""},
+		{"sluice quic\x00\x00", journal.Refused, journal.ReasonQUIC, ""},
+		{"sluice would_refuse no_set_entry", journal.WouldRefuse, journal.ReasonNoSetEntry, ""},
+		{"sluice would_refuse dot\x00", journal.WouldRefuse, journal.ReasonDoT, ""},
+		{"sluice would_refuse nonsense", journal.Refused, "", "log prefix nonsense"},
+		{"sluice would_refuse ", journal.Refused, "", "log prefix "},
+		{"someone else's", journal.Refused, "", "log prefix someone else's"},
+	} {
+		kind, reason, detail := readPrefix(tc.prefix)
+		if kind != tc.kind || reason != tc.reason || detail != tc.detail {
+			t.Errorf("readPrefix(%q) = %s %q %q, want %s %q %q", tc.prefix, kind, reason, detail, tc.kind, tc.reason, tc.detail)
+		}
+	}
 }

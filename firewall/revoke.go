@@ -24,6 +24,11 @@ const RevokeFor = 30 * time.Minute
 // Elements keep accepts are untouched, and so are their flows. It returns
 // the number of elements revoked. The caller keeps answers from opening
 // elements meanwhile (the resolver's gate).
+//
+// In report mode the elements only leave the allow sets, so that new
+// flows to them are journaled as would-be refusals; open flows go on
+// (no revoked set, no tracked flow deleted: with nf_conntrack_tcp_loose
+// off, a flow whose entry is deleted is cut as invalid).
 func (m *Manager) Revoke(keep func(addr netip.Addr, port uint16) bool) (int, error) {
 	now := time.Now()
 	m.mu.Lock()
@@ -34,7 +39,9 @@ func (m *Manager) Revoke(keep func(addr netip.Addr, port uint16) bool) (int, err
 			doomed = append(doomed, k)
 			was[k] = exp
 			delete(m.expiry, k)
-			m.revoked[k] = now.Add(RevokeFor)
+			if !m.cfg.Report {
+				m.revoked[k] = now.Add(RevokeFor)
+			}
 		}
 	}
 	m.mu.Unlock()
@@ -50,7 +57,9 @@ func (m *Manager) Revoke(keep func(addr netip.Addr, port uint16) bool) (int, err
 		r4, r6 := splitFamilies(chunk, fixed(RevokeFor))
 		// Into the revoked sets and out of the allow sets in one
 		// transaction: no packet sees the element in neither.
-		m.setOp(setRevoked4, setRevoked6, r4, r6, true)
+		if !m.cfg.Report {
+			m.setOp(setRevoked4, setRevoked6, r4, r6, true)
+		}
 		m.setOp(set4, set6, v4, v6, false)
 		if err := m.conn.Flush(); err != nil {
 			// The kernel still has these and the rest: say so, so that a
@@ -63,6 +72,9 @@ func (m *Manager) Revoke(keep func(addr netip.Addr, port uint16) bool) (int, err
 			m.mu.Unlock()
 			return i, fmt.Errorf("firewall: revoke %d elements: %w", len(doomed)-i, err)
 		}
+	}
+	if m.cfg.Report {
+		return len(doomed), nil
 	}
 	cut := make(map[elemKey]bool, len(doomed))
 	for _, k := range doomed {
@@ -161,9 +173,10 @@ func (m *Manager) Reconfigure(prefixes []*policy.Entry, tlsPorts, httpPorts []ui
 // entries old allowed and now do not. Such a flow's next packet makes a
 // new entry, which meets the rules for new flows and is refused (a
 // revoked set element has a refusing rule too, since it may still be in
-// the sets' way otherwise; a cidr entry has no element to keep).
+// the sets' way otherwise; a cidr entry has no element to keep). In
+// report mode it deletes nothing: a policy change cuts no flow there.
 func (m *Manager) ForgetPrefixFlows(old, now []*policy.Entry) error {
-	if slices.EqualFunc(old, now, func(a, b *policy.Entry) bool { return a.Prefix == b.Prefix && slices.Equal(a.Ports, b.Ports) }) {
+	if m.cfg.Report || slices.EqualFunc(old, now, func(a, b *policy.Entry) bool { return a.Prefix == b.Prefix && slices.Equal(a.Ports, b.Ports) }) {
 		return nil
 	}
 	_, err := m.forget(func(f flow) bool {

@@ -37,6 +37,9 @@ const (
 	chainAgentFw   = "agent_fwd"
 	chainAgentDead = "agent_dead"
 	logPrefix      = "sluice "
+	// reportPrefix is the log prefix of a would-be refusal: a packet
+	// that report mode let through (Config.Report).
+	reportPrefix = logPrefix + "would_refuse "
 	// DefaultHeartbeat is how long the gateway keeps admitting new flows
 	// after sluice last proved it was alive.
 	DefaultHeartbeat = 3 * time.Second
@@ -101,6 +104,16 @@ type Config struct {
 	RefreshByDelete bool
 	// Log reports kernel errors.
 	Log *slog.Logger
+	// Report is report mode: the forward chain's refusals of what the
+	// agent sends out (no set entry, QUIC, DNS over TLS) log the packet
+	// as a would-be refusal and let it through, and a policy change
+	// cuts no flow (see Revoke). What protects the gateway and the
+	// agent's accountability stays: spoofed sources are dropped, no
+	// gateway port but the resolver and the proxies is reachable,
+	// nothing starts a flow into the agent, and a lapsed heartbeat
+	// refuses everything new (fail closed: with sluice dead nothing
+	// could journal what passes).
+	Report bool
 
 	// connOpts are added to the nftables connection's options; tests pass
 	// nftables.WithTestDial to capture the netlink messages without a kernel.
@@ -253,6 +266,12 @@ func (m *Manager) addChains(flush bool) {
 	// anything: dropped, counted, and not journaled as a refusal.
 	add(spoof, rule(iif(agent, true), nfproto(true), addrIn(netip.MustParsePrefix("::/128"), true, true), &expr.Counter{}, verdict(expr.VerdictDrop)))
 	src4, src6 := m.sources()
+	if m.router() {
+		// A VM asks for its address from the unspecified one: DHCP to the
+		// host's own server (the user's addressing, not sluice's) passes.
+		add(spoof, rule(iif(agent, true), nfproto(false), addrIn(netip.MustParsePrefix("0.0.0.0/32"), true, true),
+			l4proto(unix.IPPROTO_UDP), dport(67), verdict(expr.VerdictAccept)))
+	}
 	m.refuseIf(spoof, ReasonSpoofed, rule(iif(agent, true), nfproto(false), addrIn(src4, true, false)), verdict(expr.VerdictDrop))
 	if m.has6() {
 		// Link-local sources stay: neighbour discovery needs them, and
@@ -289,6 +308,13 @@ func (m *Manager) addChains(flush bool) {
 	add(in, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(135), verdict(expr.VerdictAccept)))
 	add(in, rule(l4proto(unix.IPPROTO_ICMPV6), icmp6Type(136), verdict(expr.VerdictAccept)))
+	if m.router() {
+		// Router mode: the VMs' DHCP server may be the host's own (dnsmasq,
+		// networkd, libvirt): addressing is the user's setup, and its
+		// requests come as broadcasts, before the drop below.
+		add(in, rule(nfproto(false), l4proto(unix.IPPROTO_UDP), dport(67), verdict(expr.VerdictAccept)))
+		add(in, rule(nfproto(true), l4proto(unix.IPPROTO_UDP), dport(547), verdict(expr.VerdictAccept)))
+	}
 	// Link-level chatter (router solicitations, mDNS) is not an attempt to
 	// reach anything: drop it without a log line.
 	add(in, rule(pktType(unix.PACKET_MULTICAST), verdict(expr.VerdictDrop)))
@@ -322,20 +348,25 @@ func (m *Manager) addChains(flush bool) {
 	add(fw, rule(ctState(expr.CtStateBitINVALID), verdict(expr.VerdictDrop)))
 	// A destination revoked by a policy change is refused even to flows
 	// that were established before: deleting their tracking entries is
-	// not enough, a mid-stream packet may make a new one.
-	m.refuseIf(fw, ReasonRevoked, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked4, false)), rejectTCP())
-	if m.has6() {
-		m.refuseIf(fw, ReasonRevoked, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked6, true)), rejectTCP())
+	// not enough, a mid-stream packet may make a new one. Report mode
+	// revokes nothing (see Revoke), so it has no such rule.
+	if !m.cfg.Report {
+		m.refuseIf(fw, ReasonRevoked, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked4, false)), rejectTCP())
+		if m.has6() {
+			m.refuseIf(fw, ReasonRevoked, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(setRevoked6, true)), rejectTCP())
+		}
 	}
 	add(fw, rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
 	if !m.has6() {
+		// The agent was given no IPv6 (configuration, not policy): refused
+		// in report mode too.
 		m.refuseIf(fw, ReasonNoSetEntry, nfproto(true), rejectAdmin())
 	}
 	m.refuseIf(fw, ReasonGatewayDown, rule(l4proto(unix.IPPROTO_TCP), notInSet(setAlive, aliveKey)), rejectTCP())
 	m.refuseIf(fw, ReasonGatewayDown, notInSet(setAlive, aliveKey), rejectAdmin())
-	m.refuseIf(fw, ReasonQUIC, rule(l4proto(unix.IPPROTO_UDP), dport(443)), rejectAdmin())
-	m.refuseIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_TCP), dport(853)), rejectTCP())
-	m.refuseIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_UDP), dport(853)), rejectAdmin())
+	m.declineIf(fw, ReasonQUIC, rule(l4proto(unix.IPPROTO_UDP), dport(443)), rejectAdmin())
+	m.declineIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_TCP), dport(853)), rejectTCP())
+	m.declineIf(fw, ReasonDoT, rule(l4proto(unix.IPPROTO_UDP), dport(853)), rejectAdmin())
 	add(fw, rule(nfproto(false), l4proto(unix.IPPROTO_TCP), daddrPortIn(set4, false), verdict(expr.VerdictAccept)))
 	if m.has6() {
 		add(fw, rule(nfproto(true), l4proto(unix.IPPROTO_TCP), daddrPortIn(set6, true), verdict(expr.VerdictAccept)))
@@ -346,9 +377,17 @@ func (m *Manager) addChains(flush bool) {
 				dport(port), verdict(expr.VerdictAccept)))
 		}
 	}
-	m.refuse(fw, ReasonNoSetEntry)
+	m.declineIf(fw, ReasonNoSetEntry, l4proto(unix.IPPROTO_TCP), rejectTCP())
+	m.declineIf(fw, ReasonNoSetEntry, nil, rejectAdmin())
 
 	forward := base("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
+	if m.router() {
+		// Router mode: one VM to another on the same bridge is switched
+		// traffic (seen here when br_netfilter passes bridged frames to
+		// the IP hooks): it leaves nothing, so it is not the agent's
+		// egress.
+		add(forward, rule(iif(agent, true), oif(agent, true), verdict(expr.VerdictAccept)))
+	}
 	add(forward, rule(iif(agent, true), jump(chainAgentFw)))
 	// What a revoked destination still sends back goes nowhere.
 	add(forward, rule(oif(agent, true), nfproto(false), l4proto(unix.IPPROTO_TCP), addrPortIn(setRevoked4, false, true), verdict(expr.VerdictDrop)))
@@ -367,18 +406,15 @@ func (m *Manager) addChains(flush bool) {
 	// refused packet's tracking, or are related to it), nor neighbour
 	// discovery (not tracked).
 	outNAT := base("output_nat", nftables.ChainTypeNAT, nftables.ChainHookOutput, nftables.ChainPriorityNATDest)
+	if m.router() {
+		// The host's DHCP server answers the VMs (above).
+		add(outNAT, rule(oif(agent, true), nfproto(false), l4proto(unix.IPPROTO_UDP), sport(67), dport(68), verdict(expr.VerdictAccept)))
+		add(outNAT, rule(oif(agent, true), nfproto(true), l4proto(unix.IPPROTO_UDP), sport(547), dport(546), verdict(expr.VerdictAccept)))
+	}
 	add(outNAT, rule(oif(agent, true), verdict(expr.VerdictDrop)))
 
 	post := base("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	add(post, rule(iif(agent, true), oif(agent, false), &expr.Masq{}))
-}
-
-// refuse ends a chain: log the packet with reason, then reset TCP and
-// answer everything else with ICMP administratively prohibited, so the
-// agent fails at once instead of waiting for a timeout.
-func (m *Manager) refuse(ch *nftables.Chain, reason journal.Reason) {
-	m.refuseIf(ch, reason, l4proto(unix.IPPROTO_TCP), rejectTCP())
-	m.refuseIf(ch, reason, nil, rejectAdmin())
 }
 
 // refuseTCP ends the TCP packets that match like refuse, but answers those
@@ -397,10 +433,29 @@ func (m *Manager) refuseTCP(ch *nftables.Chain, reason journal.Reason, match []e
 // NFLOG under a rate limit (so a flood cannot flood the journal), and one
 // that applies the final verdict whether or not the log rule fired.
 func (m *Manager) refuseIf(ch *nftables.Chain, reason journal.Reason, match []expr.Any, final expr.Any) {
+	m.logIf(ch, logPrefix+string(reason), match)
+	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch, Exprs: rule(match, final)})
+}
+
+// declineIf is refuseIf for a refusal of the agent's own traffic that
+// report mode turns into a would-be refusal: the packets that match are
+// logged as such (under the same rate limit) and accepted.
+func (m *Manager) declineIf(ch *nftables.Chain, reason journal.Reason, match []expr.Any, final expr.Any) {
+	if !m.cfg.Report {
+		m.refuseIf(ch, reason, match, final)
+		return
+	}
+	m.logIf(ch, reportPrefix+string(reason), match)
+	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch, Exprs: rule(match, verdict(expr.VerdictAccept))})
+}
+
+// logIf adds the rule that logs the packets that match to NFLOG under
+// prefix, at most 50 a second (burst 100), so that a flood cannot flood
+// the journal.
+func (m *Manager) logIf(ch *nftables.Chain, prefix string, match []expr.Any) {
 	limit := &expr.Limit{Type: expr.LimitTypePkts, Rate: 50, Unit: expr.LimitTimeSecond, Burst: 100}
 	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch,
-		Exprs: rule(match, limit, logTo(m.cfg.LogGroup, logPrefix+string(reason)))})
-	m.conn.AddRule(&nftables.Rule{Table: m.table, Chain: ch, Exprs: rule(match, final)})
+		Exprs: rule(match, limit, logTo(m.cfg.LogGroup, prefix))})
 }
 
 // Remove deletes our table. A table that is already gone is not an error.
@@ -461,6 +516,10 @@ func (m *Manager) sources() (src4, src6 netip.Prefix) {
 	}
 	return src4.Masked(), src6.Masked()
 }
+
+// router reports router mode: the agent is the networks behind an
+// existing interface (AgentNet4).
+func (m *Manager) router() bool { return m.cfg.AgentNet4.IsValid() }
 
 // has6 reports whether the agent has IPv6.
 func (m *Manager) has6() bool { return m.cfg.AgentAddr6.IsValid() || m.cfg.AgentNet6.IsValid() }

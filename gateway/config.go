@@ -47,6 +47,19 @@ type Config struct {
 	// for `sluice exec`. Empty: a fresh namespace of the run's own, gone
 	// with it (sluice run).
 	Namespace string
+	// Interface, when set, is router mode: the agent is every client
+	// behind this existing interface or bridge of the gateway's namespace
+	// (VMs on a bridge), and everything arriving on it is the agent's
+	// traffic, with the treatment an agent namespace gets. No namespace
+	// and no link are made: the interface's own addresses are the
+	// gateway's, its networks the agent's (its IPv4 network, and its
+	// global IPv6 one unless NoIPv6), and addressing and DHCP are the
+	// user's setup. It must be up, have an IPv4 address, and not carry
+	// the gateway's default route nor be another agent's. sluice never
+	// deletes or changes it (Close, Detach and the next start after a
+	// crash leave it as it is). RunCommand refuses: there is no namespace
+	// to run a command in. Not with Namespace, AgentNet or AgentNet6.
+	Interface string
 	// Upstreams are the resolvers allowed names are forwarded to.
 	Upstreams []netip.AddrPort
 	// Global are documentation or benchmarking ranges that answers may
@@ -77,6 +90,14 @@ type Config struct {
 	Journal journal.Writer
 	// Log receives what the gateway has to say about itself.
 	Log *slog.Logger
+	// Report is report mode (sluice serve's `mode: report`): the agent
+	// reaches what it would with no filter, and every decision that
+	// would have refused it is journaled as WouldRefuse with its reason
+	// (see dnsfilter, firewall and tlsinspect's Config.Report for what
+	// each layer still refuses: the gateway's own protection, its
+	// limits, and the requests on hosts with git or http rules). A
+	// policy change cuts nothing. It is not a sandbox.
+	Report bool
 }
 
 // Validate reports every problem of c at once.
@@ -96,6 +117,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Namespace != "" && !ValidNamespace(c.Namespace) {
 		errs = append(errs, fmt.Errorf("agent namespace %q: want %q and 1 to 32 letters, digits, '.', '_' or '-'", c.Namespace, NamespacePrefix))
+	}
+	if c.Interface != "" {
+		if !validIfname(c.Interface) {
+			errs = append(errs, fmt.Errorf("interface %q: want 1 to 15 letters, digits, '.', '_' or '-'", c.Interface))
+		}
+		if c.Namespace != "" || c.AgentNet.IsValid() || c.AgentNet6.IsValid() {
+			errs = append(errs, errors.New("router mode (an interface) takes the interface's own addresses and has no namespace: no agent namespace or agent networks with it"))
+		}
 	}
 	if c.Table != "" && !ValidName(c.Table) {
 		errs = append(errs, fmt.Errorf("table %q: want 1 to 32 letters, digits, '.', '_' or '-'", c.Table))

@@ -94,8 +94,11 @@ func findServed(runs []sandbox.Run, name, dir string) (sandbox.Run, error) {
 	var served []string
 	var dead *sandbox.Run
 	for i, r := range runs {
+		if r.Router && r.Alive && r.Name == name {
+			return r, fmt.Errorf("agent %q is served in router mode, behind interface %s: %w", name, r.Iface, sandbox.ErrRouterMode)
+		}
 		if r.AgentNetNS == "" {
-			continue // sluice run's: no name to find it by
+			continue // sluice run's, or router mode's: no namespace to find
 		}
 		if r.Alive {
 			served = append(served, strings.TrimPrefix(r.AgentNetNS, NamespacePrefix))

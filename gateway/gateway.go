@@ -75,6 +75,7 @@ type Gateway struct {
 	tlsLn, httpLn     *net.TCPListener
 	dnsPort           uint16
 	net4, net6        netip.Prefix
+	ipv6              bool // the agent's IPv6 goes out (net6, and a default IPv6 route)
 	own, connected    []netip.Prefix
 	upstreamResolvers []string
 }
@@ -93,6 +94,12 @@ type Gateway struct {
 // The table goes in, the tracked flows of earlier agents on these
 // addresses go, the servers start, and only then is the link raised
 // (connectAgent).
+//
+// In router mode (cfg.Interface) nothing is made and nothing is raised:
+// the interface and its clients are there before New and after Close (see
+// router.go). What is there before the table goes in is the user's own
+// setup, as when sluice does not run; sluice's part opens nothing before
+// the table is in: forwarding is switched on after it.
 func New(cfg Config) (g *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -124,11 +131,20 @@ func New(cfg Config) (g *Gateway, err error) {
 	}
 	reportUpstreams()
 	p := cfg.Policy
-	attrs := []any{"agent", cfg.Name, "iface", g.state.Iface, "table", g.state.Table, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.agent.Addr6.IsValid()}
+	attrs := []any{"agent", cfg.Name, "iface", g.state.Iface, "table", g.state.Table, "policy", p.Hash(), "entries", len(p.Entries()), "upstream", g.upstreamResolvers, "ipv6", g.ipv6}
+	if cfg.Interface != "" {
+		attrs = append(attrs, "router", true, "clients", g.agentNets(), "gateway", g.agent.Gateway)
+	}
 	if cfg.Namespace != "" {
 		attrs = append(attrs, "netns", cfg.Namespace, "adopted", g.agent.Adopted)
 	}
+	if cfg.Report {
+		attrs = append(attrs, "mode", ModeReport)
+	}
 	g.log.Info("gateway ready", attrs...)
+	if cfg.Report {
+		g.log.Warn("report mode: what the policy would refuse is let through and journaled as would_refuse; the agent is not confined")
+	}
 	return g, nil
 }
 
@@ -139,17 +155,24 @@ func New(cfg Config) (g *Gateway, err error) {
 // (or while the kernel tears down its namespace) would otherwise hold its
 // networks.
 func (g *Gateway) claimState() error {
-	c := slotChooser{cfg: &g.cfg, ipv6: !g.cfg.NoIPv6 && gatewayHasIPv6(), pid: os.Getpid()}
+	routes6 := gatewayHasIPv6()
+	c := slotChooser{cfg: &g.cfg, ipv6: !g.cfg.NoIPv6 && routes6, pid: os.Getpid()}
 	choose := func(held []sandbox.Holder) (sandbox.Slot, error) {
 		var err error
 		if g.own, g.connected, err = gatewayAddrs(); err != nil {
 			return sandbox.Slot{}, err
 		}
+		if g.cfg.Interface != "" {
+			// The interface's IPv6 network is the agent's whenever it has
+			// one, so that its clients' IPv6 is judged as theirs; it
+			// goes out only with a default IPv6 route (g.ipv6).
+			return g.routerSlot(held, !g.cfg.NoIPv6)
+		}
 		c.nets = slices.Concat(g.own, g.connected)
 		return c.choose(held)
 	}
 	sc := stateConfig(g.cfg.StateDir, choose)
-	sc.AgentNetNS = g.cfg.Namespace
+	sc.AgentNetNS, sc.Router = g.cfg.Namespace, g.cfg.Interface != ""
 	st, undone, err := sandbox.Claim(sc)
 	for _, u := range undone {
 		g.log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
@@ -162,6 +185,7 @@ func (g *Gateway) claimState() error {
 	if len(st.Nets) > 1 {
 		g.net6 = st.Nets[1]
 	}
+	g.ipv6 = g.net6.IsValid() && routes6
 	g.cleanup = append(g.cleanup, st.Release)
 	// For `sluice status`: the policy at start (a reload does not update it).
 	return st.SetPolicy(g.cfg.Policy.Hash())
@@ -204,8 +228,13 @@ func (g *Gateway) startJournal() error {
 // it: made when absent, adopted with its processes when present) and its
 // link, with the gateway's end down: nothing crosses the link until
 // connectAgent raises it, after the ruleset is installed. Close and
-// Detach remove the link first of all.
+// Detach remove the link first of all. In router mode there is nothing
+// to make: the interface's agent was found with the slot (routerSlot).
 func (g *Gateway) createAgent() error {
+	if g.cfg.Interface != "" {
+		g.log.Debug("router mode: the agent is the clients behind the interface", "iface", g.state.Iface, "gateway", g.agent.Gateway, "gateway6", g.agent.Gateway6, "clients", g.agentNets())
+		return nil
+	}
 	agent, err := sandbox.NewAgent(sandbox.AgentConfig{Iface: g.state.Iface, Net4: g.net4, Net6: g.net6, Namespace: g.cfg.Namespace, Log: g.log})
 	if err != nil {
 		return fmt.Errorf("create agent namespace: %w", err)
@@ -260,11 +289,15 @@ func (g *Gateway) listen() error {
 func (g *Gateway) installFirewall() error {
 	p := g.cfg.Policy
 	tlsPorts, httpPorts := p.InspectedPorts()
+	var net4, net6 netip.Prefix
+	if g.agent.Router {
+		net4, net6 = g.net4, g.net6 // every client of the interface
+	}
 	mgr, err := firewall.New(firewall.Config{
-		NetNSFd: -1, AgentIface: g.state.Iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6,
+		NetNSFd: -1, AgentIface: g.state.Iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6, AgentNet4: net4, AgentNet6: net6,
 		Table: g.state.Table, DNSPort: g.dnsPort, LogGroup: g.state.LogGroup, Prefixes: p.Prefixes(),
 		TLSProxyPort: listenPort(g.tlsLn), HTTPProxyPort: listenPort(g.httpLn), TLSPorts: tlsPorts, HTTPPorts: httpPorts,
-		Log: g.log,
+		Log: g.log, Report: g.cfg.Report,
 	})
 	if err != nil {
 		return err
@@ -303,9 +336,13 @@ func (g *Gateway) agentNets() []netip.Prefix {
 
 // enableForwarding switches forwarding on where it is off, behind the
 // namespace's guard, recording the old values in the crash-safe state
-// first; the last agent of the namespace to go restores them.
+// first; the last agent of the namespace to go restores them. The agent
+// gives up its hold before its table goes: a router-mode agent's
+// interface stays, and without the hold the guard drops what it
+// forwards (or forwarding is off again) before the table is gone.
 func (g *Gateway) enableForwarding() error {
-	if err := g.state.EnableForwarding(g.net6.IsValid()); err != nil {
+	g.cleanup = append(g.cleanup, g.state.ReleaseForwarding)
+	if err := g.state.EnableForwarding(g.ipv6); err != nil {
 		return fmt.Errorf("enable forwarding: %w", err)
 	}
 	return nil
@@ -354,12 +391,16 @@ func (g *Gateway) start(r runner) {
 // answers, the agent can connect.
 func (g *Gateway) startServers() error {
 	p, agent := g.cfg.Policy, g.agent
-	clients := []netip.Prefix{netip.PrefixFrom(agent.Addr, 32)}
-	internal := append(slices.Clone(g.own), g.net4)
-	if agent.Addr6.IsValid() {
-		clients = append(clients, netip.PrefixFrom(agent.Addr6, 128))
-		internal = append(internal, g.net6)
+	var clients []netip.Prefix
+	if agent.Router {
+		clients = g.agentNets() // every client of the interface
+	} else {
+		clients = append(clients, netip.PrefixFrom(agent.Addr, 32))
+		if agent.Addr6.IsValid() {
+			clients = append(clients, netip.PrefixFrom(agent.Addr6, 128))
+		}
 	}
+	internal := append(slices.Clone(g.own), g.agentNets()...)
 	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
 	g.pins = pins
 	interceptor, err := g.startInterceptor()
@@ -369,7 +410,7 @@ func (g *Gateway) startServers() error {
 	proxy, err := tlsinspect.New(tlsinspect.Config{
 		Agent: g.cfg.Name, Pins: pins, Internal: internal, Journal: g.journal,
 		HelloTimeout: g.cfg.HelloTimeout, IdleTimeout: g.cfg.IdleTimeout, MaxConns: g.cfg.MaxConns,
-		Interceptor: interceptor, Log: g.log,
+		Interceptor: interceptor, Log: g.log, Report: g.cfg.Report,
 	}, p)
 	if err != nil {
 		return err
@@ -388,8 +429,8 @@ func (g *Gateway) startServers() error {
 	g.cleanup = append(g.cleanup, func() error { fwd.Close(); return nil })
 	srv, err := dnsfilter.New(dnsfilter.Config{
 		Agent: g.cfg.Name, Clients: clients, Internal: internal, Connected: g.connected, Global: g.cfg.Global,
-		IPv6: agent.Addr6.IsValid(), Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.journal,
-		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log,
+		IPv6: g.ipv6, Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.journal,
+		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log, Report: g.cfg.Report,
 	}, p)
 	if err != nil {
 		return err
@@ -429,8 +470,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 // RunCommand runs args as the agent, as user, and returns its exit status
 // the way a shell reports it. Signals that arrive on sigs are relayed to
 // it. If a part of the gateway fails meanwhile, the agent is killed and
-// the failure returned.
+// the failure returned. An agent in router mode has no namespace to run
+// a command in: sandbox.ErrRouterMode.
 func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan os.Signal) (int, error) {
+	if g.agent.Router {
+		return 0, sandbox.ErrRouterMode
+	}
 	if err := g.state.SetCommand(args); err != nil { // for `sluice status`
 		return 0, err
 	}
@@ -474,6 +519,13 @@ func (g *Gateway) RunCommand(args []string, user sandbox.Credential, sigs <-chan
 // through unfiltered. A named namespace loses its name between two
 // rounds of killing, so that nothing enters it by name after the first
 // and survives. The other steps run last to first.
+//
+// In router mode the interface stays, and so do its clients: the agent
+// gives up its hold on forwarding first (the guard then drops what the
+// interface forwards, or forwarding is off again), then its table goes.
+// From then on the interface is what the user's own setup makes of it,
+// as before New: if forwarding was on before sluice, the clients are
+// forwarded as the host's own firewall says.
 func (g *Gateway) Close() error { return g.teardown(true) }
 
 // Detach undoes what New did but keeps the agent's named namespace and

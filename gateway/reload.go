@@ -88,7 +88,7 @@ func (g *Gateway) setPolicy(p *policy.Policy, reason journal.Reason, who string)
 	g.resolver.SetPolicy(p, func() {
 		g.policy.Store(p)
 		cut = g.proxy.SetPolicy(p, g.resolver.Permits)
-		justified := justified(p, g.pins, g.resolver.Permits)
+		justified := justified(p, g.pins, g.resolver.Permits, g.cfg.Report)
 		revoked, err = g.fw.Revoke(func(a netip.Addr, port uint16) bool { return justified[addrPort{a, port}] })
 		if err == nil {
 			err = g.fw.ForgetPrefixFlows(oldPrefixes, p.Prefixes())
@@ -144,8 +144,11 @@ type addrPort struct {
 // justified is what the sets may hold under p: every live pin's address
 // that p still allows for its name (permits applies the answers' filter
 // for the entry's private flag), on the ports of the entry the name
-// matches now. The pins p no longer allows are dropped on the way.
-func justified(p *policy.Policy, pins *dnsfilter.Pins, permits func(netip.Addr, bool) bool) map[addrPort]bool {
+// matches now. The pins p no longer allows are dropped on the way, but
+// in report mode, where they stay (with nothing open in the sets): a
+// connection to such a name is let through and journaled, and its pin
+// still tells whether it goes where the name led.
+func justified(p *policy.Policy, pins *dnsfilter.Pins, permits func(netip.Addr, bool) bool, report bool) map[addrPort]bool {
 	out := make(map[addrPort]bool, pins.Len())
 	var last string
 	var d policy.Decision
@@ -154,7 +157,7 @@ func justified(p *policy.Policy, pins *dnsfilter.Pins, permits func(netip.Addr, 
 			last, d = name, p.MatchName(name)
 		}
 		if !d.Allow || !permits(a, d.Entry.Private) {
-			return nil, false
+			return nil, report
 		}
 		return d.Entry.Ports, true
 	}, func(a netip.Addr, ports []uint16) {

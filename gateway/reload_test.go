@@ -43,7 +43,7 @@ func BenchmarkJustified(b *testing.B) {
 	p := bigPolicy(b, 500)
 	b.ResetTimer()
 	for range b.N {
-		if n := len(justified(p, pins, func(netip.Addr, bool) bool { return true })); n != 10000 {
+		if n := len(justified(p, pins, func(netip.Addr, bool) bool { return true }, false)); n != 10000 {
 			b.Fatalf("%d justified, want 10000", n)
 		}
 	}
@@ -67,7 +67,16 @@ func TestJustifiedDropsWhatTheEntryNoLongerAllows(t *testing.T) {
 		t.Fatal(err)
 	}
 	permits := func(a netip.Addr, private bool) bool { return private || !a.IsPrivate() }
-	got := justified(p, pins, permits)
+	// Report mode: the same elements stay in the sets, and every pin
+	// stays.
+	got := justified(p, pins, permits, true)
+	if len(got) != 1 || !got[addrPort{public, 443}] {
+		t.Errorf("report mode: justified = %v, want only 198.18.2.10:443", got)
+	}
+	if !pins.Pinned("kept.test", private) || !pins.Pinned("gone.test", public) || !pins.Pinned("kept.test", public) {
+		t.Error("report mode dropped a pin")
+	}
+	got = justified(p, pins, permits, false)
 	if len(got) != 1 || !got[addrPort{public, 443}] {
 		t.Errorf("justified = %v, want only 198.18.2.10:443", got)
 	}

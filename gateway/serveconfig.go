@@ -22,8 +22,8 @@ import (
 const (
 	// ModeEnforce refuses what the policy does not allow (the default).
 	ModeEnforce = "enforce"
-	// ModeReport refuses nothing and journals what would have been
-	// refused (not implemented yet: serve refuses to start such an agent).
+	// ModeReport lets through what the policy would refuse and journals
+	// it as would_refuse, with the reason (Config.Report).
 	ModeReport = "report"
 )
 
@@ -72,8 +72,8 @@ type ServeAgent struct {
 	Policy   *policy.Policy
 	Warnings []policy.Warning
 	// Interface names an existing interface of the gateway whose
-	// clients are the agent (router mode; not implemented yet); "" for
-	// a namespace agent.
+	// clients are the agent (router mode, Config.Interface); "" for a
+	// namespace agent.
 	Interface string
 	// Mode is ModeEnforce or ModeReport.
 	Mode string
@@ -86,8 +86,14 @@ type ServeAgent struct {
 	Err error
 }
 
-// Namespace is the agent's network namespace: /run/netns/ and this.
-func (a *ServeAgent) Namespace() string { return NamespaceFor(a.Name) }
+// Namespace is the agent's network namespace: /run/netns/ and this; ""
+// for an agent in router mode, which has none.
+func (a *ServeAgent) Namespace() string {
+	if a.Interface != "" {
+		return ""
+	}
+	return NamespaceFor(a.Name)
+}
 
 // IsServeConfig reports whether data is a serve config rather than a
 // policy: a mapping with an 'agents' key.
@@ -471,19 +477,6 @@ func validIfname(s string) bool {
 		}
 	}
 	return true
-}
-
-// unsupported says why a would-be agent cannot be served yet: router
-// mode and report mode are accepted in a config (sluice check passes
-// them) but their engines are still to come.
-func (a *ServeAgent) unsupported() error {
-	switch {
-	case a.Interface != "":
-		return fmt.Errorf("agent %s (%s): router mode is not implemented yet (interface: %s)", a.Name, a.Source, a.Interface)
-	case a.Mode == ModeReport:
-		return fmt.Errorf("agent %s (%s): report mode is not implemented yet (mode: report)", a.Name, a.Source)
-	}
-	return nil
 }
 
 // String is the config's line for a person: "alpha (serve.yaml:7)".

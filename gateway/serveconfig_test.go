@@ -50,9 +50,8 @@ func TestLoadServeConfigGood(t *testing.T) {
 	if got := c.Agents[0].Namespace(); got != "sluice-alpha" {
 		t.Errorf("namespace %q", got)
 	}
-	// Router and report mode are accepted here, refused at start.
-	if c.Agents[2].unsupported() == nil || c.Agents[0].unsupported() != nil {
-		t.Error("router/report mode not told apart from a namespace agent")
+	if got := c.Agents[2].Namespace(); got != "" {
+		t.Errorf("router mode's namespace %q, want none", got)
 	}
 
 	m, err := LoadServeConfig(serveDir + "minimal.yaml")

@@ -134,15 +134,6 @@ func NewServer(cfg ServerConfig) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var unsupported []error
-	for i := range conf.Agents {
-		if err := conf.Agents[i].unsupported(); err != nil {
-			unsupported = append(unsupported, err)
-		}
-	}
-	if len(unsupported) > 0 {
-		return nil, errors.Join(unsupported...)
-	}
 	s = &Server{cfg: cfg, log: cfg.Log, started: conf, metrics: metrics.New(),
 		agents: map[string]*servedAgent{}, failed: make(chan agentFailure), hup: make(chan struct{}, 1)}
 	s.stamps = stamps.watch(cfg.File, policyFiles(conf))
@@ -204,13 +195,10 @@ func netsFromPool(a ServeAgent) int {
 // startAgent starts a gateway for spec, which has no error, and the
 // goroutine that reports its failure to Run.
 func (s *Server) startAgent(spec ServeAgent) error {
-	if err := spec.unsupported(); err != nil {
-		return err
-	}
 	g, err := s.cfg.newGateway(Config{
 		Name: spec.Name, Policy: spec.Policy, PolicySource: PolicySource{File: spec.PolicyFile},
-		Namespace: spec.Namespace(), AgentNet: spec.AgentNet, AgentNet6: spec.AgentNet6,
-		Upstreams: s.upstreams, Global: s.started.Global, StateDir: s.cfg.StateDir,
+		Namespace: spec.Namespace(), Interface: spec.Interface, AgentNet: spec.AgentNet, AgentNet6: spec.AgentNet6,
+		Upstreams: s.upstreams, Global: s.started.Global, StateDir: s.cfg.StateDir, Report: spec.Mode == ModeReport,
 		// Counted first, so that a failing store does not hide what is
 		// counted; every agent's records go to the one store.
 		Journal: journal.Tee{s.metrics, s.store, journal.LogSink{Log: s.log}},

@@ -378,8 +378,8 @@ func TestServerLifecycle(t *testing.T) {
 
 // TestServerStartFailures: an agent whose gateway does not start is left
 // out (cut off) and the others start; with none started, NewServer
-// fails and leaves nothing running. Router and report mode refuse the
-// whole start.
+// fails and leaves nothing running. A router-mode agent's gateway gets
+// its interface and no namespace.
 func TestServerStartFailures(t *testing.T) {
 	dir := t.TempDir()
 	config := serveFiles(t, dir, "alpha", "beta")
@@ -399,9 +399,18 @@ func TestServerStartFailures(t *testing.T) {
 		!strings.Contains(err.Error(), "no agent started") || !strings.Contains(err.Error(), "alpha refused") {
 		t.Errorf("NewServer with no agent: %v", err)
 	}
-	writeTestFile(t, config, "agents:\n  - name: lab\n    policy: alpha.yaml\n    interface: br-lab\n")
-	if _, err := NewServer(ServerConfig{File: config, Poll: -1, newGateway: fg.new}); err == nil || !strings.Contains(err.Error(), "router mode is not implemented yet") {
-		t.Errorf("router mode: %v", err)
+	// Router mode: the agent's gateway gets the interface, and no
+	// namespace.
+	writeTestFile(t, config, "upstream: [\"192.0.2.53\"]\njournal: journal.db\nagents:\n  - name: lab\n    policy: alpha.yaml\n    interface: br-lab\n")
+	srv, err = NewServer(ServerConfig{File: config, Poll: -1, newGateway: fg.new})
+	if err != nil {
+		t.Fatalf("router mode: %v", err)
+	}
+	if lab := <-fg.started; lab.cfg.Interface != "br-lab" || lab.cfg.Namespace != "" || lab.cfg.Validate() != nil {
+		t.Errorf("router mode: the gateway's config %+v (%v)", lab.cfg, lab.cfg.Validate())
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 

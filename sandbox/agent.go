@@ -39,21 +39,33 @@ type AgentConfig struct {
 	Log *slog.Logger
 }
 
-// Agent is a network namespace whose only link leads to the gateway.
+// Agent is a network namespace whose only link leads to the gateway; or,
+// in router mode (Router, see InterfaceAgent), the clients behind an
+// existing interface of the gateway.
 type Agent struct {
-	// Fd is an open handle of the agent's namespace.
+	// Fd is an open handle of the agent's namespace; -1 in router mode.
 	Fd int
-	// Iface is the gateway's end of the veth.
+	// Iface is the gateway's end of the veth; in router mode, the
+	// interface the clients are behind.
 	Iface string
+	// Router says the agent is every client behind Iface, an interface of
+	// the user's that sluice neither made nor changes: it has no
+	// namespace, no process of sluice's and no address of its own, and
+	// Close leaves the interface as it is.
+	Router bool
 	// Namespace is the namespace's name under NetNSDir, "" when it has
 	// none; Adopted says it was there before NewAgent.
 	Namespace string
 	Adopted   bool
 	// Gateway and Addr are the gateway's and the agent's IPv4 addresses on
 	// the link; Gateway6 and Addr6 are invalid when the agent has no IPv6.
+	// In router mode Gateway and Gateway6 are the interface's addresses,
+	// and Addr and Addr6 are invalid: the clients are many.
 	Gateway, Addr, Gateway6, Addr6 netip.Addr
-
-	net4, net6 netip.Prefix // the link's networks, for Connect
+	// Net4 and Net6 are the agent's networks: the link's, or in router
+	// mode the interface's (its clients'). Net6 is invalid when the agent
+	// has no IPv6.
+	Net4, Net6 netip.Prefix
 
 	mu   sync.Mutex  // guards init: Kill may come from another goroutine than Run
 	init *os.Process // the first process of the agent's PID namespace
@@ -140,7 +152,7 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent loopback: %w", err)
 	}
-	a.net4, a.net6 = cfg.Net4, cfg.Net6
+	a.Net4, a.Net6 = cfg.Net4, cfg.Net6
 	return a, nil
 }
 
@@ -150,8 +162,12 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 // last, when the gateway's is up already, so that the kernel sets it
 // working at once (a device raised before its peer starts sending only
 // once the kernel's link watcher has seen the carrier, a moment later,
-// and drops what is sent meanwhile).
+// and drops what is sent meanwhile). In router mode it does nothing: the
+// interface is the user's, up already.
 func (a *Agent) Connect() error {
+	if a.Router {
+		return nil
+	}
 	link, err := netlink.LinkByName(a.Iface)
 	if err == nil {
 		err = netlink.LinkSetUp(link)
@@ -164,7 +180,7 @@ func (a *Agent) Connect() error {
 		return fmt.Errorf("netlink handle in agent namespace: %w", err)
 	}
 	defer h.Close()
-	if err := configure(h, "eth0", true, a.net4, a.Addr, a.net6, a.Addr6, a.Gateway, a.Gateway6); err != nil {
+	if err := configure(h, "eth0", true, a.Net4, a.Addr, a.Net6, a.Addr6, a.Gateway, a.Gateway6); err != nil {
 		return fmt.Errorf("agent side: %w", err)
 	}
 	return nil
@@ -262,6 +278,9 @@ func notMainThread() error {
 // command's exit status the way a shell reports it (128+N when signal N
 // ended it). l.NetNS, when set, must be the agent's own Namespace.
 func (a *Agent) Run(l Launch, sigs <-chan os.Signal, started func(pid int)) (int, error) {
+	if a.Router {
+		return 0, ErrRouterMode
+	}
 	if l.NetNS != "" && l.NetNS != a.Namespace {
 		return 0, fmt.Errorf("the command is for network namespace %s, not the agent's", l.NetNS)
 	}
@@ -430,8 +449,12 @@ func procPIDs() []int {
 
 // Close deletes the veth (both ends go) and releases the namespace handle.
 // A namespace without a name disappears with its last process; a named
-// one stays, with its processes, until RemoveName.
+// one stays, with its processes, until RemoveName. In router mode it does
+// nothing: the interface is the user's, and stays as it is.
 func (a *Agent) Close() error {
+	if a.Router {
+		return nil
+	}
 	var errs []error
 	if _, err := DeleteLink(a.Iface); err != nil {
 		errs = append(errs, fmt.Errorf("delete %s: %w", a.Iface, err))

@@ -175,7 +175,9 @@ func (r Run) leftovers(kernel bool) []string {
 	if s.AgentNetNS == "" && s.AgentPID > 0 && processStart(s.AgentPID) == s.AgentStart {
 		out = append(out, fmt.Sprintf("would kill the agent %s (pid %d)", s.Name, s.AgentPID))
 	}
-	if kernel && s.Iface != "" {
+	if kernel && s.Router {
+		out = append(out, "would keep interface "+s.Iface+" (router mode: the user's, never removed)")
+	} else if kernel && s.Iface != "" {
 		out = append(out, "would remove link "+s.Iface)
 	}
 	if s.AgentNetNS != "" {

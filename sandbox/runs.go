@@ -43,6 +43,9 @@ type Run struct {
 	ResolvConf, CABundle string
 	// Forwarding says the run holds the forwarding sluice switched on.
 	Forwarding bool
+	// Router says the agent is the clients behind Iface, an interface of
+	// the user's (router mode): it has no namespace.
+	Router bool
 	// Record is the path of the record.
 	Record string
 
@@ -118,7 +121,7 @@ func (s *State) run(cookie uint64, boot time.Time) Run {
 	return Run{
 		Name: s.Name, PID: s.PID, Alive: s.alive(), Started: started,
 		Command: s.Command, PolicyHash: s.PolicyHash, NetNS: s.NetNS, Cookie: cookie,
-		Table: s.Table, Iface: s.Iface, AgentPID: s.AgentPID, Forwarding: s.Forwarding,
+		Table: s.Table, Iface: s.Iface, AgentPID: s.AgentPID, Forwarding: s.Forwarding, Router: s.Router,
 		AgentNetNS: s.AgentNetNS, ResolvConf: s.ResolvConf, CABundle: s.CABundle,
 		Record: s.path, state: s,
 	}

@@ -94,6 +94,9 @@ type StateConfig struct {
 	// NetNSDir (see State.AgentNetNS). Claim refuses it while a live run
 	// of any gateway namespace, recorded in Dir, holds it.
 	AgentNetNS string
+	// Router says the new agent's link (the slot's Iface) is an existing
+	// interface of the user's, router mode (see State.Router).
+	Router bool
 }
 
 // State is the record of what one agent holds in its gateway namespace.
@@ -111,6 +114,11 @@ type State struct {
 	// adopt. Undoing such a run removes its link (the namespace is left
 	// with no way out) and its table, and never kills its processes.
 	AgentNetNS string `json:"agent_netns,omitempty"`
+	// Router says the agent is the clients behind Iface, an existing
+	// interface of the user's (router mode; see InterfaceAgent): sluice
+	// did not make it, and undoing the run never deletes or changes it.
+	// Its forwarding hold goes first, then its table.
+	Router bool `json:"router,omitempty"`
 	// ResolvConf and CABundle are the files a command started in the
 	// agent gets as /etc/resolv.conf and as its CA bundle (see Launch),
 	// for `sluice exec` to find; they are among Files. CABundle is empty
@@ -197,7 +205,7 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 				return err
 			}
 		}
-		s = &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: cfg.AgentNetNS,
+		s = &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: cfg.AgentNetNS, Router: cfg.Router,
 			Started: time.Now(), NetNS: netnsName(ns.inode), NetNSInode: ns.inode,
 			path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
 		return s.save()
@@ -371,6 +379,12 @@ func readState(path string) (*State, error) {
 // which leaves them no way out (the namespace has nothing else but
 // loopback), and then the table.
 //
+// An agent in router mode (Router) has no process and no link of
+// sluice's: its interface is the user's and stays. What stood between the
+// interface's clients and the outside is the table, and the forwarding
+// the run held: the hold goes first (the guard then drops what the
+// interface forwards, or forwarding is off again), and then the table.
+//
 // With kernel false, the run's gateway namespace is gone, and its link and
 // table went with it: a link of that name here would be another's, so only
 // the agent, the files and the record are left to remove.
@@ -388,7 +402,15 @@ func (s *State) undo(kernel bool) ([]string, error) {
 		}
 		return append(done, s.removeFiles()...), nil
 	}
-	if s.Iface != "" {
+	if s.Router {
+		if err := s.dropForwarding(&done); err != nil {
+			// The table stays, and so does the record: with the hold
+			// still there, the table is all that holds the clients (its
+			// heartbeat has lapsed, so it refuses everything).
+			return done, fmt.Errorf("give up the forwarding held for interface %s of an earlier run: %w", s.Iface, err)
+		}
+		done = append(done, "kept interface "+s.Iface+" (router mode: the user's, never removed)")
+	} else if s.Iface != "" {
 		existed, err := DeleteLink(s.Iface)
 		if err != nil {
 			// The table stays, and so does the record: with the link still
@@ -466,7 +488,11 @@ func (ns *namespace) settleForwarding(done *[]string) error {
 		}
 	}
 	if len(errs) > 0 {
-		// The record stays, and so does the guard, for the next try.
+		// The record stays, and so does the guard, for the next try; the
+		// guard now exempts no link, since no agent holds forwarding.
+		if err := ns.setGuard(fwd.plan(), nil); err != nil {
+			errs = append(errs, err)
+		}
 		return errors.Join(errs...)
 	}
 	if err := ns.setGuard(ForwardingPlan{}, nil); err != nil {
@@ -584,7 +610,9 @@ func writeRecord(path string, v any) error {
 // only when the last of them is gone. The guard goes in before forwarding
 // is switched on. For IPv6, interfaces that accept router advertisements
 // would stop doing so once forwarding is on (and lose their default
-// route), so they are first told to accept them anyway (accept_ra=2).
+// route), so they are first told to accept them anyway (accept_ra=2);
+// not the interfaces of agents in router mode, which are the user's and
+// whose clients' advertisements the gateway must not take.
 // Every old value is recorded before it changes, so a crash cannot lose it.
 func (s *State) EnableForwarding(ipv6 bool) error {
 	s.mu.Lock()
@@ -596,7 +624,17 @@ func (s *State) EnableForwarding(ipv6 bool) error {
 		} else if err != nil {
 			return err
 		}
-		changes, err := forwardingChanges(ipv6)
+		var routers []string
+		if s.Router {
+			routers = append(routers, s.Iface)
+		}
+		records, _ := s.ns.agents()
+		for _, r := range records {
+			if r.Router && r.alive() {
+				routers = append(routers, r.Iface)
+			}
+		}
+		changes, err := forwardingChanges(ipv6, routers)
 		if err != nil {
 			return err
 		}
@@ -633,8 +671,8 @@ type sysctlChange struct {
 }
 
 // forwardingChanges lists the sysctls to change for forwarding, with
-// their current values.
-func forwardingChanges(ipv6 bool) ([]sysctlChange, error) {
+// their current values; the interfaces skip keep their accept_ra.
+func forwardingChanges(ipv6 bool, skip []string) ([]sysctlChange, error) {
 	var out []sysctlChange
 	want := func(path, value string) error {
 		cur, err := readSysctl(path)
@@ -660,11 +698,39 @@ func forwardingChanges(ipv6 bool) ([]sysctlChange, error) {
 	dirs, _ := filepath.Glob("/proc/sys/net/ipv6/conf/*/accept_ra")
 	for _, d := range dirs {
 		rel := strings.TrimPrefix(d, "/proc/sys/")
+		if slices.Contains(skip, filepath.Base(filepath.Dir(d))) {
+			continue
+		}
 		if v, err := readSysctl(rel); err == nil && v == "1" && !strings.Contains(rel, "/all/") {
 			out = append(out, sysctlChange{Sysctl{rel, "2"}, v})
 		}
 	}
 	return out, want(sysctlForward6, "1")
+}
+
+// ReleaseForwarding gives up the agent's hold on forwarding before the
+// rest of it goes: the guard stops exempting its link or, when it was the
+// last to hold forwarding, the old settings come back. An agent in router
+// mode does this before its table goes, since its interface stays (see
+// undo); Release does it too.
+func (s *State) ReleaseForwarding() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ns.locked(func() error { return s.dropForwarding(nil) })
+}
+
+// dropForwarding records that the agent no longer holds forwarding and
+// settles the namespace's forwarding accordingly. Call it under the lock.
+func (s *State) dropForwarding(done *[]string) error {
+	if !s.Forwarding {
+		return nil
+	}
+	s.Forwarding = false
+	if err := s.save(); err != nil {
+		s.Forwarding = true
+		return err
+	}
+	return s.ns.settleForwarding(done)
 }
 
 // Release gives up the agent's record, its files and its hold on

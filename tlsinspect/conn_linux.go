@@ -66,6 +66,9 @@ type conn struct {
 	drainEnd time.Time     // phaseDrain: the reset goes out by then at the latest
 	deadline time.Time
 	slot     int // in the loop's deadline heap, -1 when not
+	// reported: report mode let it through, and journaled it as a
+	// would-be refusal; no allowed record follows, and no revocation.
+	reported bool
 }
 
 // errShortPipe: an empty pipe took less than a read's worth; never on Linux.
@@ -84,7 +87,7 @@ func (l *loop) open(fd int) {
 	if c == nil {
 		return
 	}
-	dst, err := originalDst(fd)
+	dst, err := px.dstOf(fd)
 	if err != nil {
 		c.refuse(journal.ReasonNoOrigDst)
 		return
@@ -118,8 +121,13 @@ func (l *loop) adopt(fd int, dst netip.AddrPort, replay []byte, ev journal.Event
 	}
 	c.dst = dst
 	if l.px.changedSince(ev, dst) {
-		c.refuse(journal.ReasonRevoked) // decided on a goroutine, revoked before it got here
-		return
+		// Decided on a goroutine, revoked before it got here.
+		if !l.px.cfg.Report {
+			c.refuse(journal.ReasonRevoked)
+			return
+		}
+		l.px.wouldRefuse(c.ev, journal.ReasonRevoked)
+		c.reported = true
 	}
 	c.dial(replay)
 }
@@ -228,6 +236,12 @@ func (c *conn) readHello() {
 			return
 		case err != nil:
 			c.ev.Detail = err.Error()
+			if px.reportable(journal.ReasonNotTLS, nil) {
+				// Report mode: what came is relayed as it came.
+				c.pass(journal.ReasonNotTLS)
+				c.dial(c.hello)
+				return
+			}
 			c.refuse(journal.ReasonNotTLS)
 			return
 		case hello != nil:
@@ -245,16 +259,28 @@ func (c *conn) decide(hello *Hello) {
 	if reason == "" && hello.HasECH() {
 		reason = journal.ReasonECH
 	}
-	if reason != "" {
+	switch {
+	case reason == "":
+		c.donePending()
+	case px.reportable(reason, e):
+		c.pass(reason)
+	default:
 		c.refuse(reason)
 		return
 	}
-	c.donePending()
-	if e.Inspected() {
+	if e != nil && e.Inspected() && (reason == "" || reason == journal.ReasonNotPinned) {
 		c.intercept(hello.Raw)
 		return
 	}
 	c.dial(hello.Raw)
+}
+
+// pass journals what report mode lets through, a would-be refusal for
+// reason, and ends the connection's wait for a decision.
+func (c *conn) pass(reason journal.Reason) {
+	c.l.px.wouldRefuse(c.ev, reason)
+	c.reported = true
+	c.donePending()
 }
 
 // dial connects to the destination, after the last check that it is not
@@ -321,7 +347,9 @@ func (c *conn) dialStep() {
 // established records the allowed connection and starts relaying.
 func (c *conn) established() {
 	l := c.l
-	l.px.allowed(c.ev)
+	if !c.reported {
+		l.px.allowed(c.ev)
+	}
 	c.name = c.ev.Name // for a policy change (Proxy.SetPolicy); the event's memory goes
 	c.ev = journal.Event{}
 	c.phase, c.hello, c.last, c.since = phaseRelay, nil, l.now, l.now

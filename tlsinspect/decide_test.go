@@ -70,7 +70,7 @@ func TestDecideName(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var ev journal.Event
-		got := px.decideName(tt.sni, tt.dst, &ev)
+		got, _ := px.decideName(tt.sni, tt.dst, &ev)
 		if got != tt.want {
 			t.Errorf("decideName(%q, %s) = %q, want %q", tt.sni, tt.dst, got, tt.want)
 		}
@@ -138,7 +138,7 @@ func FuzzRequestHead(f *testing.F) {
 			return
 		}
 		var ev journal.Event
-		if r := px.decideName(host, netip.MustParseAddrPort("198.18.2.10:80"), &ev); r == "" && ev.Name != "allowed.test" {
+		if r, _ := px.decideName(host, netip.MustParseAddrPort("198.18.2.10:80"), &ev); r == "" && ev.Name != "allowed.test" {
 			t.Fatalf("head %q passed as %q", head, ev.Name)
 		}
 	})

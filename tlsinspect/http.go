@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/policy"
 )
 
 // keepAliveWait bounds the wait for the next request on a kept-alive
@@ -39,8 +40,15 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 	timeout := px.cfg.HelloTimeout
 	for first := true; ; first = false {
 		lc.n, lc.open = br.Buffered(), false
-		req, reason, idle := px.readRequest(c, br, dst, timeout, &ev)
+		ev.Kind, ev.Detail = journal.Refused, "" // each request is decided anew
+		req, reason, idle, e := px.readRequest(c, br, dst, timeout, &ev)
 		lc.open = true // the body is the request's to send
+		if reason != "" && req != nil && px.reportable(reason, e) {
+			// Report mode: sent on, and journaled as what would have
+			// refused it.
+			px.wouldRefuse(ev, reason)
+			ev.Kind, reason = journal.WouldRefuse, ""
+		}
 		if !first && idle {
 			// The client closed, or kept the connection idle past the
 			// keep-alive timeout, between requests: an ending, not a refusal.
@@ -70,11 +78,14 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 			up = conn
 			upr = bufio.NewReader(idleConn{up, px.cfg.IdleTimeout})
 		}
-		if !px.noteHTTP(c, ev, false) {
+		ok, reported := px.noteHTTP(c, ev, false)
+		if !ok {
 			px.refuse(c, ev, journal.ReasonRevoked) // a policy change came between decision and dial
 			return
 		}
-		px.allowed(ev)
+		if !reported {
+			px.allowed(ev)
+		}
 		if !px.exchange(idleConn{c, px.cfg.IdleTimeout}, idleConn{up, px.cfg.IdleTimeout}, br, upr, req) {
 			c.Close()
 			return
@@ -86,38 +97,39 @@ func (px *Proxy) inspectHTTP(c *net.TCPConn, dst netip.AddrPort, ev journal.Even
 // readRequest reads and checks one request head. reason is "" when the
 // request may pass; idle says the client sent no request at all before it
 // closed or the timeout (a refusal on a new connection, an ending between
-// requests).
-func (px *Proxy) readRequest(c *net.TCPConn, br *bufio.Reader, dst netip.AddrPort, timeout time.Duration, ev *journal.Event) (req *http.Request, reason journal.Reason, idle bool) {
+// requests); e is the entry its Host matched (nil: none). req is nil
+// when the request cannot be sent on at all.
+func (px *Proxy) readRequest(c *net.TCPConn, br *bufio.Reader, dst netip.AddrPort, timeout time.Duration, ev *journal.Event) (req *http.Request, reason journal.Reason, idle bool, e *policy.Entry) {
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	req, err := http.ReadRequest(br)
 	_ = c.SetReadDeadline(time.Time{})
 	switch {
 	case errors.Is(err, io.EOF):
 		ev.Detail = "closed before a request"
-		return nil, journal.ReasonBadRequest, true
+		return nil, journal.ReasonBadRequest, true, nil
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, journal.ReasonHelloTimeout, true
+		return nil, journal.ReasonHelloTimeout, true, nil
 	case errors.Is(err, errHeadTooBig):
-		return nil, journal.ReasonHelloTooLarge, false
+		return nil, journal.ReasonHelloTooLarge, false, nil
 	case err != nil && strings.Contains(err.Error(), "too many Host headers"):
-		return nil, journal.ReasonConflictingHost, false
+		return nil, journal.ReasonConflictingHost, false, nil
 	case err != nil:
 		ev.Detail = err.Error()
-		return nil, journal.ReasonBadRequest, false
+		return nil, journal.ReasonBadRequest, false, nil
 	}
 	host, reason := requestHost(req, dst.Port())
 	if reason != "" {
 		ev.Name = host
-		return nil, reason, false
+		return nil, reason, false, nil
 	}
-	reason = px.decideName(host, dst, ev)
+	reason, e = px.decideName(host, dst, ev)
 	switch reason {
 	case journal.ReasonNoSNI:
 		reason = journal.ReasonNoHost
 	case journal.ReasonSNINotAllowed, journal.ReasonIPLiteralSNI, journal.ReasonInvalidSNI:
 		reason = journal.ReasonHostNotAllowed
 	}
-	return req, reason, false
+	return req, reason, false, e
 }
 
 // requestHost returns the one authority a request names, refusing requests

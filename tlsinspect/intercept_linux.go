@@ -42,13 +42,19 @@ func (c *conn) intercept(replay []byte) {
 		px.conns.Add(-1)
 		return
 	}
-	if !px.noteHTTP(tc, ev, true) { // a policy change came between decision and here
+	if c.reported {
+		ev.Kind = journal.WouldRefuse // journaled as such: nothing to revoke
+	}
+	ok, reported := px.noteHTTP(tc, ev, true)
+	if !ok { // a policy change came between decision and here
 		px.untrack(tc)
 		px.conns.Add(-1)
 		px.refuse(tc, ev, journal.ReasonRevoked)
 		return
 	}
-	px.allowed(ev)
+	if !reported {
+		px.allowed(ev)
+	}
 	go func() {
 		defer px.conns.Add(-1)
 		defer px.untrack(tc)

@@ -86,6 +86,23 @@ type Config struct {
 	Interceptor *mitm.Interceptor
 	// Log reports errors that are not decisions.
 	Log *slog.Logger
+	// Report is report mode: a connection (or a plain HTTP request)
+	// refused for what the agent asked to reach is let through to its
+	// original destination, spliced as an allowed one is, and journaled
+	// as a would-be refusal for the reason that would have refused it: a
+	// name not allowed (or not on this port), an address not pinned to
+	// the name, and a hello the proxy cannot name a host by (no SNI, an
+	// IP literal or an invalid SNI, ECH, not TLS). A policy change cuts
+	// no connection; each it would have cut is journaled as a would-be
+	// revocation. What stays refused: the gateway's own and the agents'
+	// addresses, the limits (hello size and time, connections), a
+	// missing original destination, a failed dial, the plain HTTP
+	// path's malformed or tunnelling requests (no Host, conflicting
+	// Hosts, CONNECT, h2c: the proxy only forwards requests it rewrites),
+	// and hosts with git or http rules, whose TLS is still terminated
+	// and whose requests are still checked (only an address not pinned
+	// passes there; on plain HTTP they stay refused).
+	Report bool
 }
 
 // Proxy is the transparent proxy for one agent. It is safe for concurrent use.
@@ -109,8 +126,11 @@ type Proxy struct {
 	tlsFds    []int // listening sockets the loops accept from
 
 	// loopbackForTests lets the package's own tests relay to loopback
-	// listeners; nothing else sets it.
+	// listeners; nothing else sets it. dstForTests, when set, stands for
+	// the kernel's record of a TLS connection's original destination,
+	// which only a redirect makes.
 	loopbackForTests bool
+	dstForTests      func(fd int) (netip.AddrPort, error)
 	live             map[*net.TCPConn]*liveHTTP
 	permits          func(netip.Addr, bool) bool // SetPolicy's, for decisions it overtook
 	failed           chan error                  // an event loop that cannot go on (see Run)
@@ -194,6 +214,14 @@ func (px *Proxy) checkDial(_, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("tlsinspect: refusing to dial internal address %s", ap)
 	}
 	return nil
+}
+
+// dstOf is where the agent meant the connection on fd to go.
+func (px *Proxy) dstOf(fd int) (netip.AddrPort, error) {
+	if px.dstForTests != nil {
+		return px.dstForTests(fd)
+	}
+	return originalDst(fd)
 }
 
 func (px *Proxy) internal(a netip.Addr) bool {
@@ -420,19 +448,19 @@ func (px *Proxy) enter() (reason journal.Reason) {
 // decideName checks a Host of the plain HTTP path as decideEntry does. A
 // host with rules is refused there: its requests are checked only inside
 // TLS, by the interceptor.
-func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) journal.Reason {
+func (px *Proxy) decideName(raw string, dst netip.AddrPort, ev *journal.Event) (journal.Reason, *policy.Entry) {
 	reason, e := px.decideEntry(raw, dst, ev)
-	if reason == "" && e.Inspected() {
+	if (reason == "" || px.reportable(reason, e)) && e != nil && e.Inspected() {
 		ev.Detail = "plain HTTP to a host with git or http rules; use https"
-		return journal.ReasonHTTPNotAllowed
+		return journal.ReasonHTTPNotAllowed, e
 	}
-	return reason
+	return reason, e
 }
 
 // decideEntry checks a requested name (SNI or Host) for a connection to
 // dst: allowed on that port by the policy, and dst pinned to it. It
 // returns the refusal reason, "" when the name may pass, and the entry
-// that allowed it.
+// the name matched (nil: none).
 func (px *Proxy) decideEntry(raw string, dst netip.AddrPort, ev *journal.Event) (journal.Reason, *policy.Entry) {
 	p := px.policy.Load()
 	ev.PolicyHash = p.Hash()
@@ -452,15 +480,49 @@ func (px *Proxy) decideEntry(raw string, dst netip.AddrPort, ev *journal.Event) 
 	ev.Name = name
 	d := p.MatchNamePort(name, dst.Port())
 	ev.Rule = d.Rule()
+	var reason journal.Reason
 	switch {
 	case d.Reason == policy.ReasonNameNotAllowed || d.Reason == policy.ReasonNoPolicy:
-		return journal.ReasonSNINotAllowed, nil
+		reason = journal.ReasonSNINotAllowed
 	case !d.Allow:
-		return journal.Reason(d.Reason), nil // every policy word is a journal one (TestPolicyReasons)
+		reason = journal.Reason(d.Reason) // every policy word is a journal one (TestPolicyReasons)
 	case !px.cfg.Pins.Pinned(name, dst.Addr()):
-		return journal.ReasonNotPinned, nil
+		return journal.ReasonNotPinned, d.Entry
+	default:
+		return "", d.Entry
 	}
-	return "", d.Entry
+	if px.cfg.Report && !px.cfg.Pins.Pinned(name, dst.Addr()) {
+		// Report mode: what an entry for the name would not be enough for.
+		ev.Detail = "nor is the address one the resolver handed out for the name (" + string(journal.ReasonNotPinned) + ")"
+	}
+	return reason, d.Entry
+}
+
+// reportable says whether report mode lets through a connection or
+// request that would be refused for reason, its name matching e (nil:
+// none): see Config.Report.
+func (px *Proxy) reportable(reason journal.Reason, e *policy.Entry) bool {
+	if !px.cfg.Report {
+		return false
+	}
+	if e != nil && e.Inspected() {
+		// A host with rules keeps them: its TLS is terminated and each
+		// request checked on the entry's ports, whatever the address.
+		return reason == journal.ReasonNotPinned
+	}
+	switch reason {
+	case journal.ReasonSNINotAllowed, journal.ReasonHostNotAllowed, journal.ReasonPortNotAllowed, journal.ReasonNotPinned,
+		journal.ReasonNoSNI, journal.ReasonIPLiteralSNI, journal.ReasonInvalidSNI, journal.ReasonECH, journal.ReasonNotTLS:
+		return true
+	}
+	return false
+}
+
+// wouldRefuse journals ev as a would-be refusal for reason: report mode
+// let it through.
+func (px *Proxy) wouldRefuse(ev journal.Event, reason journal.Reason) {
+	ev.Kind = journal.WouldRefuse
+	px.record(ev, reason)
 }
 
 // allowed journals a connection (or request) let through.

@@ -17,6 +17,9 @@ type liveHTTP struct {
 	// intercepted: handed to the interceptor, which checks each request
 	// under the policy in force (see stillAllowed).
 	intercepted bool
+	// reported: report mode let it through as a would-be refusal (or
+	// journaled its would-be revocation already): nothing to revoke.
+	reported bool
 }
 
 // SetPolicy puts p in force: every decision from now on is made under it,
@@ -26,7 +29,9 @@ type liveHTTP struct {
 // for the entry's private flag; nil: any). Connections it still allows
 // are untouched, whatever their pins: a long-lived connection keeps going
 // after the answer that opened it expired, as it would have without the
-// change. It returns the number of connections cut.
+// change. It returns the number of connections cut. In report mode it
+// cuts none: each connection it would have cut is journaled once as a
+// would-be revocation, and goes on.
 func (px *Proxy) SetPolicy(p *policy.Policy, permits func(addr netip.Addr, private bool) bool) int {
 	px.mu.Lock()
 	px.permits = permits
@@ -36,9 +41,14 @@ func (px *Proxy) SetPolicy(p *policy.Policy, permits func(addr netip.Addr, priva
 	n := 0
 	px.mu.Lock()
 	for c, st := range px.live {
-		if st.name != "" && !stillAllowed(p, permits, st.name, st.dst, st.intercepted) {
+		if st.name != "" && !st.reported && !stillAllowed(p, permits, st.name, st.dst, st.intercepted) {
 			ev := st.ev
 			ev.PolicyHash = p.Hash()
+			if px.cfg.Report {
+				px.wouldRefuse(ev, journal.ReasonRevoked)
+				st.reported = true
+				continue
+			}
 			px.record(ev, journal.ReasonRevoked)
 			reset(c) // the handler's next read or write fails
 			n++
@@ -68,14 +78,23 @@ func stillAllowed(p *policy.Policy, permits func(netip.Addr, bool) bool, name st
 // noteHTTP records what the HTTP path let through on c, for SetPolicy. It
 // reports false when a policy change since the decision (ev's) no longer
 // allows it: under px.mu, either SetPolicy's scan comes after and sees the
-// name, or the new policy is in force here.
-func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event, intercepted bool) bool {
+// name, or the new policy is in force here. An ev of kind WouldRefuse
+// was let through by report mode, and journaled so: it passes, and
+// reported says so. In report mode, what a change no longer allows
+// passes too, journaled as a would-be revocation, and reported.
+func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event, intercepted bool) (ok, reported bool) {
 	px.mu.Lock()
 	defer px.mu.Unlock()
-	if st := px.live[c]; st != nil {
-		st.name, st.dst, st.ev, st.intercepted = ev.Name, ev.Dst, ev, intercepted
+	reported = ev.Kind == journal.WouldRefuse
+	ok = reported || !px.changedSinceLocked(ev, ev.Dst, intercepted)
+	if !ok && px.cfg.Report {
+		px.wouldRefuse(ev, journal.ReasonRevoked)
+		ok, reported = true, true
 	}
-	return !px.changedSinceLocked(ev, ev.Dst, intercepted)
+	if st := px.live[c]; st != nil {
+		st.name, st.dst, st.ev, st.intercepted, st.reported = ev.Name, ev.Dst, ev, intercepted, reported
+	}
+	return ok, reported
 }
 
 // changedSince reports whether the policy in force is not the one that
@@ -106,11 +125,16 @@ func (l *loop) revoke(p *policy.Policy, still func(string, netip.AddrPort) bool)
 		default:
 			continue
 		}
-		if still(name, c.dst) {
+		if c.reported || still(name, c.dst) {
 			continue
 		}
-		l.px.record(journal.Event{Agent: l.px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp",
-			Name: name, Dst: c.dst, PolicyHash: p.Hash()}, journal.ReasonRevoked)
+		ev := journal.Event{Agent: l.px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp", Name: name, Dst: c.dst, PolicyHash: p.Hash()}
+		if l.px.cfg.Report {
+			l.px.wouldRefuse(ev, journal.ReasonRevoked)
+			c.reported = true
+			continue
+		}
+		l.px.record(ev, journal.ReasonRevoked)
 		c.failed = -1 // both sides reset at once: nothing held is owed to either
 		c.cut()
 		n++

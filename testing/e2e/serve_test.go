@@ -180,8 +180,9 @@ func (w *world) hasTable(t *testing.T, agent string) bool {
 // TestServeConfigErrors: sluice check reports every error of a serve
 // config and of the policies it names, each with its file:line, and
 // passes a good one, router and report mode included; sluice serve
-// refuses to start on the bad one with the same errors, and on router
-// and report mode, which are not implemented yet, and leaves nothing.
+// refuses to start on the bad one with the same errors, and leaves
+// nothing. (Router mode starts: TestRouterMode; report mode starts:
+// TestServeReportMode.)
 func TestServeConfigErrors(t *testing.T) {
 	w := newServeWorld(t)
 	st := newPrivateState(t)
@@ -227,8 +228,6 @@ func TestServeConfigErrors(t *testing.T) {
 		want   []string
 	}{
 		{bad, wantBad},
-		{router, []string{"agent lab (" + router + ":7): router mode is not implemented yet"}},
-		{report, []string{"agent alpha (" + report + ":5): report mode is not implemented yet"}},
 	} {
 		cmd := st.cmd(w.gw.Name, "serve", "--config", tc.config)
 		var stderr bytes.Buffer
