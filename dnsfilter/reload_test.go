@@ -44,25 +44,35 @@ func (b *blockingUpstream) Exchange(ctx context.Context, q *dns.Msg) (*dns.Msg, 
 	return b.Upstream.Exchange(ctx, q)
 }
 
-// TestPolicyChangeWhileUpstream: a question decided under the old policy
-// whose answer comes back after the name was removed opens nothing.
-func TestPolicyChangeWhileUpstream(t *testing.T) {
-	f := newFixture(t, "allowed.test")
-	up := &blockingUpstream{Upstream: f.up, asked: make(chan struct{}, 1), release: make(chan struct{})}
+// askHeldUpstream starts a resolver over f (in report mode when report
+// is set) whose upstream holds every question until released, asks it
+// allowed.test, and returns once the question is upstream; done gets
+// the answer.
+func askHeldUpstream(t *testing.T, f *fixture, report bool) (srv *Server, up *blockingUpstream, done <-chan *dns.Msg) {
+	t.Helper()
+	up = &blockingUpstream{Upstream: f.up, asked: make(chan struct{}, 1), release: make(chan struct{})}
 	srv, err := New(Config{
 		Agent: "test", Clients: f.srv.cfg.Clients, Global: testGlobal, Upstream: up,
-		Allower: f.fw, Pins: f.pins, Journal: f.log,
+		Allower: f.fw, Pins: f.pins, Journal: f.log, Report: report,
 	}, f.srv.policy.Load())
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan *dns.Msg, 1)
+	answers := make(chan *dns.Msg, 1)
 	go func() {
 		q := new(dns.Msg)
 		q.SetQuestion("allowed.test.", dns.TypeA)
-		done <- srv.Answer(context.Background(), agentSrc, q)
+		answers <- srv.Answer(context.Background(), agentSrc, q)
 	}()
 	<-up.asked
+	return srv, up, answers
+}
+
+// TestPolicyChangeWhileUpstream: a question decided under the old policy
+// whose answer comes back after the name was removed opens nothing.
+func TestPolicyChangeWhileUpstream(t *testing.T) {
+	f := newFixture(t, "allowed.test")
+	srv, up, done := askHeldUpstream(t, f, false)
 	srv.SetPolicy(fixturePolicy(t, "www.allowed.test"), nil)
 	close(up.release)
 	r := <-done

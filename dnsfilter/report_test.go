@@ -167,21 +167,7 @@ func TestReportUpstreamFailure(t *testing.T) {
 // makes it.
 func TestReportPolicyChangeWhileUpstream(t *testing.T) {
 	f := reportFixture(t, "allowed.test")
-	up := &blockingUpstream{Upstream: f.up, asked: make(chan struct{}, 1), release: make(chan struct{})}
-	srv, err := New(Config{
-		Agent: "test", Clients: f.srv.cfg.Clients, Global: testGlobal, Upstream: up,
-		Allower: f.fw, Pins: f.pins, Journal: f.log, Report: true,
-	}, f.srv.policy.Load())
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan *dns.Msg, 1)
-	go func() {
-		q := new(dns.Msg)
-		q.SetQuestion("allowed.test.", dns.TypeA)
-		done <- srv.Answer(context.Background(), agentSrc, q)
-	}()
-	<-up.asked
+	srv, up, done := askHeldUpstream(t, f, true)
 	p := fixturePolicy(t, "www.allowed.test")
 	srv.SetPolicy(p, nil)
 	close(up.release)

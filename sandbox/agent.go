@@ -362,22 +362,7 @@ func exitStatus(cmd *exec.Cmd, err error) (int, error) {
 // moves to another network namespace, and dies with it (see Kill). Only
 // the new process is in the namespace: the thread that forks it is
 // discarded afterwards.
-func startIn(fd int, cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := notMainThread(); err != nil {
-			errc <- err
-			return
-		}
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter agent namespace: %w", err)
-			return
-		}
-		errc <- cmd.Start()
-	}()
-	return <-errc
-}
+func startIn(fd int, cmd *exec.Cmd) error { return inNetNS(fd, cmd.Start) }
 
 // Kill ends every process of the agent. Killing the first process of its
 // PID namespace makes the kernel kill all the others; processes that

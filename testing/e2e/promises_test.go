@@ -37,9 +37,17 @@ type agentRun struct {
 // a failed test shows what it printed.
 func startAgent(t *testing.T, w *world, flags []string, script string) *agentRun {
 	t.Helper()
-	dir := t.TempDir()
 	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(flags...)...), "--", "sh", "-c", script)
-	a := &agentRun{cmd: exec.Command("ip", args...), stdout: filepath.Join(dir, "stdout"), stderr: filepath.Join(dir, "stderr")}
+	return launchAgent(t, exec.Command("ip", args...))
+}
+
+// launchAgent starts cmd, a `sluice run`, with its output in files; the
+// test ends it with wait. Whatever happens, it is not left running, and a
+// failed test shows what it printed.
+func launchAgent(t *testing.T, cmd *exec.Cmd) *agentRun {
+	t.Helper()
+	dir := t.TempDir()
+	a := &agentRun{cmd: cmd, stdout: filepath.Join(dir, "stdout"), stderr: filepath.Join(dir, "stderr")}
 	out, err := os.Create(a.stdout)
 	if err != nil {
 		t.Fatal(err)

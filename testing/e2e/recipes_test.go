@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -67,32 +65,6 @@ func TestRecipeEnvironment(t *testing.T) {
 			expect(t, w.runVia(t, prefix, env, flags, script), tc.want)
 		})
 	}
-}
-
-// runVia runs `sluice run FLAGS -- sh -c SCRIPT` in the gateway namespace
-// as w.run does, behind the command prefix (sudo and its options; none
-// for sluice alone), with env added to the test's environment.
-func (w *world) runVia(t *testing.T, prefix, env, flags []string, script string) result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	args := append(append([]string{"ip", "netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(flags...)...), "--", "sh", "-c", script)
-	args = append(append([]string(nil), prefix...), args...)
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), env...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("%q: %v", args, err)
-	}
-	t.Logf("%q\nstdout:\n%s\nstderr:\n%s", args, r.stdout, r.stderr)
-	w.assertClean(t)
-	return r
 }
 
 // probeSource is a client with no dependencies, built static for an

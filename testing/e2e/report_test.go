@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluicegw/sluice/gateway"
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/testing/fakenet"
 	"github.com/sluicegw/sluice/testing/nstest"
@@ -113,17 +112,7 @@ try dot nc -z -w 2 `+evilAddr+` 853
 	}
 	t.Logf("suggested:\n%s\nnotes:\n%s", out, stderr.String())
 	writeAtomic(t, filepath.Join(dir, enf+".yaml"), string(out))
-	if out, err := exec.Command(sluiceBin, "check", filepath.Join(dir, enf+".yaml")).CombinedOutput(); err != nil {
-		t.Fatalf("sluice check of the suggestion: %v\n%s", err, out)
-	}
-	p, _, err := gateway.PolicySource{File: filepath.Join(dir, enf+".yaml")}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var entries []string
-	for _, e := range p.Entries() {
-		entries = append(entries, e.String())
-	}
+	entries := checkedEntries(t, filepath.Join(dir, enf+".yaml"))
 	wantEntries := []string{"allowed.test ports 22,443", "cust-evil.cdn.test ports 80", "www.allowed.test ports 443", evilAddr + "/32 ports 4444"}
 	if !slices.Equal(entries, wantEntries) {
 		t.Errorf("suggested entries %q, want %q", entries, wantEntries)

@@ -251,19 +251,7 @@ try gw_ui_curl `+c+` http://`+bridgeAddr+`:`+uiPort+`/metrics
 		t.Errorf("metrics lack %s up", lab)
 	}
 
-	if code := s.stop(t); code != 0 {
-		t.Errorf("serve exited %d after SIGTERM", code)
-	}
-	// The bridge is the user's: as it was, up, its addresses and ports.
-	if after := bridgeState(); after != before {
-		t.Errorf("the bridge changed:\n%s\nwas:\n%s", after, before)
-	}
-	// Nothing of sluice's: no table, no record, no tracked flow, and
-	// forwarding as it was.
-	w.assertClean(t)
-	if left, _ := filepath.Glob(filepath.Join(st.dir, "netns-*")); len(left) > 0 {
-		t.Errorf("records left: %v", left)
-	}
+	stopRouter(t, w, st, s, before, bridgeState)
 	if left := flowsFrom(t, w.gw, netip.MustParsePrefix(bridgeNet), netip.MustParsePrefix(bridgeNet6)); len(left) > 0 {
 		t.Errorf("tracked flows of the VMs left: %v", left)
 	}
@@ -437,7 +425,15 @@ func TestRouterModeKill9(t *testing.T) {
 	}
 	expect(t, v.shell(t, prelude+"try allowed "+c+" https://allowed.test/\ntry blocked "+c+" https://evil.test/\n"),
 		map[string]string{"allowed": ok, "blocked": curlNoResolve})
-	if code := again.stop(t); code != 0 {
+	stopRouter(t, w, st, again, before, bridgeState)
+}
+
+// stopRouter stops serve and checks what a router-mode run leaves: the
+// bridge as it was before (the user's: up, its addresses and ports), and
+// nothing of sluice's (no table, no record, forwarding as it was).
+func stopRouter(t *testing.T, w *world, st privateState, s *serveRun, before string, bridgeState func() string) {
+	t.Helper()
+	if code := s.stop(t); code != 0 {
 		t.Errorf("serve exited %d after SIGTERM", code)
 	}
 	if after := bridgeState(); after != before {

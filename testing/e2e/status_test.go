@@ -8,9 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sluicegw/sluice/gateway"
 	"github.com/sluicegw/sluice/testing/nstest"
@@ -55,40 +53,8 @@ func (p privateState) sluice(t *testing.T, ns string, args ...string) string {
 // in the namespace ns, as startAgent does.
 func (p privateState) start(t *testing.T, ns string, flags []string, script string) *agentRun {
 	t.Helper()
-	dir := t.TempDir()
 	args := append(append(sluiceArgs(flags...), "--"), "sh", "-c", script)
-	a := &agentRun{cmd: p.cmd(ns, args...), stdout: filepath.Join(dir, "stdout"), stderr: filepath.Join(dir, "stderr")}
-	out, err := os.Create(a.stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	errOut, err := os.Create(a.stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errOut.Close()
-	a.cmd.Stdout, a.cmd.Stderr = out, errOut
-	if err := a.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if a.cmd.ProcessState == nil {
-			_ = a.cmd.Process.Signal(syscall.SIGTERM)
-			done := make(chan struct{})
-			go func() { _ = a.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				_ = a.cmd.Process.Kill()
-				<-done
-			}
-		}
-		if t.Failed() {
-			t.Logf("stdout:\n%s\nstderr:\n%s", readFile(a.stdout), readFile(a.stderr))
-		}
-	})
-	return a
+	return launchAgent(t, p.cmd(ns, args...))
 }
 
 // statusRun is a line of `sluice status --json`.

@@ -55,17 +55,7 @@ try no_sni ` + c + ` -k https://` + evilAddr + `/
 	if err := os.WriteFile(suggested, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(sluiceBin, "check", suggested).CombinedOutput(); err != nil {
-		t.Fatalf("sluice check of the suggestion: %v\n%s", err, out)
-	}
-	p, _, err := gateway.PolicySource{File: suggested}.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var entries []string
-	for _, e := range p.Entries() {
-		entries = append(entries, e.String())
-	}
+	entries := checkedEntries(t, suggested)
 	want := []string{"allowed.test ports 22,443", "cust-evil.cdn.test ports 80,443", "www.allowed.test ports 80,443", evilAddr + "/32 ports 4444"}
 	if !slices.Equal(entries, want) {
 		t.Errorf("suggested entries %q, want %q", entries, want)
@@ -88,4 +78,22 @@ try other_addr_port nc -z -w 2 `+evilAddr+` 22
 	if !strings.Contains(stderr.String(), "left out, 1 refusals that no entry changes: no_sni ×1") {
 		t.Errorf("policy suggest did not say it left the hello without a name out:\n%s", stderr.String())
 	}
+}
+
+// checkedEntries runs `sluice check` on the policy file, fails t unless it
+// passes, and returns its entries as they print.
+func checkedEntries(t *testing.T, file string) []string {
+	t.Helper()
+	if out, err := exec.Command(sluiceBin, "check", file).CombinedOutput(); err != nil {
+		t.Fatalf("sluice check of %s: %v\n%s", file, err, out)
+	}
+	p, _, err := gateway.PolicySource{File: file}.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entries []string
+	for _, e := range p.Entries() {
+		entries = append(entries, e.String())
+	}
+	return entries
 }

@@ -336,11 +336,19 @@ func sluiceArgs(extra ...string) []string {
 // run runs `sluice run FLAGS -- sh -c SCRIPT` in the gateway namespace.
 func (w *world) run(t testing.TB, flags []string, script string) result {
 	t.Helper()
+	return w.runVia(t, nil, w.sluiceEnv, flags, script)
+}
+
+// runVia is run behind the command prefix (sudo and its options; none
+// for sluice alone), with env added to the test's environment.
+func (w *world) runVia(t testing.TB, prefix, env, flags []string, script string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	args := append(append([]string{"netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(flags...)...), "--", "sh", "-c", script)
-	cmd := exec.CommandContext(ctx, "ip", args...)
-	cmd.Env = append(os.Environ(), w.sluiceEnv...)
+	args := append(append([]string{"ip", "netns", "exec", w.gw.Name, sluiceBin}, sluiceArgs(flags...)...), "--", "sh", "-c", script)
+	args = append(append([]string(nil), prefix...), args...)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	// An agent process that outlives sluice holds these pipes open; the
@@ -352,10 +360,10 @@ func (w *world) run(t testing.TB, flags []string, script string) result {
 	if ee, ok := err.(*exec.ExitError); ok {
 		r.code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("sluice run: %v", err)
+		t.Fatalf("%q: %v", args, err)
 	}
 	if _, bench := t.(*testing.B); !bench { // a benchmark's figures, not its transcript
-		t.Logf("script:\n%s\nstdout:\n%s\nstderr:\n%s", script, r.stdout, r.stderr)
+		t.Logf("%q\nscript:\n%s\nstdout:\n%s\nstderr:\n%s", prefix, script, r.stdout, r.stderr)
 	}
 	w.assertClean(t)
 	return r
