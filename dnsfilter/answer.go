@@ -157,7 +157,9 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 		if err != nil {
 			// The gateway failed to resolve a name the policy allowed:
 			// an error of the gateway's, not a refusal.
-			s.errorUpstream(d, qtype, err)
+			if d.Allow { // report mode also asks for names no entry allows
+				s.errorUpstream(d, qtype, err)
+			}
 			ev.Kind, ev.Reason, ev.Detail = journal.Allowed, journal.ReasonUpstreamFailed, joinDetail(ev.Detail, err.Error())
 			wouldRefuse(&ev, would)
 			return servfail(req, ev)

@@ -78,7 +78,6 @@ func sport(port uint16) []expr.Any {
 }
 
 // ctState is `ct state STATES` for a mask of expr.CtStateBit* values.
-
 func ctState(mask uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},

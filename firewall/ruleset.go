@@ -156,6 +156,9 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.AgentIface == "" || !(cfg.AgentAddr4.Is4() || cfg.AgentNet4.Addr().Is4()) || cfg.DNSPort == 0 {
 		return nil, errors.New("firewall: AgentIface, AgentAddr4 (or AgentNet4) and DNSPort are required")
 	}
+	if cfg.AgentNet4.IsValid() && !cfg.AgentNet4.Addr().Is4() {
+		return nil, errors.New("firewall: AgentNet4 must be an IPv4 prefix")
+	}
 	if cfg.AgentNet6.IsValid() && !cfg.AgentNet6.Addr().Is6() {
 		return nil, errors.New("firewall: AgentNet6 must be an IPv6 prefix")
 	}
@@ -270,7 +273,8 @@ func (m *Manager) addChains(flush bool) {
 		// A VM asks for its address from the unspecified one: DHCP to the
 		// host's own server (the user's addressing, not sluice's) passes.
 		add(spoof, rule(iif(agent, true), nfproto(false), addrIn(netip.MustParsePrefix("0.0.0.0/32"), true, true),
-			l4proto(unix.IPPROTO_UDP), dport(67), verdict(expr.VerdictAccept)))
+			addrIn(netip.MustParsePrefix("255.255.255.255/32"), false, true),
+			l4proto(unix.IPPROTO_UDP), sport(68), dport(67), verdict(expr.VerdictAccept)))
 	}
 	m.refuseIf(spoof, ReasonSpoofed, rule(iif(agent, true), nfproto(false), addrIn(src4, true, false)), verdict(expr.VerdictDrop))
 	if m.has6() {
@@ -312,8 +316,18 @@ func (m *Manager) addChains(flush bool) {
 		// Router mode: the VMs' DHCP server may be the host's own (dnsmasq,
 		// networkd, libvirt): addressing is the user's setup, and its
 		// requests come as broadcasts, before the drop below.
-		add(in, rule(nfproto(false), l4proto(unix.IPPROTO_UDP), dport(67), verdict(expr.VerdictAccept)))
-		add(in, rule(nfproto(true), l4proto(unix.IPPROTO_UDP), dport(547), verdict(expr.VerdictAccept)))
+		// Only a client's request to the server (from the client port,
+		// broadcast or to the bridge's own network), not UDP 67 or 547 to
+		// any address of the gateway's.
+		for _, dst := range []netip.Prefix{netip.MustParsePrefix("255.255.255.255/32"), src4} {
+			add(in, rule(nfproto(false), addrIn(dst, false, true), l4proto(unix.IPPROTO_UDP), sport(68), dport(67), verdict(expr.VerdictAccept)))
+		}
+		if m.has6() {
+			for _, dst := range []netip.Prefix{netip.MustParsePrefix("ff02::1:2/128"), netip.MustParsePrefix("fe80::/10")} {
+				add(in, rule(nfproto(true), addrIn(netip.MustParsePrefix("fe80::/10"), true, true), addrIn(dst, false, true),
+					l4proto(unix.IPPROTO_UDP), sport(546), dport(547), verdict(expr.VerdictAccept)))
+			}
+		}
 	}
 	// Link-level chatter (router solicitations, mDNS) is not an attempt to
 	// reach anything: drop it without a log line.
@@ -386,7 +400,13 @@ func (m *Manager) addChains(flush bool) {
 		// traffic (seen here when br_netfilter passes bridged frames to
 		// the IP hooks): it leaves nothing, so it is not the agent's
 		// egress.
-		add(forward, rule(iif(agent, true), oif(agent, true), verdict(expr.VerdictAccept)))
+		// Only to the bridge's own networks: traffic routed back out of
+		// the bridge to anywhere else (a route through a host on it) is
+		// the agent's egress, and goes on to the agent's chain.
+		add(forward, rule(iif(agent, true), oif(agent, true), nfproto(false), addrIn(src4, false, true), verdict(expr.VerdictAccept)))
+		if m.has6() {
+			add(forward, rule(iif(agent, true), oif(agent, true), nfproto(true), addrIn(src6, false, true), verdict(expr.VerdictAccept)))
+		}
 	}
 	add(forward, rule(iif(agent, true), jump(chainAgentFw)))
 	// What a revoked destination still sends back goes nowhere.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -72,13 +73,24 @@ type ExecConfig struct {
 // command's exit status the way a shell reports it. An agent that no
 // live gateway serves is an error that names the agents that are served.
 func Exec(cfg ExecConfig, sigs <-chan os.Signal) (int, error) {
-	runs, rerr := sandbox.Runs(cfg.StateDir)
-	r, err := findServed(runs, cfg.Agent, cmp.Or(cfg.StateDir, sandbox.DefaultStateDir))
+	dir := cmp.Or(cfg.StateDir, sandbox.DefaultStateDir)
+	// The record names the files mounted over the command's resolv.conf
+	// and CA bundle, as root: only root's own records are taken.
+	if err := sandbox.TrustedDir(dir); err != nil {
+		return 0, err
+	}
+	runs, rerr := sandbox.Runs(dir)
+	r, err := findServed(runs, cfg.Agent, dir)
 	if err != nil {
 		if rerr != nil {
 			err = fmt.Errorf("%w (and %w)", err, rerr)
 		}
 		return 0, err
+	}
+	for _, f := range []string{r.ResolvConf, r.CABundle} {
+		if f != "" && !strings.HasPrefix(filepath.Clean(f), filepath.Clean(dir)+"/") {
+			return 0, fmt.Errorf("the record of agent %q names %s, outside the state directory %s: not taken", cfg.Agent, f, dir)
+		}
 	}
 	return sandbox.Launch{
 		NetNS: r.AgentNetNS, Args: cfg.Args, ResolvConf: r.ResolvConf, CABundle: r.CABundle,

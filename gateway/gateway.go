@@ -41,17 +41,20 @@ import (
 // Gateway is everything one gateway sets up in the namespace it was
 // started in, with the undo steps in the order they must run.
 type Gateway struct {
-	cfg     Config
-	log     *slog.Logger
-	policy  atomic.Pointer[policy.Policy] // the policy in force
-	reload  sync.Mutex                    // one policy change at a time
-	change  sync.Mutex                    // held from working out a change to its end
-	allow   allowances                    // reviewers' additions
-	agent   *sandbox.Agent
-	state   *sandbox.State
-	fw      *firewall.Manager
-	cleanup []func() error // run last to first
-	fatal   chan error     // a part that cannot go on says so here
+	cfg Config
+	log *slog.Logger
+	// keepTable is set when the forwarding hold could not be given up:
+	// the table then stays at teardown (see enableForwarding).
+	keepTable bool
+	policy    atomic.Pointer[policy.Policy] // the policy in force
+	reload    sync.Mutex                    // one policy change at a time
+	change    sync.Mutex                    // held from working out a change to its end
+	allow     allowances                    // reviewers' additions
+	agent     *sandbox.Agent
+	state     *sandbox.State
+	fw        *firewall.Manager
+	cleanup   []func() error // run last to first
+	fatal     chan error     // a part that cannot go on says so here
 
 	// The parts that run until the gateway closes (start).
 	ctx     context.Context
@@ -113,8 +116,13 @@ func New(cfg Config) (g *Gateway, err error) {
 	defer func() {
 		if err != nil {
 			// Detach, not Close: a start that failed must not kill the
-			// processes of a namespace it adopted.
-			if cerr := g.Detach(); cerr != nil {
+			// processes of a namespace it adopted. A namespace it made
+			// itself holds nothing of anyone's: it goes.
+			undo := g.Detach
+			if g.agent != nil && g.agent.Namespace != "" && !g.agent.Adopted {
+				undo = g.Close
+			}
+			if cerr := undo(); cerr != nil {
 				g.log.Error("cleanup after failed start incomplete", "err", cerr)
 			}
 		}
@@ -186,7 +194,12 @@ func (g *Gateway) claimState() error {
 		g.net6 = st.Nets[1]
 	}
 	g.ipv6 = g.net6.IsValid() && routes6
-	g.cleanup = append(g.cleanup, st.Release)
+	g.cleanup = append(g.cleanup, func() error {
+		if g.keepTable {
+			return nil // the record stays with the table, for the next start to undo
+		}
+		return st.Release()
+	})
 	// For `sluice status`: the policy at start (a reload does not update it).
 	return st.SetPolicy(g.cfg.Policy.Hash())
 }
@@ -307,7 +320,12 @@ func (g *Gateway) installFirewall() error {
 		return err
 	}
 	g.fw = mgr
-	g.cleanup = append(g.cleanup, mgr.Remove)
+	g.cleanup = append(g.cleanup, func() error {
+		if g.keepTable {
+			return errors.New("the forwarding hold was not released: the table stays, refusing everything; the next start removes it")
+		}
+		return mgr.Remove()
+	})
 	return nil
 }
 
@@ -341,7 +359,17 @@ func (g *Gateway) agentNets() []netip.Prefix {
 // interface stays, and without the hold the guard drops what it
 // forwards (or forwarding is off again) before the table is gone.
 func (g *Gateway) enableForwarding() error {
-	g.cleanup = append(g.cleanup, g.state.ReleaseForwarding)
+	g.cleanup = append(g.cleanup, func() error {
+		err := g.state.ReleaseForwarding()
+		if err != nil {
+			// The guard may still exempt the agent's link, and forwarding
+			// be on: without its table the link would be forwarded
+			// unfiltered (router mode's interface stays up). The table
+			// stays, refusing everything once its heartbeat lapses.
+			g.keepTable = true
+		}
+		return err
+	})
 	if err := g.state.EnableForwarding(g.ipv6); err != nil {
 		return fmt.Errorf("enable forwarding: %w", err)
 	}

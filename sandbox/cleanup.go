@@ -39,7 +39,7 @@ type CleanupConfig struct {
 // are gone, are reported in the error and left as they are.
 func Cleanup(cfg CleanupConfig) ([]string, error) {
 	dir := cmp.Or(cfg.Dir, DefaultStateDir)
-	if err := trustedDir(dir); err != nil {
+	if err := TrustedDir(dir); err != nil {
 		return nil, err
 	}
 	runs, err := Runs(dir)
@@ -212,12 +212,12 @@ func forwardingLeftovers(ns *namespace, runs []Run) []string {
 	return out
 }
 
-// trustedDir refuses a state directory that someone other than root could
+// TrustedDir refuses a state directory that someone other than root could
 // have written records into: cleanup kills the processes, removes the
 // links, tables and files that records name, as root, so a planted
 // record must not be taken for sluice's. The directory and each record
 // in it must be root's and writable by no one else.
-func trustedDir(dir string) error {
+func TrustedDir(dir string) error {
 	check := func(path string) error {
 		var st syscall.Stat_t
 		if err := syscall.Lstat(path, &st); err != nil {

@@ -482,7 +482,11 @@ func (px *Proxy) decideEntry(raw string, dst netip.AddrPort, ev *journal.Event) 
 	ev.Rule = d.Rule()
 	var reason journal.Reason
 	switch {
-	case d.Reason == policy.ReasonNameNotAllowed || d.Reason == policy.ReasonNoPolicy:
+	case d.Reason == policy.ReasonNoPolicy:
+		// No policy in force is the gateway's fault, not the agent's: it
+		// stays refused in report mode too (as the resolver does).
+		reason = journal.Reason(d.Reason)
+	case d.Reason == policy.ReasonNameNotAllowed:
 		reason = journal.ReasonSNINotAllowed
 	case !d.Allow:
 		reason = journal.Reason(d.Reason) // every policy word is a journal one (TestPolicyReasons)

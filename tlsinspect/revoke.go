@@ -85,7 +85,7 @@ func stillAllowed(p *policy.Policy, permits func(netip.Addr, bool) bool, name st
 func (px *Proxy) noteHTTP(c *net.TCPConn, ev journal.Event, intercepted bool) (ok, reported bool) {
 	px.mu.Lock()
 	defer px.mu.Unlock()
-	reported = ev.Kind == journal.WouldRefuse
+	reported = px.cfg.Report && ev.Kind == journal.WouldRefuse
 	ok = reported || !px.changedSinceLocked(ev, ev.Dst, intercepted)
 	if !ok && px.cfg.Report {
 		px.wouldRefuse(ev, journal.ReasonRevoked)

@@ -59,7 +59,7 @@ func newHandler(w io.Writer, format string, level slog.Level, keepAgent bool) sl
 // agent can write, or the agent can remove the file (the log goes on
 // into the removed file).
 func openLogFile(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0o644)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, fmt.Errorf("--log-file %s: a symbolic link; give the file's own path", path)
@@ -81,6 +81,13 @@ func openLogFile(path string) (*os.File, error) {
 	case st.Nlink != 1:
 		f.Close()
 		return nil, fmt.Errorf("--log-file %s: the file has %d names (hard links); give a file of its own", path, st.Nlink)
+	}
+	if st.Uid != 0 || st.Mode&0o022 != 0 {
+		// A file the command's user may write (one of theirs, such as an
+		// agent.log left in their directory) is a log the agent could
+		// rewrite or empty.
+		f.Close()
+		return nil, fmt.Errorf("--log-file %s: owned by uid %d with mode %o, which the command could rewrite; give a new file, or one root owns that only root may write", path, st.Uid, st.Mode&0o777)
 	}
 	return f, nil
 }

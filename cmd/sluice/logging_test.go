@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/testing/nstest"
 )
 
 // TestHumanLog: on a terminal a refusal is one short line, without the
@@ -99,6 +100,10 @@ func TestOpenLogFileRefusesSymlink(t *testing.T) {
 			f.Close()
 		}
 	}
+	t.Run("owner", func(t *testing.T) {
+		nstest.RequireRoot(t) // making a file another user's needs root
+		checkLogFileOwner(t, dir)
+	})
 	f, err := openLogFile(filepath.Join(dir, "new.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -106,6 +111,30 @@ func TestOpenLogFileRefusesSymlink(t *testing.T) {
 	f.Close()
 	if fi, _ := os.Stat(filepath.Join(dir, "new.log")); fi.Mode().Perm() != 0o644 {
 		t.Errorf("a new log file has mode %v, want 0644", fi.Mode().Perm())
+	}
+}
+
+// checkLogFileOwner: an existing file the command's user owns is refused,
+// the same file once root's is taken.
+func checkLogFileOwner(t *testing.T, dir string) {
+	theirs := filepath.Join(dir, "theirs.log")
+	writeFile(t, theirs, "")
+	if err := os.Chown(theirs, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := openLogFile(theirs); err == nil || !strings.Contains(err.Error(), "which the command could rewrite") {
+		t.Errorf("a file another user owns: %v, want refused", err)
+		if f != nil {
+			f.Close()
+		}
+	}
+	if err := os.Chown(theirs, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := openLogFile(theirs); err != nil { // positive control: root's, 0644
+		t.Errorf("root's 0644 file: %v", err)
+	} else {
+		f.Close()
 	}
 }
 
