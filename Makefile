@@ -28,7 +28,7 @@ export PATH := $(patsubst %/,%,$(dir $(GO_BIN))):$(PATH)
 endif
 
 # Tools the tests run as real clients and verifiers, by Debian package.
-TEST_PACKAGES := nftables curl dnsutils netcat-openbsd iputils-ping openssl procps chromium git systemd
+TEST_PACKAGES := nftables curl dnsutils netcat-openbsd iputils-ping openssl procps chromium git systemd sudo podman dnsmasq-base busybox
 
 .PHONY: build test deps fuzz bench lint go-found
 

@@ -19,7 +19,7 @@ const (
 	unitBinary = "/usr/local/bin/sluice" // ExecStart's, where the README installs it
 	deployDoc  = "deploy/README.md"
 	// maxExposure is the unit's `systemd-analyze security` exposure
-	// (2.8 with systemd 252) and half a point: a change that loosens the
+	// (3.2 with systemd 252) and half a point: a change that loosens the
 	// sandbox more than that fails here, and must be argued in the README
 	// with a new figure.
 	maxExposure = 3.7

@@ -17,6 +17,7 @@ import (
 	"github.com/sluicegw/sluice/gateway"
 	"github.com/sluicegw/sluice/policy"
 	"github.com/sluicegw/sluice/testing/fakenet"
+	"github.com/sluicegw/sluice/testing/nstest"
 )
 
 // The tests of docs/recipes.md: what it says about the environment an
@@ -56,10 +57,7 @@ func TestRecipeEnvironment(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var prefix []string
 			if tc.sudo != nil {
-				sudo, err := exec.LookPath("sudo")
-				if err != nil {
-					t.Skip("sudo is not installed: this part of docs/recipes.md is not tested")
-				}
+				sudo := nstest.RequireTool(t, "sudo", "sudo", "this part of docs/recipes.md")
 				prefix = append([]string{sudo}, tc.sudo...)
 			}
 			expect(t, w.runVia(t, prefix, env, flags, script), tc.want)
@@ -179,10 +177,7 @@ func forgetPause(dir string) string {
 // store). An agent started unprivileged cannot mount them, and its
 // podman fails ("no cgroup mount found"; docs/recipes.md).
 func TestRecipePodmanInAgent(t *testing.T) {
-	podman, err := exec.LookPath("podman")
-	if err != nil {
-		t.Skip("podman is not installed: the container recipe of docs/recipes.md is not tested")
-	}
+	podman := nstest.RequireTool(t, "podman", "podman", "the container recipe of docs/recipes.md")
 	w := newWorld(t)
 	removeNewCgroups(t, "libpod_parent")
 	for _, tc := range []struct {

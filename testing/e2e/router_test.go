@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 
+	"github.com/sluicegw/sluice/gateway"
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/testing/nstest"
 )
@@ -285,23 +285,15 @@ func flowsFrom(t *testing.T, ns *nstest.NS, nets ...netip.Prefix) []string {
 	return out
 }
 
-// TestRouterModeDHCP is deploy/router.md's part on DHCP. A DHCP server
-// on the gateway itself (dnsmasq on the bridge) does not serve the VMs
-// while sluice runs: DHCP to the gateway is a gateway port like any
-// other, and the VM's discover, from 0.0.0.0, is refused as a spoofed
-// source (journaled) before dnsmasq sees it. A DHCP server on the
-// bridge's side (dnsmasq in a namespace that is a port of the bridge,
-// as a VM would be) serves them, with net.bridge.bridge-nf-call-iptables
-// off (with it on, the bridged exchange would pass sluice's rules as
-// the VMs' own traffic); its lease names the gateway as router and DNS
-// server, and the VM, numbered by it, reaches an allowed name. Skipped
-// without dnsmasq and busybox (udhcpc).
+// TestRouterModeDHCP is deploy/router.md's part on DHCP: a DHCP server on
+// the gateway itself (dnsmasq on the bridge) serves the VMs while sluice
+// serves the bridge. The VM's discover, from 0.0.0.0, is let in (not a
+// spoofed source: nothing of it journaled as one) and the answer out;
+// the lease names the gateway as router and DNS server, and the VM,
+// numbered by it, reaches an allowed name and not a blocked one.
 func TestRouterModeDHCP(t *testing.T) {
-	for _, tool := range []string{"dnsmasq", "busybox"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed: deploy/router.md's DHCP part is not tested (apt-get install dnsmasq-base busybox)", tool)
-		}
-	}
+	nstest.RequireTool(t, "dnsmasq", "dnsmasq-base", "deploy/router.md's DHCP part")
+	nstest.RequireTool(t, "busybox", "busybox", "deploy/router.md's DHCP part")
 	w := newServeWorld(t)
 	st := newPrivateState(t)
 	dir := t.TempDir()
@@ -399,13 +391,16 @@ func TestRouterModeKill9(t *testing.T) {
 		return w.gw.Run(t, "ip", "-br", "link", "show", "dev", bridge) + w.gw.Run(t, "ip", "-br", "addr", "show", "dev", bridge)
 	}
 	before := bridgeState()
-	writeAtomic(t, filepath.Join(dir, lab+".yaml"), "version: 1\nallow:\n  - host: allowed.test\n")
+	// allowed.test:8443 is forwarded (not the proxy's): only the sets and
+	// the heartbeat decide.
+	writeAtomic(t, filepath.Join(dir, lab+".yaml"), "version: 1\nallow:\n  - host: allowed.test\n    ports: [443, 8443]\n")
 	config := filepath.Join(dir, "serve.yaml")
 	writeAtomic(t, config, serveHeader(filepath.Join(dir, "journal.db"))+"agents:\n  - name: "+lab+"\n    policy: "+lab+".yaml\n    interface: "+bridge+"\n")
 	c := w.curl()
 	s := startServe(t, w, st, config)
 	s.waitLogged(t, "serve ready", "agents=1")
-	expect(t, v.shell(t, prelude+"try allowed "+c+" https://allowed.test/\n"), map[string]string{"allowed": ok})
+	expect(t, v.shell(t, prelude+"try allowed "+c+" https://allowed.test/\ntry fwd nc -z -w 5 allowed.test 8443\n"),
+		map[string]string{"allowed": ok, "fwd": ok})
 
 	if err := s.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -417,6 +412,13 @@ func TestRouterModeKill9(t *testing.T) {
 	if !w.hasTable(t, lab) {
 		t.Error("the killed serve's table is gone: the VMs would be forwarded unfiltered")
 	}
+	// Once its heartbeat has lapsed, the table refuses the VMs at once
+	// (not left to hang), where the same request passed before the kill.
+	waitFor(t, func() bool {
+		return !strings.Contains(w.gw.Run(t, "nft", "list", "set", "inet", gateway.TablePrefix+lab, "alive"), "elements")
+	})
+	r := v.shell(t, `nc -vz -w 5 `+allowedAddr+` 8443 2>&1 | grep -q 'Connection refused'; echo "dead=$?"`+"\n")
+	expect(t, r, map[string]string{"dead": "0"})
 
 	again := startServe(t, w, st, config)
 	again.waitLogged(t, "serve ready", "agents=1")

@@ -398,6 +398,18 @@ func TestServeAgentsAndReload(t *testing.T) {
 // (privateState), where it binds the agents' namespaces in /run/netns.
 func (s *serveRun) agentShell(t *testing.T, agent, gw, script string) result {
 	t.Helper()
+	run := s.agentScript(t, agent, gw, script)
+	r, err := run()
+	r.code = exitCode(t, err)
+	t.Logf("in %s:\n%s\nstdout:\n%s\nstderr:\n%s", agent, script, r.stdout, r.stderr)
+	return r
+}
+
+// agentScript prepares agentShell's command on the test's goroutine and
+// returns what runs it, which may run on another (it touches no t): its
+// result, and the error of the command for exitCode.
+func (s *serveRun) agentScript(t *testing.T, agent, gw, script string) func() (result, error) {
+	t.Helper()
 	resolv := filepath.Join(t.TempDir(), "resolv.conf")
 	if err := os.WriteFile(resolv, []byte("nameserver "+gw+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -406,13 +418,13 @@ func (s *serveRun) agentShell(t *testing.T, agent, gw, script string) result {
 	cmd := exec.Command("nsenter", "-t", strconv.Itoa(s.cmd.Process.Pid), "-m", "--",
 		"unshare", "-m", "--propagation", "private", "sh", "-c", mountResolv, resolv,
 		"ip", "netns", "exec", gateway.NamespacePrefix+agent, "sh", "-c", script)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	cmd.WaitDelay = 5 * time.Second
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String(), code: exitCode(t, err)}
-	t.Logf("in %s:\n%s\nstdout:\n%s\nstderr:\n%s", agent, script, r.stdout, r.stderr)
-	return r
+	return func() (result, error) {
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		cmd.WaitDelay = 5 * time.Second
+		err := cmd.Run()
+		return result{stdout: stdout.String(), stderr: stderr.String()}, err
+	}
 }
 
 // TestServeAgentsIsolated: two agents of one serve with different
@@ -458,8 +470,8 @@ try b_other_fwd nc -z -w 2 `+allowedAddr+` 9443
 
 // TestServeReloadRevokes: a host removed from an agent's policy loses
 // its open connections, the proxied (TLS) and the forwarded, while the
-// connection to a host that stayed works on; the other agent is not
-// touched.
+// connection to a host that stayed works on. (One agent: the other
+// agents' policies are not reloaded, TestServeAgentsAndReload.)
 func TestServeReloadRevokes(t *testing.T) {
 	w := newServeWorld(t)
 	st := newPrivateState(t)
@@ -475,19 +487,28 @@ func TestServeReloadRevokes(t *testing.T) {
 
 	ready := filepath.Join(dir, "ready")
 	exe, _ := os.Executable()
-	done := make(chan result, 1)
-	go func() {
-		done <- s.agentShell(t, alpha, "198.18.0.1", prelude+`
+	type ran struct {
+		r   result
+		err error
+	}
+	done := make(chan ran, 1)
+	run := s.agentScript(t, alpha, "198.18.0.1", prelude+`
 dig +short allowed.test A >/dev/null
 dig +short www.allowed.test A >/dev/null
 `+watchEnv+`=1 GORACE=atexit_sleep_ms=0 `+exe+` `+ready+` 3
 `)
+	go func() { // no t here: the result is judged on the test's goroutine
+		r, err := run()
+		done <- ran{r, err}
 	}()
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil })
 	writeAtomic(t, policyPath, "version: 1\nallow:\n  - host: www.allowed.test\n    ports: [443]\n")
 	reloaded := time.Now()
 	s.signal(t, syscall.SIGHUP)
-	r := <-done
+	got := <-done
+	r := got.r
+	r.code = exitCode(t, got.err)
+	t.Logf("in %s:\nstdout:\n%s\nstderr:\n%s", alpha, r.stdout, r.stderr)
 	expect(t, r, map[string]string{"revoked_tls": "reset", "revoked_fwd": "reset", "kept_tls": "ok"})
 	v := r.values()
 	for _, name := range []string{"revoked_tls", "revoked_fwd"} {

@@ -36,6 +36,24 @@ func RequireRoot(t testing.TB) {
 	t.Skip(msg)
 }
 
+// RequireTool returns the path of the command name, or skips the test
+// with a message saying what it leaves untested; when CI is set it fails
+// instead, since `make deps` installs every tool the tests drive (the
+// Makefile's TEST_PACKAGES names pkg).
+func RequireTool(t testing.TB, name, pkg, untested string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s is not installed (Debian package %s): %s is not tested", name, pkg, untested)
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + " (CI is set, so this is a failure, not a skip)")
+	}
+	t.Skip(msg)
+	return ""
+}
+
 // NS is a named network namespace made for one test.
 type NS struct {
 	Name string
