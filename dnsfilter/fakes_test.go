@@ -55,6 +55,13 @@ func (f *fakeUpstream) Exchange(_ context.Context, q *dns.Msg) (*dns.Msg, string
 	return r, fakeServer, nil
 }
 
+// answerWith makes raw answer every question from now on.
+func (f *fakeUpstream) answerWith(raw func(q *dns.Msg) *dns.Msg) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.raw = raw
+}
+
 func (f *fakeUpstream) questions() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

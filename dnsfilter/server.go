@@ -238,7 +238,7 @@ func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
 		ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	servers := []*dns.Server{tcp}
 	if conn, ok := pc.(*net.UDPConn); ok {
-		s.serveUDP(conn)
+		s.serveUDP(conn, udpMaxWorkers)
 	} else {
 		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery})
 	}

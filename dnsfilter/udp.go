@@ -4,42 +4,91 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync/atomic"
 
 	"github.com/miekg/dns"
 )
 
-// udpWorkers bounds how many UDP queries are answered at once. Each worker
-// reads the socket and answers in place, upstream exchange included, so
-// this is also the bound on concurrent upstream queries from UDP, and a
-// flood of cache misses queues in the socket instead of spawning
-// goroutines. Fixed workers keep their grown stacks, where a goroutine per
-// packet pays for growing a fresh one every time.
-const udpWorkers = 128
+// UDP queries are answered by workers that each read the socket and
+// answer in place, upstream exchange included. A resolver starts with a
+// few and adds one whenever a worker takes a query and none is left
+// reading, up to udpMaxWorkers: an idle agent (sluice serve runs many)
+// holds a few small goroutines, and a busy one grows to what its load
+// needs, keeping them after, with their grown stacks (a goroutine per
+// packet pays for growing a fresh one every time). The maximum bounds the
+// concurrent upstream queries from UDP: beyond it, a flood of cache misses
+// queues in the socket instead of spawning goroutines.
+const (
+	udpMinWorkers = 2
+	udpMaxWorkers = 128
+	// udpReadSize is a worker's buffer, for the query and, when it fits,
+	// the answer (a larger one is packed into a buffer of its own). A
+	// query is a header, one question of at most 259 bytes and an OPT
+	// record; a datagram longer than this is cut short by the read and
+	// then does not parse, so it gets no answer, as any malformed one.
+	udpReadSize = 4096
+)
 
-// serveUDP answers queries on conn with a fixed set of workers until conn
-// is closed.
+// udpWorkers counts a socket's workers, and those of them waiting in a
+// read.
+type udpWorkers struct {
+	s           *Server
+	conn        *net.UDPConn
+	maxWorkers  int32
+	total, idle atomic.Int32
+	started     atomic.Int32 // workers ever started
+}
+
+// serveUDP answers queries on conn, with at most maxWorkers at once,
+// until conn is closed.
 //
 // Replies are sent without a source address of their own choosing: the
 // socket is bound to the agent's link, and the kernel gives a reply the
 // link's primary address, which is also the address nftables' redirect
 // rewrote the query to, so the redirect's reverse translation matches and
 // the agent sees the answer come from where it sent the query.
-func (s *Server) serveUDP(conn *net.UDPConn) {
-	for range udpWorkers {
-		go s.udpWorker(conn)
+func (s *Server) serveUDP(conn *net.UDPConn, maxWorkers int32) *udpWorkers {
+	w := &udpWorkers{s: s, conn: conn, maxWorkers: maxWorkers}
+	for range udpMinWorkers {
+		w.spawn()
+	}
+	return w
+}
+
+// spawn starts one more worker unless there are maxWorkers already.
+func (w *udpWorkers) spawn() {
+	for {
+		n := w.total.Load()
+		if n >= w.maxWorkers {
+			return
+		}
+		if w.total.CompareAndSwap(n, n+1) {
+			w.started.Add(1)
+			go w.work()
+			return
+		}
 	}
 }
 
-func (s *Server) udpWorker(conn *net.UDPConn) {
-	buf := make([]byte, dns.MaxMsgSize)
+func (w *udpWorkers) work() {
+	s := w.s
+	buf := make([]byte, udpReadSize)
 	ctx := context.Background()
 	for {
-		n, from, err := conn.ReadFromUDPAddrPort(buf)
+		w.idle.Add(1)
+		n, from, err := w.conn.ReadFromUDPAddrPort(buf)
+		idle := w.idle.Add(-1)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
+				w.total.Add(-1)
 				return
 			}
 			continue
+		}
+		if idle == 0 {
+			// This worker may now wait on an upstream for seconds: let
+			// another read the socket meanwhile.
+			w.spawn()
 		}
 		req := new(dns.Msg)
 		if req.Unpack(buf[:n]) != nil {
@@ -55,7 +104,7 @@ func (s *Server) udpWorker(conn *net.UDPConn) {
 			s.cfg.Log.Debug("pack dns answer", "err", err)
 			continue
 		}
-		if _, err := conn.WriteToUDPAddrPort(out, from); err != nil {
+		if _, err := w.conn.WriteToUDPAddrPort(out, from); err != nil {
 			s.cfg.Log.Debug("write dns answer", "err", err)
 		}
 	}

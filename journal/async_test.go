@@ -272,3 +272,54 @@ func TestAsyncLinger(t *testing.T) {
 		w.mu.Unlock()
 	}
 }
+
+// TestAsyncGivesBackMemory: the buffer grows while events wait for a
+// stalled writer and is given back once the writer has caught up (sluice
+// serve keeps an Async per agent, most of them idle).
+func TestAsyncGivesBackMemory(t *testing.T) {
+	g := newGated()
+	a := newTestAsync(t, g, 4096, 16)
+	room := func() int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return cap(a.pending)
+	}
+	if n := room(); n != 0 {
+		t.Errorf("a new Async holds room for %d events, want none", n)
+	}
+	go func() { _ = a.Run(context.Background()) }()
+	defer func() {
+		go func() {
+			for range g.entered {
+				g.release <- nil
+			}
+		}()
+		a.Close()
+	}()
+	last := a.Record(ev(0))
+	<-g.entered
+	for i := 1; i <= 1000; i++ {
+		last = a.Record(ev(i))
+	}
+	if n := room(); n < 1000 {
+		t.Fatalf("room for %d events with 1000 waiting", n)
+	}
+	g.release <- nil
+	for range 1000 / 16 {
+		<-g.entered
+		g.release <- nil
+	}
+	<-g.entered
+	g.release <- nil
+	within(t, "the writer's catching up", func() {
+		if err := a.Wait(context.Background(), last); err != nil {
+			t.Error(err)
+		}
+	})
+	if n := room(); n > keepQueue {
+		t.Errorf("room for %d events kept after the writer caught up, want at most %d", n, keepQueue)
+	}
+	if got := g.mem.Events(); len(got) != 1001 || got[1000].Name != "1000" {
+		t.Errorf("stored %d events, want 1001 in order", len(got))
+	}
+}
