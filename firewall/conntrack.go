@@ -51,6 +51,14 @@ func ForgetFlows(netnsFd int, prefixes []netip.Prefix) (int, error) {
 	return forgetFlows(netnsFd, func(f flow) bool { return policy.InPrefixes(prefixes, f.src) })
 }
 
+// ForgetFlowsExcept is ForgetFlows for the flows started from an address
+// in prefixes and in none of except.
+func ForgetFlowsExcept(netnsFd int, prefixes, except []netip.Prefix) (int, error) {
+	return forgetFlows(netnsFd, func(f flow) bool {
+		return policy.InPrefixes(prefixes, f.src) && !policy.InPrefixes(except, f.src)
+	})
+}
+
 // forgetFlows deletes the entries of the flows that match.
 func forgetFlows(netnsFd int, match func(flow) bool) (int, error) {
 	cfg := &netlink.Config{}

@@ -24,11 +24,7 @@ const setAgents = "agents"
 // when plan switches nothing on. It replaces whatever guard was there in
 // one batch, so there is no moment without one.
 func SetGuard(plan ForwardingPlan, ifaces []string) error {
-	c, err := nftables.New()
-	if err != nil {
-		return fmt.Errorf("firewall: open nftables connection: %w", err)
-	}
-	return setGuard(c, plan, ifaces)
+	return withConn(func(c *nftables.Conn) error { return setGuard(c, plan, ifaces) })
 }
 
 func setGuard(c *nftables.Conn, plan ForwardingPlan, ifaces []string) error {

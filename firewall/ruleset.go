@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,10 @@ type Config struct {
 	// NetNSFd is an open handle of the gateway's network namespace; -1
 	// means the namespace of the calling process.
 	NetNSFd int
+	// Flows, when set, deletes the tracked flows of revoked addresses in
+	// walks shared with other gateways (sluice serve's agents); it must
+	// work in the namespace NetNSFd names. nil: each Manager walks alone.
+	Flows *FlowSweeper
 	// Table is the name of our inet table; DefaultTable when empty.
 	Table string
 	// AgentIface is the gateway's side of the agent's veth.
@@ -179,6 +184,9 @@ func New(cfg Config) (*Manager, error) {
 		revoked:  map[elemKey]time.Time{},
 		forgetFn: forgetFlows,
 		refresh:  cfg.RefreshByDelete || !kernelAtLeast(6, 12),
+	}
+	if cfg.Flows != nil {
+		m.forgetFn = cfg.Flows.forgetIn
 	}
 	return m, nil
 }
@@ -498,17 +506,27 @@ func (m *Manager) Close() error {
 
 // removeTable deletes a table left by an earlier run in this namespace,
 // and reports whether there was one.
-func removeTable(name string) (bool, error) {
-	c, err := nftables.New()
-	if err != nil {
-		return false, err
-	}
-	c.DelTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
-	err = c.Flush()
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
-	}
-	return err == nil, err
+func removeTable(name string) (existed bool, err error) {
+	err = withConn(func(c *nftables.Conn) error {
+		// Asked first: a transaction the kernel aborts (no such table)
+		// costs it about 12 ms, a listing 0.04 ms.
+		tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+		if err != nil {
+			return err
+		}
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == name }) {
+			return nil
+		}
+		c.DelTable(&nftables.Table{Name: name, Family: nftables.TableFamilyINet})
+		if err := c.Flush(); errors.Is(err, unix.ENOENT) {
+			return nil // gone meanwhile
+		} else if err != nil {
+			return err
+		}
+		existed = true
+		return nil
+	})
+	return existed, err
 }
 
 func kernelAtLeast(major, minor int) bool {

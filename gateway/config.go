@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sluicegw/sluice/dnsfilter"
+	"github.com/sluicegw/sluice/firewall"
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
 )
@@ -98,6 +99,18 @@ type Config struct {
 	// limits, and the requests on hosts with git or http rules). A
 	// policy change cuts nothing. It is not a sandbox.
 	Report bool
+	// Flows, when set, deletes tracked flows (of an earlier agent on the
+	// same networks at start, of revoked addresses at a reload) in walks
+	// shared with the other gateways of the namespace it was made in, the
+	// gateway's: sluice serve's agents start and reload side by side.
+	Flows *firewall.FlowSweeper
+	// FlowsForgotten says the caller has deleted the tracked flows from
+	// the agent's networks since the last agent on them ended, so that
+	// the start walks no conntrack table for them: sluice serve does it
+	// once for all its agents (every network they may get) before it
+	// starts any, where a walk each would cost the kernel a pass over
+	// the whole table a hundred times. Not for router mode.
+	FlowsForgotten bool
 }
 
 // Validate reports every problem of c at once.

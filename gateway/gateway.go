@@ -43,8 +43,10 @@ import (
 type Gateway struct {
 	cfg Config
 	log *slog.Logger
-	// keepTable is set when the forwarding hold could not be given up:
-	// the table then stays at teardown (see enableForwarding).
+	// keepTable is set when the forwarding hold could not be given up
+	// (see enableForwarding) or the agent's tracked flows could not be
+	// deleted (forgetFlowsAtEnd): the table and the record then stay at
+	// teardown, for the next start's recovery to undo both.
 	keepTable bool
 	policy    atomic.Pointer[policy.Policy] // the policy in force
 	reload    sync.Mutex                    // one policy change at a time
@@ -307,7 +309,7 @@ func (g *Gateway) installFirewall() error {
 		net4, net6 = g.net4, g.net6 // every client of the interface
 	}
 	mgr, err := firewall.New(firewall.Config{
-		NetNSFd: -1, AgentIface: g.state.Iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6, AgentNet4: net4, AgentNet6: net6,
+		NetNSFd: -1, Flows: g.cfg.Flows, AgentIface: g.state.Iface, AgentAddr4: g.agent.Addr, AgentAddr6: g.agent.Addr6, AgentNet4: net4, AgentNet6: net6,
 		Table: g.state.Table, DNSPort: g.dnsPort, LogGroup: g.state.LogGroup, Prefixes: p.Prefixes(),
 		TLSProxyPort: listenPort(g.tlsLn), HTTPProxyPort: listenPort(g.httpLn), TLSPorts: tlsPorts, HTTPPorts: httpPorts,
 		Log: g.log, Report: g.cfg.Report,
@@ -322,7 +324,7 @@ func (g *Gateway) installFirewall() error {
 	g.fw = mgr
 	g.cleanup = append(g.cleanup, func() error {
 		if g.keepTable {
-			return errors.New("the forwarding hold was not released: the table stays, refusing everything; the next start removes it")
+			return errors.New("teardown incomplete: the table stays, refusing everything; the next start removes it")
 		}
 		return mgr.Remove()
 	})
@@ -332,15 +334,32 @@ func (g *Gateway) installFirewall() error {
 // forgetEarlierFlows deletes the tracked flows an earlier agent on these
 // addresses left, which must not pass for this one's (see
 // firewall.ForgetFlows); the command has not started yet, so this agent
-// has none. The agent's own go when the gateway closes.
+// has none. (Unless the caller did: Config.FlowsForgotten.) The agent's
+// own go when the gateway closes, once its link is gone; an agent that
+// dies instead has them deleted by the recovery that undoes it
+// (sandbox.StateConfig.ForgetFlows). Should that deletion fail at the
+// close, the record stays with the table, and the next start's recovery
+// deletes them.
 func (g *Gateway) forgetEarlierFlows() error {
 	nets := g.agentNets()
-	if n, err := firewall.ForgetFlows(-1, nets); err != nil {
-		return err
-	} else if n > 0 {
-		g.log.Debug("forgot the tracked flows of an earlier agent", "flows", n)
+	forget := func() (int, error) { return firewall.ForgetFlows(-1, nets) }
+	if g.cfg.Flows != nil {
+		forget = func() (int, error) { return g.cfg.Flows.ForgetFlows(nets) }
 	}
-	g.cleanup = append(g.cleanup, func() error { _, err := firewall.ForgetFlows(-1, nets); return err })
+	if !g.cfg.FlowsForgotten || g.cfg.Interface != "" {
+		if n, err := forget(); err != nil {
+			return err
+		} else if n > 0 {
+			g.log.Debug("forgot the tracked flows of an earlier agent", "flows", n)
+		}
+	}
+	g.cleanup = append(g.cleanup, func() error {
+		if _, err := forget(); err != nil {
+			g.keepTable = true
+			return fmt.Errorf("delete the agent's tracked flows: %w", err)
+		}
+		return nil
+	})
 	return nil
 }
 
@@ -655,7 +674,7 @@ func gatewayHasIPv6() bool {
 	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
 		return false
 	}
-	routes, err := netlink.RouteList(nil, netlink.FAMILY_V6)
+	routes, err := sandbox.Dump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V6) })
 	if err != nil {
 		return false
 	}
@@ -672,7 +691,7 @@ func gatewayHasIPv6() bool {
 // on, which only private entries may reach and the agent's link must not
 // overlap.
 func gatewayAddrs() (own, connected []netip.Prefix, err error) {
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	addrs, err := sandbox.Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_ALL) })
 	if err != nil {
 		return nil, nil, fmt.Errorf("list gateway addresses: %w", err)
 	}

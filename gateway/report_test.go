@@ -17,7 +17,7 @@ func TestServerReportMode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a config with an agent in report mode: %v", err)
 	}
-	alpha, beta := <-fg.started, <-fg.started
+	alpha, beta := fg.startedTwo()
 	if alpha.cfg.Name != "alpha" || !alpha.cfg.Report || alpha.cfg.Validate() != nil {
 		t.Errorf("alpha's gateway: %+v (%v), want report mode", alpha.cfg, alpha.cfg.Validate())
 	}

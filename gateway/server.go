@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"maps"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluicegw/sluice/firewall"
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/metrics"
 	"github.com/sluicegw/sluice/policy"
@@ -83,6 +85,7 @@ type Server struct {
 	started   *ServeConfig // as at start: the settings only a restart changes
 	upstreams []netip.AddrPort
 	store     *sharedStore
+	flows     *firewall.FlowSweeper // the agents' walks of the conntrack table
 	metrics   *metrics.Metrics
 	ui        *http.Server
 	uiAddr    string
@@ -126,7 +129,8 @@ func NewServer(cfg ServerConfig) (s *Server, err error) {
 	if cfg.Poll == 0 {
 		cfg.Poll = time.Second
 	}
-	if cfg.newGateway == nil {
+	kernel := cfg.newGateway == nil // not a test's fake gateways
+	if kernel {
 		cfg.newGateway = newGateway
 	}
 	stamps := stampFiles([]string{cfg.File})
@@ -155,17 +159,19 @@ func NewServer(cfg ServerConfig) (s *Server, err error) {
 		return s, err
 	}
 	s.store = &sharedStore{s: store}
+	if s.flows, err = firewall.NewFlowSweeper(); err != nil {
+		return s, err
+	}
 	if conf.UI != "" {
 		if err := s.serveUI(conf.UI); err != nil {
 			return s, err
 		}
 	}
+	forgotten := kernel && s.forgetFlowsBeforeStart(conf)
 	var failures []error
-	for _, a := range startOrder(conf.Agents) {
-		if err := s.startAgent(a); err != nil {
-			s.log.Error("agent did not start: it stays cut off; a reload tries again", "agent", a.Name, "err", err)
-			failures = append(failures, fmt.Errorf("agent %s: %w", a.Name, err))
-		}
+	for spec, err := range s.startAgents(conf.Agents, forgotten) {
+		s.log.Error("agent did not start: it stays cut off; a reload tries again", "agent", spec.Name, "err", err)
+		failures = append(failures, fmt.Errorf("agent %s: %w", spec.Name, err))
 	}
 	if len(s.agents) == 0 {
 		return s, fmt.Errorf("no agent started: %w", errors.Join(failures...))
@@ -185,6 +191,111 @@ func startOrder(agents []ServeAgent) []ServeAgent {
 	return out
 }
 
+// forgetFlowsBeforeStart undoes what dead runs left in this namespace
+// (their links all at once, and their flows: sandbox) and then deletes,
+// in one walk of the conntrack table, the tracked flows from every network
+// an agent of conf may get: the networks its agents name and the pools,
+// less those that live agents of other sluice processes hold. None of
+// those networks has a link up now, so no flow from them appears before
+// the agents' tables are in, and the agents start without a walk each
+// (Config.FlowsForgotten), each of which costs the kernel a pass over the
+// whole table. It says whether it did; when not, the agents walk for
+// themselves as they start.
+func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig) bool {
+	undone, held, err := recoverHeld(s.cfg.StateDir)
+	for _, u := range undone {
+		s.log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
+	}
+	if err != nil {
+		s.log.Warn("the agents' records could not be read before start: each agent's start sees to it", "err", err)
+		return false
+	}
+	nets := []netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)}
+	for _, a := range conf.Agents {
+		for _, n := range []netip.Prefix{a.AgentNet, a.AgentNet6} {
+			if n.IsValid() && a.Interface == "" {
+				nets = append(nets, n)
+			}
+		}
+	}
+	var live []netip.Prefix
+	for _, h := range held {
+		live = append(live, h.Nets...)
+	}
+	n, err := firewall.ForgetFlowsExcept(-1, nets, live)
+	if err != nil {
+		s.log.Warn("the tracked flows of earlier agents could not be deleted before start: each agent's start sees to it", "err", err)
+		return false
+	}
+	if n > 0 {
+		s.log.Debug("forgot the tracked flows of earlier agents", "flows", n)
+	}
+	return true
+}
+
+// startConcurrency is how many agents start, or reload, at once. Most of
+// an agent's start is spent waiting on the kernel (links, tables, the
+// conntrack walk, a probe of the upstreams) rather than on a CPU, and
+// each gateway's claim of its slot is taken under the records' lock, so
+// agents start side by side; a few at a time keep the kernel's locks
+// (rtnl, the nftables commit) from becoming one long queue, and leave a
+// core for the agents already serving.
+const startConcurrency = 8
+
+// startAgents starts a gateway for each of specs, in startOrder (those
+// that name their networks all before any from the pool), and yields
+// each agent that did not start with its error. The agents started are
+// in s.agents once it is done. forgotten: see forgetFlowsBeforeStart.
+func (s *Server) startAgents(specs []ServeAgent, forgotten bool) iter.Seq2[ServeAgent, error] {
+	return func(yield func(ServeAgent, error) bool) {
+		ordered := startOrder(specs)
+		split := slices.IndexFunc(ordered, func(a ServeAgent) bool { return netsFromPool(a) == 1 })
+		if split < 0 {
+			split = len(ordered)
+		}
+		var failed []ServeAgent
+		errs := map[string]error{}
+		for _, group := range [][]ServeAgent{ordered[:split], ordered[split:]} {
+			started := make([]*servedAgent, len(group))
+			groupErrs := make([]error, len(group))
+			eachAtOnce(len(group), startConcurrency, func(i int) {
+				started[i], groupErrs[i] = s.launchAgent(group[i], forgotten)
+			})
+			for i, a := range started {
+				if a != nil {
+					s.agents[a.spec.Name] = a
+					s.metrics.SetUp(a.spec.Name, true)
+					s.logWarnings(a.spec)
+					continue
+				}
+				s.metrics.SetUp(group[i].Name, false)
+				failed = append(failed, group[i])
+				errs[group[i].Name] = groupErrs[i]
+			}
+		}
+		for _, spec := range failed {
+			if !yield(spec, errs[spec.Name]) {
+				return
+			}
+		}
+	}
+}
+
+// eachAtOnce calls f(0) … f(n-1), up to limit of them at a time, and
+// returns when all have returned.
+func eachAtOnce(n, limit int, f func(i int)) {
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, limit)
+	for i := range n {
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			f(i)
+		})
+	}
+	wg.Wait()
+}
+
 func netsFromPool(a ServeAgent) int {
 	if a.AgentNet.IsValid() || a.AgentNet6.IsValid() {
 		return 0
@@ -192,21 +303,22 @@ func netsFromPool(a ServeAgent) int {
 	return 1
 }
 
-// startAgent starts a gateway for spec, which has no error, and the
-// goroutine that reports its failure to Run.
-func (s *Server) startAgent(spec ServeAgent) error {
+// launchAgent starts a gateway for spec, which has no error, and the
+// goroutine that reports its failure to Run (which takes it once the
+// agent is in s.agents: startAgents puts it there). It may run beside
+// other launches.
+func (s *Server) launchAgent(spec ServeAgent, forgotten bool) (*servedAgent, error) {
 	g, err := s.cfg.newGateway(Config{
 		Name: spec.Name, Policy: spec.Policy, PolicySource: PolicySource{File: spec.PolicyFile},
 		Namespace: spec.Namespace(), Interface: spec.Interface, AgentNet: spec.AgentNet, AgentNet6: spec.AgentNet6,
-		Upstreams: s.upstreams, Global: s.started.Global, StateDir: s.cfg.StateDir, Report: spec.Mode == ModeReport,
+		Upstreams: s.upstreams, Global: s.started.Global, StateDir: s.cfg.StateDir, Report: spec.Mode == ModeReport, Flows: s.flows, FlowsForgotten: forgotten,
 		// Counted first, so that a failing store does not hide what is
 		// counted; every agent's records go to the one store.
 		Journal: journal.Tee{s.metrics, s.store, journal.LogSink{Log: s.log}},
 		Log:     slog.New(agentHandler{s.log.Handler(), spec.Name}),
 	})
 	if err != nil {
-		s.metrics.SetUp(spec.Name, false)
-		return err
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &servedAgent{spec: spec, g: g, cancel: cancel, done: make(chan struct{})}
@@ -219,10 +331,7 @@ func (s *Server) startAgent(spec ServeAgent) error {
 			}
 		}
 	}()
-	s.agents[spec.Name] = a
-	s.metrics.SetUp(spec.Name, true)
-	s.logWarnings(spec)
-	return nil
+	return a, nil
 }
 
 // logWarnings says what policy.Lint says of the agent's policy, once
@@ -357,20 +466,24 @@ func (s *Server) reload(why string) {
 		}
 		s.metrics.Forget(name)
 	}
-	for _, spec := range plan.reload {
-		if err := s.reloadAgent(s.agents[spec.Name], spec); err != nil {
-			result = metrics.ReloadPartial // the gateway said why, and keeps its policy
-		}
+	reloadErrs := make([]error, len(plan.reload))
+	eachAtOnce(len(plan.reload), startConcurrency, func(i int) {
+		spec := plan.reload[i]
+		reloadErrs[i] = s.reloadAgent(s.agents[spec.Name], spec)
+	})
+	if errors.Join(reloadErrs...) != nil {
+		result = metrics.ReloadPartial // each gateway said why, and keeps its policy
 	}
-	added := 0
-	for _, spec := range startOrder(plan.add) {
-		if err := s.startAgent(spec); err != nil {
-			result = metrics.ReloadPartial
-			s.log.Error("agent did not start: it stays cut off; a reload tries again", "agent", spec.Name, "err", err)
-			continue
+	added := len(plan.add)
+	for spec, err := range s.startAgents(plan.add, false) {
+		result = metrics.ReloadPartial
+		s.log.Error("agent did not start: it stays cut off; a reload tries again", "agent", spec.Name, "err", err)
+		added--
+	}
+	for _, spec := range plan.add {
+		if a := s.agents[spec.Name]; a != nil {
+			s.log.Info("agent added", "agent", spec.Name, "policy", spec.Policy.Hash())
 		}
-		added++
-		s.log.Info("agent added", "agent", spec.Name, "policy", spec.Policy.Hash())
 	}
 	s.metrics.Reloaded(result)
 	level := slog.LevelInfo
@@ -491,18 +604,31 @@ func (s *Server) Close() error {
 		_ = s.ui.Shutdown(ctx) // live event streams end with the process
 		cancel()
 	}
-	for _, name := range slices.Sorted(maps.Keys(s.agents)) {
-		// Detached, not closed: the agents' namespaces, and the
-		// processes in them, outlive a restart of serve (systemctl
-		// restart, an upgrade), cut off meanwhile; the next start adopts
-		// them. An agent taken out of the config is closed instead.
-		if err := s.detachAgent(s.agents[name]); err != nil {
-			errs = append(errs, fmt.Errorf("agent %s: %w", name, err))
+	// Detached, not closed: the agents' namespaces, and the processes in
+	// them, outlive a restart of serve (systemctl restart, an upgrade),
+	// cut off meanwhile; the next start adopts them. An agent taken out
+	// of the config is closed instead. Side by side, as they start.
+	names := slices.Sorted(maps.Keys(s.agents))
+	detached := make([]error, len(names))
+	eachAtOnce(len(names), startConcurrency, func(i int) {
+		a := s.agents[names[i]]
+		a.cancel()
+		<-a.done
+		detached[i] = a.g.Detach()
+	})
+	for i, err := range detached {
+		delete(s.agents, names[i])
+		if err != nil {
+			errs = append(errs, fmt.Errorf("agent %s: %w", names[i], err))
 		}
 	}
 	if s.store != nil {
 		errs = append(errs, s.store.Close())
 		s.store = nil
+	}
+	if s.flows != nil {
+		errs = append(errs, s.flows.Close())
+		s.flows = nil
 	}
 	err := errors.Join(errs...)
 	if err == nil {

@@ -277,6 +277,16 @@ func (fg *fakeGateways) new(cfg Config) (agentGateway, error) {
 	return f, nil
 }
 
+// startedTwo takes the next two gateways started, in the order of their
+// names: agents start side by side.
+func (fg *fakeGateways) startedTwo() (*fakeGateway, *fakeGateway) {
+	a, b := <-fg.started, <-fg.started
+	if a.cfg.Name > b.cfg.Name {
+		a, b = b, a
+	}
+	return a, b
+}
+
 // serveFiles writes a serve config naming agents (each with the policy
 // NAME.yaml allowing NAME.test) and returns its path.
 func serveFiles(t *testing.T, dir string, agents ...string) string {
@@ -316,7 +326,7 @@ func TestServerLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alpha, beta := <-fg.started, <-fg.started
+	alpha, beta := fg.startedTwo()
 	if alpha.cfg.Name != "alpha" || beta.cfg.Name != "beta" {
 		t.Fatalf("started %s, %s", alpha.cfg.Name, beta.cfg.Name)
 	}

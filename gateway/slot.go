@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"cmp"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -13,11 +14,12 @@ import (
 // The pools an agent's link and log group come from when the config
 // names none. The links take ranges that no real network uses: /30s of
 // the benchmarking block (RFC 2544), from the top down, and /64s of a
-// fixed unique-local /48, one pair per agent.
+// fixed unique-local /48, one pair per agent: 1,024 agents, which sluice
+// serve may run in one namespace.
 const (
-	AgentPool      = "198.19.255.0/24"
+	AgentPool      = "198.19.240.0/20"
 	AgentPool6     = "fd5c:1ce0:5c1c::/48"
-	agentPoolSlots = 64
+	agentPoolSlots = 1024
 )
 
 // DefaultLogGroup is the first NFLOG group the kernel logs an agent's
@@ -29,8 +31,10 @@ const TablePrefix = "sluice-"
 
 // poolNets returns the i-th pair of agent networks of the pools.
 func poolNets(i int) (netip.Prefix, netip.Prefix) {
-	base := netip.MustParsePrefix(AgentPool).Addr().As4()
-	base[3] = byte(252 - 4*i)
+	pool := netip.MustParsePrefix(AgentPool)
+	top := binary.BigEndian.Uint32(pool.Addr().AsSlice()) + 1<<(32-pool.Bits())
+	var base [4]byte
+	binary.BigEndian.PutUint32(base[:], top-4-4*uint32(i))
 	v6 := netip.MustParsePrefix(AgentPool6).Addr().As16()
 	v6[6], v6[7] = byte(i>>8), byte(i)
 	return netip.PrefixFrom(netip.AddrFrom4(base), 30), netip.PrefixFrom(netip.AddrFrom16(v6), 64)
@@ -103,10 +107,17 @@ func (c slotChooser) choose(held []sandbox.Holder) (sandbox.Slot, error) {
 func stateConfig(dir string, choose func([]sandbox.Holder) (sandbox.Slot, error)) sandbox.StateConfig {
 	return sandbox.StateConfig{
 		Dir: dir, Choose: choose, RemoveTable: firewall.RemoveTable,
+		ForgetFlows: func(nets []netip.Prefix) error { _, err := firewall.ForgetFlows(-1, nets); return err },
 		SetGuard: func(p sandbox.ForwardingPlan, ifaces []string) error {
 			return firewall.SetGuard(firewall.ForwardingPlan(p), ifaces)
 		},
 	}
+}
+
+// recoverHeld is Recover, and also returns the slots still held: by live
+// agents, and by dead ones it could not undo.
+func recoverHeld(stateDir string) ([]string, []sandbox.Holder, error) {
+	return sandbox.RecoverHeld(stateConfig(stateDir, nil))
 }
 
 // Recover undoes what gateways that died left in the current network

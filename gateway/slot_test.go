@@ -58,12 +58,25 @@ func TestChooseSlot(t *testing.T) {
 	}
 }
 
+// TestPoolNets: the pool's slots are distinct /30s and /64s inside the
+// pools, from the top of the IPv4 pool down.
 func TestPoolNets(t *testing.T) {
+	seen := map[netip.Prefix]bool{}
 	for i := range agentPoolSlots {
 		p4, p6 := poolNets(i)
-		if !pfxIn(p4, AgentPool) || !pfxIn(p6, AgentPool6) || p4.Bits() != 30 || p6.Bits() != 64 {
+		if !pfxIn(p4, AgentPool) || !pfxIn(p6, AgentPool6) || p4.Bits() != 30 || p6.Bits() != 64 || p4.Masked() != p4 {
 			t.Fatalf("pool slot %d: %s %s", i, p4, p6)
 		}
+		if seen[p4] || seen[p6] {
+			t.Fatalf("pool slot %d: %s %s given twice", i, p4, p6)
+		}
+		seen[p4], seen[p6] = true, true
+	}
+	if p4, _ := poolNets(0); p4 != netip.MustParsePrefix("198.19.255.252/30") {
+		t.Errorf("first slot %s, want 198.19.255.252/30", p4)
+	}
+	if p4, _ := poolNets(agentPoolSlots - 1); p4 != netip.MustParsePrefix("198.19.240.0/30") {
+		t.Errorf("last slot %s, want 198.19.240.0/30", p4)
 	}
 }
 

@@ -78,7 +78,7 @@ func InterfaceAgent(name string, ipv6 bool) (*Agent, error) {
 // its network, invalid ones when it has none. Addresses in more than one
 // network are refused: clients in the others would be taken for spoofers.
 func interfaceNet(link netlink.Link, family int) (netip.Addr, netip.Prefix, error) {
-	addrs, err := netlink.AddrList(link, family)
+	addrs, err := Dump(func() ([]netlink.Addr, error) { return netlink.AddrList(link, family) })
 	if err != nil {
 		return netip.Addr{}, netip.Prefix{}, fmt.Errorf("router mode: list the addresses of %s: %w", link.Attrs().Name, err)
 	}
@@ -124,7 +124,9 @@ func interfaceNet(link netlink.Link, family int) (netip.Addr, netip.Prefix, erro
 // route of the namespace's main table leaves through it.
 func notDefaultRoute(idx int, name string) error {
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		routes, err := netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		routes, err := Dump(func() ([]netlink.Route, error) {
+			return netlink.RouteListFiltered(family, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		})
 		if err != nil {
 			return fmt.Errorf("router mode: list the routes: %w", err)
 		}
@@ -152,4 +154,18 @@ func maskSize(n *net.IPNet) (int, int) {
 		return 0, 0
 	}
 	return n.Mask.Size()
+}
+
+// Dump runs a netlink dump (an address, link or route list) again while
+// the kernel says the dump was interrupted: the list changed while it was
+// read (another agent's link or address came or went: sluice serve starts
+// agents side by side), and what it returned may be missing entries.
+func Dump[T any](list func() ([]T, error)) ([]T, error) {
+	for range 20 {
+		out, err := list()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return nil, fmt.Errorf("%w, 20 times in a row", netlink.ErrDumpInterrupted)
 }

@@ -258,3 +258,23 @@ func TestReleaseForwardingFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDumpRetriesInterrupted: a dump the kernel says was interrupted is
+// run again; its partial result is never returned.
+func TestDumpRetriesInterrupted(t *testing.T) {
+	calls := 0
+	got, err := Dump(func() ([]int, error) {
+		calls++
+		if calls < 3 {
+			return []int{1}, netlink.ErrDumpInterrupted
+		}
+		return []int{1, 2}, nil
+	})
+	if err != nil || len(got) != 2 || calls != 3 {
+		t.Errorf("Dump = %v, %v after %d calls; want the third call's [1 2]", got, err, calls)
+	}
+	got, err = Dump(func() ([]int, error) { return []int{1}, netlink.ErrDumpInterrupted })
+	if !errors.Is(err, netlink.ErrDumpInterrupted) || got != nil {
+		t.Errorf("Dump, always interrupted = %v, %v; want no result and the error", got, err)
+	}
+}

@@ -91,7 +91,7 @@ func TestValidNetNSName(t *testing.T) {
 func TestLeftoversOfNamedAgent(t *testing.T) {
 	self := os.Getpid()
 	record := func(netns string) *State {
-		return &State{Slot: Slot{Name: "alpha", Iface: "sl1", Table: "sluice-alpha"}, AgentPID: self, AgentStart: processStart(self), AgentNetNS: netns}
+		return &State{Record: Record{Slot: Slot{Name: "alpha", Iface: "sl1", Table: "sluice-alpha"}, AgentPID: self, AgentStart: processStart(self), AgentNetNS: netns}}
 	}
 	s, named := record(""), record("sluice-alpha")
 	if got := (Run{state: s}).leftovers(true); !slices.ContainsFunc(got, func(l string) bool { return strings.HasPrefix(l, "would kill the agent alpha") }) {

@@ -37,13 +37,13 @@ func TestRunsLiveness(t *testing.T) {
 		t.Fatal("no boot time in /proc/stat")
 	}
 	started := boot.Add(time.Hour).Round(0)
-	for _, s := range []*State{
+	for _, r := range []Record{
 		{PID: os.Getpid(), Start: self, Slot: Slot{Name: "live", Table: "sluice-live", Iface: "sl1"},
 			Command: []string{"sleep", "60"}, PolicyHash: "abc", Started: started.Add(time.Hour), NetNS: "gw", NetNSInode: 7},
 		{PID: os.Getpid(), Start: "1", Slot: Slot{Name: "reused"}, Started: started},
 		{PID: 1 << 30, Start: self, Slot: Slot{Name: "gone"}, Started: started.Add(time.Minute)},
 	} {
-		writeTestRecord(t, dir, 42, s)
+		writeTestRecord(t, dir, 42, &State{Record: r})
 	}
 	// As a version without the status fields wrote it.
 	old := `{"pid":1073741824,"start":"100","name":"old","table":"sluice-old","iface":"sl9","log_group":9323,"nets":["198.19.255.252/30"],"files":["/nonexistent"]}`
@@ -93,7 +93,7 @@ func TestRunsUnreadable(t *testing.T) {
 		t.Errorf("a missing directory: %v, %v", runs, err)
 	}
 	dir := t.TempDir()
-	writeTestRecord(t, dir, 1, &State{PID: 1 << 30, Slot: Slot{Name: "a"}})
+	writeTestRecord(t, dir, 1, &State{Record: Record{PID: 1 << 30, Slot: Slot{Name: "a"}}})
 	bad := filepath.Join(dir, "netns-1-agent-bad.json")
 	if err := os.WriteFile(bad, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
@@ -212,15 +212,15 @@ func TestCleanupGoneNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	const gone = 1<<63 + 12345 // no namespace has had this cookie
-	dead := writeTestRecord(t, dir, gone, &State{PID: 1 << 30, Start: "1", Slot: Slot{Name: "dead", Table: "sluice-dead", Iface: "lo"},
-		AgentPID: agent.Process.Pid, AgentStart: agentStart, Files: []string{file}, NetNS: "gw", NetNSInode: 1})
+	dead := writeTestRecord(t, dir, gone, &State{Record: Record{PID: 1 << 30, Start: "1", Slot: Slot{Name: "dead", Table: "sluice-dead", Iface: "lo"},
+		AgentPID: agent.Process.Pid, AgentStart: agentStart, Files: []string{file}, NetNS: "gw", NetNSInode: 1}})
 	// An older record, with no inode: every namespace is looked at.
-	older := writeTestRecord(t, dir, gone+1, &State{PID: 1 << 30, Start: "1", Slot: Slot{Name: "older", Iface: "lo"}})
+	older := writeTestRecord(t, dir, gone+1, &State{Record: Record{PID: 1 << 30, Start: "1", Slot: Slot{Name: "older", Iface: "lo"}}})
 	fwd := filepath.Join(dir, fmt.Sprintf("netns-%d-forwarding.json", uint64(gone)))
 	if err := os.WriteFile(fwd, []byte(`{"sysctls":[{"path":"net/ipv4/ip_forward","value":"0"}]}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	live := writeTestRecord(t, dir, gone+2, &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: Slot{Name: "live"}})
+	live := writeTestRecord(t, dir, gone+2, &State{Record: Record{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: Slot{Name: "live"}}})
 	recovered := false
 	cfg := CleanupConfig{Dir: dir, DryRun: true, Recover: func() ([]string, error) { recovered = true; return nil, nil }}
 
@@ -370,9 +370,10 @@ func TestCleanupInNamespace(t *testing.T) {
 	}
 
 	done = cleanup(CleanupConfig{Dir: dir, Recover: recover})
-	want = []string{
-		"removed link slt1", "removed table inet sluice-dead", fmt.Sprintf("removed the record of agent dead (pid %d): %s", os.Getpid(), deadPath),
-		"removed link slt3", "removed table inet sluice-old", "removed the record of agent old (pid 1073741824): " + oldPath,
+	want = []string{ // the links of all first, in one request
+		"removed link slt1", "removed link slt3",
+		"removed table inet sluice-dead", fmt.Sprintf("removed the record of agent dead (pid %d): %s", os.Getpid(), deadPath),
+		"removed table inet sluice-old", "removed the record of agent old (pid 1073741824): " + oldPath,
 	}
 	if !slices.Equal(done, want) {
 		t.Errorf("cleanup: %q\nwant %q", done, want)
@@ -403,7 +404,7 @@ func TestCleanupReportsWhatStays(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := writeTestRecord(t, dir, cookie, &State{PID: 1 << 30, Start: "1", Slot: Slot{Name: "stuck"}})
+	path := writeTestRecord(t, dir, cookie, &State{Record: Record{PID: 1 << 30, Start: "1", Slot: Slot{Name: "stuck"}}})
 	entered := false
 	_, err = Cleanup(CleanupConfig{Dir: dir, Recover: func() ([]string, error) {
 		entered = true

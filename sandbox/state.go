@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"encoding/json"
@@ -85,6 +86,12 @@ type StateConfig struct {
 	// was one. It is the caller's (sandbox knows no nftables), and runs
 	// after the dead run's agent and link are gone.
 	RemoveTable func(name string) (bool, error)
+	// ForgetFlows deletes the tracked flows from dead runs' networks (see
+	// firewall.ForgetFlows), after their links are gone and before their
+	// records are: a live agent forgets its own when it ends, and a new
+	// agent on those networks must inherit none. It is the caller's too;
+	// nil deletes none.
+	ForgetFlows func(nets []netip.Prefix) error
 	// SetGuard installs the guard that keeps forwarding which sluice
 	// switched on from opening paths between the namespace's other
 	// interfaces, exempting the agents' links (ifaces); with an empty
@@ -101,6 +108,14 @@ type StateConfig struct {
 
 // State is the record of what one agent holds in its gateway namespace.
 type State struct {
+	Record
+	path string
+	ns   *namespace
+	mu   sync.Mutex
+}
+
+// Record is what a State's file holds.
+type Record struct {
 	PID   int    `json:"pid"`
 	Start string `json:"start"` // the process's start time, against PID reuse
 	Slot
@@ -144,10 +159,12 @@ type State struct {
 	// whose cookie the record's file name holds (see openNetNS).
 	NetNS      string `json:"netns,omitempty"`
 	NetNSInode uint64 `json:"netns_inode,omitempty"`
+}
 
-	path string
-	ns   *namespace
-	mu   sync.Mutex
+// clone copies r with slices of its own.
+func (r Record) clone() Record {
+	r.Nets, r.Files, r.Command = slices.Clone(r.Nets), slices.Clone(r.Files), slices.Clone(r.Command)
+	return r
 }
 
 // Sysctl is one setting and the value to restore.
@@ -205,8 +222,8 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 				return err
 			}
 		}
-		s = &State{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: cfg.AgentNetNS, Router: cfg.Router,
-			Started: time.Now(), NetNS: netnsName(ns.inode), NetNSInode: ns.inode,
+		s = &State{Record: Record{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: cfg.AgentNetNS, Router: cfg.Router,
+			Started: time.Now(), NetNS: netnsName(ns.inode), NetNSInode: ns.inode},
 			path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
 		return s.save()
 	})
@@ -219,17 +236,25 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 // Recover undoes what dead runs left in the current network namespace, as
 // Claim does first, and says what it did.
 func Recover(cfg StateConfig) ([]string, error) {
+	undone, _, err := RecoverHeld(cfg)
+	return undone, err
+}
+
+// RecoverHeld is Recover, and also returns the slots that are still held
+// afterwards: by live agents, and by dead ones it could not undo.
+func RecoverHeld(cfg StateConfig) ([]string, []Holder, error) {
 	ns, err := openNamespace(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var undone []string
+	var held []Holder
 	err = ns.locked(func() error {
 		var unread error
-		undone, _, unread = ns.recover()
+		undone, held, unread = ns.recover()
 		return unread
 	})
-	return undone, err
+	return undone, held, err
 }
 
 // checkAgentNetNS refuses the agent namespace name while a live run,
@@ -314,22 +339,92 @@ func (ns *namespace) recover() ([]string, []Holder, error) {
 	records, unread := ns.agents()
 	var done []string
 	var held []Holder
+	var dead, remaining []*State
 	for _, s := range records {
 		if s.alive() {
 			held = append(held, Holder{Slot: s.Slot, PID: s.PID})
+			remaining = append(remaining, s)
 			continue
 		}
+		dead = append(dead, s)
+	}
+	done = append(done, deleteLinksOf(dead)...)
+	if err := ns.forgetFlowsOf(dead); err != nil {
+		// Undone without this, the dead runs' networks would be taken
+		// by new agents that inherit their flows: they stay held, and
+		// their records stay, for the next recovery to try again.
+		done = append(done, err.Error())
+		for _, s := range dead {
+			held = append(held, Holder{Slot: s.Slot, PID: s.PID})
+		}
+		return done, held, unread
+	}
+	for _, s := range dead {
 		d, err := s.undo(true)
 		done = append(done, d...)
 		if err != nil {
 			done = append(done, err.Error())
 			held = append(held, Holder{Slot: s.Slot, PID: s.PID})
+			remaining = append(remaining, s)
 		}
 	}
-	if err := ns.settleForwarding(&done); err != nil {
+	// With no dead agent undone, the live agents' holds are as the last
+	// of them left them, with the guard; but a restore that failed
+	// before is tried again.
+	if unread != nil {
+		remaining = nil // read them again: some are not among them
+	} else if remaining == nil {
+		remaining = []*State{}
+	}
+	if err := ns.settleForwarding(&done, len(dead) > 0, remaining); err != nil {
 		done = append(done, err.Error())
 	}
 	return done, held, unread
+}
+
+// deleteLinksOf removes the links of dead agents all at once, as the
+// first step of their undo, which then finds them gone; should that fail,
+// one at a time. Either way every link that can go is gone before their
+// flows are deleted (forgetFlowsOf). A link that cannot go fails its
+// agent's undo, which keeps its record.
+func deleteLinksOf(dead []*State) []string {
+	var names []string
+	for _, s := range dead {
+		if !s.Router && s.Iface != "" {
+			names = append(names, s.Iface)
+		}
+	}
+	var done []string
+	gone, err := DeleteLinks(names)
+	if err != nil {
+		done = append(done, err.Error()+"; deleting them one at a time")
+		gone = nil
+		for _, name := range names {
+			if existed, err := DeleteLink(name); err == nil && existed {
+				gone = append(gone, name)
+			}
+		}
+	}
+	for _, name := range gone {
+		done = append(done, "removed link "+name)
+	}
+	return done
+}
+
+// forgetFlowsOf deletes the tracked flows from the networks of dead
+// agents whose links are gone.
+func (ns *namespace) forgetFlowsOf(dead []*State) error {
+	var nets []netip.Prefix
+	for _, s := range dead {
+		nets = append(nets, s.Nets...)
+	}
+	if ns.cfg.ForgetFlows == nil || len(nets) == 0 {
+		return nil
+	}
+	if err := ns.cfg.ForgetFlows(nets); err != nil {
+		return fmt.Errorf("delete the tracked flows of earlier runs' networks %v: %w", nets, err)
+	}
+	return nil
 }
 
 func (s *State) alive() bool {
@@ -360,12 +455,39 @@ func readState(path string) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	readRecords.mu.Lock()
+	c, ok := readRecords.m[path]
+	readRecords.mu.Unlock()
+	if ok && bytes.Equal(c.raw, b) {
+		return &State{Record: c.rec.clone(), path: path}, nil
+	}
 	var s State
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("corrupt state file: %w", err)
 	}
 	s.path = path
+	readRecords.mu.Lock()
+	if readRecords.m == nil {
+		readRecords.m = map[string]readRecord{}
+	}
+	readRecords.m[path] = readRecord{raw: b, rec: s.Record.clone()}
+	readRecords.mu.Unlock()
 	return &s, nil
+}
+
+// readRecords keeps each record read last, decoded, with the bytes it
+// was decoded from. Every start reads every record of the namespace,
+// several times, under the records' lock: sluice serve starting a hundred
+// agents would decode tens of thousands, where comparing the bytes read
+// again costs a twentieth of decoding them.
+var readRecords struct {
+	mu sync.Mutex
+	m  map[string]readRecord
+}
+
+type readRecord struct {
+	raw []byte
+	rec Record
 }
 
 // undo removes what a dead agent left behind and says what it did. The
@@ -451,8 +573,12 @@ func (s *State) removeFiles() []string {
 // agents that hold forwarding: with none left, the sysctls get their old
 // values back and then the guard goes (in that order, so that forwarding
 // is never on without it); otherwise the guard exempts the links of those
-// that are left. Call it under the lock.
-func (ns *namespace) settleForwarding(done *[]string) error {
+// that are left (unless holds changed is false: the guard exempts them
+// already). Call it under the lock.
+//
+// records are the namespace's records as they are now, when the caller
+// has just read them (nil: read them).
+func (ns *namespace) settleForwarding(done *[]string, holdsChanged bool, records []*State) error {
 	fwd, err := ns.readForwarding()
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -460,13 +586,19 @@ func (ns *namespace) settleForwarding(done *[]string) error {
 		return err
 	}
 	var ifaces []string
-	records, _ := ns.agents()
+	if records == nil {
+		records, _ = ns.agents()
+	}
 	for _, s := range records {
 		if s.Forwarding {
 			ifaces = append(ifaces, s.Iface)
 		}
 	}
+	slices.Sort(ifaces)
 	if len(ifaces) > 0 {
+		if !holdsChanged {
+			return nil
+		}
 		return ns.setGuard(fwd.plan(), ifaces)
 	}
 	var errs []error
@@ -653,7 +785,13 @@ func (s *State) EnableForwarding(ipv6 bool) error {
 		if err := s.save(); err != nil {
 			return err
 		}
-		if err := s.ns.settleForwarding(nil); err != nil {
+		now := []*State{s}
+		for _, r := range records {
+			if r.path != s.path {
+				now = append(now, r)
+			}
+		}
+		if err := s.ns.settleForwarding(nil, true, now); err != nil {
 			return err
 		}
 		for _, c := range changes {
@@ -730,7 +868,7 @@ func (s *State) dropForwarding(done *[]string) error {
 		s.Forwarding = true
 		return err
 	}
-	return s.ns.settleForwarding(done)
+	return s.ns.settleForwarding(done, true, nil)
 }
 
 // Release gives up the agent's record, its files and its hold on
@@ -750,7 +888,7 @@ func (s *State) Release() error {
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-		return s.ns.settleForwarding(nil)
+		return s.ns.settleForwarding(nil, true, nil)
 	})
 	return errors.Join(append(errs, err)...)
 }

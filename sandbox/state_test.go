@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/sluicegw/sluice/testing/nstest"
 )
 
@@ -238,6 +240,164 @@ func TestRestoreSkipsGoneInterface(t *testing.T) {
 		}
 		if v, _ := readSysctl(sysctlForward4); v != "0" || g.last() != "v4=false v6=false []" {
 			t.Errorf("after release: ip_forward=%s, guard %s", v, g.last())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecoverDeletesDeadLinksAtOnce: the links of every dead agent go,
+// in one request; a live agent's link and a link no record names stay.
+func TestRecoverDeletesDeadLinksAtOnce(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-dl")
+	dir := t.TempDir()
+	err := ns.Do(func() error {
+		g := &guardLog{}
+		cfg := func(s Slot) StateConfig {
+			return StateConfig{Dir: dir, SetGuard: g.set, Choose: func([]Holder) (Slot, error) { return s, nil }}
+		}
+		for _, name := range []string{"slt1", "slt2", "slt3", "slt4", "other0"} {
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
+				return err
+			}
+		}
+		live, _, err := Claim(cfg(slot("live", 4)))
+		if err != nil {
+			return err
+		}
+		defer live.Release()
+		var dead []*State
+		for i := 1; i <= 3; i++ {
+			s, _, err := Claim(cfg(slot(fmt.Sprint("dead", i), i)))
+			if err != nil {
+				return err
+			}
+			dead = append(dead, s)
+		}
+		for _, s := range dead { // they die together, as a serve's agents
+			s.Start = "gone"
+			if err := s.save(); err != nil {
+				return err
+			}
+		}
+		undone, err := Recover(cfg(Slot{}))
+		if err != nil {
+			return err
+		}
+		for i := 1; i <= 3; i++ {
+			name := fmt.Sprint("slt", i)
+			if !slices.Contains(undone, "removed link "+name) {
+				t.Errorf("recovery did %q, want the removal of %s among them", undone, name)
+			}
+			if _, err := netlink.LinkByName(name); err == nil {
+				t.Errorf("the dead agent's link %s is still there", name)
+			}
+		}
+		for _, name := range []string{"slt4", "other0"} {
+			if _, err := netlink.LinkByName(name); err != nil {
+				t.Errorf("link %s (a live agent's, or no agent's) is gone: %v", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeleteLinksInOneRequest: DeleteLinks deletes by group, with one
+// request: a link an earlier call gathered and did not delete goes with
+// the next call's; names that are not there are skipped.
+func TestDeleteLinksInOneRequest(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-dg")
+	err := ns.Do(func() error {
+		for _, name := range []string{"dl1", "dl2", "left1", "keep1"} {
+			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
+				return err
+			}
+		}
+		left, err := netlink.LinkByName("left1")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetGroup(left, doomedGroup); err != nil {
+			return err
+		}
+		gone, err := DeleteLinks([]string{"dl1", "absent0", "dl2"})
+		if err != nil {
+			return err
+		}
+		if fmt.Sprint(gone) != "[dl1 dl2]" {
+			t.Errorf("DeleteLinks found %v, want [dl1 dl2]", gone)
+		}
+		for name, want := range map[string]bool{"dl1": false, "dl2": false, "dl1p": false, "left1": false, "keep1": true} {
+			if _, err := netlink.LinkByName(name); (err == nil) != want {
+				t.Errorf("link %s there = %v, want %v", name, err == nil, want)
+			}
+		}
+		if gone, err := DeleteLinks([]string{"dl1"}); err != nil || len(gone) != 0 {
+			t.Errorf("DeleteLinks of a link gone = %v, %v; want nothing and no error", gone, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRecoverForgetsDeadFlows: the recovery deletes the tracked flows of
+// the dead agents' networks once their links are gone; when it cannot,
+// their records stay and their networks stay held.
+func TestRecoverForgetsDeadFlows(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-ff")
+	dir := t.TempDir()
+	err := ns.Do(func() error {
+		var asked [][]netip.Prefix
+		var fail error
+		cfg := func(s Slot) StateConfig {
+			return StateConfig{Dir: dir, SetGuard: (&guardLog{}).set, Choose: func([]Holder) (Slot, error) { return s, nil },
+				ForgetFlows: func(nets []netip.Prefix) error {
+					if _, err := netlink.LinkByName("slt1"); err == nil {
+						t.Error("flows deleted while the dead agent's link is still there")
+					}
+					asked = append(asked, nets)
+					return fail
+				}}
+		}
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "slt1"}, PeerName: "slt1p"}); err != nil {
+			return err
+		}
+		die := func() error {
+			s, _, err := Claim(cfg(slot("dead", 1)))
+			if err != nil {
+				return err
+			}
+			s.Start = "gone"
+			return s.save()
+		}
+		if err := die(); err != nil {
+			return err
+		}
+		fail = errors.New("conntrack said no")
+		undone, held, err := RecoverHeld(cfg(Slot{}))
+		if err != nil {
+			return err
+		}
+		if len(held) != 1 || held[0].Name != "dead" || !slices.ContainsFunc(undone, func(s string) bool { return strings.Contains(s, "conntrack said no") }) {
+			t.Errorf("a failed deletion: held %v, did %q; want the dead agent held and the error said", held, undone)
+		}
+		fail = nil
+		undone, held, err = RecoverHeld(cfg(Slot{}))
+		if err != nil {
+			return err
+		}
+		if len(held) != 0 || !slices.ContainsFunc(undone, func(s string) bool { return strings.HasPrefix(s, "removed the record of agent dead") }) {
+			t.Errorf("after a deletion: held %v, did %q; want the record gone", held, undone)
+		}
+		if fmt.Sprint(asked) != "[[198.19.255.4/30] [198.19.255.4/30]]" {
+			t.Errorf("flows deleted for %v, want the dead agent's network, once a recovery", asked)
 		}
 		return nil
 	})

@@ -400,6 +400,19 @@ func TestNoFlowInheritedFromAnEarlierRun(t *testing.T) {
 	// The fake internet can answer the agent's own address, so that only
 	// the gateway's verdict decides.
 	w.inet.Run(t, "ip", "route", "add", agentNet, "via", "198.18.1.1")
+	plantEstablished(t, w, "198.18.0.2")
+	r := w.run(t, []string{"--allow", "allowed.test"}, prelude+`
+try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
+`)
+	expect(t, r, map[string]string{"stale": "1"})
+	noStaleContacts(t, w)
+}
+
+// plantEstablished puts in the gateway's connection tracking an
+// established TCP flow from src, port 40005, to evil:4444, as an agent
+// killed with its connection open leaves it for days.
+func plantEstablished(t *testing.T, w *world, src string) {
+	t.Helper()
 	err := w.gw.Do(func() error {
 		c, err := conntrack.Dial(&netlink.Config{NetNS: w.gw.Fd()})
 		if err != nil {
@@ -407,7 +420,7 @@ func TestNoFlowInheritedFromAnEarlierRun(t *testing.T) {
 		}
 		defer c.Close()
 		f := conntrack.NewFlow(unix.IPPROTO_TCP, 0,
-			netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr(evilAddr), 40005, 4444, 3600, 0)
+			netip.MustParseAddr(src), netip.MustParseAddr(evilAddr), 40005, 4444, 3600, 0)
 		f.ProtoInfo.TCP = &conntrack.ProtoInfoTCP{State: 3} // established
 		if err := c.Create(f); err != nil {
 			return err
@@ -419,10 +432,11 @@ func TestNoFlowInheritedFromAnEarlierRun(t *testing.T) {
 	if err != nil {
 		t.Fatalf("plant a flow: %v", err)
 	}
-	r := w.run(t, []string{"--allow", "allowed.test"}, prelude+`
-try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
-`)
-	expect(t, r, map[string]string{"stale": "1"})
+}
+
+// noStaleContacts fails the test if evil:4444 was reached.
+func noStaleContacts(t *testing.T, w *world) {
+	t.Helper()
 	var evil []fakenet.Contact
 	for _, c := range w.sinkContacts() {
 		if strings.HasPrefix(c.Local, evilAddr+":4444") {

@@ -468,6 +468,40 @@ try b_other_fwd nc -z -w 2 `+allowedAddr+` 9443
 	w.assertClean(t)
 }
 
+// TestServeNoFlowInherited: a tracked flow an earlier agent left on the
+// networks of serve's agents (planted: established, from an agent's
+// address) is gone before they start, although serve deletes them once
+// for all its agents instead of once each: the same source port to the
+// same destination does not pass as established. The control: the
+// agent's allowed flows pass.
+func TestServeNoFlowInherited(t *testing.T) {
+	w := newServeWorld(t)
+	st := newPrivateState(t)
+	dir := t.TempDir()
+	id := nstest.Prefix()[2:]
+	alpha, beta := id+"-alpha", id+"-beta"
+	w.inet.Run(t, "ip", "route", "add", "198.18.0.0/29", "via", "198.18.1.1")
+	plantEstablished(t, w, "198.18.0.6") // beta's address
+	for _, a := range []string{alpha, beta} {
+		writeAtomic(t, filepath.Join(dir, a+".yaml"), "version: 1\nallow:\n  - host: allowed.test\n    ports: [9443]\n")
+	}
+	config := filepath.Join(dir, "serve.yaml")
+	writeAtomic(t, config, serveHeader(filepath.Join(dir, "journal.db"))+"agents:\n"+
+		serveAgent(alpha, "198.18.0.0/30", "2001:db8:a::/64")+serveAgent(beta, "198.18.0.4/30", "2001:db8:b::/64"))
+	s := startServe(t, w, st, config)
+	s.waitLogged(t, "serve ready", "agents=2")
+	r := s.agentShell(t, beta, "198.18.0.5", prelude+`
+try fwd nc -z -w 2 allowed.test 9443
+try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
+`)
+	expect(t, r, map[string]string{"fwd": "0", "stale": "1"})
+	noStaleContacts(t, w)
+	if code := s.stop(t); code != 0 {
+		t.Errorf("serve exited %d after SIGTERM", code)
+	}
+	w.assertClean(t)
+}
+
 // TestServeReloadRevokes: a host removed from an agent's policy loses
 // its open connections, the proxied (TLS) and the forwarded, while the
 // connection to a host that stayed works on. (One agent: the other
