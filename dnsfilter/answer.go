@@ -30,6 +30,9 @@ type outcome struct {
 // Answer decides and answers one query from src. It returns nil when the
 // message deserves no reply at all.
 func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.Msg {
+	if s.cfg.AnswerTime != nil {
+		defer func(start time.Time) { s.cfg.AnswerTime(time.Since(start)) }(time.Now())
+	}
 	o := s.resolve(ctx, src, req)
 	if o.msg == nil {
 		return nil

@@ -102,6 +102,10 @@ type Config struct {
 	// a question sluice never forwards, a name that is not a host name,
 	// no policy in force, and the gateway's own failures (sets, pins).
 	Report bool
+	// AnswerTime, when set, is told how long each answer took, from the
+	// question parsed to the answer built: the upstream exchange and the
+	// set updates included (sluice serve's latency histogram).
+	AnswerTime func(time.Duration)
 }
 
 // Server is a filtering resolver for one agent. It is safe for concurrent use.

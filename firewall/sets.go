@@ -230,6 +230,21 @@ func (m *Manager) queue(keys []elemKey, timeouts map[elemKey]time.Duration, refr
 	}
 }
 
+// Elements counts the elements Allow put in the agent's sets that have
+// not expired: what sluice knows of them, never a dump of the kernel's.
+func (m *Manager) Elements() int {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, exp := range m.expiry {
+		if exp.After(now) {
+			n++
+		}
+	}
+	return n
+}
+
 func (m *Manager) sweepLocked(now time.Time) {
 	for k, exp := range m.expiry {
 		if !exp.After(now) {

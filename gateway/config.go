@@ -111,6 +111,9 @@ type Config struct {
 	// starts any, where a walk each would cost the kernel a pass over
 	// the whole table a hundred times. Not for router mode.
 	FlowsForgotten bool
+	// AnswerTime, when set, is told how long each of the resolver's
+	// answers took (sluice serve's latency histogram).
+	AnswerTime func(time.Duration)
 }
 
 // Validate reports every problem of c at once.

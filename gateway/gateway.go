@@ -32,6 +32,7 @@ import (
 	"github.com/sluicegw/sluice/dnsfilter"
 	"github.com/sluicegw/sluice/firewall"
 	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/metrics"
 	"github.com/sluicegw/sluice/policy"
 	"github.com/sluicegw/sluice/sandbox"
 	"github.com/sluicegw/sluice/tlsinspect"
@@ -363,6 +364,25 @@ func (g *Gateway) forgetEarlierFlows() error {
 	return nil
 }
 
+// Counts is what the gateway counts of itself, for metrics. Call it once
+// New has returned.
+func (g *Gateway) Counts() metrics.AgentCounts {
+	var c metrics.AgentCounts
+	if g.fw != nil {
+		c.SetElements = g.fw.Elements()
+	}
+	if g.pins != nil {
+		c.Pins = g.pins.Len()
+	}
+	if g.proxy != nil {
+		c.ProxyOpen, c.ProxyTotal = g.proxy.Conns()
+	}
+	if g.journal != nil {
+		c.JournalWritten, c.JournalDropped = g.journal.Written(), g.journal.Dropped()
+	}
+	return c
+}
+
 func (g *Gateway) agentNets() []netip.Prefix {
 	nets := []netip.Prefix{g.net4}
 	if g.net6.IsValid() {
@@ -477,7 +497,7 @@ func (g *Gateway) startServers() error {
 	srv, err := dnsfilter.New(dnsfilter.Config{
 		Agent: g.cfg.Name, Clients: clients, Internal: internal, Connected: g.connected, Global: g.cfg.Global,
 		IPv6: g.ipv6, Upstream: fwd, Allower: g.fw, Pins: pins, Journal: g.journal,
-		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log, Report: g.cfg.Report,
+		MinTTL: g.cfg.MinTTL, MaxTTL: g.cfg.MaxTTL, Log: g.log, Report: g.cfg.Report, AnswerTime: g.cfg.AnswerTime,
 	}, p)
 	if err != nil {
 		return err

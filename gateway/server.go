@@ -54,6 +54,8 @@ type agentGateway interface {
 	Detach() error
 	// reloadPolicy puts p, read from file, in force (see SetPolicy).
 	reloadPolicy(p *policy.Policy, file string) error
+	// Counts is what it counts of itself, for metrics.
+	Counts() metrics.AgentCounts
 }
 
 // reloadPolicy puts p in force, journaled as a reload of file.
@@ -265,6 +267,7 @@ func (s *Server) startAgents(specs []ServeAgent, forgotten bool) iter.Seq2[Serve
 				if a != nil {
 					s.agents[a.spec.Name] = a
 					s.metrics.SetUp(a.spec.Name, true)
+					s.metrics.Track(a.spec.Name, a.g.Counts)
 					s.logWarnings(a.spec)
 					continue
 				}
@@ -312,6 +315,7 @@ func (s *Server) launchAgent(spec ServeAgent, forgotten bool) (*servedAgent, err
 		Name: spec.Name, Policy: spec.Policy, PolicySource: PolicySource{File: spec.PolicyFile},
 		Namespace: spec.Namespace(), Interface: spec.Interface, AgentNet: spec.AgentNet, AgentNet6: spec.AgentNet6,
 		Upstreams: s.upstreams, Global: s.started.Global, StateDir: s.cfg.StateDir, Report: spec.Mode == ModeReport, Flows: s.flows, FlowsForgotten: forgotten,
+		AnswerTime: s.metrics.AnswerTime(spec.Name),
 		// Counted first, so that a failing store does not hide what is
 		// counted; every agent's records go to the one store.
 		Journal: journal.Tee{s.metrics, s.store, journal.LogSink{Log: s.log}},
@@ -358,6 +362,7 @@ func (s *Server) detachAgent(a *servedAgent) error {
 }
 
 func (s *Server) stopAgent(a *servedAgent) {
+	s.metrics.Untrack(a.spec.Name)
 	a.cancel()
 	<-a.done
 	delete(s.agents, a.spec.Name)
@@ -612,6 +617,7 @@ func (s *Server) Close() error {
 	detached := make([]error, len(names))
 	eachAtOnce(len(names), startConcurrency, func(i int) {
 		a := s.agents[names[i]]
+		s.metrics.Untrack(a.spec.Name)
 		a.cancel()
 		<-a.done
 		detached[i] = a.g.Detach()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluicegw/sluice/journal"
+	"github.com/sluicegw/sluice/metrics"
 	"github.com/sluicegw/sluice/policy"
 )
 
@@ -253,6 +254,8 @@ func (f *fakeGateway) Run(ctx context.Context) error {
 }
 
 func (f *fakeGateway) Close() error { close(f.closed); return nil }
+
+func (f *fakeGateway) Counts() metrics.AgentCounts { return metrics.AgentCounts{Pins: 7} }
 
 func (f *fakeGateway) Detach() error { close(f.detached); return nil }
 

@@ -76,6 +76,7 @@ type Async struct {
 	stop    chan struct{}
 	done    chan struct{}
 	dropped atomic.Uint64
+	written atomic.Uint64
 
 	mu sync.Mutex
 	// pending[head:] are the events accepted and not yet taken by the
@@ -189,6 +190,9 @@ func (a *Async) take(batch []queued) ([]queued, int) {
 
 // Dropped is how many events Record refused: buffer full, or closed.
 func (a *Async) Dropped() uint64 { return a.dropped.Load() }
+
+// Written is how many events the Writer has stored.
+func (a *Async) Written() uint64 { return a.written.Load() }
 
 // Wait returns nil once the event of t is stored, the Writer's error or
 // ErrClosed when the writer ended before storing it, ctx's error when ctx
@@ -348,6 +352,7 @@ func (a *Async) write(batch []queued) error {
 	if err := a.cfg.Writer.WriteEvents(evs); err != nil {
 		return err
 	}
+	a.written.Add(uint64(len(evs)))
 	// A batch is a long run of work for the writer; the data path's
 	// goroutines, on the same core, go first before the next.
 	runtime.Gosched()

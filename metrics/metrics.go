@@ -1,6 +1,9 @@
 // Package metrics is what `sluice serve` tells Prometheus: the decisions
-// of each agent by layer, verdict and reason, which agents are up, and
-// how reloads went. It is the only package that imports client_golang.
+// of each agent by layer, verdict and reason, which agents are up, how
+// reloads went, how long the resolvers take to answer, and what each
+// agent's gateway counts of itself (set elements, pins, proxied
+// connections, journal records). It is the only package that imports
+// client_golang.
 //
 // Label values come from bounded sets only: the agents a config names,
 // the journal's layers, verdicts and reasons. A host name or an address is
@@ -9,7 +12,11 @@
 package metrics
 
 import (
+	"maps"
 	"net/http"
+	"slices"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,6 +43,75 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	up        *prometheus.GaugeVec
 	reloads   *prometheus.CounterVec
+	answers   *prometheus.HistogramVec
+	agents    *agentCollector
+}
+
+// AgentCounts is what an agent's gateway counts of itself, read at every
+// scrape: sluice's own counts, never a dump of the kernel's sets.
+type AgentCounts struct {
+	// SetElements are the addresses and ports in the agent's sets that
+	// have not expired; Pins the name-to-address pins it holds (expired
+	// ones until they are swept).
+	SetElements, Pins int
+	// ProxyOpen are the proxy's connections now, ProxyTotal all it took.
+	ProxyOpen  int64
+	ProxyTotal uint64
+	// JournalWritten are the records stored, JournalDropped those lost
+	// because the store fell behind.
+	JournalWritten, JournalDropped uint64
+}
+
+// agentCollector reads the tracked agents' counts at each scrape.
+type agentCollector struct {
+	mu     sync.Mutex
+	counts map[string]func() AgentCounts
+
+	elements, pins, open, total, written, dropped *prometheus.Desc
+}
+
+func newAgentCollector() *agentCollector {
+	desc := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, []string{"agent"}, nil)
+	}
+	return &agentCollector{
+		counts:   map[string]func() AgentCounts{},
+		elements: desc("sluice_set_elements", "Addresses and ports in the agent's sets that have not expired, as sluice counts them."),
+		pins:     desc("sluice_pins", "Name-to-address pins the agent's resolver holds (expired ones until swept)."),
+		open:     desc("sluice_proxy_connections", "Connections the agent's proxy holds now, pending a decision or relayed."),
+		total:    desc("sluice_proxy_connections_total", "Connections the agent's proxy has taken."),
+		written:  desc("sluice_journal_records_written_total", "Records of the agent stored in the journal."),
+		dropped:  desc("sluice_journal_records_dropped_total", "Records of the agent lost because the journal fell behind."),
+	}
+}
+
+func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.elements, c.pins, c.open, c.total, c.written, c.dropped} {
+		ch <- d
+	}
+}
+
+func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	counts := maps.Clone(c.counts)
+	c.mu.Unlock()
+	for _, agent := range slices.Sorted(maps.Keys(counts)) {
+		n := counts[agent]()
+		for _, m := range []struct {
+			d *prometheus.Desc
+			t prometheus.ValueType
+			v float64
+		}{
+			{c.elements, prometheus.GaugeValue, float64(n.SetElements)},
+			{c.pins, prometheus.GaugeValue, float64(n.Pins)},
+			{c.open, prometheus.GaugeValue, float64(n.ProxyOpen)},
+			{c.total, prometheus.CounterValue, float64(n.ProxyTotal)},
+			{c.written, prometheus.CounterValue, float64(n.JournalWritten)},
+			{c.dropped, prometheus.CounterValue, float64(n.JournalDropped)},
+		} {
+			ch <- prometheus.MustNewConstMetric(m.d, m.t, m.v, agent)
+		}
+	}
 }
 
 // New makes the registry, with the Go runtime's and the process's own
@@ -55,8 +131,15 @@ func New() *Metrics {
 			Name: "sluice_reloads_total",
 			Help: "Reloads of the serve config, by result: ok, partial (some agents kept their policy) or failed.",
 		}, []string{"result"}),
+		answers: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sluice_dns_answer_duration_seconds",
+			Help: "Time the agent's resolver took to answer, from the question read to the answer built (the upstream and the set updates included).",
+			// 100 µs (a cached answer) to 6.6 s (an upstream's timeouts).
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 9),
+		}, []string{"agent"}),
+		agents: newAgentCollector(),
 	}
-	m.reg.MustRegister(m.decisions, m.up, m.reloads,
+	m.reg.MustRegister(m.decisions, m.up, m.reloads, m.answers, m.agents,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -84,6 +167,28 @@ func (m *Metrics) SetUp(agent string, up bool) {
 func (m *Metrics) Forget(agent string) {
 	m.decisions.DeletePartialMatch(prometheus.Labels{"agent": agent})
 	m.up.DeleteLabelValues(agent)
+	m.answers.DeleteLabelValues(agent)
+	m.Untrack(agent)
+}
+
+// Track reads counts for agent at every scrape, until Untrack.
+func (m *Metrics) Track(agent string, counts func() AgentCounts) {
+	m.agents.mu.Lock()
+	defer m.agents.mu.Unlock()
+	m.agents.counts[agent] = counts
+}
+
+// Untrack stops reading agent's counts: its gateway stopped.
+func (m *Metrics) Untrack(agent string) {
+	m.agents.mu.Lock()
+	defer m.agents.mu.Unlock()
+	delete(m.agents.counts, agent)
+}
+
+// AnswerTime returns what agent's resolver tells how long an answer took.
+func (m *Metrics) AnswerTime(agent string) func(time.Duration) {
+	h := m.answers.WithLabelValues(agent)
+	return func(d time.Duration) { h.Observe(d.Seconds()) }
 }
 
 // Reloaded counts a reload with its result (ReloadOK, ...).

@@ -5,6 +5,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluicegw/sluice/journal"
 )
@@ -58,5 +59,44 @@ func TestDecisionsAndAgents(t *testing.T) {
 	}
 	if !strings.Contains(out, `agent="beta"`) {
 		t.Error("Forget(alpha) took beta's series")
+	}
+}
+
+// TestAgentCountsAndAnswerTimes: what a tracked agent's gateway counts
+// is read at each scrape, under the conventions' names; the resolver's
+// answer times make a histogram per agent; untracked and forgotten
+// agents' series go.
+func TestAgentCountsAndAnswerTimes(t *testing.T) {
+	m := New()
+	n := AgentCounts{SetElements: 3, Pins: 5, ProxyOpen: 2, ProxyTotal: 40, JournalWritten: 17, JournalDropped: 1}
+	m.Track("alpha", func() AgentCounts { return n })
+	m.AnswerTime("alpha")(300 * time.Microsecond)
+	m.AnswerTime("alpha")(2 * time.Second)
+	out := scrape(t, m)
+	for _, want := range []string{
+		`sluice_set_elements{agent="alpha"} 3`,
+		`sluice_pins{agent="alpha"} 5`,
+		`sluice_proxy_connections{agent="alpha"} 2`,
+		`sluice_proxy_connections_total{agent="alpha"} 40`,
+		`sluice_journal_records_written_total{agent="alpha"} 17`,
+		`sluice_journal_records_dropped_total{agent="alpha"} 1`,
+		`sluice_dns_answer_duration_seconds_bucket{agent="alpha",le="0.0004"} 1`,
+		`sluice_dns_answer_duration_seconds_count{agent="alpha"} 2`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+	n.SetElements = 4 // read again at the next scrape
+	if out = scrape(t, m); !strings.Contains(out, `sluice_set_elements{agent="alpha"} 4`+"\n") {
+		t.Error("the counts were not read again")
+	}
+	m.Untrack("alpha")
+	if out = scrape(t, m); strings.Contains(out, `sluice_pins{`) {
+		t.Error("an untracked agent's counts are still read")
+	}
+	m.Forget("alpha")
+	if out = scrape(t, m); strings.Contains(out, `agent="alpha"`) {
+		t.Errorf("alpha's series outlive Forget:\n%s", out)
 	}
 }

@@ -112,6 +112,7 @@ type Proxy struct {
 	dialer net.Dialer
 
 	pending, conns atomic.Int64
+	entered        atomic.Uint64 // connections ever counted in conns
 	// acceptPauses counts the pauses in accepting for want of
 	// descriptors or memory (the TLS loops' and the HTTP listeners').
 	acceptPauses atomic.Int64
@@ -442,7 +443,14 @@ func (px *Proxy) enter() (reason journal.Reason) {
 		px.conns.Add(-1)
 		return journal.ReasonTooManyPending
 	}
+	px.entered.Add(1)
 	return ""
+}
+
+// Conns says how many connections the proxy holds now (pending a
+// decision, or relayed) and how many it has taken in all.
+func (px *Proxy) Conns() (open int64, total uint64) {
+	return px.conns.Load(), px.entered.Load()
 }
 
 // decideName checks a Host of the plain HTTP path as decideEntry does. A

@@ -367,8 +367,21 @@ func TestServeAgentsAndReload(t *testing.T) {
 		t.Errorf("status after the change: %+v", runs)
 	}
 
+	// What an agent's gateway counts of itself, once it has been used.
+	r := s.agentShell(t, alpha, "198.18.0.1", prelude+"try own "+w.curl()+" https://allowed.test/\n")
+	expect(t, r, map[string]string{"own": ok})
 	m := w.gw.Run(t, "curl", "-sS", "--max-time", "5", "http://127.0.0.1:8099/metrics")
+	for _, series := range []string{
+		"sluice_set_elements", "sluice_pins", "sluice_proxy_connections_total",
+		"sluice_journal_records_written_total", "sluice_dns_answer_duration_seconds_count",
+	} {
+		got := regexp.MustCompile(`(?m)^` + series + `\{agent="` + regexp.QuoteMeta(alpha) + `"\} ([0-9.e+]+)$`).FindStringSubmatch(m)
+		if v, _ := strconv.ParseFloat(append(got, "", "")[1], 64); v < 1 {
+			t.Errorf("metrics: %s of %s = %q, want at least 1 after a request", series, alpha, append(got, "", "")[1])
+		}
+	}
 	for _, want := range []string{
+		`sluice_journal_records_dropped_total{agent="` + alpha + `"} 0`,
 		`sluice_agent_up{agent="` + alpha + `"} 1`,
 		`sluice_agent_up{agent="` + gamma + `"} 1`,
 		`sluice_decisions_total{agent="` + alpha + `",layer="policy",reason="policy_reloaded",verdict="changed"} 1`,
