@@ -293,10 +293,33 @@ func (m *Manager) addChains(flush bool) {
 			addrIn(netip.MustParsePrefix("fe80::/10"), true, false)), verdict(expr.VerdictDrop))
 	}
 
-	// DNS to any address is the resolver's, so resolv.conf edits change nothing.
+	// The dead-man switch's refusals, in a chain of their own (see the
+	// jumps to it below); added before the chains that jump to it.
+	dead := chain(&nftables.Chain{Name: chainAgentDead, Table: t})
+	m.refuseTCP(dead, ReasonGatewayDown, nil)
+	m.refuseIf(dead, ReasonGatewayDown, l4proto(unix.IPPROTO_UDP), rejectPort())
+
 	pre := base("prerouting", nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
+	// redirect sends the agent's PROTO to PORT (and what else matches) to
+	// the gateway's port TO. In router mode, TCP it would redirect is
+	// refused here instead when the heartbeat has lapsed: with
+	// br_netfilter passing the bridge's frames to the IP hooks, the
+	// kernel sends the reset of a bridged packet straight out of the
+	// bridge port, past the NAT that would give it back the address and
+	// port the client connected to; a reset from the gateway's address
+	// and the proxy's port is not one the client takes, and it would
+	// wait for a timeout. Before the redirect the packet still has its
+	// own destination. One lookup of the heartbeat per new flow to these
+	// ports; the fib lookup only once it lapsed.
+	redirect := func(proto byte, port uint16, match []expr.Any, to uint16) {
+		if m.router() && proto == unix.IPPROTO_TCP {
+			add(pre, rule(iif(agent, true), l4proto(proto), dport(port), notInSet(setAlive, aliveKey), match, jump(chainAgentDead)))
+		}
+		add(pre, rule(iif(agent, true), l4proto(proto), dport(port), match, redirectTo(to)))
+	}
+	// DNS to any address is the resolver's, so resolv.conf edits change nothing.
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
-		add(pre, rule(iif(agent, true), l4proto(proto), dport(53), redirectTo(m.cfg.DNSPort)))
+		redirect(proto, 53, nil, m.cfg.DNSPort)
 	}
 	// TLS and HTTP to any address go to the proxy, which checks each
 	// connection's name against the address it was sent to.
@@ -310,7 +333,7 @@ func (m *Manager) addChains(flush bool) {
 		for _, p := range r.ports {
 			// Not the gateway's own addresses: those go on to the input
 			// chain and are refused there like any other gateway port.
-			add(pre, rule(iif(agent, true), l4proto(unix.IPPROTO_TCP), dport(p), notLocal(), redirectTo(r.to)))
+			redirect(unix.IPPROTO_TCP, p, notLocal(), r.to)
 		}
 	}
 
@@ -347,10 +370,7 @@ func (m *Manager) addChains(flush bool) {
 	// reads, and the agent would hang instead of failing. Refuse as a
 	// closed port does.
 	// One lookup of the heartbeat per new packet here, on the resolver's
-	// path: the refusals are in a chain of their own.
-	dead := chain(&nftables.Chain{Name: chainAgentDead, Table: t})
-	m.refuseTCP(dead, ReasonGatewayDown, nil)
-	m.refuseIf(dead, ReasonGatewayDown, l4proto(unix.IPPROTO_UDP), rejectPort())
+	// path: the refusals are in a chain of their own (above).
 	add(in, rule(notInSet(setAlive, aliveKey), jump(chainAgentDead)))
 	for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 		add(in, rule(l4proto(proto), dport(m.cfg.DNSPort), ctDNAT(), verdict(expr.VerdictAccept)))

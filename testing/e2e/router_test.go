@@ -417,8 +417,14 @@ func TestRouterModeKill9(t *testing.T) {
 	waitFor(t, func() bool {
 		return !strings.Contains(w.gw.Run(t, "nft", "list", "set", "inet", gateway.TablePrefix+lab, "alive"), "elements")
 	})
-	r := v.shell(t, `nc -vz -w 5 `+allowedAddr+` 8443 2>&1 | grep -q 'Connection refused'; echo "dead=$?"`+"\n")
-	expect(t, r, map[string]string{"dead": "0"})
+	// So are TCP to 443 and DNS over TCP, which are redirected to the
+	// proxy and the resolver: the reset must come from the address and
+	// port the VM connected to, or the VM waits for its timeout.
+	refusedNC := func(name, addr, port string) string {
+		return `nc -vz -w 5 ` + addr + ` ` + port + ` 2>&1 | grep -q 'Connection refused'; echo "` + name + `=$?"` + "\n"
+	}
+	r := v.shell(t, refusedNC("dead", allowedAddr, "8443")+refusedNC("dead_tls", allowedAddr, "443")+refusedNC("dead_dns", bridgeAddr, "53"))
+	expect(t, r, map[string]string{"dead": "0", "dead_tls": "0", "dead_dns": "0"})
 
 	again := startServe(t, w, st, config)
 	again.waitLogged(t, "serve ready", "agents=1")
