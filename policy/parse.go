@@ -121,7 +121,7 @@ func (p *parser) document(doc *yaml.Node) []Entry {
 		root = doc.Content[0]
 	}
 	if root.Kind != yaml.MappingNode {
-		p.fail(root, "", "the policy must be a mapping with 'version' and 'allow'")
+		p.fail(root, "", "the policy must be a mapping with 'version' and 'allow' (or 'include')")
 		return nil
 	}
 	var entries []Entry
@@ -134,13 +134,47 @@ func (p *parser) document(doc *yaml.Node) []Entry {
 				p.fail(v, "version", "unsupported version %q; this sluice reads version 1", v.Value)
 			}
 		case "allow":
-			entries = p.allowList(v)
+			entries = append(entries, p.allowList(v)...)
+		case "include":
+			entries = append(entries, p.include(v)...)
 		default:
-			p.fail(k, key, "unknown key; the policy has 'version' and 'allow'")
+			p.fail(k, key, "unknown key; the policy has 'version', 'include' and 'allow'")
 		}
 	})
 	if !sawVersion {
 		p.fail(root, "", "missing 'version: 1'")
+	}
+	return entries
+}
+
+// include reads a list of preset names and returns their entries. A host
+// a preset lists may not be listed again, by the file or another preset
+// (policy.New refuses it, naming both places): an include is taken whole,
+// or its entries are copied from `sluice presets NAME` and changed there.
+func (p *parser) include(n *yaml.Node) []Entry {
+	if n.Kind != yaml.SequenceNode {
+		p.fail(n, "include", "want a list of preset names, such as [pypi, npm]; sluice presets lists them")
+		return nil
+	}
+	var entries []Entry
+	seen := map[string]bool{}
+	for i, item := range n.Content {
+		path := fmt.Sprintf("include[%d]", i)
+		if item.Kind != yaml.ScalarNode || item.Tag != "!!str" {
+			p.fail(item, path, "want a preset name, such as pypi")
+			continue
+		}
+		if seen[item.Value] {
+			p.fail(item, path, "preset %s is included twice", item.Value)
+			continue
+		}
+		seen[item.Value] = true
+		es, err := presetEntries(item.Value, p.at(item))
+		if err != nil {
+			p.fail(item, path, "%v", err)
+			continue
+		}
+		entries = append(entries, es...)
 	}
 	return entries
 }

@@ -74,6 +74,9 @@ func TestGolden(t *testing.T) {
 		{"check-tab", []string{"check", tabs}},
 		{"check-serve", []string{"check", serveGood, serveBad}},
 		{"serve-h", []string{"serve", "-h"}},
+		{"presets", []string{"presets"}},
+		{"presets-one", []string{"presets", "npm"}},
+		{"presets-unknown", []string{"presets", "pypy"}},
 		{"serve-no-config", []string{"serve"}},
 		{"journal-unknown", []string{"journal", "lst"}},
 		{"completion-none", []string{"completion"}},
@@ -198,7 +201,7 @@ func TestCompletion(t *testing.T) {
 		words string // COMP_WORDS, the last one being completed
 		want  string // COMPREPLY, joined by spaces
 	}{
-		{"sluice ''", "run serve exec check policy journal ui ca status cleanup completion version help"},
+		{"sluice ''", "run serve exec check presets policy journal ui ca status cleanup completion version help"},
 		{"sluice ch", "check"},
 		{"sluice run --allow-p", "--allow-private"},
 		{"sluice run --policy ''", ""}, // a file: bash's default

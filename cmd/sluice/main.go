@@ -37,6 +37,7 @@ func init() {
 		{"serve", "run the gateway of every agent a config names, reloading on change (root)", serveCmd},
 		{"exec", "run a command in the namespace of an agent sluice serve serves (root)", execCmd},
 		{"check", "validate policy files: every error with file:line, then warnings", checkCmd},
+		{"presets", "list the policy fragments a policy may include by name", presetsCmd},
 		{"policy", "suggest a policy from what an agent did, in the journal", policyCmd},
 		{"journal", "read the decision journal: list, verify, export", journalCmd},
 		{"ui", "review a journal in the browser", uiCmd},

@@ -214,6 +214,26 @@ try connect nc -z -w 3 10.0.0.1 80
 	expect(t, r, map[string]string{"private": "10.0.0.1", "connect": "0"})
 }
 
+// TestPresetIncluded: a policy that includes a preset allows the preset's
+// hosts and nothing else; `sluice check` takes it.
+func TestPresetIncluded(t *testing.T) {
+	w := newWorld(t)
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	if err := os.WriteFile(pol, []byte("version: 1\ninclude: [pypi]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(sluiceBin, "check", pol).CombinedOutput(); err != nil {
+		t.Fatalf("sluice check of a policy with an include: %v\n%s", err, out)
+	}
+	c := w.curl()
+	r := w.run(t, []string{"--policy", pol}, prelude+`
+try index `+c+` https://pypi.org/simple/
+try files `+c+` https://files.pythonhosted.org/
+try other `+c+` https://allowed.test/
+`)
+	expect(t, r, map[string]string{"index": ok, "files": ok, "other": curlNoResolve})
+}
+
 func TestCNAMEChainAndShortTTL(t *testing.T) {
 	w := newWorld(t)
 	c := w.curl()

@@ -78,6 +78,9 @@ const (
 var zone = []string{
 	"allowed.test. 300 IN A " + allowedAddr,
 	"allowed.test. 300 IN AAAA " + allowedAddr6,
+	// The hosts of the pypi preset (TestPresetIncluded), on the fake web.
+	"pypi.org. 300 IN A " + allowedAddr,
+	"files.pythonhosted.org. 300 IN A " + allowedAddr,
 	"www.allowed.test. 300 IN A " + allowedAddr,
 	"www.allowed.test. 300 IN AAAA " + allowedAddr6,
 	"v6only.allowed.test. 300 IN AAAA " + allowedAddr6,
@@ -179,7 +182,7 @@ func (w *world) startServers(t testing.TB) {
 	if err := os.WriteFile(w.caFile, ca.PEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if w.web, err = fakenet.NewWeb(ca, "allowed.test", "*.allowed.test", "*.cdn.test", "evil.test", "*.evil.test"); err != nil {
+	if w.web, err = fakenet.NewWeb(ca, "allowed.test", "*.allowed.test", "*.cdn.test", "evil.test", "*.evil.test", "pypi.org", "files.pythonhosted.org"); err != nil {
 		t.Fatal(err)
 	}
 	w.auth, w.public = fakenet.NewDNS(zone...), fakenet.NewDNS(zone...)
