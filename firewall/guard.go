@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -29,6 +30,26 @@ func SetGuard(plan ForwardingPlan, ifaces []string) error {
 
 func setGuard(c *nftables.Conn, plan ForwardingPlan, ifaces []string) error {
 	t := &nftables.Table{Name: GuardTable, Family: nftables.TableFamilyINet}
+	if (plan.Enable4 || plan.Enable6) && guardIs(c, t, plan) {
+		// Only the links changed (an agent came or went): the set's
+		// elements are replaced in one transaction, and the chain stays
+		// hooked. Replacing the table takes its hook out and puts it back,
+		// which costs the kernel several milliseconds more; sluice serve
+		// changes the guard for every agent it starts.
+		set := guardSet(t)
+		elems, err := guardElems(ifaces)
+		if err != nil {
+			return err
+		}
+		c.FlushSet(set)
+		if err := c.SetAddElements(set, elems); err != nil {
+			return fmt.Errorf("firewall: guard: %w", err)
+		}
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("firewall: set the forwarding guard's links: %w", err)
+		}
+		return nil
+	}
 	// Add-then-delete makes the delete succeed whether or not a table was
 	// there.
 	c.AddTable(t)
@@ -46,38 +67,91 @@ func setGuard(c *nftables.Conn, plan ForwardingPlan, ifaces []string) error {
 
 func addGuard(c *nftables.Conn, t *nftables.Table, plan ForwardingPlan, ifaces []string) error {
 	c.AddTable(t)
-	// Host byte order, as nft declares ifname sets, so that `nft list`
-	// shows the names.
-	agents := &nftables.Set{Table: t, Name: setAgents, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
-	var elems []nftables.SetElement
-	for _, name := range ifaces {
-		if name == "" || len(name) >= len(ifname("")) {
-			return errors.New("firewall: guard: bad interface name " + name)
-		}
-		elems = append(elems, nftables.SetElement{Key: ifname(name)})
+	elems, err := guardElems(ifaces)
+	if err != nil {
+		return err
 	}
-	if err := c.AddSet(agents, elems); err != nil {
+	if err := c.AddSet(guardSet(t), elems); err != nil {
 		return fmt.Errorf("firewall: guard: %w", err)
 	}
 	accept := nftables.ChainPolicyAccept
 	fw := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
-	add := func(exprs []expr.Any) { c.AddRule(&nftables.Rule{Table: t, Chain: fw, Exprs: exprs}) }
-	// A flow the guard let start goes on without a lookup: only a packet
-	// that passed every chain is tracked as established, so none between
-	// the other interfaces ever is (an invalid one is not established
-	// either, and meets the drops below).
-	add(rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)))
-	// An agent's packets are its own table's to judge.
-	add(rule(metaIn(expr.MetaKeyIIFNAME, setAgents), verdict(expr.VerdictAccept)))
-	add(rule(metaIn(expr.MetaKeyOIFNAME, setAgents), verdict(expr.VerdictAccept)))
-	if plan.Enable4 {
-		add(rule(nfproto(false), verdict(expr.VerdictDrop)))
-	}
-	if plan.Enable6 {
-		add(rule(nfproto(true), verdict(expr.VerdictDrop)))
+	for _, exprs := range guardRules(plan) {
+		c.AddRule(&nftables.Rule{Table: t, Chain: fw, Exprs: exprs})
 	}
 	return nil
+}
+
+// guardRules are the guard's forward chain for plan.
+func guardRules(plan ForwardingPlan) [][]expr.Any {
+	rules := [][]expr.Any{
+		// A flow the guard let start goes on without a lookup: only a
+		// packet that passed every chain is tracked as established, so
+		// none between the other interfaces ever is (an invalid one is
+		// not established either, and meets the drops below).
+		rule(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), verdict(expr.VerdictAccept)),
+		// An agent's packets are its own table's to judge.
+		rule(metaIn(expr.MetaKeyIIFNAME, setAgents), verdict(expr.VerdictAccept)),
+		rule(metaIn(expr.MetaKeyOIFNAME, setAgents), verdict(expr.VerdictAccept)),
+	}
+	if plan.Enable4 {
+		rules = append(rules, rule(nfproto(false), verdict(expr.VerdictDrop)))
+	}
+	if plan.Enable6 {
+		rules = append(rules, rule(nfproto(true), verdict(expr.VerdictDrop)))
+	}
+	return rules
+}
+
+// guardSet is the set of the agents' links. Host byte order, as nft
+// declares ifname sets, so that `nft list` shows the names.
+func guardSet(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: setAgents, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+}
+
+func guardElems(ifaces []string) ([]nftables.SetElement, error) {
+	var elems []nftables.SetElement
+	for _, name := range ifaces {
+		if name == "" || len(name) >= len(ifname("")) {
+			return nil, errors.New("firewall: guard: bad interface name " + name)
+		}
+		elems = append(elems, nftables.SetElement{Key: ifname(name)})
+	}
+	return elems, nil
+}
+
+// guardIs says whether the namespace's guard is in place for plan: its
+// set, and its forward chain with exactly the rules of guardRules(plan).
+// Anything else (no guard, one for another plan, one changed by hand) is
+// replaced whole.
+func guardIs(c *nftables.Conn, t *nftables.Table, plan ForwardingPlan) bool {
+	if _, err := c.GetSetByName(t, setAgents); err != nil {
+		return false
+	}
+	rules, err := c.GetRules(t, &nftables.Chain{Name: "forward", Table: t})
+	if err != nil {
+		return false
+	}
+	want := guardRules(plan)
+	if len(rules) != len(want) {
+		return false
+	}
+	for i, r := range rules {
+		if exprsString(r.Exprs) != exprsString(want[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// exprsString spells out a rule's expressions, field by field.
+func exprsString(exprs []expr.Any) string {
+	var b strings.Builder
+	for _, e := range exprs {
+		fmt.Fprintf(&b, "%T%+v;", e, e)
+	}
+	return b.String()
 }
 
 // metaIn is `meta KEY @set`.

@@ -26,6 +26,9 @@ package e2e
 //	SLUICE_BENCH_KEEPLOGS directory: serve's logs are copied there
 //	SLUICE_BENCH_PHASES   BenchmarkServeResolver's phases ("spread one few")
 //	SLUICE_BENCH_PIN      0: BenchmarkServeResolver's serve is not pinned
+//	SLUICE_BENCH_TMPFS    1: serve's /run/sluice is a tmpfs, as /run is on a
+//	                      systemd host (default: a directory of the test's
+//	                      temporary directory, on whatever file system it is)
 
 import (
 	"bufio"
@@ -231,7 +234,11 @@ func newBenchServe(b *testing.B, w *world, agents []benchAgent, hosts int, extra
 	dir := b.TempDir()
 	s := &benchServe{w: w, dir: dir, state: b.TempDir(), config: filepath.Join(dir, "serve.yaml"),
 		journal: filepath.Join(dir, "journal.db"), agents: agents}
-	const mountState = `mkdir -p /run/sluice && mount --bind "$0" /run/sluice && exec sleep 86400`
+	mountState := `mkdir -p /run/sluice && mount --bind "$0" /run/sluice && exec sleep 86400`
+	if os.Getenv("SLUICE_BENCH_TMPFS") == "1" {
+		// /run is a tmpfs on a systemd host; here it is the root's ext4.
+		mountState = `mkdir -p /run/sluice && mount -t tmpfs -o mode=0700 sluice-bench /run/sluice && exec sleep 86400`
+	}
 	s.holder = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", mountState, s.state)
 	if err := s.holder.Start(); err != nil {
 		b.Fatal(err)
