@@ -24,8 +24,8 @@ const (
 	// udpReadSize is a worker's buffer, for the query and, when it fits,
 	// the answer (a larger one is packed into a buffer of its own). A
 	// query is a header, one question of at most 259 bytes and an OPT
-	// record; a datagram longer than this is cut short by the read and
-	// then does not parse, so it gets no answer, as any malformed one.
+	// record; a datagram longer than this is cut short by the read, and
+	// is answered as far as it parses, or not at all.
 	udpReadSize = 4096
 )
 
@@ -85,14 +85,15 @@ func (w *udpWorkers) work() {
 			}
 			continue
 		}
-		if idle == 0 {
-			// This worker may now wait on an upstream for seconds: let
-			// another read the socket meanwhile.
-			w.spawn()
-		}
 		req := new(dns.Msg)
 		if req.Unpack(buf[:n]) != nil {
 			continue // not a DNS message: no answer, as a server would
+		}
+		if idle == 0 {
+			// This worker may now wait on an upstream for seconds: let
+			// another read the socket meanwhile. (Not for junk, which
+			// is dropped at once: it must not grow the pool.)
+			w.spawn()
 		}
 		resp := s.Answer(ctx, from.Addr().Unmap(), req)
 		if resp == nil {

@@ -3,6 +3,7 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/google/nftables"
@@ -30,6 +31,12 @@ func SetGuard(plan ForwardingPlan, ifaces []string) error {
 
 func setGuard(c *nftables.Conn, plan ForwardingPlan, ifaces []string) error {
 	t := &nftables.Table{Name: GuardTable, Family: nftables.TableFamilyINet}
+	// Checked before anything is queued on c: a shared connection sends
+	// whatever is queued with its next transaction.
+	elems, err := guardElems(ifaces)
+	if err != nil {
+		return err
+	}
 	if (plan.Enable4 || plan.Enable6) && guardIs(c, t, plan) {
 		// Only the links changed (an agent came or went): the set's
 		// elements are replaced in one transaction, and the chain stays
@@ -37,10 +44,6 @@ func setGuard(c *nftables.Conn, plan ForwardingPlan, ifaces []string) error {
 		// which costs the kernel several milliseconds more; sluice serve
 		// changes the guard for every agent it starts.
 		set := guardSet(t)
-		elems, err := guardElems(ifaces)
-		if err != nil {
-			return err
-		}
 		c.FlushSet(set)
 		if err := c.SetAddElements(set, elems); err != nil {
 			return fmt.Errorf("firewall: guard: %w", err)
@@ -55,7 +58,7 @@ func setGuard(c *nftables.Conn, plan ForwardingPlan, ifaces []string) error {
 	c.AddTable(t)
 	c.DelTable(t)
 	if plan.Enable4 || plan.Enable6 {
-		if err := addGuard(c, t, plan, ifaces); err != nil {
+		if err := addGuard(c, t, plan, elems); err != nil {
 			return err
 		}
 	}
@@ -65,12 +68,8 @@ func setGuard(c *nftables.Conn, plan ForwardingPlan, ifaces []string) error {
 	return nil
 }
 
-func addGuard(c *nftables.Conn, t *nftables.Table, plan ForwardingPlan, ifaces []string) error {
+func addGuard(c *nftables.Conn, t *nftables.Table, plan ForwardingPlan, elems []nftables.SetElement) error {
 	c.AddTable(t)
-	elems, err := guardElems(ifaces)
-	if err != nil {
-		return err
-	}
 	if err := c.AddSet(guardSet(t), elems); err != nil {
 		return fmt.Errorf("firewall: guard: %w", err)
 	}
@@ -122,12 +121,26 @@ func guardElems(ifaces []string) ([]nftables.SetElement, error) {
 }
 
 // guardIs says whether the namespace's guard is in place for plan: its
-// set, and its forward chain with exactly the rules of guardRules(plan).
+// table active, its set, and its forward chain hooked as addGuard hooks
+// it, with exactly the rules of guardRules(plan).
 // Anything else (no guard, one for another plan, one changed by hand) is
 // replaced whole.
 func guardIs(c *nftables.Conn, t *nftables.Table, plan ForwardingPlan) bool {
 	if _, err := c.GetSetByName(t, setAgents); err != nil {
 		return false
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil || !slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == t.Name && x.Flags == 0 }) {
+		return false // gone, or dormant
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil || !slices.ContainsFunc(chains, func(ch *nftables.Chain) bool {
+		return ch.Table.Name == t.Name && ch.Name == "forward" && ch.Type == nftables.ChainTypeFilter &&
+			ch.Hooknum != nil && *ch.Hooknum == *nftables.ChainHookForward &&
+			ch.Priority != nil && *ch.Priority == *nftables.ChainPriorityFilter &&
+			ch.Policy != nil && *ch.Policy == nftables.ChainPolicyAccept
+	}) {
+		return false // not hooked as the guard hooks it
 	}
 	rules, err := c.GetRules(t, &nftables.Chain{Name: "forward", Table: t})
 	if err != nil {

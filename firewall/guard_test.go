@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"errors"
 	"strings"
 	"testing"
 
@@ -79,6 +80,64 @@ func TestGuardInTheKernel(t *testing.T) {
 		}
 		if tables, _ := c.ListTables(); len(tables) != 0 {
 			t.Errorf("tables left with nothing switched on: %v", tables)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSharedConnDropsAFailedTransaction: a transaction that fails on the
+// shared connection leaves nothing queued for the next one (the
+// connection is replaced): here, a table queued and never flushed.
+func TestSharedConnDropsAFailedTransaction(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-sc")
+	err := ns.Do(func() error {
+		// This thread's namespace stands for the process's own.
+		home := oneShot.home
+		oneShot.mu.Lock()
+		oneShot.home, oneShot.conn = netnsInode(), nil
+		oneShot.mu.Unlock()
+		defer func() {
+			oneShot.mu.Lock()
+			if oneShot.conn != nil {
+				_ = oneShot.conn.CloseLasting()
+			}
+			oneShot.home, oneShot.conn = home, nil
+			oneShot.mu.Unlock()
+		}()
+		stray := &nftables.Table{Name: "stray", Family: nftables.TableFamilyINet}
+		failed := withConn(func(c *nftables.Conn) error {
+			c.AddTable(stray)
+			return errors.New("failed before its flush")
+		})
+		if failed == nil {
+			t.Fatal("the failure was not returned")
+		}
+		if _, err := RemoveTable("absent"); err != nil { // a transaction of its own
+			return err
+		}
+		if err := SetGuard(ForwardingPlan{Enable4: true}, []string{"a-name-far-too-long"}); err == nil {
+			t.Error("a bad link name was accepted")
+		}
+		if err := SetGuard(ForwardingPlan{Enable4: true}, []string{"sla0"}); err != nil {
+			return err
+		}
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tables, err := c.ListTables()
+		if err != nil {
+			return err
+		}
+		var names []string
+		for _, tb := range tables {
+			names = append(names, tb.Name)
+		}
+		if strings.Join(names, " ") != GuardTable {
+			t.Errorf("tables %v, want only the guard: a failed transaction's messages went out with a later one", names)
 		}
 		return nil
 	})

@@ -56,5 +56,13 @@ func withConn(f func(c *nftables.Conn) error) error {
 		}
 		oneShot.conn = c
 	}
-	return f(oneShot.conn)
+	err := f(oneShot.conn)
+	if err != nil {
+		// A transaction that failed may have left messages queued on the
+		// connection (nftables sends them with the next Flush) or replies
+		// unread on its socket: the next one gets a connection of its own.
+		_ = oneShot.conn.CloseLasting()
+		oneShot.conn = nil
+	}
+	return err
 }

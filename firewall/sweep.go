@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -27,6 +28,7 @@ type FlowSweeper struct {
 	mu      sync.Mutex
 	queued  []*sweep
 	running bool
+	closed  bool
 }
 
 type sweep struct {
@@ -46,8 +48,18 @@ func NewFlowSweeper() (*FlowSweeper, error) {
 	return &FlowSweeper{netns: f, walk: forgetFlows}, nil
 }
 
-// Close releases the namespace's handle; calls after it fail.
-func (s *FlowSweeper) Close() error { return s.netns.Close() }
+// Close releases the namespace's handle; calls after it fail (a closed
+// handle would otherwise mean the calling thread's namespace).
+func (s *FlowSweeper) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	running := s.running
+	s.mu.Unlock()
+	if running {
+		return errors.New("firewall: FlowSweeper closed while it walks")
+	}
+	return s.netns.Close()
+}
 
 // ForgetFlows is the package's ForgetFlows for the sweeper's namespace,
 // in a walk shared with the calls made meanwhile.
@@ -60,6 +72,10 @@ func (s *FlowSweeper) ForgetFlows(prefixes []netip.Prefix) (int, error) {
 func (s *FlowSweeper) forget(match func(flow) bool) (int, error) {
 	w := &sweep{match: match, done: make(chan struct{})}
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return 0, errors.New("firewall: FlowSweeper is closed")
+	}
 	s.queued = append(s.queued, w)
 	if !s.running {
 		s.running = true

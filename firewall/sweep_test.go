@@ -96,7 +96,6 @@ func TestFlowSweeper(t *testing.T) {
 	if err := ns.Do(func() (err error) { s, err = NewFlowSweeper(); return err }); err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
 	var wg sync.WaitGroup
 	counts := make([]int, 2)
 	for i, p := range []string{"198.18.0.0/30", "198.18.0.4/30"} {
@@ -118,5 +117,13 @@ func TestFlowSweeper(t *testing.T) {
 	}
 	if len(left) != 1 || left[0].TupleOrig.IP.SourceAddress != a("192.0.2.9") {
 		t.Errorf("left: %+v, want only the flow from 192.0.2.9", left)
+	}
+	// Closed, it walks no more (a closed handle would be the calling
+	// thread's namespace, here the host's).
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ForgetFlows([]netip.Prefix{netip.MustParsePrefix("198.18.0.0/30")}); err == nil {
+		t.Error("a closed sweeper walked")
 	}
 }

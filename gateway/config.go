@@ -114,6 +114,10 @@ type Config struct {
 	// AnswerTime, when set, is told how long each of the resolver's
 	// answers took (sluice serve's latency histogram).
 	AnswerTime func(time.Duration)
+
+	// claimed is the slot sluice serve claimed for the agent beside its
+	// others' (claimSlots), for New to take instead of claiming one.
+	claimed *claimedSlot
 }
 
 // Validate reports every problem of c at once.

@@ -46,18 +46,21 @@ type Gateway struct {
 	log *slog.Logger
 	// keepTable is set when the forwarding hold could not be given up
 	// (see enableForwarding) or the agent's tracked flows could not be
-	// deleted (forgetFlowsAtEnd): the table and the record then stay at
-	// teardown, for the next start's recovery to undo both.
+	// deleted at the end (forgetEarlierFlows): the table and the record
+	// then stay at teardown, for the next start's recovery to undo both.
 	keepTable bool
-	policy    atomic.Pointer[policy.Policy] // the policy in force
-	reload    sync.Mutex                    // one policy change at a time
-	change    sync.Mutex                    // held from working out a change to its end
-	allow     allowances                    // reviewers' additions
-	agent     *sandbox.Agent
-	state     *sandbox.State
-	fw        *firewall.Manager
-	cleanup   []func() error // run last to first
-	fatal     chan error     // a part that cannot go on says so here
+	// forwardingHeld says sluice serve took the agent's hold on
+	// forwarding with its other agents' (claimSlots).
+	forwardingHeld bool
+	policy         atomic.Pointer[policy.Policy] // the policy in force
+	reload         sync.Mutex                    // one policy change at a time
+	change         sync.Mutex                    // held from working out a change to its end
+	allow          allowances                    // reviewers' additions
+	agent          *sandbox.Agent
+	state          *sandbox.State
+	fw             *firewall.Manager
+	cleanup        []func() error // run last to first
+	fatal          chan error     // a part that cannot go on says so here
 
 	// The parts that run until the gateway closes (start).
 	ctx     context.Context
@@ -107,6 +110,13 @@ type Gateway struct {
 // setup, as when sluice does not run; sluice's part opens nothing before
 // the table is in: forwarding is switched on after it.
 func New(cfg Config) (g *Gateway, err error) {
+	if cl := cfg.claimed; cl != nil {
+		defer func() {
+			if err != nil && (g == nil || g.state == nil) {
+				_ = cl.state.Release() // claimed for it (claimSlots), never taken
+			}
+		}()
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -166,6 +176,14 @@ func New(cfg Config) (g *Gateway, err error) {
 // (or while the kernel tears down its namespace) would otherwise hold its
 // networks.
 func (g *Gateway) claimState() error {
+	if cl := g.cfg.claimed; cl != nil {
+		var err error
+		if g.own, g.connected, err = gatewayAddrs(); err != nil {
+			return err
+		}
+		g.forwardingHeld = cl.forwarding
+		return g.tookState(cl.state, cl.routes6)
+	}
 	routes6 := gatewayHasIPv6()
 	c := slotChooser{cfg: &g.cfg, ipv6: !g.cfg.NoIPv6 && routes6, pid: os.Getpid()}
 	choose := func(held []sandbox.Holder) (sandbox.Slot, error) {
@@ -191,6 +209,11 @@ func (g *Gateway) claimState() error {
 	if err != nil {
 		return err
 	}
+	return g.tookState(st, routes6)
+}
+
+// tookState makes st, the slot claimed, the gateway's.
+func (g *Gateway) tookState(st *sandbox.State, routes6 bool) error {
 	g.state = st
 	g.net4 = st.Nets[0]
 	if len(st.Nets) > 1 {
@@ -409,6 +432,9 @@ func (g *Gateway) enableForwarding() error {
 		}
 		return err
 	})
+	if g.forwardingHeld {
+		return nil // taken with the other agents' (claimSlots)
+	}
 	if err := g.state.EnableForwarding(g.ipv6); err != nil {
 		return fmt.Errorf("enable forwarding: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/metrics"
 	"github.com/sluicegw/sluice/policy"
+	"github.com/sluicegw/sluice/sandbox"
 )
 
 // ServerConfig is what a Server serves.
@@ -92,6 +93,7 @@ type Server struct {
 	ui        *http.Server
 	uiAddr    string
 
+	kernel bool                    // real gateways, not a test's fakes: slots are claimed (claimSlots)
 	agents map[string]*servedAgent // Run's alone once it runs
 	failed chan agentFailure
 	hup    chan struct{}
@@ -140,7 +142,7 @@ func NewServer(cfg ServerConfig) (s *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s = &Server{cfg: cfg, log: cfg.Log, started: conf, metrics: metrics.New(),
+	s = &Server{cfg: cfg, log: cfg.Log, started: conf, metrics: metrics.New(), kernel: kernel,
 		agents: map[string]*servedAgent{}, failed: make(chan agentFailure), hup: make(chan struct{}, 1)}
 	s.stamps = stamps.watch(cfg.File, policyFiles(conf))
 	defer func() {
@@ -194,17 +196,26 @@ func startOrder(agents []ServeAgent) []ServeAgent {
 }
 
 // forgetFlowsBeforeStart undoes what dead runs left in this namespace
-// (their links all at once, and their flows: sandbox) and then deletes,
-// in one walk of the conntrack table, the tracked flows from every network
-// an agent of conf may get: the networks its agents name and the pools,
-// less those that live agents of other sluice processes hold. None of
+// (their links all at once: sandbox) and then deletes, in one walk of the
+// conntrack table, the tracked flows from the dead agents' networks and
+// from every network an agent of conf may get: the networks its agents
+// name and the pools, less those that live agents of other sluice
+// processes hold. (Were serve to die between the two, what it had not
+// deleted is of networks no agent of conf gets but through this walk,
+// and sluice run walks for its own at start.) None of
 // those networks has a link up now, so no flow from them appears before
 // the agents' tables are in, and the agents start without a walk each
 // (Config.FlowsForgotten), each of which costs the kernel a pass over the
 // whole table. It says whether it did; when not, the agents walk for
 // themselves as they start.
 func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig) bool {
-	undone, held, err := recoverHeld(s.cfg.StateDir)
+	// The dead agents' flows go in the walk below, with the rest: one
+	// walk instead of two (each costs a pass over the whole table, and
+	// the deletion of what a hundred dead agents left).
+	var dead []netip.Prefix
+	sc := stateConfig(s.cfg.StateDir, nil)
+	sc.ForgetFlows = func(nets []netip.Prefix) error { dead = append(dead, nets...); return nil }
+	undone, held, err := sandbox.RecoverHeld(sc)
 	for _, u := range undone {
 		s.log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
 	}
@@ -212,7 +223,7 @@ func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig) bool {
 		s.log.Warn("the agents' records could not be read before start: each agent's start sees to it", "err", err)
 		return false
 	}
-	nets := []netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)}
+	nets := append([]netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)}, dead...)
 	for _, a := range conf.Agents {
 		for _, n := range []netip.Prefix{a.AgentNet, a.AgentNet6} {
 			if n.IsValid() && a.Interface == "" {
@@ -220,7 +231,15 @@ func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig) bool {
 			}
 		}
 	}
-	var live []netip.Prefix
+	// Not what live agents hold (those of this state directory), nor any
+	// network with an address up here now: another sluice's agents (of
+	// another state directory), or whatever else uses these ranges.
+	live, connected, err := gatewayAddrs()
+	if err != nil {
+		s.log.Warn("the gateway's addresses could not be listed before start: each agent's start sees to it", "err", err)
+		return false
+	}
+	live = append(live, connected...)
 	for _, h := range held {
 		live = append(live, h.Nets...)
 	}
@@ -251,33 +270,41 @@ const startConcurrency = 8
 func (s *Server) startAgents(specs []ServeAgent, forgotten bool) iter.Seq2[ServeAgent, error] {
 	return func(yield func(ServeAgent, error) bool) {
 		ordered := startOrder(specs)
-		split := slices.IndexFunc(ordered, func(a ServeAgent) bool { return netsFromPool(a) == 1 })
-		if split < 0 {
-			split = len(ordered)
-		}
-		var failed []ServeAgent
-		errs := map[string]error{}
-		for _, group := range [][]ServeAgent{ordered[:split], ordered[split:]} {
-			started := make([]*servedAgent, len(group))
-			groupErrs := make([]error, len(group))
-			eachAtOnce(len(group), startConcurrency, func(i int) {
-				started[i], groupErrs[i] = s.launchAgent(group[i], forgotten)
-			})
-			for i, a := range started {
-				if a != nil {
-					s.agents[a.spec.Name] = a
-					s.metrics.SetUp(a.spec.Name, true)
-					s.metrics.Track(a.spec.Name, a.g.Counts)
-					s.logWarnings(a.spec)
-					continue
-				}
-				s.metrics.SetUp(group[i].Name, false)
-				failed = append(failed, group[i])
-				errs[group[i].Name] = groupErrs[i]
+		cfgs := make([]*Config, len(ordered))
+		errs := make([]error, len(ordered))
+		var claim []*Config
+		var claimAt []int
+		for i, spec := range ordered {
+			cfgs[i] = s.agentConfig(spec, forgotten)
+			if s.kernel && spec.Interface == "" {
+				claim, claimAt = append(claim, cfgs[i]), append(claimAt, i)
 			}
 		}
-		for _, spec := range failed {
-			if !yield(spec, errs[spec.Name]) {
+		// The namespace agents' slots in one pass (router mode's claim
+		// in New, from its interface), in startOrder.
+		for j, err := range claimSlots(claim, s.log) {
+			errs[claimAt[j]] = err
+		}
+		started := make([]*servedAgent, len(ordered))
+		eachAtOnce(len(ordered), startConcurrency, func(i int) {
+			if errs[i] == nil {
+				started[i], errs[i] = s.launchAgent(ordered[i], *cfgs[i])
+			}
+		})
+		var failed []int
+		for i, a := range started {
+			if a != nil {
+				s.agents[a.spec.Name] = a
+				s.metrics.SetUp(a.spec.Name, true)
+				s.metrics.Track(a.spec.Name, a.g.Counts)
+				s.logWarnings(a.spec)
+				continue
+			}
+			s.metrics.SetUp(ordered[i].Name, false)
+			failed = append(failed, i)
+		}
+		for _, i := range failed {
+			if !yield(ordered[i], errs[i]) {
 				return
 			}
 		}
@@ -306,12 +333,9 @@ func netsFromPool(a ServeAgent) int {
 	return 1
 }
 
-// launchAgent starts a gateway for spec, which has no error, and the
-// goroutine that reports its failure to Run (which takes it once the
-// agent is in s.agents: startAgents puts it there). It may run beside
-// other launches.
-func (s *Server) launchAgent(spec ServeAgent, forgotten bool) (*servedAgent, error) {
-	g, err := s.cfg.newGateway(Config{
+// agentConfig is the Config of spec's gateway.
+func (s *Server) agentConfig(spec ServeAgent, forgotten bool) *Config {
+	return &Config{
 		Name: spec.Name, Policy: spec.Policy, PolicySource: PolicySource{File: spec.PolicyFile},
 		Namespace: spec.Namespace(), Interface: spec.Interface, AgentNet: spec.AgentNet, AgentNet6: spec.AgentNet6,
 		Upstreams: s.upstreams, Global: s.started.Global, StateDir: s.cfg.StateDir, Report: spec.Mode == ModeReport, Flows: s.flows, FlowsForgotten: forgotten,
@@ -320,7 +344,15 @@ func (s *Server) launchAgent(spec ServeAgent, forgotten bool) (*servedAgent, err
 		// counted; every agent's records go to the one store.
 		Journal: journal.Tee{s.metrics, s.store, journal.LogSink{Log: s.log}},
 		Log:     slog.New(agentHandler{s.log.Handler(), spec.Name}),
-	})
+	}
+}
+
+// launchAgent starts a gateway for spec, which has no error, with cfg,
+// and the goroutine that reports its failure to Run (which takes it once
+// the agent is in s.agents: startAgents puts it there). It may run beside
+// other launches.
+func (s *Server) launchAgent(spec ServeAgent, cfg Config) (*servedAgent, error) {
+	g, err := s.cfg.newGateway(cfg)
 	if err != nil {
 		return nil, err
 	}

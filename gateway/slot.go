@@ -4,7 +4,9 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 
 	"github.com/sluicegw/sluice/firewall"
@@ -114,10 +116,75 @@ func stateConfig(dir string, choose func([]sandbox.Holder) (sandbox.Slot, error)
 	}
 }
 
-// recoverHeld is Recover, and also returns the slots still held: by live
-// agents, and by dead ones it could not undo.
-func recoverHeld(stateDir string) ([]string, []sandbox.Holder, error) {
-	return sandbox.RecoverHeld(stateConfig(stateDir, nil))
+// claimedSlot is a slot claimed for a gateway before New (claimSlots).
+type claimedSlot struct {
+	state   *sandbox.State
+	routes6 bool // the namespace can carry IPv6 out (gatewayHasIPv6)
+	// forwarding says the agent's hold on forwarding is taken already,
+	// with the others' (sandbox.EnableForwardingAll).
+	forwarding bool
+}
+
+// claimSlots claims the slots of the namespace agents cfgs in one pass
+// under the records' lock (sandbox.ClaimAll) and gives each Config its
+// own (Config.claimed) or returns its error: sluice serve's agents, which
+// would otherwise queue for the lock one claim at a time. Every cfg names
+// the same state directory; none is in router mode.
+func claimSlots(cfgs []*Config, log *slog.Logger) []error {
+	errs := make([]error, len(cfgs))
+	if len(cfgs) == 0 {
+		return errs
+	}
+	routes6 := gatewayHasIPv6()
+	var nets []netip.Prefix
+	listed := false
+	specs := make([]sandbox.ClaimSpec, len(cfgs))
+	pid := os.Getpid()
+	for i, cfg := range cfgs {
+		c := slotChooser{cfg: cfg, ipv6: !cfg.NoIPv6 && routes6, pid: pid}
+		specs[i] = sandbox.ClaimSpec{AgentNetNS: cfg.Namespace, Choose: func(held []sandbox.Holder) (sandbox.Slot, error) {
+			if !listed { // once, under the lock, after the recovery
+				own, connected, err := gatewayAddrs()
+				if err != nil {
+					return sandbox.Slot{}, err
+				}
+				nets, listed = slices.Concat(own, connected), true
+			}
+			c.nets = nets
+			return c.choose(held)
+		}}
+	}
+	states, claimErrs, undone, err := sandbox.ClaimAll(stateConfig(cfgs[0].StateDir, nil), specs)
+	for _, u := range undone {
+		log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
+	}
+	var claimed []*sandbox.State
+	ipv6 := false
+	for i := range cfgs {
+		switch {
+		case err != nil:
+			errs[i] = err
+		case claimErrs[i] != nil:
+			errs[i] = claimErrs[i]
+		default:
+			cfgs[i].claimed = &claimedSlot{state: states[i], routes6: routes6}
+			claimed = append(claimed, states[i])
+			ipv6 = ipv6 || len(states[i].Nets) > 1 && routes6
+		}
+	}
+	// Their holds on forwarding too, and the guard once: no agent's link
+	// exists yet (each is made down, and raised once its table is in), so
+	// forwarding on now opens nothing. Should it fail, each takes its own.
+	if err := sandbox.EnableForwardingAll(claimed, ipv6); err != nil {
+		log.Warn("the agents' forwarding could not be taken at once: each takes its own", "err", err)
+		return errs
+	}
+	for _, cfg := range cfgs {
+		if cfg.claimed != nil {
+			cfg.claimed.forwarding = true
+		}
+	}
+	return errs
 }
 
 // Recover undoes what gateways that died left in the current network

@@ -233,6 +233,81 @@ func Claim(cfg StateConfig) (*State, []string, error) {
 	return s, undone, nil
 }
 
+// ClaimSpec is one agent of a ClaimAll: its network namespace's name
+// (StateConfig.AgentNetNS) and how it picks its slot.
+type ClaimSpec struct {
+	AgentNetNS string
+	Choose     func(held []Holder) (Slot, error)
+}
+
+// ClaimAll is Claim for several agents of this process (not in router
+// mode) at once: one pass under the records' lock, with one recovery and
+// one reading of the records, each agent choosing among the slots that
+// others hold, those this call claimed before it included. It returns a
+// State or an error for each spec, in order, what the recovery undid, and
+// an error that failed them all. sluice serve starts a hundred agents:
+// one at a time, their claims queue for the lock.
+func ClaimAll(cfg StateConfig, specs []ClaimSpec) ([]*State, []error, []string, error) {
+	ns, err := openNamespace(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	states, errs := make([]*State, len(specs)), make([]error, len(specs))
+	var undone []string
+	err = ns.locked(func() error {
+		var held []Holder
+		var unread error
+		undone, held, unread = ns.recover()
+		if unread != nil {
+			return fmt.Errorf("%w; nothing is started until it is removed (after removing the link and the table it names)", unread)
+		}
+		names := liveAgentNetNS(ns.dir)
+		for i, spec := range specs {
+			if h, ok := names[spec.AgentNetNS]; ok && spec.AgentNetNS != "" {
+				errs[i] = h
+				continue
+			}
+			slot, err := spec.Choose(held)
+			if err == nil {
+				for _, h := range held {
+					if err = slot.Conflict(h); err != nil {
+						break
+					}
+				}
+			}
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			s := &State{Record: Record{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: spec.AgentNetNS,
+				Started: time.Now(), NetNS: netnsName(ns.inode), NetNSInode: ns.inode},
+				path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
+			if errs[i] = s.save(); errs[i] == nil {
+				states[i] = s
+				held = append(held, Holder{Slot: slot, PID: s.PID})
+			}
+		}
+		return nil
+	})
+	return states, errs, undone, err
+}
+
+// liveAgentNetNS maps the agent namespace names that live runs of any
+// gateway namespace hold to the error that refuses each (see
+// checkAgentNetNS). Call it under the lock.
+func liveAgentNetNS(dir string) map[string]error {
+	out := map[string]error{}
+	paths, _ := filepath.Glob(filepath.Join(dir, "netns-*-agent-*.json"))
+	for _, p := range paths {
+		s, err := readState(p)
+		if err == nil && s.AgentNetNS != "" && s.alive() {
+			out[s.AgentNetNS] = fmt.Errorf("the agent namespace %s is held by another sluice (agent %q, pid %d, gateway namespace %s)",
+				s.AgentNetNS, s.Name, s.PID, cmp.Or(s.NetNS, "without a name"))
+		}
+	}
+	return out
+}
+
 // Recover undoes what dead runs left in the current network namespace, as
 // Claim does first, and says what it did.
 func Recover(cfg StateConfig) ([]string, error) {
@@ -264,15 +339,7 @@ func (ns *namespace) checkAgentNetNS(name string) error {
 	if name == "" {
 		return nil
 	}
-	paths, _ := filepath.Glob(filepath.Join(ns.dir, "netns-*-agent-*.json"))
-	for _, p := range paths {
-		s, err := readState(p)
-		if err == nil && s.AgentNetNS == name && s.alive() {
-			return fmt.Errorf("the agent namespace %s is held by another sluice (agent %q, pid %d, gateway namespace %s)",
-				name, s.Name, s.PID, cmp.Or(s.NetNS, "without a name"))
-		}
-	}
-	return nil
+	return liveAgentNetNS(ns.dir)[name]
 }
 
 func openNamespace(cfg StateConfig) (*namespace, error) {
@@ -747,22 +814,43 @@ func writeRecord(path string, v any) error {
 // whose clients' advertisements the gateway must not take.
 // Every old value is recorded before it changes, so a crash cannot lose it.
 func (s *State) EnableForwarding(ipv6 bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.ns.locked(func() error {
-		fwd, err := s.ns.readForwarding()
+	return EnableForwardingAll([]*State{s}, ipv6)
+}
+
+// EnableForwardingAll is EnableForwarding for several agents of one
+// namespace, claimed by this process, in one pass under the lock, with
+// one change of the guard: sluice serve's agents, which would otherwise
+// queue for the lock one at a time.
+func EnableForwardingAll(states []*State, ipv6 bool) error {
+	if len(states) == 0 {
+		return nil
+	}
+	ns := states[0].ns
+	for _, s := range states {
+		if s.ns.prefix != ns.prefix {
+			return errors.New("sandbox: EnableForwardingAll: agents of different namespaces")
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
+	return ns.locked(func() error {
+		fwd, err := ns.readForwarding()
 		if errors.Is(err, os.ErrNotExist) {
 			fwd = &forwarding{}
 		} else if err != nil {
 			return err
 		}
 		var routers []string
-		if s.Router {
-			routers = append(routers, s.Iface)
+		ours := map[string]bool{}
+		for _, s := range states {
+			ours[s.path] = true
+			if s.Router {
+				routers = append(routers, s.Iface)
+			}
 		}
-		records, _ := s.ns.agents()
+		records, _ := ns.agents()
 		for _, r := range records {
-			if r.Router && r.alive() {
+			if r.Router && r.alive() && !ours[r.path] {
 				routers = append(routers, r.Iface)
 			}
 		}
@@ -778,20 +866,22 @@ func (s *State) EnableForwarding(ipv6 bool) error {
 		if len(fwd.Sysctls) == 0 {
 			return nil // forwarding was on before sluice: nothing to hold
 		}
-		if err := s.ns.saveForwarding(fwd); err != nil {
+		if err := ns.saveForwarding(fwd); err != nil {
 			return err
 		}
-		s.Forwarding = true
-		if err := s.save(); err != nil {
-			return err
+		now := slices.Clone(states)
+		for _, s := range states {
+			s.Forwarding = true
+			if err := s.save(); err != nil {
+				return err
+			}
 		}
-		now := []*State{s}
 		for _, r := range records {
-			if r.path != s.path {
+			if !ours[r.path] {
 				now = append(now, r)
 			}
 		}
-		if err := s.ns.settleForwarding(nil, true, now); err != nil {
+		if err := ns.settleForwarding(nil, true, now); err != nil {
 			return err
 		}
 		for _, c := range changes {

@@ -405,3 +405,58 @@ func TestRecoverForgetsDeadFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestClaimAll: several agents claimed in one pass each get a slot that
+// none of the others, earlier ones of the same call included, holds; an
+// agent whose namespace another live run holds fails alone.
+func TestClaimAll(t *testing.T) {
+	ns := nstest.New(t, nstest.Prefix()+"-ca")
+	dir := t.TempDir()
+	err := ns.Do(func() error {
+		cfg := StateConfig{Dir: dir, SetGuard: (&guardLog{}).set}
+		other, _, err := Claim(StateConfig{Dir: dir, SetGuard: cfg.SetGuard, AgentNetNS: "sluice-taken",
+			Choose: func([]Holder) (Slot, error) { return slot("other", 1), nil }})
+		if err != nil {
+			return err
+		}
+		defer other.Release()
+		// Each picks the first of slots 1..4 that nobody holds.
+		first := func(name string) func(held []Holder) (Slot, error) {
+			return func(held []Holder) (Slot, error) {
+				for i := 1; i <= 4; i++ {
+					s := slot(name, i)
+					if !slices.ContainsFunc(held, func(h Holder) bool { return s.Conflict(h) != nil }) {
+						return s, nil
+					}
+				}
+				return Slot{}, errors.New("pool full")
+			}
+		}
+		states, errs, _, err := ClaimAll(cfg, []ClaimSpec{
+			{AgentNetNS: "sluice-a", Choose: first("a")},
+			{AgentNetNS: "sluice-taken", Choose: first("t")},
+			{AgentNetNS: "sluice-b", Choose: first("b")},
+		})
+		if err != nil {
+			return err
+		}
+		if errs[0] != nil || errs[2] != nil || states[0] == nil || states[2] == nil {
+			t.Fatalf("claims: %v", errs)
+		}
+		if errs[1] == nil || !strings.Contains(errs[1].Error(), "held by another sluice") || states[1] != nil {
+			t.Errorf("a namespace another run holds: %v", errs[1])
+		}
+		if a, b := states[0].Iface, states[2].Iface; a != "slt2" || b != "slt3" {
+			t.Errorf("links %s and %s; want slt2 and slt3 (slt1 is the other run's)", a, b)
+		}
+		for _, s := range []*State{states[0], states[2]} {
+			if err := s.Release(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
