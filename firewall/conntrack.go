@@ -82,19 +82,76 @@ func forgetFlows(netnsFd int, match func(flow) bool) (int, error) {
 		if len(doomed) == 0 {
 			return n, nil
 		}
-		for _, d := range doomed {
-			_, err := c.Execute(netlink.Message{
-				Header: netlink.Header{Type: ctType(ctMsgDelete), Flags: netlink.Request | netlink.Acknowledge},
-				Data:   d,
-			})
-			// An entry may end by itself between the dump and the delete.
-			if err != nil && !errors.Is(err, unix.ENOENT) {
+		for len(doomed) > 0 {
+			chunk := doomed[:min(len(doomed), deleteBatch)]
+			doomed = doomed[len(chunk):]
+			if err := deleteEntries(c, chunk); err != nil {
 				return n, fmt.Errorf("conntrack delete: %w", err)
 			}
-			n++
+			n += len(chunk)
 		}
 	}
 	return n, errors.New("conntrack: flows from the agent's addresses keep appearing")
+}
+
+// deleteBatch is how many deletions go to the kernel in one write: a
+// hundred dead agents can leave tens of thousands of flows (each DNS
+// question is one), and a round trip each costs more than the deletion.
+const deleteBatch = 256
+
+// deleteEntries deletes the entries whose delete bodies are doomed, sent
+// in one write. Only the last asks for an acknowledgement: the kernel
+// answers in order, so once it comes every other deletion was done, and
+// those that failed said so before it. An entry that ended by itself
+// meanwhile (ENOENT) is gone as asked.
+func deleteEntries(c *netlink.Conn, doomed [][]byte) error {
+	msgs := make([]netlink.Message, len(doomed))
+	for i, d := range doomed {
+		msgs[i] = netlink.Message{Header: netlink.Header{Type: ctType(ctMsgDelete), Flags: netlink.Request}, Data: d}
+	}
+	msgs[len(msgs)-1].Header.Flags |= netlink.Acknowledge
+	sent, err := c.SendMessages(msgs)
+	if err != nil {
+		return err
+	}
+	last := sent[len(sent)-1].Header.Sequence
+	first := sent[0].Header.Sequence
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	var failed error
+	for {
+		var n int
+		var rerr error
+		if err := raw.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+			return !errors.Is(rerr, unix.EAGAIN)
+		}); err != nil {
+			return err
+		}
+		if rerr != nil {
+			return rerr
+		}
+		replies, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range replies {
+			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq-first > last-first { // not ours (wrap-safe)
+				continue
+			}
+			if len(m.Data) >= 4 {
+				if errno := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data))); errno != 0 && errno != unix.ENOENT && failed == nil {
+					failed = errno
+				}
+			}
+			if m.Header.Seq == last {
+				return failed
+			}
+		}
+	}
 }
 
 func ctType(msg uint16) netlink.HeaderType {
