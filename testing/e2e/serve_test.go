@@ -515,6 +515,45 @@ try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
 	w.assertClean(t)
 }
 
+// TestServeKill9NoFlowInherited: after a kill -9 of serve, a tracked flow
+// left on the network of an agent whose link comes from the pool (planted
+// while serve is dead: established, from the agent's address) is gone
+// before the next start serves the agent again: the same source port to
+// the same destination does not pass as established. The control: the
+// agent's allowed flows pass after the restart.
+func TestServeKill9NoFlowInherited(t *testing.T) {
+	w := newServeWorld(t)
+	st := newPrivateState(t)
+	dir := t.TempDir()
+	alpha := nstest.Prefix()[2:] + "-alpha"
+	writeAtomic(t, filepath.Join(dir, alpha+".yaml"), "version: 1\nallow:\n  - host: allowed.test\n    ports: [9443]\n")
+	config := filepath.Join(dir, "serve.yaml")
+	writeAtomic(t, config, serveHeader(filepath.Join(dir, "journal.db"))+"agents:\n  - name: "+alpha+"\n    policy: "+alpha+".yaml\n")
+	s := startServe(t, w, st, config)
+	s.waitLogged(t, "serve ready", "agents=1")
+	// The pool's first slot: the gateway 198.19.255.253, the agent .254.
+	const gw, agent = "198.19.255.253", "198.19.255.254"
+	expect(t, s.agentShell(t, alpha, gw, prelude+"try fwd nc -z -w 2 allowed.test 9443\n"), map[string]string{"fwd": "0"})
+	if err := s.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.cmd.Wait()
+	w.inet.Run(t, "ip", "route", "add", "198.19.255.252/30", "via", "198.18.1.1")
+	plantEstablished(t, w, agent)
+	again := startServe(t, w, st, config)
+	again.waitLogged(t, "serve ready", "agents=1")
+	r := again.agentShell(t, alpha, gw, prelude+`
+try fwd nc -z -w 2 allowed.test 9443
+try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
+`)
+	expect(t, r, map[string]string{"fwd": "0", "stale": "1"})
+	noStaleContacts(t, w)
+	if code := again.stop(t); code != 0 {
+		t.Errorf("serve exited %d after SIGTERM", code)
+	}
+	w.assertClean(t)
+}
+
 // TestServeReloadRevokes: a host removed from an agent's policy loses
 // its open connections, the proxied (TLS) and the forwarded, while the
 // connection to a host that stayed works on. (One agent: the other
