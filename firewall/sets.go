@@ -230,19 +230,14 @@ func (m *Manager) queue(keys []elemKey, timeouts map[elemKey]time.Duration, refr
 	}
 }
 
-// Elements counts the elements Allow put in the agent's sets that have
-// not expired: what sluice knows of them, never a dump of the kernel's.
+// Elements counts the elements Allow put in the agent's sets, expired
+// ones included until they are swept: what sluice knows of them, never a
+// dump of the kernel's. It is read at every metrics scrape, so it takes
+// the lock the resolver's answers wait on only to read the map's length.
 func (m *Manager) Elements() int {
-	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := 0
-	for _, exp := range m.expiry {
-		if exp.After(now) {
-			n++
-		}
-	}
-	return n
+	return len(m.expiry)
 }
 
 func (m *Manager) sweepLocked(now time.Time) {

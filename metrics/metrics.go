@@ -50,8 +50,8 @@ type Metrics struct {
 // AgentCounts is what an agent's gateway counts of itself, read at every
 // scrape: sluice's own counts, never a dump of the kernel's sets.
 type AgentCounts struct {
-	// SetElements are the addresses and ports in the agent's sets that
-	// have not expired; Pins the name-to-address pins it holds (expired
+	// SetElements are the addresses and ports sluice put in the agent's
+	// sets, Pins the name-to-address pins it holds (both with expired
 	// ones until they are swept).
 	SetElements, Pins int
 	// ProxyOpen are the proxy's connections now, ProxyTotal all it took.
@@ -76,7 +76,7 @@ func newAgentCollector() *agentCollector {
 	}
 	return &agentCollector{
 		counts:   map[string]func() AgentCounts{},
-		elements: desc("sluice_set_elements", "Addresses and ports in the agent's sets that have not expired, as sluice counts them."),
+		elements: desc("sluice_set_elements", "Addresses and ports sluice put in the agent's sets (expired ones until swept), as sluice counts them."),
 		pins:     desc("sluice_pins", "Name-to-address pins the agent's resolver holds (expired ones until swept)."),
 		open:     desc("sluice_proxy_connections", "Connections the agent's proxy holds now, pending a decision or relayed."),
 		total:    desc("sluice_proxy_connections_total", "Connections the agent's proxy has taken."),
