@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -116,12 +117,27 @@ func deleteEntries(c *netlink.Conn, doomed [][]byte) error {
 	}
 	last := sent[len(sent)-1].Header.Sequence
 	first := sent[0].Header.Sequence
+	var failed error
+	err = eachReply(c, func(m syscall.NetlinkMessage) bool {
+		if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq-first > last-first { // not ours (wrap-safe)
+			return false
+		}
+		if errno := replyErrno(m); errno != 0 && errno != unix.ENOENT && failed == nil {
+			failed = errno
+		}
+		return m.Header.Seq == last
+	})
+	return cmp.Or(err, failed)
+}
+
+// eachReply reads the socket's messages and gives each to f until f says
+// it was the last.
+func eachReply(c *netlink.Conn, f func(m syscall.NetlinkMessage) (last bool)) error {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return err
 	}
 	buf := make([]byte, 64<<10)
-	var failed error
 	for {
 		var n int
 		var rerr error
@@ -134,24 +150,24 @@ func deleteEntries(c *netlink.Conn, doomed [][]byte) error {
 		if rerr != nil {
 			return rerr
 		}
-		replies, err := syscall.ParseNetlinkMessage(buf[:n])
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
 			return err
 		}
-		for _, m := range replies {
-			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq-first > last-first { // not ours (wrap-safe)
-				continue
-			}
-			if len(m.Data) >= 4 {
-				if errno := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data))); errno != 0 && errno != unix.ENOENT && failed == nil {
-					failed = errno
-				}
-			}
-			if m.Header.Seq == last {
-				return failed
+		for _, m := range msgs {
+			if f(m) {
+				return nil
 			}
 		}
 	}
+}
+
+// replyErrno is the error an NLMSG_ERROR message carries (0 for an ack).
+func replyErrno(m syscall.NetlinkMessage) unix.Errno {
+	if len(m.Data) < 4 {
+		return 0
+	}
+	return unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data)))
 }
 
 func ctType(msg uint16) netlink.HeaderType {
@@ -170,48 +186,33 @@ func matchingEntries(c *netlink.Conn, match func(flow) bool) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := c.SyscallConn()
+	var doomed [][]byte
+	var failed error
+	err = eachReply(c, func(m syscall.NetlinkMessage) bool {
+		if m.Header.Seq != sent.Header.Sequence {
+			return false
+		}
+		switch m.Header.Type {
+		case unix.NLMSG_DONE:
+			return true
+		case unix.NLMSG_ERROR:
+			if errno := replyErrno(m); errno != 0 {
+				failed = errno
+			}
+			return true
+		}
+		if d := deleteBodyIf(m.Data, match); d != nil {
+			doomed = append(doomed, d)
+		}
+		return false
+	})
+	if err == nil {
+		err = failed
+	}
 	if err != nil {
 		return nil, err
 	}
-	buf := make([]byte, 64<<10)
-	var doomed [][]byte
-	for {
-		var n int
-		var rerr error
-		if err := raw.Read(func(fd uintptr) bool {
-			n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
-			return !errors.Is(rerr, unix.EAGAIN)
-		}); err != nil {
-			return nil, err
-		}
-		if rerr != nil {
-			return nil, rerr
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != sent.Header.Sequence {
-				continue
-			}
-			switch m.Header.Type {
-			case unix.NLMSG_DONE:
-				return doomed, nil
-			case unix.NLMSG_ERROR:
-				if len(m.Data) >= 4 {
-					if errno := int32(binary.NativeEndian.Uint32(m.Data)); errno != 0 {
-						return nil, unix.Errno(-errno)
-					}
-				}
-				return doomed, nil
-			}
-			if d := deleteBodyIf(m.Data, match); d != nil {
-				doomed = append(doomed, d)
-			}
-		}
-	}
+	return doomed, nil
 }
 
 // deleteBody returns the body of a delete message for the entry in msg (a

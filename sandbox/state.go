@@ -195,55 +195,28 @@ type namespace struct {
 // live agent holds) is undone first, and what was undone is returned for
 // the caller to report.
 func Claim(cfg StateConfig) (*State, []string, error) {
-	ns, err := openNamespace(cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	var s *State
-	var undone []string
-	err = ns.locked(func() error {
-		var held []Holder
-		var unread error
-		undone, held, unread = ns.recover()
-		if unread != nil {
-			// What that run holds is unknown: its table's name could be
-			// taken again while its link still stands, unfiltered.
-			return fmt.Errorf("%w; nothing is started until it is removed (after removing the link and the table it names)", unread)
-		}
-		if err := ns.checkAgentNetNS(cfg.AgentNetNS); err != nil {
-			return err
-		}
-		slot, err := cfg.Choose(held)
-		if err != nil {
-			return err
-		}
-		for _, h := range held {
-			if err := slot.Conflict(h); err != nil {
-				return err
-			}
-		}
-		s = &State{Record: Record{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: cfg.AgentNetNS, Router: cfg.Router,
-			Started: time.Now(), NetNS: netnsName(ns.inode), NetNSInode: ns.inode},
-			path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
-		return s.save()
-	})
-	if err != nil {
+	states, errs, undone, err := ClaimAll(cfg, []ClaimSpec{{AgentNetNS: cfg.AgentNetNS, Router: cfg.Router, Choose: cfg.Choose}})
+	if err = cmp.Or(err, errs[0]); err != nil {
 		return nil, undone, err
 	}
-	return s, undone, nil
+	return states[0], undone, nil
 }
 
 // ClaimSpec is one agent of a ClaimAll: its network namespace's name
-// (StateConfig.AgentNetNS) and how it picks its slot.
+// (StateConfig.AgentNetNS), whether it is in router mode
+// (StateConfig.Router) and how it picks its slot.
 type ClaimSpec struct {
 	AgentNetNS string
+	Router     bool
 	Choose     func(held []Holder) (Slot, error)
 }
 
-// ClaimAll is Claim for several agents of this process (not in router
-// mode) at once: one pass under the records' lock, with one recovery and
-// one reading of the records, each agent choosing among the slots that
-// others hold, those this call claimed before it included. It returns a
+// ClaimAll is Claim for several agents of this process at once: one pass
+// under the records' lock, with one recovery and one reading of the
+// records, each agent choosing among the slots that others hold, those
+// this call claimed before it included. An agent namespace that a live
+// run of any gateway namespace holds is refused: two gateways would each
+// remake the other's link into it. It returns a
 // State or an error for each spec, in order, what the recovery undid, and
 // an error that failed them all. sluice serve starts a hundred agents:
 // one at a time, their claims queue for the lock.
@@ -279,7 +252,7 @@ func ClaimAll(cfg StateConfig, specs []ClaimSpec) ([]*State, []error, []string, 
 				errs[i] = err
 				continue
 			}
-			s := &State{Record: Record{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: spec.AgentNetNS,
+			s := &State{Record: Record{PID: os.Getpid(), Start: processStart(os.Getpid()), Slot: slot, AgentNetNS: spec.AgentNetNS, Router: spec.Router,
 				Started: time.Now(), NetNS: netnsName(ns.inode), NetNSInode: ns.inode},
 				path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
 			if errs[i] = s.save(); errs[i] == nil {
@@ -293,8 +266,8 @@ func ClaimAll(cfg StateConfig, specs []ClaimSpec) ([]*State, []error, []string, 
 }
 
 // liveAgentNetNS maps the agent namespace names that live runs of any
-// gateway namespace hold to the error that refuses each (see
-// checkAgentNetNS). Call it under the lock.
+// gateway namespace hold to the error that refuses each (see ClaimAll).
+// Call it under the lock.
 func liveAgentNetNS(dir string) map[string]error {
 	out := map[string]error{}
 	paths, _ := filepath.Glob(filepath.Join(dir, "netns-*-agent-*.json"))
@@ -330,16 +303,6 @@ func RecoverHeld(cfg StateConfig) ([]string, []Holder, error) {
 		return unread
 	})
 	return undone, held, err
-}
-
-// checkAgentNetNS refuses the agent namespace name while a live run,
-// of any gateway namespace, holds it: two gateways would each remake the
-// other's link into it. Call it under the lock.
-func (ns *namespace) checkAgentNetNS(name string) error {
-	if name == "" {
-		return nil
-	}
-	return liveAgentNetNS(ns.dir)[name]
 }
 
 func openNamespace(cfg StateConfig) (*namespace, error) {
