@@ -523,7 +523,7 @@ try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
 // agent's allowed flows pass after the restart.
 func TestServeKill9NoFlowInherited(t *testing.T) {
 	w := newServeWorld(t)
-	st := newPrivateState(t)
+	st := newHeldState(t) // the agent's namespace, and its link, outlive serve
 	dir := t.TempDir()
 	alpha := nstest.Prefix()[2:] + "-alpha"
 	writeAtomic(t, filepath.Join(dir, alpha+".yaml"), "version: 1\nallow:\n  - host: allowed.test\n    ports: [9443]\n")
@@ -542,6 +542,9 @@ func TestServeKill9NoFlowInherited(t *testing.T) {
 	plantEstablished(t, w, agent)
 	again := startServe(t, w, st, config)
 	again.waitLogged(t, "serve ready", "agents=1")
+	if !again.logged("gateway ready", "agent="+alpha, "adopted=true") {
+		t.Error("the next start did not adopt the agent's namespace")
+	}
 	r := again.agentShell(t, alpha, gw, prelude+`
 try fwd nc -z -w 2 allowed.test 9443
 try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444

@@ -3,10 +3,12 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -20,17 +22,51 @@ import (
 // mount namespace where the test's directory is mounted on /run/sluice:
 // the records, the files they list and their lock are the test's, and
 // `sluice cleanup` sees no other run.
-type privateState struct{ dir string }
+type privateState struct {
+	dir string
+	// holder, when set, is a process that keeps the mount namespace
+	// every command runs in (newHeldState).
+	holder *exec.Cmd
+}
 
 func newPrivateState(t *testing.T) privateState {
 	t.Helper()
 	return privateState{dir: t.TempDir()}
 }
 
+const mountState = `mkdir -p /run/sluice && mount --bind "$0" /run/sluice && exec "$@"`
+
+// newHeldState is a private state whose mount namespace a process keeps
+// until the test ends, as a host keeps its own: the agent namespaces
+// serve binds there outlive a serve killed with -9 (in a mount
+// namespace of a command's own they would go with it, and their links).
+func newHeldState(t *testing.T) privateState {
+	t.Helper()
+	p := privateState{dir: t.TempDir()}
+	p.holder = exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c", mountState, p.dir, "sleep", "3600")
+	if err := p.holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = p.holder.Process.Kill()
+		_ = p.holder.Wait()
+	})
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	waitFor(t, func() bool {
+		mnt, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", p.holder.Process.Pid))
+		return err == nil && mnt != self && strings.Contains(readFile(fmt.Sprintf("/proc/%d/mountinfo", p.holder.Process.Pid)), " /run/sluice ")
+	})
+	return p
+}
+
 // cmd returns `sluice ARGS` in the private state, inside the network
 // namespace ns.
 func (p privateState) cmd(ns string, args ...string) *exec.Cmd {
-	const mountState = `mkdir -p /run/sluice && mount --bind "$0" /run/sluice && exec "$@"`
+	if p.holder != nil {
+		// Not `ip netns exec`, which would give sluice a mount namespace
+		// of its own.
+		return exec.Command("nsenter", append([]string{"-t", strconv.Itoa(p.holder.Process.Pid), "-m", "--net=/run/netns/" + ns, "--", sluiceBin}, args...)...)
+	}
 	full := append([]string{"-m", "--propagation", "private", "sh", "-c", mountState, p.dir, "ip", "netns", "exec", ns, sluiceBin}, args...)
 	return exec.Command("unshare", full...)
 }
