@@ -29,6 +29,7 @@ type FlowSweeper struct {
 	queued  []*sweep
 	running bool
 	closed  bool
+	walker  sync.WaitGroup // the goroutine of run, while it runs
 }
 
 type sweep struct {
@@ -48,16 +49,14 @@ func NewFlowSweeper() (*FlowSweeper, error) {
 	return &FlowSweeper{netns: f, walk: forgetFlows}, nil
 }
 
-// Close releases the namespace's handle; calls after it fail (a closed
-// handle would otherwise mean the calling thread's namespace).
+// Close waits for a walk under way, then releases the namespace's
+// handle; calls after it fail (a closed handle would otherwise mean the
+// calling thread's namespace).
 func (s *FlowSweeper) Close() error {
 	s.mu.Lock()
 	s.closed = true
-	running := s.running
 	s.mu.Unlock()
-	if running {
-		return errors.New("firewall: FlowSweeper closed while it walks")
-	}
+	s.walker.Wait()
 	return s.netns.Close()
 }
 
@@ -79,6 +78,7 @@ func (s *FlowSweeper) forget(match func(flow) bool) (int, error) {
 	s.queued = append(s.queued, w)
 	if !s.running {
 		s.running = true
+		s.walker.Add(1)
 		go s.run()
 	}
 	s.mu.Unlock()
@@ -92,6 +92,7 @@ func (s *FlowSweeper) forgetIn(_ int, match func(flow) bool) (int, error) { retu
 
 // run walks for what is queued, again and again, until nothing is.
 func (s *FlowSweeper) run() {
+	defer s.walker.Done()
 	for {
 		s.mu.Lock()
 		batch := s.queued
