@@ -137,9 +137,14 @@ func NewServer(cfg ServerConfig) (s *Server, err error) {
 	if kernel {
 		cfg.newGateway = newGateway
 	}
+	var rec *recovery
+	if kernel {
+		rec = recoverDead(cfg.StateDir) // meanwhile: reading 100 policies takes a while too
+	}
 	stamps := stampFiles([]string{cfg.File})
 	conf, err := LoadServeConfig(cfg.File)
 	if err != nil {
+		rec.wait()
 		return nil, err
 	}
 	s = &Server{cfg: cfg, log: cfg.Log, started: conf, metrics: metrics.New(), kernel: kernel,
@@ -171,7 +176,7 @@ func NewServer(cfg ServerConfig) (s *Server, err error) {
 			return s, err
 		}
 	}
-	forgotten := kernel && s.forgetFlowsBeforeStart(conf)
+	forgotten := kernel && s.forgetFlowsBeforeStart(conf, rec.wait())
 	var failures []error
 	for spec, err := range s.startAgents(conf.Agents, forgotten) {
 		s.log.Error("agent did not start: it stays cut off; a reload tries again", "agent", spec.Name, "err", err)
@@ -195,9 +200,9 @@ func startOrder(agents []ServeAgent) []ServeAgent {
 	return out
 }
 
-// forgetFlowsBeforeStart undoes what dead runs left in this namespace
-// (their links all at once: sandbox) and then deletes, in one walk of the
-// conntrack table, the tracked flows from the dead agents' networks and
+// forgetFlowsBeforeStart reports what the recovery (recoverDead) did and
+// then deletes, in one walk of the conntrack table, the tracked flows
+// from the dead agents' networks and
 // from every network an agent of conf may get: the networks its agents
 // name and the pools, less those that live agents of other sluice
 // processes hold. (Were serve to die between the two, what it had not
@@ -208,22 +213,16 @@ func startOrder(agents []ServeAgent) []ServeAgent {
 // (Config.FlowsForgotten), each of which costs the kernel a pass over the
 // whole table. It says whether it did; when not, the agents walk for
 // themselves as they start.
-func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig) bool {
-	// The dead agents' flows go in the walk below, with the rest: one
-	// walk instead of two (each costs a pass over the whole table, and
-	// the deletion of what a hundred dead agents left).
-	var dead []netip.Prefix
-	sc := stateConfig(s.cfg.StateDir, nil)
-	sc.ForgetFlows = func(nets []netip.Prefix) error { dead = append(dead, nets...); return nil }
-	undone, held, err := sandbox.RecoverHeld(sc)
-	for _, u := range undone {
+func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig, rec *recovery) bool {
+	for _, u := range rec.undone {
 		s.log.Info("cleaned up after an earlier run that did not exit cleanly: " + u)
 	}
-	if err != nil {
-		s.log.Warn("the agents' records could not be read before start: each agent's start sees to it", "err", err)
+	if rec.err != nil {
+		s.log.Warn("the agents' records could not be read before start: each agent's start sees to it", "err", rec.err)
 		return false
 	}
-	nets := append([]netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)}, dead...)
+	held := rec.held
+	nets := append([]netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)}, rec.dead...)
 	for _, a := range conf.Agents {
 		for _, n := range []netip.Prefix{a.AgentNet, a.AgentNet6} {
 			if n.IsValid() && a.Interface == "" {
@@ -252,6 +251,40 @@ func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig) bool {
 		s.log.Debug("forgot the tracked flows of earlier agents", "flows", n)
 	}
 	return true
+}
+
+// recovery is what the recovery before serve's start did: it runs while
+// the config is read (recoverDead).
+type recovery struct {
+	done   chan struct{}
+	undone []string
+	held   []sandbox.Holder
+	dead   []netip.Prefix // the dead agents' networks, whose flows are still to go
+	err    error
+}
+
+// recoverDead undoes what dead runs left in this namespace (their links
+// all at once: sandbox), on a goroutine of its own, and keeps their
+// networks for serve's walk (forgetFlowsBeforeStart): one walk instead
+// of two, each of which costs a pass over the whole conntrack table and
+// the deletion of what a hundred dead agents left.
+func recoverDead(stateDir string) *recovery {
+	r := &recovery{done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		sc := stateConfig(stateDir, nil)
+		sc.ForgetFlows = func(nets []netip.Prefix) error { r.dead = append(r.dead, nets...); return nil }
+		r.undone, r.held, r.err = sandbox.RecoverHeld(sc)
+	}()
+	return r
+}
+
+// wait returns r once the recovery is done; nil waits for nothing.
+func (r *recovery) wait() *recovery {
+	if r != nil {
+		<-r.done
+	}
+	return r
 }
 
 // startConcurrency is how many agents start, or reload, at once. Most of

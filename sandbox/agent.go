@@ -146,8 +146,10 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 	if err := configure(nil, cfg.Iface, false, cfg.Net4, a.Gateway, cfg.Net6, a.Gateway6, netip.Addr{}, netip.Addr{}); err != nil {
 		return nil, fmt.Errorf("gateway side: %w", err)
 	}
+	// An adopted namespace's loopback is up already: one routing request
+	// less, of the dozen an agent's start queues behind its neighbours'.
 	lo, err := h.LinkByName("lo")
-	if err == nil {
+	if err == nil && lo.Attrs().Flags&net.FlagUp == 0 {
 		err = h.LinkSetUp(lo)
 	}
 	if err != nil {
