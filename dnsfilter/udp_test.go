@@ -48,24 +48,12 @@ func TestUDPWorkersGrowWithLoad(t *testing.T) {
 	if n := w.started.Load(); n > udpMinWorkers+1 {
 		t.Errorf("%d workers started by one query at a time, want at most %d", n, udpMinWorkers+1)
 	}
-	release := make(chan struct{})
-	asked := make(chan struct{}, 64)
-	f.up.answerWith(func(q *dns.Msg) *dns.Msg {
-		asked <- struct{}{}
-		<-release
-		return new(dns.Msg).SetRcode(q, dns.RcodeNameError)
-	})
+	release, held := holdUpstream(t, f)
 	const waiting = 3 * udpMinWorkers
-	done := make(chan error, waiting)
-	for i := range waiting {
-		go func() {
-			_, _, err := (&dns.Client{Timeout: 10 * time.Second}).Exchange(new(dns.Msg).SetQuestion(fmt.Sprintf("n%d.allowed.test.", i), dns.TypeA), addr)
-			done <- err
-		}()
-	}
+	done := askNames(addr, waiting)
 	// One worker is in the upstream (which holds its lock meanwhile), and
 	// the other queries' workers wait for it.
-	<-asked
+	held()
 	time.Sleep(50 * time.Millisecond)
 	if err := refused(); err != nil {
 		t.Errorf("while %d queries wait on the upstream: %v", waiting, err)
@@ -86,22 +74,10 @@ func TestUDPWorkersGrowWithLoad(t *testing.T) {
 func TestUDPWorkersBounded(t *testing.T) {
 	const maxWorkers = 4
 	f, w, _, addr := udpFixture(t, maxWorkers, "*.allowed.test")
-	release := make(chan struct{})
-	asked := make(chan struct{}, 64)
-	f.up.answerWith(func(q *dns.Msg) *dns.Msg {
-		asked <- struct{}{}
-		<-release
-		return new(dns.Msg).SetRcode(q, dns.RcodeNameError)
-	})
+	release, held := holdUpstream(t, f)
 	const queries = 16
-	done := make(chan error, queries)
-	for i := range queries {
-		go func() {
-			_, _, err := (&dns.Client{Timeout: 10 * time.Second}).Exchange(new(dns.Msg).SetQuestion(fmt.Sprintf("n%d.allowed.test.", i), dns.TypeA), addr)
-			done <- err
-		}()
-	}
-	<-asked // one worker is in the upstream; the others queue on its lock
+	done := askNames(addr, queries)
+	held() // one worker is in the upstream; the others queue on its lock
 	deadline := time.Now().Add(5 * time.Second)
 	for w.started.Load() < maxWorkers && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
@@ -116,4 +92,46 @@ func TestUDPWorkersBounded(t *testing.T) {
 			t.Errorf("a query queued in the socket: %v", err)
 		}
 	}
+}
+
+// holdUpstream makes f's upstream hold every question until release is
+// closed; held returns once a first question is held, and fails t if none
+// comes within 5 s (a hang told apart from a wait).
+func holdUpstream(t *testing.T, f *fixture) (release chan struct{}, held func()) {
+	t.Helper()
+	release = make(chan struct{})
+	asked := make(chan struct{}, 64)
+	f.up.answerWith(func(q *dns.Msg) *dns.Msg {
+		asked <- struct{}{}
+		<-release
+		return new(dns.Msg).SetRcode(q, dns.RcodeNameError)
+	})
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	return release, func() {
+		t.Helper()
+		select {
+		case <-asked:
+		case <-time.After(5 * time.Second):
+			t.Fatal("no question reached the upstream")
+		}
+	}
+}
+
+// askNames asks addr for n0.allowed.test … n(n-1).allowed.test at once
+// and gives each exchange's error on the channel.
+func askNames(addr string, n int) <-chan error {
+	done := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, _, err := (&dns.Client{Timeout: 10 * time.Second}).Exchange(new(dns.Msg).SetQuestion(fmt.Sprintf("n%d.allowed.test.", i), dns.TypeA), addr)
+			done <- err
+		}()
+	}
+	return done
 }

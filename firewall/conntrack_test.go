@@ -9,17 +9,26 @@ import (
 	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluicegw/sluice/testing/nstest"
 )
+
+// conntrackIn is a connection-tracking client of ns, closed with the test.
+func conntrackIn(t testing.TB, ns *nstest.NS) *conntrack.Conn {
+	t.Helper()
+	c, err := conntrack.Dial(&netlink.Config{NetNS: ns.Fd()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
 
 // TestForgetFlows: the entries of flows from the agent's subnets (v4 and
 // v6) are deleted, others are kept.
 func TestForgetFlows(t *testing.T) {
 	_, ns := newManager(t, false) // a namespace with connection tracking in use
-	c, err := conntrack.Dial(&netlink.Config{NetNS: ns.Fd()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := conntrackIn(t, ns)
 	a := netip.MustParseAddr
 	dst := a("203.0.113.5")
 	flows := []conntrack.Flow{
@@ -58,11 +67,7 @@ func TestForgetFlows(t *testing.T) {
 // of them the agent's, recreated before each call.
 func BenchmarkForgetFlows(b *testing.B) {
 	_, ns := newManagerB(b)
-	c, err := conntrack.Dial(&netlink.Config{NetNS: ns.Fd()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
+	c := conntrackIn(b, ns)
 	other, agent := netip.MustParseAddr("192.0.2.9"), netip.MustParseAddr("198.18.0.2")
 	dst := netip.MustParseAddr("203.0.113.5")
 	for i := range 99_000 {

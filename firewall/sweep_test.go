@@ -6,7 +6,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
@@ -80,11 +79,7 @@ func (s *FlowSweeper) queuedLen() int {
 // for at once, go; an entry of neither stays.
 func TestFlowSweeper(t *testing.T) {
 	_, ns := newManager(t, false)
-	c, err := conntrack.Dial(&netlink.Config{NetNS: ns.Fd()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := conntrackIn(t, ns)
 	a := netip.MustParseAddr
 	dst := a("203.0.113.5")
 	for i, src := range []string{"198.18.0.2", "198.18.0.6", "198.18.0.6", "192.0.2.9"} {

@@ -503,16 +503,26 @@ func TestServeNoFlowInherited(t *testing.T) {
 		serveAgent(alpha, "198.18.0.0/30", "2001:db8:a::/64")+serveAgent(beta, "198.18.0.4/30", "2001:db8:b::/64"))
 	s := startServe(t, w, st, config)
 	s.waitLogged(t, "serve ready", "agents=2")
-	r := s.agentShell(t, beta, "198.18.0.5", prelude+`
+	expectNoStaleFlow(t, w, s, beta, "198.18.0.5")
+	if code := s.stop(t); code != 0 {
+		t.Errorf("serve exited %d after SIGTERM", code)
+	}
+	w.assertClean(t)
+}
+
+// expectNoStaleFlow checks, from agent (whose gateway is gw), that the
+// flow plantEstablished left does not pass for this agent's (the same
+// source port to the same destination is refused, and evil:4444 sees
+// nothing), and, as the control, that the agent's allowed flow to
+// allowed.test:9443 does.
+func expectNoStaleFlow(t *testing.T, w *world, s *serveRun, agent, gw string) {
+	t.Helper()
+	r := s.agentShell(t, agent, gw, prelude+`
 try fwd nc -z -w 2 allowed.test 9443
 try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
 `)
 	expect(t, r, map[string]string{"fwd": "0", "stale": "1"})
 	noStaleContacts(t, w)
-	if code := s.stop(t); code != 0 {
-		t.Errorf("serve exited %d after SIGTERM", code)
-	}
-	w.assertClean(t)
 }
 
 // TestServeKill9NoFlowInherited: after a kill -9 of serve, a tracked flow
@@ -545,12 +555,7 @@ func TestServeKill9NoFlowInherited(t *testing.T) {
 	if !again.logged("gateway ready", "agent="+alpha, "adopted=true") {
 		t.Error("the next start did not adopt the agent's namespace")
 	}
-	r := again.agentShell(t, alpha, gw, prelude+`
-try fwd nc -z -w 2 allowed.test 9443
-try stale nc -z -w 3 -p 40005 `+evilAddr+` 4444
-`)
-	expect(t, r, map[string]string{"fwd": "0", "stale": "1"})
-	noStaleContacts(t, w)
+	expectNoStaleFlow(t, w, again, alpha, gw)
 	if code := again.stop(t); code != 0 {
 		t.Errorf("serve exited %d after SIGTERM", code)
 	}
