@@ -427,10 +427,16 @@ func (s *Server) detachAgent(a *servedAgent) error {
 }
 
 func (s *Server) stopAgent(a *servedAgent) {
+	s.halt(a)
+	delete(s.agents, a.spec.Name)
+}
+
+// halt stops a's gateway from serving (its Run ends) and its counts from
+// being read; its teardown is the caller's. It may run beside others.
+func (s *Server) halt(a *servedAgent) {
 	s.metrics.Untrack(a.spec.Name)
 	a.cancel()
 	<-a.done
-	delete(s.agents, a.spec.Name)
 }
 
 // Reload asks Run to read the config and its policies again (SIGHUP). It
@@ -682,9 +688,7 @@ func (s *Server) Close() error {
 	detached := make([]error, len(names))
 	eachAtOnce(len(names), startConcurrency, func(i int) {
 		a := s.agents[names[i]]
-		s.metrics.Untrack(a.spec.Name)
-		a.cancel()
-		<-a.done
+		s.halt(a)
 		detached[i] = a.g.Detach()
 	})
 	for i, err := range detached {
