@@ -197,6 +197,13 @@ func (m *Manager) forget(match func(flow) bool) (int, error) {
 	return m.forgetFn(m.cfg.NetNSFd, func(f flow) bool { return policy.InPrefixes(agent, f.src) && match(f) })
 }
 
+// ForgetFlows deletes the tracked flows started from an address in nets
+// (see the package's ForgetFlows), in a walk shared with other gateways
+// when the Manager has a FlowSweeper (Config.Flows).
+func (m *Manager) ForgetFlows(nets []netip.Prefix) (int, error) {
+	return m.forgetFn(m.cfg.NetNSFd, func(f flow) bool { return policy.InPrefixes(nets, f.src) })
+}
+
 // allowedBy says whether a cidr entry among es allows addr on port.
 func allowedBy(es []*policy.Entry, addr netip.Addr, port uint16) bool {
 	return slices.ContainsFunc(es, func(e *policy.Entry) bool { return e.Prefix.Contains(addr) && slices.Contains(e.Ports, port) })

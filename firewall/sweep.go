@@ -3,11 +3,8 @@ package firewall
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"sync"
-
-	"github.com/sluicegw/sluice/policy"
 )
 
 // FlowSweeper deletes tracked flows for many gateways with shared walks of
@@ -58,12 +55,6 @@ func (s *FlowSweeper) Close() error {
 	s.mu.Unlock()
 	s.walker.Wait()
 	return s.netns.Close()
-}
-
-// ForgetFlows is the package's ForgetFlows for the sweeper's namespace,
-// in a walk shared with the calls made meanwhile.
-func (s *FlowSweeper) ForgetFlows(prefixes []netip.Prefix) (int, error) {
-	return s.forget(func(f flow) bool { return policy.InPrefixes(prefixes, f.src) })
 }
 
 // forget deletes the entries of the flows that match, in a shared walk,

@@ -366,10 +366,7 @@ func (g *Gateway) installFirewall() error {
 // deletes them.
 func (g *Gateway) forgetEarlierFlows() error {
 	nets := g.agentNets()
-	forget := func() (int, error) { return firewall.ForgetFlows(-1, nets) }
-	if g.cfg.Flows != nil {
-		forget = func() (int, error) { return g.cfg.Flows.ForgetFlows(nets) }
-	}
+	forget := func() (int, error) { return g.fw.ForgetFlows(nets) }
 	if !g.cfg.FlowsForgotten || g.cfg.Interface != "" {
 		if n, err := forget(); err != nil {
 			return err

@@ -140,6 +140,7 @@ func NewServer(cfg ServerConfig) (s *Server, err error) {
 	var rec *recovery
 	if kernel {
 		rec = recoverDead(cfg.StateDir) // meanwhile: reading 100 policies takes a while too
+		defer rec.wait()                // whatever fails, nothing of it goes on after
 	}
 	stamps := stampFiles([]string{cfg.File})
 	conf, err := LoadServeConfig(cfg.File)
@@ -200,16 +201,14 @@ func startOrder(agents []ServeAgent) []ServeAgent {
 	return out
 }
 
-// forgetFlowsBeforeStart reports what the recovery (recoverDead) did and
-// then deletes, in one walk of the conntrack table, the tracked flows
-// from the dead agents' networks and
-// from every network an agent of conf may get: the networks its agents
-// name and the pools, less those that live agents of other sluice
-// processes hold. (Were serve to die between the two, what it had not
-// deleted is of networks no agent of conf gets but through this walk,
-// and sluice run walks for its own at start.) None of
-// those networks has a link up now, so no flow from them appears before
-// the agents' tables are in, and the agents start without a walk each
+// forgetFlowsBeforeStart reports what the recovery (recoverDead) did,
+// which deleted the dead agents' tracked flows, and then deletes, in one
+// walk of the conntrack table, those from every network a namespace agent
+// of conf may get: the networks its agents name and the pools, less those
+// that live agents hold and those with an address up here (another
+// sluice's agents, of another state directory). None of those networks
+// has a link up now, so no flow from them appears before the agents'
+// tables are in, and the agents start without a walk each
 // (Config.FlowsForgotten), each of which costs the kernel a pass over the
 // whole table. It says whether it did; when not, the agents walk for
 // themselves as they start.
@@ -222,7 +221,7 @@ func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig, rec *recovery) bool {
 		return false
 	}
 	held := rec.held
-	nets := append([]netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)}, rec.dead...)
+	nets := []netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)}
 	for _, a := range conf.Agents {
 		for _, n := range []netip.Prefix{a.AgentNet, a.AgentNet6} {
 			if n.IsValid() && a.Interface == "" {
@@ -259,22 +258,17 @@ type recovery struct {
 	done   chan struct{}
 	undone []string
 	held   []sandbox.Holder
-	dead   []netip.Prefix // the dead agents' networks, whose flows are still to go
 	err    error
 }
 
 // recoverDead undoes what dead runs left in this namespace (their links
-// all at once: sandbox), on a goroutine of its own, and keeps their
-// networks for serve's walk (forgetFlowsBeforeStart): one walk instead
-// of two, each of which costs a pass over the whole conntrack table and
-// the deletion of what a hundred dead agents left.
+// all at once, then their tracked flows, before their records go:
+// sandbox), on a goroutine of its own.
 func recoverDead(stateDir string) *recovery {
 	r := &recovery{done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
-		sc := stateConfig(stateDir, nil)
-		sc.ForgetFlows = func(nets []netip.Prefix) error { r.dead = append(r.dead, nets...); return nil }
-		r.undone, r.held, r.err = sandbox.RecoverHeld(sc)
+		r.undone, r.held, r.err = sandbox.RecoverHeld(stateConfig(stateDir, nil))
 	}()
 	return r
 }
@@ -550,14 +544,14 @@ func (s *Server) reload(why string) {
 	if errors.Join(reloadErrs...) != nil {
 		result = metrics.ReloadPartial // each gateway said why, and keeps its policy
 	}
-	added := len(plan.add)
 	for spec, err := range s.startAgents(plan.add, false) {
 		result = metrics.ReloadPartial
 		s.log.Error("agent did not start: it stays cut off; a reload tries again", "agent", spec.Name, "err", err)
-		added--
 	}
+	added := 0
 	for _, spec := range plan.add {
-		if a := s.agents[spec.Name]; a != nil {
+		if s.agents[spec.Name] != nil {
+			added++
 			s.log.Info("agent added", "agent", spec.Name, "policy", spec.Policy.Hash())
 		}
 	}

@@ -60,8 +60,8 @@ const (
 // Async is a Sink that hands events to one writer goroutine (Run) through
 // a bounded buffer, so that a slow medium (a disk, a database) never
 // stalls the data path. The buffer takes memory as events wait in it and
-// gives it back once the writer has caught up: sluice serve has an Async
-// per agent, and an idle agent holds none. Record never blocks: when the buffer is full, or
+// gives it back once the writer has caught up, but for room for a few
+// (keepQueue): sluice serve has an Async per agent. Record never blocks: when the buffer is full, or
 // once the Async is closed, it counts the event in Dropped and returns the
 // zero Ticket. Tickets are sequence numbers in the order Record accepted
 // the events, and the writer stores them in that order, so Wait(t) returns
@@ -334,8 +334,8 @@ func (a *Async) linger(ctx context.Context, batch []queued) []queued {
 	return batch
 }
 
-// write adds to batch (holding one event) what else is queued, up to
-// Batch, writes it and moves stored past it. When more is queued, the
+// write adds to batch (taken by Run, and lingered on) what else is
+// queued, up to Batch, writes it and moves stored past it. When more is queued, the
 // writer is woken again for it.
 func (a *Async) write(batch []queued) error {
 	batch, more := a.take(batch)

@@ -257,6 +257,9 @@ func ClaimAll(cfg StateConfig, specs []ClaimSpec) ([]*State, []error, []string, 
 				path: ns.prefix + "agent-" + slot.Name + ".json", ns: ns}
 			if errs[i] = s.save(); errs[i] == nil {
 				states[i] = s
+				if spec.AgentNetNS != "" { // and not twice in this call
+					names[spec.AgentNetNS] = fmt.Errorf("the agent namespace %s is claimed twice", spec.AgentNetNS)
+				}
 				held = append(held, Holder{Slot: slot, PID: s.PID})
 			}
 		}
@@ -521,7 +524,9 @@ type readRecord struct {
 }
 
 // undo removes what a dead agent left behind and says what it did. The
-// agent goes first, its processes and then its link, and the table last:
+// agent goes first, its processes and then its link (a recovery deletes
+// the links of all its dead agents at once before their undo: then the
+// processes go after), and the table last:
 // the dead run's agent is by design still running (cut off by the table),
 // and with the table gone before the link it would forward anything,
 // anywhere, unfiltered. Its hold on forwarding goes with its record.
@@ -596,7 +601,15 @@ func (s *State) removeFiles() []string {
 	if os.Remove(s.path) == nil {
 		done = append(done, fmt.Sprintf("removed the record of agent %s (pid %d): %s", s.Name, s.PID, s.path))
 	}
+	forgetRecord(s.path)
 	return done
+}
+
+// forgetRecord drops path's decoded record from readRecords.
+func forgetRecord(path string) {
+	readRecords.mu.Lock()
+	defer readRecords.mu.Unlock()
+	delete(readRecords.m, path)
 }
 
 // settleForwarding makes the guard and the forwarding settings match the
@@ -941,6 +954,7 @@ func (s *State) Release() error {
 		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
+		forgetRecord(s.path)
 		return s.ns.settleForwarding(nil, true, nil)
 	})
 	return errors.Join(append(errs, err)...)
