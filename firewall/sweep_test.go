@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
@@ -34,7 +35,7 @@ func TestFlowSweeperSharesWalks(t *testing.T) {
 	}}
 	forget := func(p string, got *int, wg *sync.WaitGroup) {
 		defer wg.Done()
-		n, err := s.ForgetFlows([]netip.Prefix{netip.MustParsePrefix(p)})
+		n, err := s.forget(srcIn(p))
 		if err != nil {
 			t.Error(err)
 		}
@@ -51,8 +52,11 @@ func TestFlowSweeperSharesWalks(t *testing.T) {
 	wg23.Add(2)
 	go forget("198.18.0.4/30", &second, &wg23)
 	go forget("198.18.0.0/29", &third, &wg23)
-	for s.queuedLen() < 2 {
-		// wait until both are queued behind the walk in progress
+	// Until both are queued behind the walk in progress.
+	for deadline := time.Now().Add(5 * time.Second); s.queuedLen() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the calls made during a walk were not queued")
+		}
 	}
 	release <- struct{}{}
 	wg1.Wait()
@@ -95,7 +99,7 @@ func TestFlowSweeper(t *testing.T) {
 	counts := make([]int, 2)
 	for i, p := range []string{"198.18.0.0/30", "198.18.0.4/30"} {
 		wg.Go(func() {
-			n, err := s.ForgetFlows([]netip.Prefix{netip.MustParsePrefix(p)})
+			n, err := s.forget(srcIn(p))
 			if err != nil {
 				t.Error(err)
 			}
@@ -118,7 +122,13 @@ func TestFlowSweeper(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ForgetFlows([]netip.Prefix{netip.MustParsePrefix("198.18.0.0/30")}); err == nil {
+	if _, err := s.forget(srcIn("198.18.0.0/30")); err == nil {
 		t.Error("a closed sweeper walked")
 	}
+}
+
+// srcIn matches the flows started from an address in prefix.
+func srcIn(prefix string) func(flow) bool {
+	p := netip.MustParsePrefix(prefix)
+	return func(f flow) bool { return p.Contains(f.src) }
 }

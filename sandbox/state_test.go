@@ -258,10 +258,19 @@ func TestRecoverDeletesDeadLinksAtOnce(t *testing.T) {
 		cfg := func(s Slot) StateConfig {
 			return StateConfig{Dir: dir, SetGuard: g.set, Choose: func([]Holder) (Slot, error) { return s, nil }}
 		}
-		for _, name := range []string{"slt1", "slt2", "slt3", "slt4", "other0"} {
+		for _, name := range []string{"slt1", "slt2", "slt3", "slt4", "other0", "left0"} {
 			if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: name + "p"}); err != nil {
 				return err
 			}
+		}
+		// A link an earlier recovery gathered and did not delete: it goes
+		// with these, which only a deletion by group does.
+		left, err := netlink.LinkByName("left0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetGroup(left, doomedGroup); err != nil {
+			return err
 		}
 		live, _, err := Claim(cfg(slot("live", 4)))
 		if err != nil {
@@ -299,6 +308,9 @@ func TestRecoverDeletesDeadLinksAtOnce(t *testing.T) {
 			if _, err := netlink.LinkByName(name); err != nil {
 				t.Errorf("link %s (a live agent's, or no agent's) is gone: %v", name, err)
 			}
+		}
+		if _, err := netlink.LinkByName("left0"); err == nil {
+			t.Error("the dead agents' links were not deleted by group (one request): a link gathered before is still there")
 		}
 		return nil
 	})
