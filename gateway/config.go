@@ -118,6 +118,13 @@ type Config struct {
 	// claimed is the slot sluice serve claimed for the agent beside its
 	// others' (claimSlots), for New to take instead of claiming one.
 	claimed *claimedSlot
+	// peerNets are the networks sluice serve's other agents name for
+	// their links: no answer may point into them (nor into the pools,
+	// AgentPool and AgentPool6, where every other agent's link is).
+	peerNets []netip.Prefix
+	// upstreamsProbed says the caller probes the upstreams (sluice serve,
+	// once for all its agents, which share them), so New does not.
+	upstreamsProbed bool
 }
 
 // Validate reports every problem of c at once.

@@ -140,7 +140,10 @@ func New(cfg Config) (g *Gateway, err error) {
 			}
 		}
 	}()
-	reportUpstreams := g.probeUpstreams() // meanwhile, so that start waits for it the least
+	reportUpstreams := func() {}
+	if !cfg.upstreamsProbed {
+		reportUpstreams = probeUpstreams(cfg.Upstreams, g.log, "--upstream") // meanwhile, so that start waits for it the least
+	}
 	for _, step := range []func() error{
 		g.claimState, g.startJournal, g.createAgent, g.listen, g.installFirewall,
 		g.forgetEarlierFlows, g.enableForwarding, g.startJournalReader, g.startServers,
@@ -177,9 +180,12 @@ func New(cfg Config) (g *Gateway, err error) {
 // networks.
 func (g *Gateway) claimState() error {
 	if cl := g.cfg.claimed; cl != nil {
-		var err error
-		if g.own, g.connected, err = gatewayAddrs(); err != nil {
-			return err
+		g.own, g.connected = cl.own, cl.connected
+		if !cl.listed {
+			var err error
+			if g.own, g.connected, err = gatewayAddrs(); err != nil {
+				return err
+			}
 		}
 		g.forwardingHeld = cl.forwarding
 		return g.tookState(cl.state, cl.routes6)
@@ -490,7 +496,11 @@ func (g *Gateway) startServers() error {
 			clients = append(clients, netip.PrefixFrom(agent.Addr6, 128))
 		}
 	}
-	internal := append(slices.Clone(g.own), g.agentNets()...)
+	// Every agent network is internal, not only this agent's: an answer
+	// must not open another agent (of this serve, or another sluice) to
+	// this one.
+	internal := slices.Concat(g.own, g.agentNets(), g.cfg.peerNets,
+		[]netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)})
 	pins := dnsfilter.NewPins(dnsfilter.DefaultMaxPins)
 	g.pins = pins
 	interceptor, err := g.startInterceptor()

@@ -177,12 +177,19 @@ func NewServer(cfg ServerConfig) (s *Server, err error) {
 			return s, err
 		}
 	}
+	// One probe for every agent, which share the upstreams, while they
+	// start (not a test's fake gateways: their upstreams are made up).
+	reportUpstreams := func() {}
+	if kernel {
+		reportUpstreams = probeUpstreams(s.upstreams, s.log, "upstream: in "+cfg.File)
+	}
 	forgotten := kernel && s.forgetFlowsBeforeStart(conf, rec.wait())
 	var failures []error
 	for spec, err := range s.startAgents(conf.Agents, forgotten) {
 		s.log.Error("agent did not start: it stays cut off; a reload tries again", "agent", spec.Name, "err", err)
 		failures = append(failures, fmt.Errorf("agent %s: %w", spec.Name, err))
 	}
+	reportUpstreams()
 	if len(s.agents) == 0 {
 		return s, fmt.Errorf("no agent started: %w", errors.Join(failures...))
 	}
@@ -223,11 +230,7 @@ func (s *Server) forgetFlowsBeforeStart(conf *ServeConfig, rec *recovery) bool {
 	held := rec.held
 	nets := []netip.Prefix{netip.MustParsePrefix(AgentPool), netip.MustParsePrefix(AgentPool6)}
 	for _, a := range conf.Agents {
-		for _, n := range []netip.Prefix{a.AgentNet, a.AgentNet6} {
-			if n.IsValid() && a.Interface == "" {
-				nets = append(nets, n)
-			}
-		}
+		nets = appendNets(nets, a)
 	}
 	// Not what live agents hold (those of this state directory), nor any
 	// network with an address up here now: another sluice's agents (of
@@ -301,8 +304,19 @@ func (s *Server) startAgents(specs []ServeAgent, forgotten bool) iter.Seq2[Serve
 		errs := make([]error, len(ordered))
 		var claim []*Config
 		var claimAt []int
+		// The networks the agents name, running and starting, for each
+		// to refuse answers into (Config.peerNets); those from the pools
+		// are in the pools.
+		var peers []netip.Prefix
+		for _, a := range s.agents {
+			peers = appendNets(peers, a.spec)
+		}
+		for _, spec := range ordered {
+			peers = appendNets(peers, spec)
+		}
 		for i, spec := range ordered {
 			cfgs[i] = s.agentConfig(spec, forgotten)
+			cfgs[i].peerNets = peers
 			if s.kernel && spec.Interface == "" {
 				claim, claimAt = append(claim, cfgs[i]), append(claimAt, i)
 			}
@@ -353,6 +367,17 @@ func eachAtOnce(n, limit int, f func(i int)) {
 	wg.Wait()
 }
 
+// appendNets appends the networks a names for its link (none in router
+// mode: the interface's networks are the gateway's own).
+func appendNets(nets []netip.Prefix, a ServeAgent) []netip.Prefix {
+	for _, n := range []netip.Prefix{a.AgentNet, a.AgentNet6} {
+		if n.IsValid() && a.Interface == "" {
+			nets = append(nets, n)
+		}
+	}
+	return nets
+}
+
 func netsFromPool(a ServeAgent) int {
 	if a.AgentNet.IsValid() || a.AgentNet6.IsValid() {
 		return 0
@@ -365,7 +390,7 @@ func (s *Server) agentConfig(spec ServeAgent, forgotten bool) *Config {
 	return &Config{
 		Name: spec.Name, Policy: spec.Policy, PolicySource: PolicySource{File: spec.PolicyFile},
 		Namespace: spec.Namespace(), Interface: spec.Interface, AgentNet: spec.AgentNet, AgentNet6: spec.AgentNet6,
-		Upstreams: s.upstreams, Global: s.started.Global, StateDir: s.cfg.StateDir, Report: spec.Mode == ModeReport, Flows: s.flows, FlowsForgotten: forgotten,
+		Upstreams: s.upstreams, upstreamsProbed: true, Global: s.started.Global, StateDir: s.cfg.StateDir, Report: spec.Mode == ModeReport, Flows: s.flows, FlowsForgotten: forgotten,
 		AnswerTime: s.metrics.AnswerTime(spec.Name),
 		// Counted first, so that a failing store does not hide what is
 		// counted; every agent's records go to the one store.

@@ -123,6 +123,11 @@ type claimedSlot struct {
 	// forwarding says the agent's hold on forwarding is taken already,
 	// with the others' (sandbox.EnableForwardingAll).
 	forwarding bool
+	// own and connected are the gateway's addresses and the networks it
+	// reaches directly, listed once for all the claims (gatewayAddrs),
+	// before any of these agents' links exist; listed says they were.
+	own, connected []netip.Prefix
+	listed         bool
 }
 
 // claimSlots claims the slots of the namespace agents cfgs in one pass
@@ -136,7 +141,7 @@ func claimSlots(cfgs []*Config, log *slog.Logger) []error {
 		return errs
 	}
 	routes6 := gatewayHasIPv6()
-	var nets []netip.Prefix
+	var own, connected, nets []netip.Prefix
 	listed := false
 	specs := make([]sandbox.ClaimSpec, len(cfgs))
 	pid := os.Getpid()
@@ -144,8 +149,8 @@ func claimSlots(cfgs []*Config, log *slog.Logger) []error {
 		c := slotChooser{cfg: cfg, ipv6: !cfg.NoIPv6 && routes6, pid: pid}
 		specs[i] = sandbox.ClaimSpec{AgentNetNS: cfg.Namespace, Choose: func(held []sandbox.Holder) (sandbox.Slot, error) {
 			if !listed { // once, under the lock, after the recovery
-				own, connected, err := gatewayAddrs()
-				if err != nil {
+				var err error
+				if own, connected, err = gatewayAddrs(); err != nil {
 					return sandbox.Slot{}, err
 				}
 				nets, listed = slices.Concat(own, connected), true
@@ -167,7 +172,7 @@ func claimSlots(cfgs []*Config, log *slog.Logger) []error {
 		case claimErrs[i] != nil:
 			errs[i] = claimErrs[i]
 		default:
-			cfgs[i].claimed = &claimedSlot{state: states[i], routes6: routes6}
+			cfgs[i].claimed = &claimedSlot{state: states[i], routes6: routes6, own: own, connected: connected, listed: listed}
 			claimed = append(claimed, states[i])
 			ipv6 = ipv6 || len(states[i].Nets) > 1 && routes6
 		}

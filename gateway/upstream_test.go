@@ -80,8 +80,7 @@ func TestProbeUpstreams(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var log lockedBuffer
-			g := &Gateway{cfg: Config{Upstreams: tc.upstreams}, log: slog.New(slog.NewTextHandler(&log, nil))}
-			g.probeUpstreams()()
+			probeUpstreams(tc.upstreams, slog.New(slog.NewTextHandler(&log, nil)), "--upstream")()
 			out := log.String()
 			if n := strings.Count(out, `msg="upstream resolver does not answer"`); n != len(tc.warned) {
 				t.Errorf("%d warnings, want %d:\n%s", n, len(tc.warned), out)

@@ -71,6 +71,10 @@ type Agent struct {
 	mu   sync.Mutex  // guards init: Kill may come from another goroutine than Run
 	init *os.Process // the first process of the agent's PID namespace
 	log  *slog.Logger
+	// link is the gateway's end of the veth, as made (its index known):
+	// the agent's start looks it up no more (each request queues behind
+	// the other agents' for the kernel's routing lock).
+	link netlink.Link
 }
 
 // hostAddrs returns the first and second host address of p.
@@ -143,7 +147,8 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 	}
 	// The gateway's end takes no router advertisements from the agent.
 	_ = writeSysctl("net/ipv6/conf/"+cfg.Iface+"/accept_ra", "0")
-	if err := configure(nil, cfg.Iface, false, cfg.Net4, a.Gateway, cfg.Net6, a.Gateway6, netip.Addr{}, netip.Addr{}); err != nil {
+	// LinkAdd has looked up the index of the link it made.
+	if err := configure(nil, veth, false, cfg.Net4, a.Gateway, cfg.Net6, a.Gateway6, netip.Addr{}, netip.Addr{}); err != nil {
 		return nil, fmt.Errorf("gateway side: %w", err)
 	}
 	// An adopted namespace's loopback is up already: one routing request
@@ -155,7 +160,7 @@ func NewAgent(cfg AgentConfig) (a *Agent, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent loopback: %w", err)
 	}
-	a.Net4, a.Net6 = cfg.Net4, cfg.Net6
+	a.Net4, a.Net6, a.link = cfg.Net4, cfg.Net6, veth
 	return a, nil
 }
 
@@ -171,11 +176,7 @@ func (a *Agent) Connect() error {
 	if a.Router {
 		return nil
 	}
-	link, err := netlink.LinkByName(a.Iface)
-	if err == nil {
-		err = netlink.LinkSetUp(link)
-	}
-	if err != nil {
+	if err := netlink.LinkSetUp(a.link); err != nil {
 		return fmt.Errorf("raise %s: %w", a.Iface, err)
 	}
 	h, err := netlink.NewHandleAt(netns.NsHandle(a.Fd))
@@ -183,7 +184,11 @@ func (a *Agent) Connect() error {
 		return fmt.Errorf("netlink handle in agent namespace: %w", err)
 	}
 	defer h.Close()
-	if err := configure(h, "eth0", true, a.Net4, a.Addr, a.Net6, a.Addr6, a.Gateway, a.Gateway6); err != nil {
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		return fmt.Errorf("find the agent's end eth0: %w", err)
+	}
+	if err := configure(h, eth0, true, a.Net4, a.Addr, a.Net6, a.Addr6, a.Gateway, a.Gateway6); err != nil {
 		return fmt.Errorf("agent side: %w", err)
 	}
 	return nil
@@ -193,7 +198,7 @@ func (a *Agent) Connect() error {
 // via address it also adds the default route(s). An address or route
 // that is there already (an adopted namespace's root may have made it)
 // is replaced. h nil means the current namespace.
-func configure(h *netlink.Handle, name string, up bool, net4 netip.Prefix, addr4 netip.Addr, net6 netip.Prefix, addr6, via4, via6 netip.Addr) error {
+func configure(h *netlink.Handle, link netlink.Link, up bool, net4 netip.Prefix, addr4 netip.Addr, net6 netip.Prefix, addr6, via4, via6 netip.Addr) error {
 	if h == nil {
 		var err error
 		if h, err = netlink.NewHandle(); err != nil {
@@ -201,10 +206,7 @@ func configure(h *netlink.Handle, name string, up bool, net4 netip.Prefix, addr4
 		}
 		defer h.Close()
 	}
-	link, err := h.LinkByName(name)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", name, err)
-	}
+	name := link.Attrs().Name
 	ipnet := func(a netip.Addr, p netip.Prefix) *net.IPNet {
 		return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
 	}

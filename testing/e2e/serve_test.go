@@ -443,14 +443,17 @@ func (s *serveRun) agentScript(t *testing.T, agent, gw, script string) func() (r
 // TestServeAgentsIsolated: two agents of one serve with different
 // policies cannot use each other's allowances: a name one may resolve
 // does not resolve for the other, and an address one resolved (in its
-// sets, its pins) opens nothing for the other.
+// sets, its pins) opens nothing for the other. Nor does an allowed name
+// whose answer is the other agent's address, or one in the agents' pool.
 func TestServeAgentsIsolated(t *testing.T) {
 	w := newServeWorld(t)
+	w.replaceZone(t, "ok.peer.test. 300 IN A "+allowedAddr, "beta.peer.test. 300 IN A 198.18.0.5",
+		"pool.peer.test. 300 IN A 198.19.240.2")
 	st := newPrivateState(t)
 	dir := t.TempDir()
 	id := nstest.Prefix()[2:]
 	alpha, beta := id+"-alpha", id+"-beta"
-	writeAtomic(t, filepath.Join(dir, alpha+".yaml"), "version: 1\nallow:\n  - host: allowed.test\n    ports: [443, 9443]\n")
+	writeAtomic(t, filepath.Join(dir, alpha+".yaml"), "version: 1\nallow:\n  - host: allowed.test\n    ports: [443, 9443]\n  - host: '*.peer.test'\n    ports: [443]\n")
 	writeAtomic(t, filepath.Join(dir, beta+".yaml"), "version: 1\nallow:\n  - host: www.allowed.test\n    ports: [443]\n")
 	config := filepath.Join(dir, "serve.yaml")
 	writeAtomic(t, config, serveHeader(filepath.Join(dir, "journal.db"))+"agents:\n"+
@@ -464,8 +467,12 @@ try a_own `+c+` https://allowed.test/
 try a_fwd nc -z -w 2 `+allowedAddr+` 9443
 echo "a_other=$(dig +short www.allowed.test A)"
 try a_other_tls `+c+` --resolve www.allowed.test:443:`+allowedAddr+` https://www.allowed.test/
+echo "a_peer_ok=$(dig +short ok.peer.test A)"
+echo "a_peer_beta=$(dig +short beta.peer.test A)"
+echo "a_peer_pool=$(dig +short pool.peer.test A)"
 `)
-	expect(t, a, map[string]string{"a_own": ok, "a_fwd": "0", "a_other": "", "a_other_tls": curlRefused})
+	expect(t, a, map[string]string{"a_own": ok, "a_fwd": "0", "a_other": "", "a_other_tls": curlRefused,
+		"a_peer_ok": allowedAddr, "a_peer_beta": "", "a_peer_pool": ""})
 	// alpha's sets now hold allowed.test's address on 443 and 9443, and
 	// its pins the name: none of it is beta's.
 	b := s.agentShell(t, beta, "198.18.0.5", prelude+`
