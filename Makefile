@@ -72,6 +72,7 @@ fuzz: go-found
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseFile$$' -fuzztime $$((80000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzSuggest$$' -fuzztime $$((20000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzCheckHello$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
+	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzHelloDifferential$$' -fuzztime $$((60000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzRequestHead$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x
 	$(GO) test ./webui -run '^$$' -fuzz '^FuzzFilterFrom$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect/gitsmart -run '^$$' -fuzz '^FuzzClassify$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x

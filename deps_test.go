@@ -26,7 +26,7 @@ var imports = map[string][]string{
 	"firewall": {"policy", "journal",
 		"github.com/google/nftables", "github.com/florianl/go-nflog/", "github.com/mdlayher/netlink",
 		"github.com/ti-mo/conntrack", "golang.org/x/sys/"},
-	"tlsinspect": {"policy", "journal", "golang.org/x/sys/", "tlsinspect/mitm"},
+	"tlsinspect": {"policy", "journal", "golang.org/x/sys/", "golang.org/x/crypto/cryptobyte", "tlsinspect/mitm"},
 	// Git's smart-HTTP protocol read as a firewall must: pure.
 	"tlsinspect/gitsmart": {},
 	// TLS interception for hosts with rules, and its constrained CA.
