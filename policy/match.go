@@ -42,8 +42,11 @@ type Decision struct {
 
 // Rule describes the matching entry for logs: "agent.yaml:7 api.github.com ports 80,443".
 func (d Decision) Rule() string {
-	if d.Entry == nil {
+	switch {
+	case d.Entry == nil:
 		return ""
+	case d.Entry.rule != "":
+		return d.Entry.rule // every connection and answer records it
 	}
 	return d.Entry.Source + " " + d.Entry.String()
 }

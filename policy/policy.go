@@ -50,6 +50,8 @@ type Entry struct {
 	Accept []string
 	// Source says where the entry came from: "agent.yaml:7" or "--allow".
 	Source string
+
+	rule string // Source and String, made once by New for Decision.Rule
 }
 
 // Wildcard reports whether the entry matches subdomains rather than one name.
@@ -171,6 +173,7 @@ func New(entries []Entry) (*Policy, error) {
 			continue
 		}
 		seen[key] = e
+		e.rule = e.Source + " " + e.String()
 		switch {
 		case e.Host == "":
 			p.prefixes = append(p.prefixes, e)

@@ -606,3 +606,26 @@ allow:
 		}
 	}
 }
+
+// TestRuleMadeOnce: the rule New makes once for each entry (recorded with
+// every decision) is the one formatted from the entry, for every example
+// policy (rules, budgets, private entries, prefixes).
+func TestRuleMadeOnce(t *testing.T) {
+	files, _ := filepath.Glob("../examples/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example policies")
+	}
+	n := 0
+	for _, f := range files {
+		for _, e := range mustLoad(t, f).Entries() {
+			d := Decision{Entry: e}
+			if want := e.Source + " " + e.String(); d.Rule() != want || e.rule == "" {
+				t.Errorf("%s: rule %q, formatted %q", f, d.Rule(), want)
+			}
+			n++
+		}
+	}
+	if n < 10 {
+		t.Errorf("only %d entries checked", n)
+	}
+}
