@@ -74,8 +74,8 @@ type conn struct {
 // errShortPipe: an empty pipe took less than a read's worth; never on Linux.
 var errShortPipe = errors.New("pipe took a partial write")
 
-// open takes a socket accepted from a TLS listener.
-func (l *loop) open(fd int) {
+// open takes a socket accepted from a TLS listener on port.
+func (l *loop) open(fd int, port uint16) {
 	px := l.px
 	ev := journal.Event{Agent: px.cfg.Agent, Layer: journal.LayerTLS, Proto: "tcp"}
 	if reason := px.enter(); reason != "" {
@@ -87,7 +87,7 @@ func (l *loop) open(fd int) {
 	if c == nil {
 		return
 	}
-	dst, err := px.dstOf(fd)
+	dst, err := px.dstOf(fd, port)
 	if err != nil {
 		c.refuse(journal.ReasonNoOrigDst)
 		return

@@ -34,7 +34,7 @@ type loop struct {
 	epfd  int
 	wake  int // eventfd: work queued for the loop, or stop
 	conns map[int32]*conn
-	lns   map[int32]bool // listening sockets accepted from
+	lns   map[int32]uint16 // listening sockets accepted from, and their ports
 	timer deadlineHeap
 	now   time.Time
 	armed time.Time // the deadline set on ep
@@ -67,7 +67,7 @@ func newLoop(px *Proxy) (*loop, error) {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
 	l := &loop{px: px, epfd: epfd, ep: os.NewFile(uintptr(epfd), "epoll"),
-		conns: map[int32]*conn{}, lns: map[int32]bool{}, buf: make([]byte, readChunk), done: make(chan struct{})}
+		conns: map[int32]*conn{}, lns: map[int32]uint16{}, buf: make([]byte, readChunk), done: make(chan struct{})}
 	// Without Go's poller behind it, the instance would take no deadline:
 	// hello, dial and idle timeouts would never fire. Refuse to run so.
 	if err := l.ep.SetReadDeadline(time.Time{}); err != nil {
@@ -224,10 +224,10 @@ func (l *loop) dispatch(e unix.EpollEvent) {
 		for _, f := range q {
 			f()
 		}
-	case l.lns[fd]:
-		l.accept(int(fd))
 	default:
-		if c := l.conns[fd]; c != nil && c.serial == uint32(e.Pad) {
+		if port, ok := l.lns[fd]; ok {
+			l.accept(int(fd), port)
+		} else if c := l.conns[fd]; c != nil && c.serial == uint32(e.Pad) {
 			c.event(int(fd), e.Events)
 		}
 	}
@@ -240,10 +240,14 @@ func (l *loop) dispatch(e unix.EpollEvent) {
 // (EPOLLEXCLUSIVE applies only to threads blocked in epoll_wait), and
 // every new connection would wake them all.
 func (l *loop) listen(fd int) error {
+	local, ok := localAddr(fd)
+	if !ok || local.Port() == 0 {
+		return errors.New("tlsinspect: the listener has no port")
+	}
 	var err error
 	if !l.call(func() {
 		if err = l.add(fd, unix.EPOLLIN, 0); err == nil {
-			l.lns[int32(fd)] = true
+			l.lns[int32(fd)] = local.Port()
 		}
 	}) {
 		return net.ErrClosed
@@ -258,12 +262,12 @@ func (l *loop) listen(fd int) error {
 // more are queued.
 const acceptBatch = 16
 
-func (l *loop) accept(lnfd int) {
+func (l *loop) accept(lnfd int, port uint16) {
 	for range acceptBatch {
 		fd, errno := rawAccept(lnfd)
 		switch errno {
 		case 0:
-			l.handOut(fd)
+			l.handOut(fd, port)
 			continue
 		case unix.ECONNABORTED, unix.EINTR, unix.EPERM, unix.EPROTO:
 			continue // that connection is gone (or a netfilter rule refused it)
@@ -286,12 +290,13 @@ func (l *loop) accept(lnfd int) {
 	}
 }
 
-// handOut opens an accepted connection on the next loop in turn.
-func (l *loop) handOut(fd int) {
+// handOut opens an accepted connection, from the listener on port, on
+// the next loop in turn.
+func (l *loop) handOut(fd int, port uint16) {
 	loops := l.px.loops
 	next := loops[int(l.px.next.Add(1))%len(loops)]
-	if next == l || !next.do(func() { next.open(fd) }) {
-		l.open(fd)
+	if next == l || !next.do(func() { next.open(fd, port) }) {
+		l.open(fd, port)
 	}
 }
 

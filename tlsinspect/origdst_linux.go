@@ -19,14 +19,20 @@ const soOriginalDst = 80
 // connection was not redirected (the kernel then has no NAT record for it),
 // and callers drop the connection: there is no destination to check.
 func OriginalDst(c *net.TCPConn) (dst netip.AddrPort, err error) {
+	var port uint16
+	if local, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		port = uint16(local.Port)
+	}
 	err = control(c, func(fd int) (err error) {
-		dst, err = originalDst(fd)
+		dst, err = originalDst(fd, port)
 		return err
 	})
 	return dst, err
 }
 
-func originalDst(fd int) (netip.AddrPort, error) {
+// originalDst is where fd's connection, accepted from a listener on
+// port listenPort (0: not known), was meant to go.
+func originalDst(fd int, listenPort uint16) (netip.AddrPort, error) {
 	dst, err := natDst(fd)
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
@@ -37,7 +43,13 @@ func originalDst(fd int) (netip.AddrPort, error) {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	// Where conntrack runs (a host that NATs for containers), a connection
 	// made straight to the listener has a record too, whose original
-	// destination is the listener itself: it was not redirected.
+	// destination is the listener itself: it was not redirected. A socket
+	// accepted from a listener has the listener's port, so only a
+	// destination on that port needs the socket's address (a system call
+	// less for every connection on 443).
+	if listenPort != 0 && dst.Port() != listenPort {
+		return dst, nil
+	}
 	if local, ok := localAddr(fd); ok && local == dst {
 		return netip.AddrPort{}, errors.New("original destination: none, the connection was not redirected")
 	}

@@ -218,11 +218,11 @@ func (px *Proxy) checkDial(_, address string, _ syscall.RawConn) error {
 }
 
 // dstOf is where the agent meant the connection on fd to go.
-func (px *Proxy) dstOf(fd int) (netip.AddrPort, error) {
+func (px *Proxy) dstOf(fd int, listenPort uint16) (netip.AddrPort, error) {
 	if px.dstForTests != nil {
 		return px.dstForTests(fd)
 	}
-	return originalDst(fd)
+	return originalDst(fd, listenPort)
 }
 
 func (px *Proxy) internal(a netip.Addr) bool {
