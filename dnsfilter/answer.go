@@ -25,17 +25,25 @@ type outcome struct {
 	// answer released as a would-be refusal (report mode), whose own
 	// record is ev.
 	dropped *journal.Event
+	// fast is what the fast path needs to serve the answer again, when
+	// it came from the cache or the upstream with its addresses open.
+	fast *fastInfo
 }
 
 // Answer decides and answers one query from src. It returns nil when the
 // message deserves no reply at all.
 func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.Msg {
+	return s.answer(ctx, src, req).msg
+}
+
+// answer is Answer, with the outcome its record was taken from.
+func (s *Server) answer(ctx context.Context, src netip.Addr, req *dns.Msg) outcome {
 	if s.cfg.AnswerTime != nil {
 		defer func(start time.Time) { s.cfg.AnswerTime(time.Since(start)) }(time.Now())
 	}
 	o := s.resolve(ctx, src, req)
 	if o.msg == nil {
-		return nil
+		return o
 	}
 	if o.record {
 		for _, ev := range []*journal.Event{&o.ev, o.dropped} {
@@ -55,7 +63,7 @@ func (s *Server) Answer(ctx context.Context, src netip.Addr, req *dns.Msg) *dns.
 			})
 		}
 	}
-	return o.msg
+	return o
 }
 
 func (s *Server) resolve(ctx context.Context, src netip.Addr, req *dns.Msg) outcome {
@@ -183,6 +191,7 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 		c.stored, c.policy = now, p
 		s.cache.put(key, c)
 	}
+	var open time.Time // until when the addresses are open; none: zero
 	if len(c.addrs) > 0 {
 		s.gate.RLock()
 		if cur := s.policy.Load(); cur != p {
@@ -205,7 +214,8 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 			}
 			return s.forward(ctx, req, qtype, cur, d, would, ev)
 		}
-		reason, err := s.open(ctx, c, d, c.ttl-age, now)
+		need := min(max(c.ttl-age, s.cfg.MinTTL), s.cfg.MaxTTL)
+		reason, err := s.open(ctx, c, d, need, now)
 		s.gate.RUnlock()
 		if reason != "" {
 			ev.Reason = reason
@@ -214,6 +224,7 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 			}
 			return servfail(req, ev)
 		}
+		open = now.Add(need)
 	}
 	m := new(dns.Msg)
 	m.SetReply(req)
@@ -240,15 +251,18 @@ func (s *Server) forward(ctx context.Context, req *dns.Msg, qtype uint16, p *pol
 		// Released without some of its addresses: a notice, not a refusal.
 		ev.Kind, ev.Reason, ev.Addrs = journal.Dropped, journal.ReasonAddrsDropped, dropped
 	}
-	return outcome{msg: m, record: true, ev: ev}
+	f := &fastInfo{c: c, p: p, open: open, name: d.Name}
+	if d.Entry != nil && d.Entry.NameBudget() > 0 {
+		f.budget = d.Entry
+	}
+	return outcome{msg: m, record: true, ev: ev, fast: f}
 }
 
 // open puts the answer's addresses in the sets and the pin table for at
-// least remaining (bounded by MinTTL and MaxTTL), or says why it could not.
-// A name no entry allows (report mode) has no ports to open: its
-// addresses are only pinned.
-func (s *Server) open(ctx context.Context, c *cached, d policy.Decision, remaining time.Duration, now time.Time) (journal.Reason, error) {
-	need := min(max(remaining, s.cfg.MinTTL), s.cfg.MaxTTL)
+// least need (the remaining TTL bounded by MinTTL and MaxTTL), or says
+// why it could not. A name no entry allows (report mode) has no ports to
+// open: its addresses are only pinned.
+func (s *Server) open(ctx context.Context, c *cached, d policy.Decision, need time.Duration, now time.Time) (journal.Reason, error) {
 	if d.Allow {
 		if err := s.cfg.Allower.Allow(ctx, c.addrs, d.Entry.Ports, need); err != nil {
 			return journal.ReasonSetUpdateFailed, err

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/sluicegw/sluice/journal"
 )
 
 // These measure the resolver's own CPU per answer, with a fake upstream and
@@ -62,5 +64,50 @@ func BenchmarkAnswerUncached(b *testing.B) {
 		if len(f.fw.calls) > 1<<16 {
 			f.fw.calls = f.fw.calls[:0]
 		}
+	}
+}
+
+// BenchmarkUDPCached is a UDP worker's own CPU for a cached answer: the
+// fast path's copy of a packed reply, against the slow path's unpack,
+// Answer and pack (BenchmarkUDPCachedSlow).
+func BenchmarkUDPCached(b *testing.B) {
+	benchUDP(b, true)
+}
+
+func BenchmarkUDPCachedSlow(b *testing.B) {
+	benchUDP(b, false)
+}
+
+// discard is a journal that keeps nothing: the fixture's keeps every
+// record, and its appends would be most of what is measured.
+type discard struct{}
+
+func (discard) Record(journal.Event) journal.Ticket        { return 0 }
+func (discard) Wait(context.Context, journal.Ticket) error { return journal.ErrNotRecorded }
+
+func benchUDP(b *testing.B, fast bool) {
+	f := newFixtureWith(b, func(c *Config) { c.Journal = discard{} }, "allowed.test")
+	q := new(dns.Msg)
+	q.SetQuestion("allowed.test.", dns.TypeA)
+	q.SetEdns0(1232, false)
+	wire, err := q.Pack()
+	if err != nil {
+		b.Fatal(err)
+	}
+	u := &udpScratch{buf: make([]byte, udpReadSize)}
+	ctx := context.Background()
+	run := func() {
+		n := copy(u.buf, wire)
+		if f.srv.answerUDP(ctx, n, agentSrc, u, func() {}) == nil {
+			b.Fatal("no answer")
+		}
+	}
+	run()
+	if !fast {
+		f.srv.fast = nil
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		run()
 	}
 }

@@ -120,6 +120,7 @@ type Server struct {
 	// later one was decided under the new policy.
 	gate  sync.RWMutex
 	cache *cache
+	fast  *fastCache // replies packed for the fast path; nil with no cache
 	// budgets bounds the new names asked under each wildcard entry.
 	budgets *nameBudgets
 	// notices rate-limits the log lines about allowed names that do not
@@ -160,6 +161,9 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, cache: newCache(size), budgets: newNameBudgets(), notices: newNotices(), now: time.Now, failed: make(chan error, 1)}
+	if size > 0 {
+		s.fast = newFastCache(size)
+	}
 	s.policy.Store(p)
 	return s, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
@@ -72,11 +73,12 @@ func (w *udpWorkers) spawn() {
 
 func (w *udpWorkers) work() {
 	s := w.s
-	buf := make([]byte, udpReadSize)
+	var u udpScratch
+	u.buf = make([]byte, udpReadSize)
 	ctx := context.Background()
 	for {
 		w.idle.Add(1)
-		n, from, err := w.conn.ReadFromUDPAddrPort(buf)
+		n, from, err := w.conn.ReadFromUDPAddrPort(u.buf)
 		idle := w.idle.Add(-1)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -85,28 +87,56 @@ func (w *udpWorkers) work() {
 			}
 			continue
 		}
-		req := new(dns.Msg)
-		if req.Unpack(buf[:n]) != nil {
-			continue // not a DNS message: no answer, as a server would
-		}
-		if idle == 0 {
-			// This worker may now wait on an upstream for seconds: let
-			// another read the socket meanwhile. (Not for junk, which
-			// is dropped at once: it must not grow the pool.)
-			w.spawn()
-		}
-		resp := s.Answer(ctx, from.Addr().Unmap(), req)
-		if resp == nil {
-			continue
-		}
-		resp.Truncate(udpSize(req))
-		out, err := resp.PackBuffer(buf)
-		if err != nil {
-			s.cfg.Log.Debug("pack dns answer", "err", err)
+		out := s.answerUDP(ctx, n, from.Addr().Unmap(), &u, func() {
+			if idle == 0 {
+				// This worker may now wait on an upstream for seconds:
+				// let another read the socket meanwhile. (Not for junk,
+				// which is dropped at once: it must not grow the pool.)
+				w.spawn()
+			}
+		})
+		if out == nil {
 			continue
 		}
 		if _, err := w.conn.WriteToUDPAddrPort(out, from); err != nil {
 			s.cfg.Log.Debug("write dns answer", "err", err)
 		}
 	}
+}
+
+// udpScratch is a worker's buffers: buf holds the query as read, and
+// then the slow path's answer; reply the fast path's; query a copy of the
+// query for keepFast.
+type udpScratch struct {
+	buf, reply, query []byte
+}
+
+// answerUDP answers the query u.buf[:n] from src: from the fast path,
+// or unpacked and answered (slow is called first, once the query is
+// known to be a DNS message), its reply then kept for the fast path. It
+// returns the reply, nil for none.
+func (s *Server) answerUDP(ctx context.Context, n int, src netip.Addr, u *udpScratch, slow func()) []byte {
+	if out, ok := s.fastAnswer(u.buf[:n], src, u.reply); ok {
+		u.reply = out
+		return out
+	}
+	req := new(dns.Msg)
+	if req.Unpack(u.buf[:n]) != nil {
+		return nil // not a DNS message: no answer, as a server would
+	}
+	u.query = append(u.query[:0], u.buf[:n]...) // buf takes the answer
+	slow()
+	o := s.answer(ctx, src, req)
+	resp := o.msg
+	if resp == nil {
+		return nil
+	}
+	resp.Truncate(udpSize(req))
+	out, err := resp.PackBuffer(u.buf)
+	if err != nil {
+		s.cfg.Log.Debug("pack dns answer", "err", err)
+		return nil
+	}
+	s.keepFast(u.query, out, resp, &o)
+	return out
 }

@@ -1,0 +1,293 @@
+package dnsfilter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/sluicegw/sluice/journal"
+)
+
+// query packs a query for name and qtype with id, the RD and CD bits,
+// and, when size > 0, an OPT record of that UDP size (DO set with do,
+// and a cookie option with cookie).
+func query(t testing.TB, name string, qtype, id uint16, rd, cd bool, size uint16, do, cookie bool) []byte {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, qtype)
+	m.Id, m.RecursionDesired, m.CheckingDisabled = id, rd, cd
+	if size > 0 {
+		m.SetEdns0(size, do)
+		if cookie {
+			o := m.IsEdns0()
+			o.Option = append(o.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0102030405060708"})
+		}
+	}
+	b, err := m.Pack()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// udpOnce runs the query b through the server as a UDP worker does.
+func udpOnce(f *fixture, b []byte) []byte {
+	u := &udpScratch{buf: make([]byte, udpReadSize)}
+	n := copy(u.buf, b)
+	out := f.srv.answerUDP(context.Background(), n, agentSrc, u, func() {})
+	return bytes.Clone(out)
+}
+
+// slowOnce is udpOnce with the fast path off (and nothing kept for it).
+func slowOnce(f *fixture, b []byte) []byte {
+	fast := f.srv.fast
+	f.srv.fast = nil
+	defer func() { f.srv.fast = fast }()
+	return udpOnce(f, b)
+}
+
+// fastOnce asks the fast path alone.
+func fastOnce(f *fixture, b []byte) ([]byte, bool) {
+	out, ok := f.srv.fastAnswer(b, agentSrc, nil)
+	return bytes.Clone(out), ok
+}
+
+func lastEvent(f *fixture) journal.Event {
+	evs := f.log.Events()
+	if len(evs) == 0 {
+		return journal.Event{}
+	}
+	return evs[len(evs)-1]
+}
+
+// fastFixture is a server on a clock of the test's, with names that give
+// an NXDOMAIN with an SOA, and 20 addresses (more than fit in 512 bytes).
+func fastFixture(t *testing.T) (*fixture, *time.Time) {
+	f := newFixture(t, "allowed.test", "*.allowed.test")
+	clock := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	f.srv.now = func() time.Time { return clock }
+	var many []string
+	for i := range 20 {
+		many = append(many, fmt.Sprintf("many.allowed.test. 300 IN A 198.18.3.%d", i+1))
+	}
+	f.up.zone["many.allowed.test."] = many
+	zone := f.up.zone
+	f.up.answerWith(func(q *dns.Msg) *dns.Msg {
+		r := new(dns.Msg)
+		r.SetReply(q)
+		name := strings.ToLower(q.Question[0].Name)
+		if name == "nx.allowed.test." {
+			r.Rcode = dns.RcodeNameError
+			soa, _ := dns.NewRR("allowed.test. 120 IN SOA ns.allowed.test. host.allowed.test. 1 7200 900 1209600 90")
+			r.Ns = []dns.RR{soa}
+			return r
+		}
+		rrs, ok := zone[name]
+		if !ok {
+			r.Rcode = dns.RcodeNameError
+		}
+		for _, s := range rrs {
+			rr, _ := dns.NewRR(s)
+			if rr.Header().Rrtype == q.Question[0].Qtype || rr.Header().Rrtype == dns.TypeCNAME {
+				r.Answer = append(r.Answer, rr)
+			}
+		}
+		return r
+	})
+	return f, &clock
+}
+
+// TestFastAnswerEqualsSlow: for every question the fast path serves, at
+// every age it serves it, its reply is byte for byte what the slow path
+// (unpack, Answer, Truncate, pack) sends for the same query at the same
+// moment (ID, RD and CD bits, the question's case, aged TTLs, EDNS), and
+// it journals the same record.
+func TestFastAnswerEqualsSlow(t *testing.T) {
+	f, clock := fastFixture(t)
+	t0 := *clock
+	questions := []struct {
+		name  string
+		qtype uint16
+	}{
+		{"allowed.test.", dns.TypeA},
+		{"www.allowed.test.", dns.TypeAAAA},
+		{"chain.allowed.test.", dns.TypeA},
+		{"nx.allowed.test.", dns.TypeA},
+		{"many.allowed.test.", dns.TypeA},
+	}
+	// Each question primed once, without EDNS and with.
+	for _, q := range questions {
+		for _, size := range []uint16{0, 1232} {
+			if udpOnce(f, query(t, q.name, q.qtype, 1, true, false, size, false, false)) == nil {
+				t.Fatalf("%s: no answer", q.name)
+			}
+		}
+	}
+	kept := map[string]*fastEntry{} // each question's, with or without EDNS
+	for k, e := range f.srv.fast.entries {
+		kept[k.name] = e
+	}
+	served := 0
+	for _, age := range []time.Duration{0, 1500 * time.Millisecond, 59 * time.Second, 89 * time.Second, 200 * time.Second} {
+		*clock = t0.Add(age)
+		for _, q := range questions {
+			var wire [255]byte
+			if _, ok := parseFastQuery(query(t, q.name, q.qtype, 1, true, false, 0, false, false), &wire); !ok {
+				t.Fatal("the fixture's query is not plain")
+			}
+			// Served fast within the TTL, while the addresses stay open as
+			// long as the slow path would keep them (TestFastAnswerDeclines).
+			e := kept[string(wire[:len(q.name)+1])]
+			need := min(max(e.lifetime-age, f.srv.cfg.MinTTL), f.srv.cfg.MaxTTL)
+			if age >= e.lifetime || !e.open.IsZero() && e.open.Before(clock.Add(need)) {
+				continue
+			}
+			for i, variant := range []struct {
+				name   string
+				id     uint16
+				rd, cd bool
+				size   uint16
+				do, ck bool
+			}{
+				{q.name, 7, true, false, 0, false, false},
+				{strings.ToUpper(q.name[:3]) + q.name[3:], 0xbeef, false, true, 0, false, false},
+				{q.name, 9, true, false, 1232, false, false},
+				{strings.ToUpper(q.name), 0xffff, true, true, 4096, true, true},
+			} {
+				b := query(t, variant.name, q.qtype, variant.id, variant.rd, variant.cd, variant.size, variant.do, variant.ck)
+				fast, ok := fastOnce(f, b)
+				fastEv := lastEvent(f)
+				slow := slowOnce(f, b)
+				slowEv := lastEvent(f)
+				if q.name == "many.allowed.test." && variant.size == 0 {
+					if ok {
+						t.Errorf("%s without EDNS: the fast path served a reply that takes more than 512 bytes", q.name)
+					}
+					continue
+				}
+				if !ok {
+					t.Errorf("age %v, %s variant %d: the fast path declined", age, q.name, i)
+					continue
+				}
+				served++
+				if !bytes.Equal(fast, slow) {
+					fm, sm := new(dns.Msg), new(dns.Msg)
+					_ = fm.Unpack(fast)
+					_ = sm.Unpack(slow)
+					t.Errorf("age %v, %s variant %d: fast reply\n%v\n% x\nslow reply\n%v\n% x", age, q.name, i, fm, fast, sm, slow)
+				}
+				if !reflect.DeepEqual(fastEv, slowEv) {
+					t.Errorf("age %v, %s variant %d: fast path journaled %+v, slow %+v", age, q.name, i, fastEv, slowEv)
+				}
+			}
+		}
+	}
+	if served < 70 {
+		t.Errorf("the fast path served %d replies", served)
+	}
+}
+
+// TestFastAnswerDeclines: the fast path leaves to the slow path whatever
+// it cannot answer as the slow path would: a query that is not plain, a
+// reply too large for the query's UDP size, a policy changed since (a
+// reload), an answer past its cache lifetime, and one whose sets and pins
+// near their end (then the slow path opens them again, and the fast path
+// serves once more). Each has its control: the same query served fast.
+func TestFastAnswerDeclines(t *testing.T) {
+	f, clock := fastFixture(t)
+	t0 := *clock
+	q := query(t, "allowed.test.", dns.TypeA, 1, true, false, 1232, false, false)
+	if _, ok := fastOnce(f, q); ok {
+		t.Fatal("served before anything was kept")
+	}
+	udpOnce(f, q)
+	if _, ok := fastOnce(f, q); !ok {
+		t.Fatal("control: not served once kept")
+	}
+	// Not plain: two questions; an answer record; trailing bytes; a
+	// compression pointer in the question; an OPT of version 1.
+	m := new(dns.Msg)
+	m.SetQuestion("allowed.test.", dns.TypeA)
+	m.Question = append(m.Question, m.Question[0])
+	two, _ := m.Pack()
+	withAnswer := bytes.Clone(q)
+	withAnswer[7] = 1
+	trailing := append(bytes.Clone(q), 0)
+	pointer := append(bytes.Clone(q[:12]), 0xc0, 12, 0, 1, 0, 1)
+	v1 := bytes.Clone(q)
+	v1[len(v1)-5] = 1 // the OPT's version
+	for name, b := range map[string][]byte{"two questions": two, "an answer record": withAnswer, "trailing bytes": trailing, "a pointer": pointer, "EDNS version 1": v1} {
+		if _, ok := fastOnce(f, b); ok {
+			t.Errorf("%s: served by the fast path", name)
+		}
+	}
+	// Too large for 512 bytes.
+	udpOnce(f, query(t, "many.allowed.test.", dns.TypeA, 1, true, false, 1232, false, false))
+	if _, ok := fastOnce(f, query(t, "many.allowed.test.", dns.TypeA, 1, true, false, 1232, false, false)); !ok {
+		t.Error("control: 20 addresses under EDNS not served fast")
+	}
+	if _, ok := fastOnce(f, query(t, "many.allowed.test.", dns.TypeA, 1, true, false, 512, false, false)); ok {
+		t.Error("20 addresses served fast to a query of 512 bytes")
+	}
+	// Near the end of the sets (TTL 300, MinTTL 60: opened until 300 s,
+	// and an answer at 280 s keeps them open until 340 s): the slow path
+	// opens them again.
+	*clock = t0.Add(280 * time.Second)
+	calls := f.fw.count()
+	if _, ok := fastOnce(f, q); ok {
+		t.Error("served fast with the sets 20 s from their end")
+	}
+	udpOnce(f, q)
+	if got := f.fw.count(); got != calls+1 {
+		t.Errorf("the slow path did not open the addresses again (%d calls, %d before)", got, calls)
+	}
+	if _, ok := fastOnce(f, q); !ok {
+		t.Error("not served fast once opened again")
+	}
+	// Past the cache lifetime.
+	*clock = t0.Add(300 * time.Second)
+	if _, ok := fastOnce(f, q); ok {
+		t.Error("served fast past its TTL")
+	}
+	udpOnce(f, q) // from the upstream again
+	if _, ok := fastOnce(f, q); !ok {
+		t.Error("control: not served fast once asked again")
+	}
+	// A reload.
+	f.srv.SetPolicy(fixturePolicy(t, "allowed.test", "*.allowed.test"), nil)
+	if _, ok := fastOnce(f, q); ok {
+		t.Error("served fast under another policy")
+	}
+	udpOnce(f, q)
+	if _, ok := fastOnce(f, q); !ok {
+		t.Error("control: not served fast under the new policy once answered")
+	}
+	// A reload that drops the name: refused, by the slow path.
+	f.srv.SetPolicy(fixturePolicy(t, "other.test"), nil)
+	if _, ok := fastOnce(f, q); ok {
+		t.Error("served fast after the name was revoked")
+	}
+	r := new(dns.Msg)
+	if err := r.Unpack(udpOnce(f, q)); err != nil || r.Rcode != dns.RcodeNameError {
+		t.Errorf("after the revocation: %v, %v; want NXDOMAIN", r, err)
+	}
+	// A client outside the agent's prefixes.
+	f.srv.SetPolicy(fixturePolicy(t, "allowed.test"), nil)
+	udpOnce(f, q)
+	if _, ok := f.srv.fastAnswer(q, netip.MustParseAddr("198.51.100.7"), nil); ok {
+		t.Error("served fast to a foreign client")
+	}
+}
+
+func (f *fakeAllower) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
