@@ -4,6 +4,8 @@
 #
 #   sudo bench/dns.sh            # prints one line per phase
 #   SLUICE_FLAGS=--journal= sudo bench/dns.sh   # the same without the journal
+#   ONLY=hit PROF=/tmp/p sudo bench/dns.sh      # one phase, a CPU profile
+#   ONLY=peers ROUNDS=3 sudo bench/dns.sh       # sluice and dnsmasq in turn
 #
 # The journal (on by default, as in real use) goes to the run's temporary
 # directory.
@@ -19,7 +21,7 @@ D=${DURATION:-5s}
 tmp=$(mktemp -d)
 gw=bgw$$ srv=bsrv$$
 cleanup() {
-	kill "${proto_pid:-}" "${helper_pid:-}" "${sluice_pid:-}" 2>/dev/null || true
+	kill "${proto_pid:-}" "${helper_pid:-}" "${sluice_pid:-}" "${dnsmasq_pid:-}" 2>/dev/null || true
 	ip netns del "$gw" 2>/dev/null || true
 	ip netns del "$srv" 2>/dev/null || true
 	rm -rf "$tmp"
@@ -55,6 +57,7 @@ POLICY
 phase() {
 	local name=$1
 	shift
+	if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then return 0; fi
 	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE=${PROF:-} taskset -c 1 "$tmp/sluice" run --journal "$tmp/journal.db" ${SLUICE_FLAGS:-} \
 		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 --user root -- \
 		sh -c "$(agent_ask "$tmp")"'
@@ -74,3 +77,51 @@ phase denied       -names 'd%07d.denied.test.' -count 100000 -c 8 -d "$D"
 phase hit-latency  -count 100 -c 4 -qps 10000 -d "$D"
 phase miss-latency -unique -count 50000000 -c 4 -qps 2000 -d "$D"
 phase connect      -unique -count 90000000 -c 4 -connect 80 -d "$D"
+
+# Peers on the same queries, behind the same redirect (ONLY=peers for this
+# part alone, ROUNDS=N for N rounds, each starting with the next target):
+# in one sluice run, its agent asks sluice (port 53) and dnsmasq (port
+# 5354, redirected by a rule added to sluice's own table to dnsmasq on
+# 5353 in the gateway namespace, pinned to sluice's core) in turn, so the
+# client's packets pay for the same hooks and rules. dnsmasq forwards to
+# the same upstream and caches (TTL 300). The hit phase asks 100 names
+# from 16 clients, as above: the client's core is the bound, and the
+# servers' CPU per answer includes their idle polling. CLIENT_CPUS=0,1
+# CLIENTS=64 lets the clients take both cores: then both are saturated,
+# and the rate is set by the CPU each answer costs, client's and server's.
+if command -v dnsmasq >/dev/null && { [ -z "${ONLY:-}" ] || [ "$ONLY" = peers ]; }; then
+	ip netns exec "$gw" taskset -c 1 dnsmasq --keep-in-foreground --conf-file=/dev/null --port=5353 \
+		--no-resolv --no-hosts --server=198.18.1.2 --cache-size=10000 --user=root --pid-file="$tmp/dnsmasq.pid" \
+		--log-facility=- --quiet-dhcp 2>/dev/null &
+	dnsmasq_pid=$!
+	sleep 0.3
+	targets=("sluice 53 sluice" "dnsmasq 5354 $dnsmasq_pid")
+	script="while [ ! -e $tmp/go ]; do sleep 0.1; done"
+	for round in $(seq "${ROUNDS:-1}"); do
+		k=$(( (round - 1) % ${#targets[@]} ))
+		for t in "${targets[@]:k}" "${targets[@]:0:k}"; do
+			read -r name port pid <<<"$t"
+			script+="
+c0=\$(ask cpu $pid); out=\$(taskset -c ${CLIENT_CPUS:-0} $tmp/dnsload -server 198.18.0.1:$port -count 100 -c ${CLIENTS:-16} -d $D); c1=\$(ask cpu $pid)
+n=\$(echo \"\$out\" | sed -n 's/^answers=\([0-9]*\).*/\1/p')
+echo \"$name hit round $round: \$out cpu_us_per_answer=\$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))\""
+		done
+	done
+	ip netns exec "$gw" env GOMAXPROCS=1 taskset -c 1 "$tmp/sluice" run --name bench --journal "$tmp/journal.db" ${SLUICE_FLAGS:-} \
+		--upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 --user root -- \
+		sh -c "$(agent_ask "$tmp")
+$script" 2>${SLUICE_STDERR:-/dev/null} &
+	sluice_pid=$!
+	host_helper "$tmp" "$sluice_pid"
+	helper_pid=$!
+	until ip netns exec "$gw" nft list chain inet sluice-bench agent_in >/dev/null 2>&1; do sleep 0.1; done
+	agentif=$(ip netns exec "$gw" nft list chain inet sluice-bench prerouting | sed -n 's/.*iifname "\([^"]*\)".*/\1/p' | head -1)
+	ip netns exec "$gw" nft -f - <<NFT
+insert rule inet sluice-bench prerouting iifname "$agentif" udp dport 5354 redirect to :5353
+insert rule inet sluice-bench agent_in udp dport 5353 ct status dnat accept
+NFT
+	touch "$tmp/go"
+	wait "$sluice_pid" || true
+	kill "$helper_pid" "$dnsmasq_pid" 2>/dev/null || true
+	wait "$helper_pid" "$dnsmasq_pid" 2>/dev/null || true
+fi
