@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -221,19 +222,38 @@ func hangup(args []string) error {
 }
 
 // slowloris ADDR N HOLD: N connections that each send three bytes of a
-// hello and stall; reports how many the gateway cut within HOLD.
+// hello and stall; reports how many the gateway cut within HOLD. They
+// are opened 32 at a time: one after the other, on a loaded machine,
+// the first reached the gateway's hello timeout before the last were
+// open, and the cap on connections awaiting a hello was never reached.
 func slowloris(args []string) error {
 	n, _ := strconv.Atoi(args[1])
 	hold, _ := time.ParseDuration(args[2])
-	var conns []net.Conn
+	var (
+		mu    sync.Mutex
+		conns []net.Conn
+		wg    sync.WaitGroup
+	)
+	next := make(chan struct{}, n)
 	for range n {
-		c, err := net.DialTimeout("tcp", args[0], 2*time.Second)
-		if err != nil {
-			continue
-		}
-		c.Write([]byte{0x16, 3, 1})
-		conns = append(conns, c)
+		next <- struct{}{}
 	}
+	close(next)
+	for range 32 {
+		wg.Go(func() {
+			for range next {
+				c, err := net.DialTimeout("tcp", args[0], 2*time.Second)
+				if err != nil {
+					continue
+				}
+				c.Write([]byte{0x16, 3, 1})
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
 	deadline := time.Now().Add(hold)
 	cut := 0
 	for _, c := range conns {
