@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -392,7 +393,13 @@ func (w *world) replaceZone(t *testing.T, records ...string) {
 	w.auth.Close()
 	w.auth = fakenet.NewDNS(append(append([]string(nil), zone...), records...)...)
 	if err := w.inet.Do(func() error {
+		// The old server's socket may take a moment to go: bind again
+		// until it has (a bounded wait, not a sleep).
 		pc, err := net.ListenPacket("udp", authAddr+":53")
+		for deadline := time.Now().Add(5 * time.Second); errors.Is(err, syscall.EADDRINUSE) && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+			pc, err = net.ListenPacket("udp", authAddr+":53")
+		}
 		if err != nil {
 			return err
 		}

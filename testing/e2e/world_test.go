@@ -89,6 +89,11 @@ var zone = []string{
 	"l2.allowed.test. 300 IN CNAME edge.cdn.test.",
 	"edge.cdn.test. 300 IN A " + allowedAddr2,
 	"short.allowed.test. 1 IN A " + allowedAddr,
+	// Another agent's address (TestServeAgentsIsolated's beta), one in
+	// the agents' pool, and a control.
+	"ok.peer.test. 300 IN A " + allowedAddr,
+	"beta.peer.test. 300 IN A 198.18.0.5",
+	"pool.peer.test. 300 IN A 198.19.240.2",
 	"meta.allowed.test. 300 IN A 169.254.169.254",
 	"meta.allowed.test. 300 IN AAAA ::ffff:169.254.169.254",
 	"private.allowed.test. 300 IN A 10.0.0.1",
