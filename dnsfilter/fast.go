@@ -53,7 +53,9 @@ type fastKey struct {
 // fastEntry is a reply packed by the slow path, and what decides whether
 // it may be served again.
 type fastEntry struct {
-	wire     []byte   // the reply, its ID, RD, CD and question to be replaced
+	wire []byte // the reply, its ID, RD, CD and question to be replaced
+	size int    // its length as Truncate reckons it (Msg.Len), at most
+	// which the query's UDP size must allow, as it does for the slow path
 	qlen     int      // the question name's length in wire form
 	ttlAt    []int    // offsets of the answer and authority records' TTLs
 	ttl0     []uint32 // those TTLs as first served (age 0)
@@ -160,7 +162,11 @@ func parseFastQuery(b []byte, lower *[255]byte) (fastQuery, bool) {
 		if size := int(binary.BigEndian.Uint16(b[i+3:])); size > dns.MinMsgSize {
 			q.udpSize = size
 		}
-		i += 11 + int(binary.BigEndian.Uint16(b[i+9:]))
+		end := i + 11 + int(binary.BigEndian.Uint16(b[i+9:]))
+		if end > len(b) || !plainOptions(b[i+11:end]) {
+			return q, false
+		}
+		i = end
 		q.key.edns = true
 	}
 	if i != len(b) {
@@ -176,14 +182,34 @@ func parseFastQuery(b []byte, lower *[255]byte) (fastQuery, bool) {
 	return q, true
 }
 
+// plainOptions reports whether opts, an OPT record's data, holds only
+// whole options of the kinds miekg/dns unpacks whatever their contents
+// (NSID, COOKIE, PADDING; clients send cookies and padding): of any other
+// kind, a malformed one makes the slow path drop the query, so the fast
+// path leaves every other kind to it.
+func plainOptions(opts []byte) bool {
+	for len(opts) > 0 {
+		if len(opts) < 4 {
+			return false
+		}
+		code, n := binary.BigEndian.Uint16(opts), int(binary.BigEndian.Uint16(opts[2:]))
+		if 4+n > len(opts) || code != dns.EDNS0NSID && code != dns.EDNS0COOKIE && code != dns.EDNS0PADDING {
+			return false
+		}
+		opts = opts[4+n:]
+	}
+	return true
+}
+
 // fastAnswer answers the query b from src into out, and says whether it
 // did: false leaves it to the slow path.
 func (s *Server) fastAnswer(b []byte, src netip.Addr, out []byte) ([]byte, bool) {
 	if s.fast == nil {
 		return nil, false
 	}
+	var start time.Time
 	if s.cfg.AnswerTime != nil {
-		defer func(start time.Time) { s.cfg.AnswerTime(time.Since(start)) }(time.Now())
+		start = time.Now()
 	}
 	var lower [255]byte
 	q, ok := parseFastQuery(b, &lower)
@@ -191,7 +217,7 @@ func (s *Server) fastAnswer(b []byte, src netip.Addr, out []byte) ([]byte, bool)
 		return nil, false
 	}
 	e := s.fast.get(q.key)
-	if e == nil || len(e.wire) > q.udpSize || !policy.InPrefixes(s.cfg.Clients, src) {
+	if e == nil || e.size > q.udpSize || !policy.InPrefixes(s.cfg.Clients, src) {
 		return nil, false
 	}
 	now := s.now()
@@ -230,6 +256,9 @@ func (s *Server) fastAnswer(b []byte, src netip.Addr, out []byte) ([]byte, bool)
 	ev := e.ev
 	ev.Time = now
 	s.cfg.Journal.Record(ev)
+	if s.cfg.AnswerTime != nil { // answers only: a decline is timed by the slow path
+		s.cfg.AnswerTime(time.Since(start))
+	}
 	return out, true
 }
 
@@ -256,7 +285,7 @@ func (s *Server) keepFast(query []byte, wire []byte, resp *dns.Msg, o *outcome) 
 	if !ok || len(wire) < 12+len(q.qname)+4 {
 		return
 	}
-	e := &fastEntry{wire: append([]byte(nil), wire...), qlen: len(q.qname), policy: f.p, stored: f.c.stored,
+	e := &fastEntry{wire: append([]byte(nil), wire...), size: max(resp.Len(), len(wire)), qlen: len(q.qname), policy: f.p, stored: f.c.stored,
 		lifetime: f.c.ttl, open: f.open, budget: f.budget, name: f.name, ev: o.ev}
 	e.wire[2] &^= flagRD >> 8 // the query's own go in at each answer
 	e.wire[3] &^= flagCD

@@ -78,6 +78,8 @@ func fastFixture(t *testing.T) (*fixture, *time.Time) {
 		many = append(many, fmt.Sprintf("many.allowed.test. 300 IN A 198.18.3.%d", i+1))
 	}
 	f.up.zone["many.allowed.test."] = many
+	long := strings.Repeat(`\001`, 200)
+	f.up.zone["txt.allowed.test."] = []string{`txt.allowed.test. 300 IN TXT "a` + long + `"`, `txt.allowed.test. 300 IN TXT "b` + long + `"`, `txt.allowed.test. 300 IN TXT "c` + long + `"`}
 	zone := f.up.zone
 	f.up.answerWith(func(q *dns.Msg) *dns.Msg {
 		r := new(dns.Msg)
@@ -102,6 +104,16 @@ func fastFixture(t *testing.T) (*fixture, *time.Time) {
 		return r
 	})
 	return f, &clock
+}
+
+// withOption returns the query q (whose OPT record is last) with one
+// more option, opt, raw.
+func withOption(t testing.TB, q []byte, opt []byte) []byte {
+	t.Helper()
+	b := append(bytes.Clone(q), opt...)
+	rdlen := len(b) - len(q) + int(q[len(q)-2])<<8 | int(q[len(q)-1])
+	b[len(q)-2], b[len(q)-1] = byte(rdlen>>8), byte(rdlen)
+	return b
 }
 
 // TestFastAnswerEqualsSlow: for every question the fast path serves, at
@@ -223,10 +235,33 @@ func TestFastAnswerDeclines(t *testing.T) {
 	pointer := append(bytes.Clone(q[:12]), 0xc0, 12, 0, 1, 0, 1)
 	v1 := bytes.Clone(q)
 	v1[len(v1)-5] = 1 // the OPT's version
-	for name, b := range map[string][]byte{"two questions": two, "an answer record": withAnswer, "trailing bytes": trailing, "a pointer": pointer, "EDNS version 1": v1} {
+	// An OPT option cut short, and one of a kind miekg/dns checks (a
+	// client subnet of family 3): the slow path drops both.
+	cut := withOption(t, q, []byte{0, 8, 0})
+	subnet := withOption(t, q, []byte{0, 8, 0, 4, 0, 3, 0, 0})
+	for name, b := range map[string][]byte{"two questions": two, "an answer record": withAnswer, "trailing bytes": trailing, "a pointer": pointer, "EDNS version 1": v1,
+		"an option cut short": cut, "a malformed client subnet": subnet} {
 		if _, ok := fastOnce(f, b); ok {
 			t.Errorf("%s: served by the fast path", name)
 		}
+	}
+	for name, b := range map[string][]byte{"an option cut short": cut, "a malformed client subnet": subnet} {
+		if out := slowOnce(f, b); out != nil {
+			t.Errorf("%s: the slow path answered; the test means a query it drops", name)
+		}
+	}
+	// A reply that packs smaller than Truncate reckons (escaped bytes in
+	// TXT records): kept from a query of 4096 bytes, it is not served to
+	// one whose UDP size is its packed length, which the slow path
+	// truncates.
+	txt := query(t, "txt.allowed.test.", dns.TypeTXT, 1, true, false, 4096, false, false)
+	packed := udpOnce(f, txt)
+	if _, ok := fastOnce(f, txt); !ok {
+		t.Error("control: TXT records not served fast at 4096 bytes")
+	}
+	small := query(t, "txt.allowed.test.", dns.TypeTXT, 1, true, false, uint16(len(packed)), false, false)
+	if _, ok := fastOnce(f, small); ok {
+		t.Errorf("served fast at %d bytes, which the slow path truncates", len(packed))
 	}
 	// Too large for 512 bytes.
 	udpOnce(f, query(t, "many.allowed.test.", dns.TypeA, 1, true, false, 1232, false, false))
@@ -290,4 +325,22 @@ func (f *fakeAllower) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.calls)
+}
+
+// TestFastAnswerTimed: the latency histogram gets one sample per answer,
+// fast or slow, and none for a query the fast path leaves to the slow
+// one before that answers it, or for junk.
+func TestFastAnswerTimed(t *testing.T) {
+	samples := 0
+	f := newFixtureWith(t, func(c *Config) { c.AnswerTime = func(time.Duration) { samples++ } }, "allowed.test")
+	q := query(t, "allowed.test.", dns.TypeA, 1, true, false, 1232, false, false)
+	for i, want := range []int{1, 2} { // the slow path, then the fast one
+		udpOnce(f, q)
+		if samples != want {
+			t.Errorf("answer %d: %d samples, want %d", i+1, samples, want)
+		}
+	}
+	if udpOnce(f, []byte("junk")) != nil || samples != 2 {
+		t.Errorf("junk: %d samples, want 2", samples)
+	}
 }

@@ -58,6 +58,7 @@ type conn struct {
 	ev       journal.Event // until relaying; then only the name is kept
 	name     string        // relaying: the name it was allowed for, "" for a cidr entry
 	hello    []byte        // phaseHello: read so far; phaseDial: still to write
+	reader   HelloReader   // phaseHello: what of hello is read
 	wrote    bool          // phaseDial: some of the replay was written
 	up, down half          // agent→destination, destination→agent
 	last     time.Time     // data last moved either way
@@ -229,7 +230,7 @@ func (c *conn) readHello() {
 			c.cs.readable = false // drained: the next byte brings an event
 		}
 		c.hello = append(c.hello, room[:n]...)
-		hello, err := CheckHello(c.hello, px.cfg.MaxHello)
+		hello, err := c.reader.Check(c.hello, px.cfg.MaxHello)
 		switch {
 		case errors.Is(err, ErrHelloTooBig):
 			c.refuse(journal.ReasonHelloTooLarge)

@@ -74,8 +74,29 @@ const (
 // same malformed input, checked against crypto/tls by a differential
 // fuzz target; beyond that it refuses what is ambiguous (errAmbiguous).
 // The whole of b is the replay.
+//
+// CheckHello reads b from its start; a HelloReader, given b as it grows,
+// reads each byte once.
 func CheckHello(b []byte, max int) (*Hello, error) {
-	msg, err := helloMessage(b)
+	var r HelloReader
+	return r.Check(b, max)
+}
+
+// HelloReader reads a ClientHello as its bytes arrive: each call to Check
+// takes the bytes received so far (the earlier ones unchanged) and reads
+// only the records completed since the last call, so that a hello sent
+// in one-byte records, one byte at a time, costs no more than one sent
+// whole. Its zero value is ready; one reader reads one connection's hello.
+type HelloReader struct {
+	off    int    // the whole records of b read so far
+	msg    []byte // their handshake bytes: b's own while in one record
+	joined bool   // msg is a copy, over several records
+}
+
+// Check is CheckHello for b, which begins with what the earlier calls
+// were given.
+func (r *HelloReader) Check(b []byte, max int) (*Hello, error) {
+	msg, err := r.message(b)
 	switch {
 	case err != nil:
 		return nil, fmt.Errorf("%w: %w", ErrNotTLS, err)
@@ -91,21 +112,21 @@ func CheckHello(b []byte, max int) (*Hello, error) {
 	return h, nil
 }
 
-// helloMessage returns the ClientHello message (its 4-byte header
-// included) from the handshake records at the start of b: nil when it is
-// not complete yet, an error when the records cannot hold one. A message
-// in one record is b's own bytes; one over several is copied.
-func helloMessage(b []byte) ([]byte, error) {
-	var msg []byte
-	joined := false // msg is a copy
+// message returns the ClientHello message (its 4-byte header included)
+// from the handshake records at the start of b: nil when it is not
+// complete yet, an error when the records cannot hold one. A message in
+// one record is b's own bytes; one over several is copied as its records
+// come.
+func (r *HelloReader) message(b []byte) ([]byte, error) {
 	for {
-		if len(b) < recordHeader {
-			if len(b) > 0 && b[0] != recordTypeHandshake {
-				return nil, recordTypeError(b[0])
+		rest := b[r.off:]
+		if len(rest) < recordHeader {
+			if len(rest) > 0 && rest[0] != recordTypeHandshake {
+				return nil, recordTypeError(rest[0])
 			}
 			return nil, nil
 		}
-		typ, vers, n := b[0], int(b[1])<<8|int(b[2]), int(b[3])<<8|int(b[4])
+		typ, vers, n := rest[0], int(rest[1])<<8|int(rest[2]), int(rest[3])<<8|int(rest[4])
 		switch {
 		case typ != recordTypeHandshake:
 			return nil, recordTypeError(typ)
@@ -113,21 +134,22 @@ func helloMessage(b []byte) ([]byte, error) {
 			return nil, fmt.Errorf("record version %#04x", vers)
 		case n > maxPlaintext: // crypto/tls takes no more before decryption
 			return nil, fmt.Errorf("record of %d bytes", n)
-		case len(b) < recordHeader+n:
+		case len(rest) < recordHeader+n:
 			return nil, nil
 		case n == 0:
 			return nil, errors.New("empty handshake record")
 		}
-		frag := b[recordHeader : recordHeader+n]
-		b = b[recordHeader+n:]
+		frag := rest[recordHeader : recordHeader+n]
+		r.off += recordHeader + n
 		switch {
-		case msg == nil:
-			msg = frag
-		case !joined:
-			msg, joined = append(slices.Clip(slices.Clone(msg)), frag...), true
+		case r.msg == nil:
+			r.msg = frag
+		case !r.joined:
+			r.msg, r.joined = append(slices.Clip(slices.Clone(r.msg)), frag...), true
 		default:
-			msg = append(msg, frag...)
+			r.msg = append(r.msg, frag...)
 		}
+		msg := r.msg
 		if len(msg) < 4 {
 			continue
 		}

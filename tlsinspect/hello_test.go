@@ -9,22 +9,24 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/sluicegw/sluice/testing/fakenet"
 )
 
-// feed gives b to CheckHello in pieces of at most chunk bytes, as a loop
-// does when they arrive, until it decides; a client that sent all of b
-// undecided is refused when it ends.
+// feed gives b to a HelloReader in pieces of at most chunk bytes, as a
+// loop does when they arrive, until it decides; a client that sent all
+// of b undecided is refused when it ends.
 func feed(t testing.TB, b []byte, chunk int, max int) (*Hello, error) {
 	t.Helper()
 	var got []byte
+	var r HelloReader
 	for len(b) > 0 {
 		n := min(chunk, len(b), max-len(got))
 		got, b = append(got, b[:n]...), b[n:]
-		hello, err := CheckHello(got, max)
+		hello, err := r.Check(got, max)
 		if hello != nil || err != nil {
 			return hello, err
 		}
@@ -409,7 +411,7 @@ func FuzzHelloDifferential(f *testing.F) {
 		hellos = append(hellos, b)
 	}
 	for _, b := range hellos {
-		if msg, err := helloMessage(b); err == nil && msg != nil {
+		if msg, err := new(HelloReader).message(b); err == nil && msg != nil {
 			i := extensionsAt(msg)
 			f.Add(msg[i+2:], true)
 		}
@@ -449,4 +451,31 @@ func withExtensions(exts []byte) []byte {
 	n := len(msg) - 4
 	msg[1], msg[2], msg[3] = byte(n>>16), byte(n>>8), byte(n)
 	return fakenet.Record(msg)
+}
+
+// TestHelloReaderLinear: a hello in one-byte records that arrives one
+// byte at a time, up to the cap, costs the reader memory in proportion
+// to its size: each record is read once, and joined once. (Read from the
+// start at every byte, and joined anew each time, it took 1.5 GB and
+// seconds of the loop's CPU.)
+func TestHelloReaderLinear(t *testing.T) {
+	msg := append([]byte{typeClientHello, 0, 0xfd, 0xe8}, bytes.Repeat([]byte{0x41}, 65000)...)
+	b := fakenet.Reframe(fakenet.Record(msg), 1)[:DefaultMaxHello]
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var r HelloReader
+	var err error
+	for i := 1; i <= len(b); i++ {
+		var h *Hello
+		if h, err = r.Check(b[:i], DefaultMaxHello); h != nil || err != nil {
+			break
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrHelloTooBig) {
+		t.Errorf("got %v, want %v", err, ErrHelloTooBig)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+		t.Errorf("reading %d bytes of one-byte records allocated %d bytes", len(b), n)
+	}
 }
