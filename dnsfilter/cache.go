@@ -70,11 +70,17 @@ func (c *cache) put(k cacheKey, e *cached) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
-		for old := range c.entries {
-			delete(c.entries, old)
+	putBounded(c.entries, k, e, c.max)
+}
+
+// putBounded sets m[k] = v, first making room for a new key, when m
+// holds max already, by deleting an arbitrary one.
+func putBounded[K comparable, V any](m map[K]V, k K, v V, max int) {
+	if _, ok := m[k]; !ok && len(m) >= max {
+		for old := range m {
+			delete(m, old)
 			break
 		}
 	}
-	c.entries[k] = e
+	m[k] = v
 }

@@ -83,13 +83,7 @@ func (c *fastCache) get(k fastKey) *fastEntry {
 func (c *fastCache) put(k fastKey, e *fastEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.entries[k]; !ok && len(c.entries) >= c.max {
-		for old := range c.entries {
-			delete(c.entries, old)
-			break
-		}
-	}
-	c.entries[k] = e
+	putBounded(c.entries, k, e, c.max)
 }
 
 func (c *fastCache) drop(k fastKey, e *fastEntry) {
