@@ -265,6 +265,11 @@ echo ll_ports=$(echo "$@" | tr ' ' ,)
 llprobe() { out=$(nc -z -v -w 2 $ll%eth0 $2 2>&1); case $out in
   *succeeded*) r=connected;; *refused*|*"Permission denied"*|*prohibited*) r=refused;; *"timed out"*) r=timeout;; *) r=other;; esac
   echo "$1=$r"; }
+# The agent's entry for the address may have been made (STALE, no router
+# flag) from a packet of the gateway's before this: the first probe then
+# waits 5 s before asking, and the flag comes late. Without one, the
+# probe's own solicitation is answered by the gateway as a router.
+ip -6 neigh del $ll dev eth0 2>/dev/null
 llprobe ll_control 53
 for p in "$@"; do llprobe ll_$p $p; done
 echo ll_router=$(ip -6 neigh show $ll dev eth0 | grep -c " router ")
