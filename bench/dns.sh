@@ -89,10 +89,25 @@ phase connect      -unique -count 90000000 -c 4 -connect 80 -d "$D"
 # servers' CPU per answer includes their idle polling. CLIENT_CPUS=0,1
 # CLIENTS=64 lets the clients take both cores: then both are saturated,
 # and the rate is set by the CPU each answer costs, client's and server's.
+# PEER_PHASE=miss compares the miss phase instead (every name new, 64
+# clients): sluice programs its sets before each answer, dnsmasq runs
+# with --nftset into a set of its own; run it once per round (ROUNDS=1),
+# so that sluice starts with empty sets each time.
 if command -v dnsmasq >/dev/null && { [ -z "${ONLY:-}" ] || [ "$ONLY" = peers ]; }; then
+	load="-count 100 -c ${CLIENTS:-16} -d $D"
+	nftset=()
+	if [ "${PEER_PHASE:-hit}" = miss ]; then
+		load="-unique -count 0 -c 64 -d ${MISS_DURATION:-2s}"
+		ip netns exec "$gw" nft -f - <<'NFT'
+table inet dnsmasqbench {
+	set s4 { type ipv4_addr; }
+}
+NFT
+		nftset=(--nftset=/bench.test/4#inet#dnsmasqbench#s4)
+	fi
 	ip netns exec "$gw" taskset -c 1 dnsmasq --keep-in-foreground --conf-file=/dev/null --port=5353 \
 		--no-resolv --no-hosts --server=198.18.1.2 --cache-size=10000 --user=root --pid-file="$tmp/dnsmasq.pid" \
-		--log-facility=- --quiet-dhcp 2>/dev/null &
+		--log-facility=- --quiet-dhcp "${nftset[@]}" 2>/dev/null &
 	dnsmasq_pid=$!
 	sleep 0.3
 	targets=("sluice 53 sluice" "dnsmasq 5354 $dnsmasq_pid")
@@ -102,9 +117,9 @@ if command -v dnsmasq >/dev/null && { [ -z "${ONLY:-}" ] || [ "$ONLY" = peers ];
 		for t in "${targets[@]:k}" "${targets[@]:0:k}"; do
 			read -r name port pid <<<"$t"
 			script+="
-c0=\$(ask cpu $pid); out=\$(taskset -c ${CLIENT_CPUS:-0} $tmp/dnsload -server 198.18.0.1:$port -count 100 -c ${CLIENTS:-16} -d $D); c1=\$(ask cpu $pid)
+c0=\$(ask cpu $pid); out=\$(taskset -c ${CLIENT_CPUS:-0} $tmp/dnsload -server 198.18.0.1:$port $load); c1=\$(ask cpu $pid)
 n=\$(echo \"\$out\" | sed -n 's/^answers=\([0-9]*\).*/\1/p')
-echo \"$name hit round $round: \$out cpu_us_per_answer=\$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))\""
+echo \"$name ${PEER_PHASE:-hit} round $round: \$out cpu_us_per_answer=\$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))\""
 		done
 	done
 	ip netns exec "$gw" env GOMAXPROCS=1 taskset -c 1 "$tmp/sluice" run --name bench --journal "$tmp/journal.db" ${SLUICE_FLAGS:-} \
