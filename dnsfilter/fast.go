@@ -56,7 +56,6 @@ type fastEntry struct {
 	wire []byte // the reply, its ID, RD, CD and question to be replaced
 	size int    // its length as Truncate reckons it (Msg.Len), at most
 	// which the query's UDP size must allow, as it does for the slow path
-	qlen     int      // the question name's length in wire form
 	ttlAt    []int    // offsets of the answer and authority records' TTLs
 	ttl0     []uint32 // those TTLs as first served (age 0)
 	policy   *policy.Policy
@@ -279,7 +278,7 @@ func (s *Server) keepFast(query []byte, wire []byte, resp *dns.Msg, o *outcome) 
 	if !ok || len(wire) < 12+len(q.qname)+4 {
 		return
 	}
-	e := &fastEntry{wire: append([]byte(nil), wire...), size: max(resp.Len(), len(wire)), qlen: len(q.qname), policy: f.p, stored: f.c.stored,
+	e := &fastEntry{wire: append([]byte(nil), wire...), size: max(resp.Len(), len(wire)), policy: f.p, stored: f.c.stored,
 		lifetime: f.c.ttl, open: f.open, budget: f.budget, name: f.name, ev: o.ev}
 	e.wire[2] &^= flagRD >> 8 // the query's own go in at each answer
 	e.wire[3] &^= flagCD
