@@ -21,8 +21,9 @@ var imports = map[string][]string{
 	"":        {},
 	"policy":  {"gopkg.in/yaml.v3", "golang.org/x/net/idna", "golang.org/x/net/publicsuffix"},
 	"journal": {"modernc.org/sqlite"},
+	// recvmmsg/sendmmsg through x/net's ipv6.PacketConn.
 	"dnsfilter": {"policy", "journal",
-		"github.com/miekg/dns"},
+		"github.com/miekg/dns", "golang.org/x/net/ipv6"},
 	"firewall": {"policy", "journal",
 		"github.com/google/nftables", "github.com/florianl/go-nflog/", "github.com/mdlayher/netlink",
 		"github.com/ti-mo/conntrack", "golang.org/x/sys/"},

@@ -37,12 +37,14 @@ func query(t testing.TB, name string, qtype, id uint16, rd, cd bool, size uint16
 	return b
 }
 
-// udpOnce runs the query b through the server as a UDP worker does.
+// udpOnce runs the query b through the server as a UDP reader and its
+// workers do: the fast path, else the slow one.
 func udpOnce(f *fixture, b []byte) []byte {
+	if out, ok := f.srv.fastAnswer(b, agentSrc, nil); ok {
+		return bytes.Clone(out)
+	}
 	u := &udpScratch{buf: make([]byte, udpReadSize)}
-	n := copy(u.buf, b)
-	out := f.srv.answerUDP(context.Background(), n, agentSrc, u, func() {})
-	return bytes.Clone(out)
+	return bytes.Clone(f.srv.answerSlow(context.Background(), bytes.Clone(b), agentSrc, u))
 }
 
 // slowOnce is udpOnce with the fast path off (and nothing kept for it).

@@ -122,7 +122,7 @@ func TestListenerLossIsFatal(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := srv.Serve(pc, ln); err != nil {
+		if err := srv.Serve(ln, pc); err != nil {
 			t.Fatal(err)
 		}
 		return ln

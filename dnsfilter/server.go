@@ -236,23 +236,33 @@ func (s *Server) ListenAndServe(addr string) error {
 		pc.Close()
 		return fmt.Errorf("dnsfilter: listen tcp %s: %w", addr, err)
 	}
-	return s.Serve(pc, ln)
+	return s.Serve(ln, pc)
 }
 
 // Serve answers on already bound sockets (for example, sockets opened inside
-// another network namespace) until Shutdown. It returns once both serve.
-func (s *Server) Serve(pc net.PacketConn, ln net.Listener) error {
+// another network namespace) until Shutdown: TCP on ln, UDP on each of pcs
+// (several sockets on one port, say, with SO_REUSEPORT). It returns once
+// all serve.
+func (s *Server) Serve(ln net.Listener, pcs ...net.PacketConn) error {
 	tcp := &dns.Server{Listener: ln, Handler: s, MsgAcceptFunc: acceptQuery,
 		ReadTimeout: 5 * time.Second, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	servers := []*dns.Server{tcp}
-	if conn, ok := pc.(*net.UDPConn); ok {
-		s.serveUDP(conn, udpMaxWorkers)
-	} else {
-		servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery})
+	var conns []*net.UDPConn
+	for _, pc := range pcs {
+		if conn, ok := pc.(*net.UDPConn); ok {
+			conns = append(conns, conn)
+		} else {
+			servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery})
+		}
+	}
+	if len(conns) > 0 {
+		s.serveUDP(conns, udpMaxWorkers)
 	}
 	s.mu.Lock()
 	s.servers = append(s.servers, servers...)
-	s.closers = append(s.closers, pc.Close)
+	for _, pc := range pcs {
+		s.closers = append(s.closers, pc.Close)
+	}
 	s.mu.Unlock()
 	for _, srv := range servers {
 		started := make(chan struct{})

@@ -5,24 +5,42 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
+	"golang.org/x/net/ipv6"
 )
 
-// UDP queries are answered by workers that each read the socket and
-// answer in place, upstream exchange included. A resolver starts with a
-// few and adds one whenever a worker takes a query and none is left
-// reading, up to udpMaxWorkers: an idle agent (sluice serve runs many)
-// holds a few small goroutines, and a busy one grows to what its load
-// needs, keeping them after, with their grown stacks (a goroutine per
-// packet pays for growing a fresh one every time). The maximum bounds the
-// concurrent upstream queries from UDP: beyond it, a flood of cache misses
-// queues in the socket instead of spawning goroutines.
+// UDP queries are read in batches (recvmmsg) by one reader per socket;
+// a resolver may have several sockets on one port (SO_REUSEPORT, one per
+// core), among which the kernel spreads the agents' flows. The reader
+// answers what the fast path can at once, and writes those answers in a
+// batch too (sendmmsg): a cached answer costs no goroutine switch and a
+// fraction of a system call. Every other query goes to the resolver's
+// workers, which answer it in full, upstream exchange included, while the
+// readers go on: a name waiting on the upstream for seconds holds up no
+// cached answer.
+//
+// The workers are shared by a resolver's sockets. A resolver starts with
+// a few and adds one whenever a query is handed over and none is left
+// waiting for one, up to udpMaxWorkers: an idle agent (sluice serve runs
+// many) holds a few small goroutines, and a busy one grows to what its
+// load needs, keeping them after, with their grown stacks (a goroutine
+// per packet pays for growing a fresh one every time). The maximum bounds
+// the concurrent upstream queries from UDP; beyond it, up to udpQueued
+// queries wait for a worker, and a flood of cache misses past that is
+// dropped, as a full socket buffer drops it, while cached answers go on.
 const (
 	udpMinWorkers = 2
 	udpMaxWorkers = 128
-	// udpReadSize is a worker's buffer, for the query and, when it fits,
+	udpQueued     = 128
+	// udpBatch is the most datagrams one read or write moves. A reader
+	// starts with udpFirstBatch buffers and doubles them whenever a read
+	// fills them all: an idle resolver holds little.
+	udpBatch      = 32
+	udpFirstBatch = 2
+	// udpReadSize is a reader's buffer per datagram, and a worker's for
 	// the answer (a larger one is packed into a buffer of its own). A
 	// query is a header, one question of at most 259 bytes and an OPT
 	// record; a datagram longer than this is cut short by the read, and
@@ -30,29 +48,48 @@ const (
 	udpReadSize = 4096
 )
 
-// udpWorkers counts a socket's workers, and those of them waiting in a
-// read.
-type udpWorkers struct {
-	s           *Server
-	conn        *net.UDPConn
-	maxWorkers  int32
-	total, idle atomic.Int32
-	started     atomic.Int32 // workers ever started
+// udpQuery is a query handed to a worker: a copy of its bytes, who sent
+// it, and the socket to answer on.
+type udpQuery struct {
+	msg  []byte
+	from netip.AddrPort
+	conn *net.UDPConn
 }
 
-// serveUDP answers queries on conn, with at most maxWorkers at once,
-// until conn is closed.
+// udpWorkers is a resolver's workers, with the queue that feeds them.
+type udpWorkers struct {
+	s          *Server
+	queue      chan udpQuery
+	maxWorkers int32
+	total      atomic.Int32 // workers running
+	busy       atomic.Int32 // queries handed over and not yet answered
+	started    atomic.Int32 // workers ever started
+	dropped    atomic.Int64 // queries the full queue turned away
+	readers    sync.WaitGroup
+}
+
+// serveUDP answers queries on conns (sockets on one address, say with
+// SO_REUSEPORT), with at most maxWorkers answering in full at once, until
+// every conn is closed.
 //
 // Replies are sent without a source address of their own choosing: the
 // socket is bound to the agent's link, and the kernel gives a reply the
 // link's primary address, which is also the address nftables' redirect
 // rewrote the query to, so the redirect's reverse translation matches and
 // the agent sees the answer come from where it sent the query.
-func (s *Server) serveUDP(conn *net.UDPConn, maxWorkers int32) *udpWorkers {
-	w := &udpWorkers{s: s, conn: conn, maxWorkers: maxWorkers}
-	for range udpMinWorkers {
+func (s *Server) serveUDP(conns []*net.UDPConn, maxWorkers int32) *udpWorkers {
+	w := &udpWorkers{s: s, queue: make(chan udpQuery, udpQueued), maxWorkers: maxWorkers}
+	for range min(udpMinWorkers, maxWorkers) {
 		w.spawn()
 	}
+	for _, c := range conns {
+		w.readers.Add(1)
+		go w.read(c)
+	}
+	go func() {
+		w.readers.Wait() // every socket closed: no one sends any more
+		close(w.queue)
+	}()
 	return w
 }
 
@@ -71,61 +108,121 @@ func (w *udpWorkers) spawn() {
 	}
 }
 
+// handOver queues q for a worker, starting one if every worker has a
+// query already (counted from the hand-over to the answer, so that a
+// query in the queue counts as a worker's). A full queue drops q: the
+// client asks again, as after a lost datagram.
+func (w *udpWorkers) handOver(q udpQuery) {
+	if w.busy.Add(1) > w.total.Load() {
+		w.spawn()
+	}
+	select {
+	case w.queue <- q:
+	default:
+		w.busy.Add(-1)
+		w.dropped.Add(1)
+		w.s.cfg.Log.Debug("dns query dropped: every worker busy", "from", q.from)
+	}
+}
+
+// work answers queued queries in full until the queue closes.
 func (w *udpWorkers) work() {
 	s := w.s
-	var u udpScratch
-	u.buf = make([]byte, udpReadSize)
+	u := udpScratch{buf: make([]byte, udpReadSize)}
 	ctx := context.Background()
+	for q := range w.queue {
+		if out := s.answerSlow(ctx, q.msg, q.from.Addr().Unmap(), &u); out != nil {
+			if _, err := q.conn.WriteToUDPAddrPort(out, q.from); err != nil {
+				s.cfg.Log.Debug("write dns answer", "err", err)
+			}
+		}
+		w.busy.Add(-1)
+	}
+	w.total.Add(-1)
+}
+
+// read answers conn's queries until it is closed: those the fast path
+// takes in place, in batches, and the others through the workers.
+func (w *udpWorkers) read(conn *net.UDPConn) {
+	defer w.readers.Done()
+	s := w.s
+	// ipv6.PacketConn only adds recvmmsg and sendmmsg here, which take
+	// any family: the resolver's sockets are dual-stack ones, whose
+	// peers' IPv4 addresses come as IPv4-mapped ones.
+	pc := ipv6.NewPacketConn(conn)
+	var (
+		in      []ipv6.Message // a buffer per datagram, read into
+		replies [][]byte       // a fast answer's buffer per datagram
+		out     []ipv6.Message // the fast answers of one read
+	)
+	grow := func(n int) {
+		for len(in) < n {
+			in = append(in, ipv6.Message{Buffers: [][]byte{make([]byte, udpReadSize)}})
+			replies = append(replies, nil)
+		}
+	}
+	grow(udpFirstBatch)
 	for {
-		w.idle.Add(1)
-		n, from, err := w.conn.ReadFromUDPAddrPort(u.buf)
-		idle := w.idle.Add(-1)
+		n, err := pc.ReadBatch(in, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
-				w.total.Add(-1)
 				return
 			}
+			s.cfg.Log.Debug("read dns queries", "err", err)
 			continue
 		}
-		out := s.answerUDP(ctx, n, from.Addr().Unmap(), &u, func() {
-			if idle == 0 {
-				// This worker may now wait on an upstream for seconds:
-				// let another read the socket meanwhile. (Not for junk,
-				// which is dropped at once: it must not grow the pool.)
-				w.spawn()
+		out = out[:0]
+		for i := range in[:n] {
+			m := &in[i]
+			ua, ok := m.Addr.(*net.UDPAddr)
+			if !ok {
+				continue
 			}
-		})
-		if out == nil {
-			continue
+			from := ua.AddrPort()
+			q := m.Buffers[0][:m.N]
+			if reply, ok := s.fastAnswer(q, from.Addr().Unmap(), replies[i]); ok {
+				replies[i] = reply
+				out = append(out, ipv6.Message{Buffers: [][]byte{reply}, Addr: m.Addr})
+				continue
+			}
+			w.handOver(udpQuery{msg: append([]byte(nil), q...), from: from, conn: conn})
 		}
-		if _, err := w.conn.WriteToUDPAddrPort(out, from); err != nil {
-			s.cfg.Log.Debug("write dns answer", "err", err)
+		writeAll(s, pc, out)
+		if n == len(in) && n < udpBatch {
+			grow(min(2*n, udpBatch))
 		}
 	}
 }
 
-// udpScratch is a worker's buffers: buf holds the query as read, and
-// then the slow path's answer; reply the fast path's; query a copy of the
-// query for keepFast.
+// writeAll sends every message of ms, skipping one that the kernel
+// refuses (its client gets no answer, as after a lost datagram).
+func writeAll(s *Server, pc *ipv6.PacketConn, ms []ipv6.Message) {
+	for len(ms) > 0 {
+		n, err := pc.WriteBatch(ms, 0)
+		if err != nil {
+			s.cfg.Log.Debug("write dns answers", "err", err)
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			n = max(n, 0) + 1 // the message at n failed
+		}
+		ms = ms[min(n, len(ms)):]
+	}
+}
+
+// udpScratch is a worker's buffer for the answers it packs.
 type udpScratch struct {
-	buf, reply, query []byte
+	buf []byte
 }
 
-// answerUDP answers the query u.buf[:n] from src: from the fast path,
-// or unpacked and answered (slow is called first, once the query is
-// known to be a DNS message), its reply then kept for the fast path. It
-// returns the reply, nil for none.
-func (s *Server) answerUDP(ctx context.Context, n int, src netip.Addr, u *udpScratch, slow func()) []byte {
-	if out, ok := s.fastAnswer(u.buf[:n], src, u.reply); ok {
-		u.reply = out
-		return out
-	}
+// answerSlow unpacks and answers the UDP query b from src, and keeps the
+// reply for the fast path (b must not share u.buf). It returns the reply, packed into u.buf (or a
+// larger buffer), or nil for none.
+func (s *Server) answerSlow(ctx context.Context, b []byte, src netip.Addr, u *udpScratch) []byte {
 	req := new(dns.Msg)
-	if req.Unpack(u.buf[:n]) != nil {
+	if req.Unpack(b) != nil {
 		return nil // not a DNS message: no answer, as a server would
 	}
-	u.query = append(u.query[:0], u.buf[:n]...) // buf takes the answer
-	slow()
 	o := s.answer(ctx, src, req)
 	resp := o.msg
 	if resp == nil {
@@ -137,6 +234,6 @@ func (s *Server) answerUDP(ctx context.Context, n int, src netip.Addr, u *udpScr
 		s.cfg.Log.Debug("pack dns answer", "err", err)
 		return nil
 	}
-	s.keepFast(u.query, out, resp, &o)
+	s.keepFast(b, out, resp, &o)
 	return out
 }

@@ -22,13 +22,13 @@ func udpFixture(t *testing.T, maxWorkers int32, allow ...string) (*fixture, *udp
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	w := f.srv.serveUDP(conn, maxWorkers)
+	w := f.srv.serveUDP([]*net.UDPConn{conn}, maxWorkers)
 	return f, w, &dns.Client{Timeout: 3 * time.Second}, conn.LocalAddr().String()
 }
 
 // TestUDPWorkersGrowWithLoad: a resolver starts with a few workers, and
 // queries that wait on the upstream do not keep others from an answer:
-// a worker that takes a query while no other reads adds one.
+// a query handed over while no worker is free adds one.
 func TestUDPWorkersGrowWithLoad(t *testing.T) {
 	f, w, c, addr := udpFixture(t, udpMaxWorkers, "*.allowed.test")
 	// The control: a refusal is answered at once, on the same socket.
@@ -70,7 +70,7 @@ func TestUDPWorkersGrowWithLoad(t *testing.T) {
 }
 
 // TestUDPWorkersBounded: however many queries wait, no more than the
-// maximum of workers start; the rest wait in the socket.
+// maximum of workers start; the rest wait in the queue.
 func TestUDPWorkersBounded(t *testing.T) {
 	const maxWorkers = 4
 	f, w, _, addr := udpFixture(t, maxWorkers, "*.allowed.test")
@@ -89,7 +89,7 @@ func TestUDPWorkersBounded(t *testing.T) {
 	close(release)
 	for range queries {
 		if err := <-done; err != nil {
-			t.Errorf("a query queued in the socket: %v", err)
+			t.Errorf("a query queued for a worker: %v", err)
 		}
 	}
 }
@@ -102,7 +102,10 @@ func holdUpstream(t *testing.T, f *fixture) (release chan struct{}, held func())
 	release = make(chan struct{})
 	asked := make(chan struct{}, 64)
 	f.up.answerWith(func(q *dns.Msg) *dns.Msg {
-		asked <- struct{}{}
+		select {
+		case asked <- struct{}{}:
+		default: // enough told
+		}
 		<-release
 		return new(dns.Msg).SetRcode(q, dns.RcodeNameError)
 	})
@@ -134,4 +137,159 @@ func askNames(addr string, n int) <-chan error {
 		}()
 	}
 	return done
+}
+
+// TestUDPCachedWhileWorkersBusy: cached answers come from the socket's
+// reader itself, so they go on while every worker waits on the upstream.
+func TestUDPCachedWhileWorkersBusy(t *testing.T) {
+	const maxWorkers = 2
+	f, w, c, addr := udpFixture(t, maxWorkers, "*.allowed.test")
+	cached := func() error {
+		q := new(dns.Msg).SetQuestion("www.allowed.test.", dns.TypeA)
+		r, _, err := c.Exchange(q, addr)
+		if err != nil {
+			return err
+		}
+		if r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+			return fmt.Errorf("got %s with %d answers", dns.RcodeToString[r.Rcode], len(r.Answer))
+		}
+		return nil
+	}
+	// The control: asked twice, the second from the fast path.
+	for range 2 {
+		if err := cached(); err != nil {
+			t.Fatalf("cached name while the workers are free: %v", err)
+		}
+	}
+	release, held := holdUpstream(t, f)
+	done := askNames(addr, maxWorkers)
+	held()
+	deadline := time.Now().Add(5 * time.Second)
+	for w.busy.Load() < maxWorkers && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if n := w.busy.Load(); n != maxWorkers {
+		t.Fatalf("%d workers busy, want all %d", n, maxWorkers)
+	}
+	if err := cached(); err != nil {
+		t.Errorf("cached name while every worker waits on the upstream: %v", err)
+	}
+	close(release)
+	for range maxWorkers {
+		if err := <-done; err != nil {
+			t.Errorf("a query that waited on the upstream: %v", err)
+		}
+	}
+}
+
+// TestUDPQueueFullDrops: past the workers and the queue, queries are
+// dropped and counted, the resolver stays up, and what was queued is
+// answered once the upstream answers.
+func TestUDPQueueFullDrops(t *testing.T) {
+	const maxWorkers = 1
+	f, w, c, addr := udpFixture(t, maxWorkers, "*.allowed.test")
+	release, held := holdUpstream(t, f)
+	sock, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	const sent = maxWorkers + udpQueued + 40
+	for i := range sent {
+		q := new(dns.Msg).SetQuestion(fmt.Sprintf("q%d.allowed.test.", i), dns.TypeA)
+		b, _ := q.Pack()
+		if _, err := sock.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			held() // the worker is in the upstream: the rest queue
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for (w.dropped.Load() == 0 || w.busy.Load() < maxWorkers+udpQueued) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if d, b := w.dropped.Load(), w.busy.Load(); d == 0 || b != maxWorkers+udpQueued {
+		t.Fatalf("%d dropped, %d queued or answering, of %d sent; want %d queued and the rest dropped", d, b, sent, maxWorkers+udpQueued)
+	}
+	// Every queued query is answered (NXDOMAIN from the held upstream),
+	// read as they come: a client's socket buffer holds fewer.
+	answered := make(chan error, 1)
+	go func() {
+		sock.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 512)
+		for i := range maxWorkers + udpQueued {
+			if _, err := sock.Read(buf); err != nil {
+				answered <- fmt.Errorf("answer %d of the %d queued: %w", i, maxWorkers+udpQueued, err)
+				return
+			}
+		}
+		answered <- nil
+	}()
+	close(release)
+	if err := <-answered; err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Exchange(new(dns.Msg).SetQuestion("other.test.", dns.TypeA), addr); err != nil {
+		t.Errorf("after the flood: %v", err)
+	}
+}
+
+// TestUDPSocketsAnswerAll: many clients at once, on two sockets of one
+// port, cached, uncached and refused names mixed: every query gets its
+// own answer (ID and name), with batches read and written concurrently
+// with the workers (run under -race).
+func TestUDPSocketsAnswerAll(t *testing.T) {
+	f := newFixtureWith(t, func(c *Config) {
+		c.Clients = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	}, "*.allowed.test")
+	a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	f.srv.serveUDP([]*net.UDPConn{a, b}, udpMaxWorkers)
+	// name -> rcode: cached after the first, a name with no A record, a
+	// name upstream does not know, a name the policy refuses.
+	names := []string{"www.allowed.test.", "v6.allowed.test.", "n1.allowed.test.", "other.test."}
+	rcodes := map[string]int{"n1.allowed.test.": dns.RcodeNameError, "other.test.": dns.RcodeNameError}
+	const clients, each = 32, 40
+	errs := make(chan error, clients)
+	for i := range clients {
+		addr := []string{a.LocalAddr().String(), b.LocalAddr().String()}[i%2]
+		go func() {
+			c := &dns.Client{Timeout: 5 * time.Second}
+			for j := range each {
+				name := names[(i+j)%len(names)]
+				q := new(dns.Msg).SetQuestion(name, dns.TypeA)
+				if j%3 == 0 {
+					q.SetEdns0(1232, false)
+				}
+				r, _, err := c.Exchange(q, addr)
+				if err != nil {
+					errs <- fmt.Errorf("%s: %w", name, err)
+					return
+				}
+				if r.Id != q.Id || len(r.Question) != 1 || r.Question[0].Name != name {
+					errs <- fmt.Errorf("asked %s (ID %d), got %v (ID %d)", name, q.Id, r.Question, r.Id)
+					return
+				}
+				if want := rcodes[name]; r.Rcode != want {
+					errs <- fmt.Errorf("%s: got %s, want %s", name, dns.RcodeToString[r.Rcode], dns.RcodeToString[rcodes[name]])
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
 }

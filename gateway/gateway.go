@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -79,7 +80,7 @@ type Gateway struct {
 	proxy             *tlsinspect.Proxy
 	ca                *mitm.CA // for the hosts with rules; nil when none
 	pins              *dnsfilter.Pins
-	dnsConn           net.PacketConn
+	dnsConns          []net.PacketConn
 	dnsLn             net.Listener
 	tlsLn, httpLn     *net.TCPListener
 	dnsPort           uint16
@@ -315,10 +316,13 @@ func (g *Gateway) listen() error {
 		return nil
 	})
 	var err error
-	if g.dnsConn, g.dnsLn, g.dnsPort, err = listenDNS(g.state.Iface); err != nil {
+	if g.dnsConns, g.dnsLn, g.dnsPort, err = listenDNS(g.state.Iface, min(runtime.GOMAXPROCS(0), maxDNSSockets)); err != nil {
 		return err
 	}
-	sockets = append(sockets, g.dnsConn, g.dnsLn)
+	sockets = append(sockets, g.dnsLn)
+	for _, pc := range g.dnsConns {
+		sockets = append(sockets, pc)
+	}
 	if g.tlsLn, err = listenTCP(g.state.Iface); err != nil {
 		return err
 	}
@@ -536,7 +540,7 @@ func (g *Gateway) startServers() error {
 		return err
 	}
 	g.resolver = srv
-	if err := srv.Serve(g.dnsConn, g.dnsLn); err != nil {
+	if err := srv.Serve(g.dnsLn, g.dnsConns...); err != nil {
 		return err
 	}
 	g.start(srv)
@@ -700,26 +704,52 @@ func bindToDevice(iface string) *net.ListenConfig {
 
 // listenDNS binds the resolver's UDP and TCP sockets on one port, on every
 // address but only for packets that arrive on the agent's link, whatever
-// address the redirect picks.
-func listenDNS(iface string) (net.PacketConn, net.Listener, uint16, error) {
+// address the redirect picks. UDP has n sockets, joined by SO_REUSEPORT,
+// among which the kernel spreads the agent's flows. (A reuseport group is
+// per device, so no two agents' sockets share one.)
+func listenDNS(iface string, n int) ([]net.PacketConn, net.Listener, uint16, error) {
 	lc := bindToDevice(iface)
+	ulc := lc
+	if n > 1 {
+		ulc = &net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) })
+			return errors.Join(err, serr, lc.Control(network, address, c))
+		}}
+	}
 	ctx := context.Background()
 	var lastErr error
 	for range 20 {
-		pc, err := lc.ListenPacket(ctx, "udp", "[::]:0")
+		pc, err := ulc.ListenPacket(ctx, "udp", "[::]:0")
 		if err != nil {
 			return nil, nil, 0, fmt.Errorf("resolver socket: %w", err)
 		}
+		pcs := []net.PacketConn{pc}
 		port := pc.LocalAddr().(*net.UDPAddr).Port
 		ln, err := lc.Listen(ctx, "tcp", fmt.Sprintf("[::]:%d", port))
-		if err == nil {
-			return pc, ln, uint16(port), nil
+		for err == nil && len(pcs) < n {
+			if pc, err = ulc.ListenPacket(ctx, "udp", fmt.Sprintf("[::]:%d", port)); err == nil {
+				pcs = append(pcs, pc)
+			}
 		}
-		pc.Close()
+		if err == nil {
+			return pcs, ln, uint16(port), nil
+		}
+		for _, pc := range pcs {
+			pc.Close()
+		}
+		if ln != nil {
+			ln.Close()
+		}
 		lastErr = err
 	}
 	return nil, nil, 0, fmt.Errorf("resolver socket: no port free for both UDP and TCP: %w", lastErr)
 }
+
+// maxDNSSockets bounds the resolver's UDP sockets per agent, one per
+// core: past a few cores, one agent's queries do not need more, and
+// sluice serve runs many agents.
+const maxDNSSockets = 4
 
 // gatewayHasIPv6 reports whether this namespace can carry IPv6 to the
 // outside: it has IPv6 and a default IPv6 route.
