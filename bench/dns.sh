@@ -119,7 +119,8 @@ NFT
 			script+="
 c0=\$(ask cpu $pid); out=\$(taskset -c ${CLIENT_CPUS:-0} $tmp/dnsload -server 198.18.0.1:$port $load); c1=\$(ask cpu $pid)
 n=\$(echo \"\$out\" | sed -n 's/^answers=\([0-9]*\).*/\1/p')
-echo \"$name ${PEER_PHASE:-hit} round $round: \$out cpu_us_per_answer=\$(( (c1-c0)*10000000/(n>0?n:1)/1000 ))\""
+t=\$(( (c1-c0)*100000000/(n>0?n:1)/1000 ))
+echo \"$name ${PEER_PHASE:-hit} round $round: \$out cpu_us_per_answer=\$((t/10)).\$((t%10))\""
 		done
 	done
 	ip netns exec "$gw" env GOMAXPROCS=1 taskset -c 1 "$tmp/sluice" run --name bench --journal "$tmp/journal.db" ${SLUICE_FLAGS:-} \

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 
 	"github.com/miekg/dns"
@@ -40,11 +39,14 @@ const (
 	// fills them all: an idle resolver holds little.
 	udpBatch      = 32
 	udpFirstBatch = 2
-	// udpReadSize is a reader's buffer per datagram, and a worker's for
-	// the answer (a larger one is packed into a buffer of its own). A
-	// query is a header, one question of at most 259 bytes and an OPT
-	// record; a datagram longer than this is cut short by the read, and
-	// is answered as far as it parses, or not at all.
+	// udpQuerySize is a reader's buffer per datagram. A query is a
+	// header, one question of at most 259 bytes and an OPT record (whose
+	// padding, RFC 8467, rounds a query up to 128 or 468 bytes); a
+	// datagram longer than this is cut short by the read, and is answered
+	// as far as it parses, or not at all.
+	udpQuerySize = 2048
+	// udpReadSize is a worker's buffer for the answer; a larger one is
+	// packed into a buffer of its own.
 	udpReadSize = 4096
 )
 
@@ -65,7 +67,7 @@ type udpWorkers struct {
 	busy       atomic.Int32 // queries handed over and not yet answered
 	started    atomic.Int32 // workers ever started
 	dropped    atomic.Int64 // queries the full queue turned away
-	readers    sync.WaitGroup
+	readers    atomic.Int32 // sockets still read: the last closes queue
 }
 
 // serveUDP answers queries on conns (sockets on one address, say with
@@ -82,14 +84,10 @@ func (s *Server) serveUDP(conns []*net.UDPConn, maxWorkers int32) *udpWorkers {
 	for range min(udpMinWorkers, maxWorkers) {
 		w.spawn()
 	}
+	w.readers.Store(int32(len(conns)))
 	for _, c := range conns {
-		w.readers.Add(1)
 		go w.read(c)
 	}
-	go func() {
-		w.readers.Wait() // every socket closed: no one sends any more
-		close(w.queue)
-	}()
 	return w
 }
 
@@ -144,7 +142,11 @@ func (w *udpWorkers) work() {
 // read answers conn's queries until it is closed: those the fast path
 // takes in place, in batches, and the others through the workers.
 func (w *udpWorkers) read(conn *net.UDPConn) {
-	defer w.readers.Done()
+	defer func() {
+		if w.readers.Add(-1) == 0 {
+			close(w.queue) // every socket closed: no one sends any more
+		}
+	}()
 	s := w.s
 	// ipv6.PacketConn only adds recvmmsg and sendmmsg here, which take
 	// any family: the resolver's sockets are dual-stack ones, whose
@@ -157,7 +159,7 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 	)
 	grow := func(n int) {
 		for len(in) < n {
-			in = append(in, ipv6.Message{Buffers: [][]byte{make([]byte, udpReadSize)}})
+			in = append(in, ipv6.Message{Buffers: [][]byte{make([]byte, udpQuerySize)}})
 			replies = append(replies, nil)
 		}
 	}
