@@ -39,14 +39,11 @@ const (
 	// fills them all: an idle resolver holds little.
 	udpBatch      = 32
 	udpFirstBatch = 2
-	// udpQuerySize is a reader's buffer per datagram. A query is a
-	// header, one question of at most 259 bytes and an OPT record (whose
-	// padding, RFC 8467, rounds a query up to 128 or 468 bytes); a
-	// datagram longer than this is cut short by the read, and is answered
-	// as far as it parses, or not at all.
-	udpQuerySize = 2048
-	// udpReadSize is a worker's buffer for the answer; a larger one is
-	// packed into a buffer of its own.
+	// udpReadSize is a reader's buffer per datagram, and a worker's for
+	// the answer (a larger one is packed into a buffer of its own). A
+	// query is a header, one question of at most 259 bytes and an OPT
+	// record; a datagram longer than this is cut short by the read, and
+	// is answered as far as it parses, or not at all.
 	udpReadSize = 4096
 )
 
@@ -80,7 +77,10 @@ type udpWorkers struct {
 // rewrote the query to, so the redirect's reverse translation matches and
 // the agent sees the answer come from where it sent the query.
 func (s *Server) serveUDP(conns []*net.UDPConn, maxWorkers int32) *udpWorkers {
-	w := &udpWorkers{s: s, queue: make(chan udpQuery, udpQueued), maxWorkers: maxWorkers}
+	// The queue holds every query handed over and not yet answered, so
+	// that a burst that comes before the workers started for it have run
+	// waits for them instead of being dropped.
+	w := &udpWorkers{s: s, queue: make(chan udpQuery, maxWorkers+udpQueued), maxWorkers: maxWorkers}
 	for range min(udpMinWorkers, maxWorkers) {
 		w.spawn()
 	}
@@ -108,19 +108,21 @@ func (w *udpWorkers) spawn() {
 
 // handOver queues q for a worker, starting one if every worker has a
 // query already (counted from the hand-over to the answer, so that a
-// query in the queue counts as a worker's). A full queue drops q: the
-// client asks again, as after a lost datagram.
+// query in the queue counts as a worker's). Past maxWorkers answering and
+// udpQueued waiting, q is dropped: the client asks again, as after a lost
+// datagram.
 func (w *udpWorkers) handOver(q udpQuery) {
-	if w.busy.Add(1) > w.total.Load() {
-		w.spawn()
-	}
-	select {
-	case w.queue <- q:
-	default:
+	busy := w.busy.Add(1)
+	if busy > w.maxWorkers+udpQueued {
 		w.busy.Add(-1)
 		w.dropped.Add(1)
 		w.s.cfg.Log.Debug("dns query dropped: every worker busy", "from", q.from)
+		return
 	}
+	if busy > w.total.Load() {
+		w.spawn()
+	}
+	w.queue <- q // never blocks: the queue has room for every busy query
 }
 
 // work answers queued queries in full until the queue closes.
@@ -159,7 +161,7 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 	)
 	grow := func(n int) {
 		for len(in) < n {
-			in = append(in, ipv6.Message{Buffers: [][]byte{make([]byte, udpQuerySize)}})
+			in = append(in, ipv6.Message{Buffers: [][]byte{make([]byte, udpReadSize)}})
 			replies = append(replies, nil)
 		}
 	}
@@ -186,6 +188,9 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 				replies[i] = reply
 				out = append(out, ipv6.Message{Buffers: [][]byte{reply}, Addr: m.Addr})
 				continue
+			}
+			if len(q) < 12 || q[2]&0x80 != 0 {
+				continue // not a query (too short, or a response): junk, dropped at once
 			}
 			w.handOver(udpQuery{msg: append([]byte(nil), q...), from: from, conn: conn})
 		}

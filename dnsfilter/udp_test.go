@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,6 +291,70 @@ func TestUDPSocketsAnswerAll(t *testing.T) {
 	for range clients {
 		if err := <-errs; err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// TestUDPBurstWaitsForWorkers: a burst of uncached queries at a resolver
+// that has not grown its workers yet waits for the workers it starts,
+// none dropped, up to the maximum of workers and the queue behind them.
+// (Past the wildcard's budget of new names, queries are refused at once
+// instead of asked upstream: they count as answered.)
+func TestUDPBurstWaitsForWorkers(t *testing.T) {
+	f, w, _, addr := udpFixture(t, udpMaxWorkers, "*.allowed.test")
+	release, _ := holdUpstream(t, f)
+	sock, err := net.Dial("udp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	const sent = udpMaxWorkers + udpQueued/2
+	var answered atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sock.SetReadDeadline(time.Now().Add(15 * time.Second))
+		buf := make([]byte, 512)
+		for answered.Load() < sent {
+			if _, err := sock.Read(buf); err != nil {
+				return
+			}
+			answered.Add(1)
+		}
+	}()
+	for i := range sent {
+		b, _ := new(dns.Msg).SetQuestion(fmt.Sprintf("b%d.allowed.test.", i), dns.TypeA).Pack()
+		if _, err := sock.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for w.busy.Load()+answered.Load()+int32(w.dropped.Load()) < sent && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if d := w.dropped.Load(); d != 0 {
+		t.Errorf("of a burst of %d: %d dropped, %d waiting or answering, %d answered; want none dropped", sent, d, w.busy.Load(), answered.Load())
+	}
+	close(release)
+	<-done
+	if n := answered.Load(); n != sent {
+		t.Errorf("%d of %d answered", n, sent)
+	}
+}
+
+// TestUDPLargeQuery: a query padded (EDNS padding) to 3,000 bytes is
+// answered, as one up to the read buffer's size always was.
+func TestUDPLargeQuery(t *testing.T) {
+	_, _, c, addr := udpFixture(t, udpMaxWorkers, "*.allowed.test")
+	q := new(dns.Msg).SetQuestion("www.allowed.test.", dns.TypeA)
+	q.SetEdns0(4096, false)
+	opt := q.IsEdns0()
+	opt.Option = append(opt.Option, &dns.EDNS0_PADDING{Padding: make([]byte, 3000-q.Len()-4)})
+	c.UDPSize = 4096
+	for range 2 { // the second from the fast path
+		r, _, err := c.Exchange(q, addr)
+		if err != nil || r.Rcode != dns.RcodeSuccess {
+			t.Fatalf("a %d-byte query: %v %v", q.Len(), r, err)
 		}
 	}
 }
