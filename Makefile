@@ -71,6 +71,7 @@ fuzz: go-found
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzCanonicalName$$' -fuzztime $$((300000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzParseFile$$' -fuzztime $$((80000 * $(FUZZ_SCALE)))x
 	$(GO) test ./policy -run '^$$' -fuzz '^FuzzSuggest$$' -fuzztime $$((20000 * $(FUZZ_SCALE)))x
+	$(GO) test ./policy/importer -run '^$$' -fuzz '^FuzzImport$$' -fuzztime $$((50000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzCheckHello$$' -fuzztime $$((200000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzHelloDifferential$$' -fuzztime $$((60000 * $(FUZZ_SCALE)))x
 	$(GO) test ./tlsinspect -run '^$$' -fuzz '^FuzzRequestHead$$' -fuzztime $$((150000 * $(FUZZ_SCALE)))x

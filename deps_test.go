@@ -21,6 +21,8 @@ var imports = map[string][]string{
 	"":        {},
 	"policy":  {"gopkg.in/yaml.v3", "golang.org/x/net/idna", "golang.org/x/net/publicsuffix"},
 	"journal": {"modernc.org/sqlite"},
+	// Allow-lists of other tools read into policies: pure, as policy is.
+	"policy/importer": {"policy", "gopkg.in/yaml.v3", "github.com/BurntSushi/toml"},
 	// recvmmsg/sendmmsg through x/net's ipv6.PacketConn.
 	"dnsfilter": {"policy", "journal",
 		"github.com/miekg/dns", "golang.org/x/net/ipv6"},
@@ -35,7 +37,7 @@ var imports = map[string][]string{
 	"sandbox": {"policy", "journal",
 		"github.com/vishvananda/", "golang.org/x/sys/"},
 	// The engine; with sluice serve's config file (YAML, as policies).
-	"gateway": {"policy", "journal", "dnsfilter", "firewall", "tlsinspect", "sandbox", "metrics",
+	"gateway": {"policy", "policy/importer", "journal", "dnsfilter", "firewall", "tlsinspect", "sandbox", "metrics",
 		"github.com/vishvananda/", "golang.org/x/sys/", "gopkg.in/yaml.v3"},
 	// What sluice serve tells Prometheus, counted from journal events.
 	"metrics": {"journal", "github.com/prometheus/client_golang/"},
@@ -44,7 +46,7 @@ var imports = map[string][]string{
 	"webui": {"journal", "policy"},
 	// The binary: flags into a validated config, then the engine. No
 	// netlink, no system calls of its own.
-	"cmd/sluice": {"policy", "journal", "dnsfilter", "tlsinspect", "sandbox", "gateway", "webui"},
+	"cmd/sluice": {"policy", "journal", "dnsfilter", "tlsinspect", "sandbox", "gateway", "webui", "policy/importer"},
 	// Tests' tools and load generators may use anything but cmd.
 	"testing/nstest":         {"*"},
 	"testing/srcscan":        {},

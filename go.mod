@@ -3,6 +3,7 @@ module github.com/sluicegw/sluice
 go 1.26.8
 
 require (
+	github.com/BurntSushi/toml v1.6.0
 	github.com/chromedp/chromedp v0.23.1
 	github.com/elazarl/goproxy v1.9.4
 	github.com/florianl/go-nflog/v2 v2.1.0

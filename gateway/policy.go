@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/sluicegw/sluice/policy"
+	"github.com/sluicegw/sluice/policy/importer"
 )
 
 // PolicySource is where a gateway's policy comes from: a file, entries
@@ -47,6 +48,12 @@ func (s PolicySource) Load() (*policy.Policy, []policy.Warning, error) {
 		var pe policy.Errors
 		switch {
 		case errors.As(err, &pe):
+			if f, derr := importer.Detect(data); derr == nil {
+				// Another tool's allow-list: say what it is and how to
+				// convert it, not what a policy file would want instead.
+				return nil, nil, policy.Errors{{Source: name, Msg: fmt.Sprintf(
+					"this is %s, not a sluice policy; convert it with: sluice policy import %s > policy.yaml", importer.Describe(f), s.File)}}
+			}
 			errs = append(errs, pe...)
 		case err != nil:
 			return nil, nil, err

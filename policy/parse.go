@@ -609,3 +609,13 @@ func isAddr(s string) bool {
 	_, err := netip.ParseAddr(s)
 	return err == nil
 }
+
+// CheckHost validates a host pattern ("api.github.com", "*.example.com")
+// as a policy entry's host, and returns its canonical form; private is the
+// entry's private: true. It refuses what the policy file refuses, in the
+// same words.
+func CheckHost(s string, private bool) (string, error) { return checkHost(s, private) }
+
+// CheckPrefix validates an address or prefix as a cidr entry's, as the
+// policy file does.
+func CheckPrefix(s string, private bool) (netip.Prefix, error) { return checkPrefix(s, private) }

@@ -35,7 +35,7 @@ func completionWords() map[string][]string {
 	}
 	words["help"] = slices.Clone(words[""])
 	words[""] = append(words[""], "help")
-	subs := map[string][]string{"journal": {"list", "verify", "export"}, "ca": {"export"}, "policy": {"suggest"}}
+	subs := map[string][]string{"journal": {"list", "verify", "export"}, "ca": {"export"}, "policy": {"suggest", "import"}}
 	for cmd, s := range subs {
 		words[cmd] = s
 	}

@@ -38,7 +38,7 @@ func init() {
 		{"exec", "run a command in the namespace of an agent sluice serve serves (root)", execCmd},
 		{"check", "validate policy files: every error with file:line, then warnings", checkCmd},
 		{"presets", "list the policy fragments a policy may include by name", presetsCmd},
-		{"policy", "suggest a policy from what an agent did, in the journal", policyCmd},
+		{"policy", "suggest a policy from the journal, or import another tool's allow-list", policyCmd},
 		{"journal", "read the decision journal: list, verify, export", journalCmd},
 		{"ui", "review a journal in the browser", uiCmd},
 		{"ca", "print the CA the agent trusts for hosts with git or http rules", caCmd},

@@ -3,9 +3,12 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/netip"
+	"os"
 	"os/signal"
 	"slices"
 	"strings"
@@ -14,16 +17,48 @@ import (
 
 	"github.com/sluicegw/sluice/journal"
 	"github.com/sluicegw/sluice/policy"
+	"github.com/sluicegw/sluice/policy/importer"
 )
 
 var policyHelp = help{
-	usage: "sluice policy suggest [flags]",
+	usage: "sluice policy suggest|import [flags]",
 	about: `Works on policy files. suggest reads what one agent did, in the journal,
-and prints the smallest policy that would have allowed it.`,
-	examples: `  sluice policy suggest --agent openhands --since 8h > openhands.yaml`,
+and prints the smallest policy that would have allowed it. import reads an
+allow-list written for another tool and prints the sluice policy that
+allows the same.`,
+	examples: `  sluice policy suggest --agent openhands --since 8h > openhands.yaml
+  sluice policy import .claude/settings.json > agent.yaml`,
 }
 
 var policyHelps = map[string]help{
+	"import": {
+		usage: "sluice policy import [--from FORMAT] [--allow-private] FILE|-",
+		about: `Prints, as a policy file, the sluice policy that allows what an allow-list
+written for another tool allows. FORMAT, detected from the content when
+--from is not given:
+  claude         Claude Code settings: sandbox.network.allowedDomains (and
+                 deniedDomains), WebFetch(domain:...) in permissions.allow
+  allowed-hosts  allowed_network_hosts: [host[:port], ...] at any depth of
+                 a YAML, JSON or TOML file
+  gh-aw          GitHub Agentic Workflows' network: (a workflow's front
+                 matter): domains, and ecosystems as sluice's presets
+  squid          a Squid dstdomain list or acl lines (.example.com is the
+                 apex and every name under it: two entries)
+  list           one host, host:port, address or CIDR per line, # comments
+Every entry says where in the input it comes from and what was made
+explicit (a name without a port gets sluice's default ports, 80 and 443).
+Warnings (on stderr, and atop the policy) name what could not be
+expressed or was narrowed or widened: denied names inside an allowed
+wildcard (sluice has no deny entries), ecosystems without a preset, paths,
+private ranges and names (given 'private: true' only with
+--allow-private), and what sluice check will warn of. An entry sluice
+refuses (a wildcard over a public suffix, a bare '*') fails the import,
+with its line; nothing is printed then. Exit status 0 when a policy was
+printed, 1 when the input was refused, 2 for a wrong command line.`,
+		examples: `  sluice policy import .claude/settings.json > agent.yaml && sluice check agent.yaml
+  sluice policy import --from squid /etc/squid/allowed.txt > agent.yaml
+  sluice policy import --allow-private agent-config.toml > lab.yaml`,
+	},
 	"suggest": {
 		usage: "sluice policy suggest --agent NAME [--journal FILE] [--since DUR] [--wildcard-threshold N] [--allow-private]",
 		about: `Prints, as a policy file, the smallest policy that would have allowed what
@@ -46,7 +81,7 @@ Review the file, then check it with sluice check.`,
 // policyCmd is `sluice policy suggest`.
 func policyCmd(args []string) error {
 	if len(args) == 0 {
-		return usageError("policy", "name a command: suggest")
+		return usageError("policy", "name a command: suggest or import")
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		printHelp(stdout, nil, policyHelp)
@@ -55,8 +90,64 @@ func policyCmd(args []string) error {
 	switch args[0] {
 	case "suggest":
 		return policySuggestCmd(args[1:])
+	case "import":
+		return policyImportCmd(args[1:])
 	}
-	return usageError("policy", fmt.Sprintf("unknown command %q: suggest", args[0]))
+	return usageError("policy", fmt.Sprintf("unknown command %q: suggest or import", args[0]))
+}
+
+func policyImportCmd(args []string) error {
+	fs := newFlags("policy import", policyHelps["import"])
+	from := fs.String("from", "", "the input's `FORMAT`: "+importFormats()+" (detected when not given)")
+	allowPrivate := fs.Bool("allow-private", false, "give 'private: true' to private ranges and local names")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case fs.NArg() == 0:
+		return usageError(fs.Name(), "name the file to import ('-' for standard input)")
+	case fs.NArg() > 1:
+		return usageError(fs.Name(), fmt.Sprintf("one file at a time; unexpected argument %q", fs.Arg(1)))
+	case *from != "" && !slices.Contains(importer.Formats, importer.Format(*from)):
+		return usageError(fs.Name(), fmt.Sprintf("--from %q: want one of %s", *from, importFormats()))
+	}
+	file := fs.Arg(0)
+	var data []byte
+	var err error
+	if file == "-" {
+		data, err = io.ReadAll(os.Stdin)
+	} else {
+		data, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return err
+	}
+	r, err := importer.Import(data, importer.Options{From: importer.Format(*from), Name: displayName(file), AllowPrivate: *allowPrivate})
+	var ie *importer.Error
+	if errors.As(err, &ie) {
+		for _, m := range ie.Msgs {
+			fmt.Fprintln(stderr, "sluice policy import:", m)
+		}
+		return exitError{1}
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := stdout.Write(r.Policy); err != nil {
+		return err
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintln(stderr, "sluice policy import: warning:", w)
+	}
+	return nil
+}
+
+func importFormats() string {
+	names := make([]string, len(importer.Formats))
+	for i, f := range importer.Formats {
+		names[i] = string(f)
+	}
+	return strings.Join(names, ", ")
 }
 
 func policySuggestCmd(args []string) error {

@@ -188,8 +188,8 @@ func TestPolicySuggestMistakes(t *testing.T) {
 		code   int
 		stderr string
 	}{
-		{[]string{"policy"}, 2, "sluice policy: name a command: suggest\n"},
-		{[]string{"policy", "sugest"}, 2, `unknown command "sugest": suggest`},
+		{[]string{"policy"}, 2, "sluice policy: name a command: suggest or import\n"},
+		{[]string{"policy", "sugest"}, 2, `unknown command "sugest": suggest or import`},
 		{[]string{"policy", "suggest", "--journal", path}, 2, "--agent is required"},
 		{[]string{"policy", "suggest", "--journal", path, "--agent", "sh", "x"}, 2, `unexpected argument "x"`},
 		{[]string{"policy", "suggest", "--journal", path, "--agent", "sh", "--since", "yesterday"}, 2, "--since \"yesterday\": want a duration"},
@@ -210,11 +210,47 @@ func TestPolicySuggestMistakes(t *testing.T) {
 	}
 }
 
-// TestPolicyHelpGolden: the help of `sluice policy` and `sluice policy
-// suggest`, in testdata/golden.
+// TestPolicyHelpGolden: the help of `sluice policy`, `sluice policy
+// suggest` and `sluice policy import`, in testdata/golden.
 func TestPolicyHelpGolden(t *testing.T) {
-	for name, args := range map[string][]string{"policy-h": {"policy", "-h"}, "policy-suggest-h": {"policy", "suggest", "-h"}} {
+	for name, args := range map[string][]string{"policy-h": {"policy", "-h"}, "policy-suggest-h": {"policy", "suggest", "-h"}, "policy-import-h": {"policy", "import", "-h"}} {
 		code, out, errOut := sluice(t, args...)
 		golden(t, name, fmt.Sprintf("$ sluice %s\nexit %d\n--- stdout\n%s--- stderr\n%s", strings.Join(args, " "), code, out, errOut))
+	}
+}
+
+// TestPolicyImport: sluice policy import prints a policy that sluice check
+// loads, the warnings on stderr; a refused entry prints no policy and
+// exits 1 with the input's line; a wrong command line exits 2.
+func TestPolicyImport(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "agent.yaml")
+	writeFile(t, in, "security:\n  allowed_network_hosts: [api.github.com:443, internal-repo.corp:8443]\n")
+	code, out, errOut := sluice(t, "policy", "import", in)
+	if code != 0 || !strings.Contains(out, "- host: api.github.com\n    ports: [443]") {
+		t.Fatalf("exit %d, out:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "warning: "+in+":2: internal-repo.corp is a local name") {
+		t.Errorf("stderr:\n%s", errOut)
+	}
+	policyFile := filepath.Join(dir, "policy.yaml")
+	writeFile(t, policyFile, out)
+	if code, _, errOut := sluice(t, "check", policyFile); code != 0 {
+		t.Errorf("sluice check of the import: exit %d: %s", code, errOut)
+	}
+	code, out, errOut = sluice(t, "policy", "import", "--allow-private", in)
+	if code != 0 || !strings.Contains(out, "private: true") {
+		t.Errorf("--allow-private: exit %d, out:\n%s\n%s", code, out, errOut)
+	}
+	bad := filepath.Join(dir, "bad.txt")
+	writeFile(t, bad, "example.com\n*.co.uk\n")
+	code, out, errOut = sluice(t, "policy", "import", bad)
+	if code != 1 || out != "" || !strings.Contains(errOut, bad+":2: \"*.co.uk\": co.uk is a public suffix") {
+		t.Errorf("a public suffix: exit %d, out %q, stderr:\n%s", code, out, errOut)
+	}
+	for _, args := range [][]string{{"policy", "import"}, {"policy", "import", "--from", "nginx", in}, {"policy", "import", in, in}} {
+		if code, _, errOut := sluice(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2: %s", args, code, errOut)
+		}
 	}
 }

@@ -1,0 +1,612 @@
+// Package importer reads an allow-list written for another tool and writes
+// the sluice policy that allows the same, saying on each entry what it had
+// to make explicit or change, and warning of what it could not express or
+// chose to narrow. It reads:
+//
+//   - Claude Code settings (JSON): sandbox.network.allowedDomains and
+//     deniedDomains, and the WebFetch(domain:...) rules of
+//     permissions.allow;
+//   - an agent's allowed_network_hosts, a list of host[:port] at any
+//     depth of a YAML or TOML file;
+//   - GitHub Agentic Workflows' network: (a workflow's front matter, or
+//     the YAML alone): domains, and ecosystem names mapped to presets;
+//   - Squid dstdomain lists (and acl ... dstdomain / dst lines), where
+//     .example.com means the apex and every name under it;
+//   - plain lists: one host, host:port, address or CIDR per line.
+//
+// The package does no I/O: it turns bytes into bytes and messages.
+package importer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/sluicegw/sluice/policy"
+)
+
+// Format is a kind of foreign allow-list.
+type Format string
+
+// The formats Import reads.
+const (
+	Claude       Format = "claude"        // Claude Code settings JSON
+	AllowedHosts Format = "allowed-hosts" // allowed_network_hosts: [host[:port], ...], YAML or TOML
+	GHAW         Format = "gh-aw"         // GitHub Agentic Workflows' network:
+	Squid        Format = "squid"         // Squid dstdomain list, or acl lines
+	List         Format = "list"          // one host, host:port, address or CIDR per line
+)
+
+// Formats lists the formats, as --from names them.
+var Formats = []Format{Claude, AllowedHosts, GHAW, Squid, List}
+
+// describe names a format for a person.
+var describe = map[Format]string{
+	Claude:       "Claude Code settings",
+	AllowedHosts: "an allowed_network_hosts list",
+	GHAW:         "a GitHub Agentic Workflows network: block",
+	Squid:        "a Squid dstdomain list",
+	List:         "a list of hosts",
+}
+
+// Describe names f for a person ("Claude Code settings").
+func Describe(f Format) string { return describe[f] }
+
+// ErrSluicePolicy is Detect's error for a file that is already a sluice
+// policy.
+var ErrSluicePolicy = errors.New("this is already a sluice policy (it has 'version' and 'allow'); check it with sluice check")
+
+// Options shape an import.
+type Options struct {
+	// From is the input's format; "" detects it (Detect).
+	From Format
+	// Name names the input in messages and in the policy's header
+	// ("settings.json"); "" is "<stdin>".
+	Name string
+	// AllowPrivate gives 'private: true' to entries that point into a
+	// private network (an RFC 1918 or other private range, a name under
+	// .internal, .lan, .home.arpa and the like); without it such an entry
+	// is left out (a range, a wildcard) or kept without it (an exact name,
+	// whose private answers sluice then refuses), with a warning.
+	AllowPrivate bool
+}
+
+// Result is an import's outcome.
+type Result struct {
+	// Format is the input's format, as given or detected.
+	Format Format
+	// Policy is the sluice policy file, warnings on top as comments.
+	Policy []byte
+	// Warnings say what could not be expressed or was narrowed or
+	// widened, each located in the input ("settings.json:7: ...").
+	Warnings []string
+}
+
+// Error is an import that refused its input: every entry sluice refuses,
+// each located in the input, or why the input could not be read.
+type Error struct {
+	Msgs []string
+}
+
+func (e *Error) Error() string { return strings.Join(e.Msgs, "\n") }
+
+// Import reads data as opts.From (or the format Detect finds) and returns
+// the equivalent policy. An entry sluice refuses (a wildcard over a public
+// suffix, a bare '*') fails the import: *Error lists each with its line.
+func Import(data []byte, opts Options) (Result, error) {
+	if opts.Name == "" {
+		opts.Name = "<stdin>"
+	}
+	data = bytes.TrimPrefix(data, []byte("\ufeff"))
+	f := opts.From
+	if f == "" {
+		var err error
+		if f, err = Detect(data); err != nil {
+			return Result{}, &Error{Msgs: []string{opts.Name + ": " + err.Error()}}
+		}
+	} else if !slices.Contains(Formats, f) {
+		return Result{}, fmt.Errorf("unknown format %q; one of %s", f, formatList())
+	}
+	im := &importer{name: opts.Name, opts: opts, format: f}
+	var err error
+	switch f {
+	case Claude:
+		err = im.readClaude(data)
+	case AllowedHosts:
+		err = im.readAllowedHosts(data)
+	case GHAW:
+		err = im.readGHAW(data)
+	case Squid, List:
+		err = im.readLines(data)
+	}
+	if err != nil {
+		return Result{Format: f}, &Error{Msgs: []string{opts.Name + ": " + err.Error()}}
+	}
+	im.build()
+	if len(im.errs) > 0 {
+		return Result{Format: f}, &Error{Msgs: im.errs}
+	}
+	out, lines := im.write()
+	if err := check(out); err != nil {
+		// A bug of the importer's own: it must write what sluice reads.
+		return Result{Format: f}, fmt.Errorf("importer: the policy written does not load: %w", err)
+	}
+	for _, w := range lint(out) {
+		im.warnAt(lines[w.line], "sluice check will warn: %s", w.msg)
+	}
+	return Result{Format: f, Policy: im.withHeader(out), Warnings: im.warnings}, nil
+}
+
+func formatList() string {
+	names := make([]string, len(Formats))
+	for i, f := range Formats {
+		names[i] = string(f)
+	}
+	return strings.Join(names, ", ")
+}
+
+// source is where in the input something was written: its line (0 when
+// unknown) and its text.
+type source struct {
+	line int
+	text string
+}
+
+// want is one thing the input allows: a host pattern, a Squid .domain, an
+// address or a prefix, and the port it names ("" for none).
+type want struct {
+	target, port string
+	at           source
+	note         string // what the input called it, when not the obvious
+}
+
+// importer is one import's state.
+type importer struct {
+	name   string
+	opts   Options
+	format Format
+	wants  []want
+	// presets are the presets the input asked for by name, with where.
+	presets []presetUse
+	// denied are names the input refused (Claude's deniedDomains).
+	denied   []want
+	entries  []*entry
+	byKey    map[string]*entry
+	warnings []string
+	errs     []string
+	header   []string // lines for the policy's top comment
+}
+
+type presetUse struct {
+	name string
+	at   source
+}
+
+// entry is one entry of the policy written.
+type entry struct {
+	host    string
+	prefix  netip.Prefix
+	ports   []uint16
+	private bool
+	skip    string   // why the entry is written as a comment only
+	notes   []string // the entry's comment lines
+	at      source   // where the input first names it
+}
+
+func (im *importer) where(at source) string {
+	if at.line > 0 {
+		return fmt.Sprintf("%s:%d", im.name, at.line)
+	}
+	return im.name
+}
+
+func (im *importer) warnAt(at source, format string, args ...any) {
+	im.warnings = append(im.warnings, im.where(at)+": "+fmt.Sprintf(format, args...))
+}
+
+func (im *importer) failAt(at source, format string, args ...any) {
+	im.errs = append(im.errs, im.where(at)+": "+fmt.Sprintf(format, args...))
+}
+
+// add records what the input allows at at: s is host[:port], [v6]:port,
+// an address or a prefix.
+func (im *importer) add(s string, at source, note string) {
+	target, port, err := splitPort(s)
+	if err != nil {
+		im.failAt(at, "%q: %v", s, err)
+		return
+	}
+	im.wants = append(im.wants, want{target: target, port: port, at: at, note: note})
+}
+
+// splitPort splits host:port, [addr]:port and a bare host, address or
+// prefix. A URL keeps its scheme for build to narrow.
+func splitPort(s string) (target, port string, err error) {
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		return "", "", errors.New("empty")
+	case strings.Contains(s, "://"):
+		return s, "", nil
+	case strings.HasPrefix(s, "["):
+		end := strings.Index(s, "]")
+		if end < 0 {
+			return "", "", errors.New("missing ']'")
+		}
+		rest := s[end+1:]
+		if rest != "" && !strings.HasPrefix(rest, ":") {
+			return "", "", errors.New("want [ADDRESS]:PORT")
+		}
+		return s[1:end], strings.TrimPrefix(rest, ":"), nil
+	case strings.Count(s, ":") == 1:
+		t, p, _ := strings.Cut(s, ":")
+		if p == "" {
+			return "", "", errors.New("no port after ':'")
+		}
+		return t, p, nil
+	}
+	return s, "", nil
+}
+
+// build turns the wants into entries, merging what names one host, and
+// the presets into the include list.
+func (im *importer) build() {
+	im.byKey = map[string]*entry{}
+	presetHosts := map[string]string{}
+	for _, p := range im.presets {
+		for _, h := range presetHostsOf(p.name) {
+			presetHosts[h] = p.name
+		}
+	}
+	for _, w := range im.wants {
+		im.buildOne(w, presetHosts)
+	}
+	im.checkDenied()
+}
+
+func (im *importer) buildOne(w want, presetHosts map[string]string) {
+	say := func(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+	var notes []string
+	target := w.target
+	if strings.Contains(target, "://") {
+		host := urlHost(target)
+		notes = append(notes, say("%q is a URL: sluice allows its host, %s, whole (an http rule can narrow it to paths)", target, host))
+		im.warnAt(w.at, "%q is a URL; the entry allows its host, %s, for every path", target, host)
+		target = host
+		if h, p, err := splitPort(host); err == nil {
+			target = h
+			if w.port == "" {
+				w.port = p
+			}
+		}
+	}
+	var ports []uint16
+	if w.port == "" {
+		ports = slices.Clone(policy.DefaultPorts)
+	} else {
+		for _, ps := range strings.Split(w.port, ",") {
+			n, err := strconv.ParseUint(strings.TrimSpace(ps), 10, 16)
+			if err != nil || n == 0 {
+				im.failAt(w.at, "%q: port %q is not a number from 1 to 65535", w.at.text, ps)
+				return
+			}
+			ports = append(ports, uint16(n))
+		}
+	}
+	// A Squid .domain is the domain and every name under it.
+	if base, ok := strings.CutPrefix(target, "."); ok && base != "" && !strings.HasPrefix(base, ".") {
+		notes = append(notes, say("%q means %s and every name under it: two entries, %s and *.%s", "."+base, base, base, base))
+		im.buildTarget(w, base, ports, notes, presetHosts)
+		im.buildTarget(w, "*."+base, ports, notes, presetHosts)
+		return
+	}
+	im.buildTarget(w, target, ports, notes, presetHosts)
+}
+
+// buildTarget makes or extends the entry for one host pattern, address or
+// prefix.
+func (im *importer) buildTarget(w want, target string, ports []uint16, notes []string, presetHosts map[string]string) {
+	target = strings.TrimSuffix(strings.ToLower(target), ".")
+	if w.port == "" {
+		what := "a name"
+		if isPrefix(target) {
+			what = "an address"
+		}
+		notes = append(notes, fmt.Sprintf("%s with no port: sluice's default ports, %s", what, strings.ReplaceAll(portList(policy.DefaultPorts), ", ", " and ")))
+	}
+	e := &entry{ports: ports}
+	if isPrefix(target) {
+		pfx, err := policy.CheckPrefix(target, false)
+		if err != nil {
+			pfx, err = policy.CheckPrefix(target, true)
+			if err != nil {
+				im.failAt(w.at, "%v", err)
+				return
+			}
+			if im.opts.AllowPrivate {
+				e.private = true
+				notes = append(notes, "a private range: private: true (--allow-private)")
+			} else {
+				e.skip = "a private range; import with --allow-private to allow it"
+				im.warnAt(w.at, "%s is a private range: left out; import with --allow-private to allow it", pfx)
+			}
+		}
+		e.prefix = pfx
+	} else {
+		host, err := policy.CheckHost(target, false)
+		if err != nil {
+			host, err = policy.CheckHost(target, true)
+			if err != nil {
+				im.failAt(w.at, "%v", err)
+				return
+			}
+			if im.opts.AllowPrivate {
+				e.private = true
+				notes = append(notes, "a wildcard over local names: private: true (--allow-private)")
+			} else {
+				e.skip = "a wildcard over local names; import with --allow-private to allow it"
+				im.warnAt(w.at, "%s is a wildcard over local names: left out; import with --allow-private to allow it", host)
+			}
+		} else if policy.LocalName(strings.TrimPrefix(host, "*.")) {
+			if im.opts.AllowPrivate {
+				e.private = true
+				notes = append(notes, "a local name: private: true (--allow-private)")
+			} else {
+				notes = append(notes, "a local name without private: true: its private addresses are refused (--allow-private allows them)")
+				im.warnAt(w.at, "%s is a local name: kept without private: true, so answers with private addresses are refused; import with --allow-private to allow them", host)
+			}
+		}
+		if host != target && !strings.HasPrefix(target, "xn--") && !strings.Contains(target, ".xn--") {
+			notes = append(notes, fmt.Sprintf("written %q", target))
+		}
+		e.host = host
+		if p, ok := presetHosts[host]; ok {
+			im.warnAt(w.at, "%s is in the preset %s, which the input includes: listed once, by the preset", host, p)
+			return
+		}
+	}
+	if strings.HasPrefix(e.host, "*.") && e.skip == "" {
+		notes = append(notes, fmt.Sprintf("a wildcard: at most %d names under it that the agent has not asked lately, a minute (max_new_names), since names themselves can carry data out", policy.DefaultMaxNewNames))
+	}
+	for _, port := range ports {
+		if port != 80 && port != 443 && e.host != "" {
+			notes = append(notes, fmt.Sprintf("port %d is opened by address: if it carries TLS, list it in tls_ports too, to have its server name checked", port))
+		}
+	}
+	if w.note != "" {
+		notes = append([]string{w.note}, notes...)
+	}
+	e.notes = append([]string{fmt.Sprintf("%s: %s", im.where(w.at), inputText(w.at.text))}, notes...)
+	e.at = w.at
+	key := e.host + "|" + e.prefix.String()
+	if old, ok := im.byKey[key]; ok {
+		old.ports = union(old.ports, e.ports)
+		old.private = old.private || e.private
+		if old.skip != "" && e.skip == "" {
+			old.skip = ""
+		}
+		old.notes = append(old.notes, e.notes...)
+		return
+	}
+	im.byKey[key] = e
+	im.entries = append(im.entries, e)
+}
+
+// checkDenied warns of every denied name that an allowed entry covers:
+// sluice has no deny entries, so a hole in a wildcard cannot be kept.
+func (im *importer) checkDenied() {
+	for _, d := range im.denied {
+		name := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d.target)), ".")
+		covered := false
+		for _, e := range im.entries {
+			if e.host == "" || e.skip != "" {
+				continue
+			}
+			base, wild := strings.CutPrefix(e.host, "*.")
+			dbase := strings.TrimPrefix(name, "*.")
+			if e.host == name || (wild && strings.HasSuffix(dbase, "."+base)) || (strings.HasPrefix(name, "*.") && e.host == dbase) {
+				covered = true
+				im.warnAt(d.at, "denied %s is inside %s, which the policy allows whole: sluice has no deny entries; list the names the agent needs instead of %s", name, e.host, e.host)
+				e.notes = append(e.notes, fmt.Sprintf("the input denied %s inside it; sluice cannot (see the warnings)", name))
+			}
+		}
+		if !covered {
+			im.header = append(im.header, fmt.Sprintf("%s: denied %s: nothing allows it, so it stays refused", im.where(d.at), printable(name)))
+		}
+	}
+}
+
+// write renders the policy without its header, and says which input line
+// each entry's first line comes from.
+func (im *importer) write() ([]byte, map[int]source) {
+	var b bytes.Buffer
+	lines := map[int]source{}
+	n := 0 // lines written
+	line := func(format string, args ...any) {
+		fmt.Fprintf(&b, format+"\n", args...)
+		n++
+	}
+	line("version: 1")
+	if len(im.presets) > 0 {
+		var names, from []string
+		for _, p := range im.presets {
+			if !slices.Contains(names, p.name) {
+				names = append(names, p.name)
+			}
+			from = append(from, fmt.Sprintf("%s (%s)", printable(p.at.text), im.where(p.at)))
+		}
+		line("# presets for %s", strings.Join(from, ", "))
+		line("include: [%s]", strings.Join(names, ", "))
+	}
+	live := 0
+	for _, e := range im.entries {
+		if e.skip == "" {
+			live++
+		}
+	}
+	if live == 0 {
+		line("allow: []")
+	} else {
+		line("allow:")
+	}
+	for _, e := range im.entries {
+		for _, note := range e.notes {
+			line("  # %s", printable(note))
+		}
+		prefix := "  "
+		if e.skip != "" {
+			line("  # left out, %s:", e.skip)
+			prefix = "  # "
+		}
+		lines[n+1] = e.at
+		if e.host != "" {
+			line("%s- host: %s", prefix, yamlHost(e.host))
+		} else {
+			line("%s- cidr: %s", prefix, e.prefix)
+		}
+		line("%s  ports: [%s]", prefix, portList(e.ports))
+		if e.private {
+			line("%s  private: true", prefix)
+		}
+	}
+	return b.Bytes(), lines
+}
+
+// withHeader puts the header comment, with the warnings, above out.
+func (im *importer) withHeader(out []byte) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "# Imported by sluice policy import from %s (%s).\n", printable(im.name), describe[im.format])
+	b.WriteString("# Review it, then check it with sluice check.\n")
+	if len(im.warnings) > 0 {
+		b.WriteString("#\n# Warnings:\n")
+		for _, w := range im.warnings {
+			fmt.Fprintf(&b, "#   %s\n", printable(w))
+		}
+	}
+	if len(im.header) > 0 {
+		b.WriteString("#\n")
+		for _, h := range im.header {
+			fmt.Fprintf(&b, "# %s\n", printable(h))
+		}
+	}
+	b.Write(out)
+	return b.Bytes()
+}
+
+// check loads out as sluice check does.
+func check(out []byte) error {
+	entries, err := policy.ParseFile("import", out)
+	if err != nil {
+		return err
+	}
+	_, err = policy.New(entries)
+	return err
+}
+
+// lintWarning is a warning of sluice check, with its line in out.
+type lintWarning struct {
+	line int
+	msg  string
+}
+
+// lint is what sluice check would warn of out.
+func lint(out []byte) []lintWarning {
+	entries, err := policy.ParseFile("import", out)
+	if err != nil {
+		return nil
+	}
+	p, err := policy.New(entries)
+	if err != nil {
+		return nil
+	}
+	var ws []lintWarning
+	for _, w := range policy.Lint(p) {
+		_, line, _ := strings.Cut(w.Source, ":")
+		n, _ := strconv.Atoi(line)
+		ws = append(ws, lintWarning{n, w.Msg})
+	}
+	return ws
+}
+
+// presetHostsOf lists the hosts of preset name.
+func presetHostsOf(name string) []string {
+	entries, err := policy.ParseFile(name, []byte("version: 1\ninclude: ["+name+"]\n"))
+	if err != nil {
+		return nil
+	}
+	var hosts []string
+	for _, e := range entries {
+		if e.Host != "" {
+			hosts = append(hosts, e.Host)
+		}
+	}
+	return hosts
+}
+
+func isPrefix(s string) bool {
+	if strings.Contains(s, "/") {
+		return true
+	}
+	_, err := netip.ParseAddr(s)
+	return err == nil
+}
+
+// urlHost is the host (and port) of a URL.
+func urlHost(s string) string {
+	_, rest, _ := strings.Cut(s, "://")
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		rest = rest[:i]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		rest = rest[i+1:]
+	}
+	return rest
+}
+
+func union(a, b []uint16) []uint16 {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func portList(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ", ")
+}
+
+// yamlHost writes a host for YAML: quoted unless it starts with a letter
+// or digit ('*' would start an alias, '-' a list item).
+func yamlHost(h string) string {
+	if c := h[0]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
+		return strconv.Quote(h)
+	}
+	return h
+}
+
+// printable makes s safe on one comment line: control and other
+// unprintable characters become '?'.
+func printable(s string) string {
+	return strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// inputText is a text of the input for a comment: printable, and cut
+// when long.
+func inputText(s string) string {
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	return printable(s)
+}

@@ -1,0 +1,119 @@
+package importer
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sluicegw/sluice/policy"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// TestGolden: each input in testdata/golden (NAME.in; with .private. in
+// its name imported with AllowPrivate) gives the policy, or the errors, in
+// NAME.golden, and every policy loads as sluice check loads it.
+func TestGolden(t *testing.T) {
+	ins, err := filepath.Glob("testdata/golden/*.in")
+	if err != nil || len(ins) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	for _, in := range ins {
+		name := strings.TrimSuffix(filepath.Base(in), ".in")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := Import(data, Options{Name: name, AllowPrivate: strings.Contains(name, ".private.")})
+			var got string
+			var ie *Error
+			switch {
+			case errors.As(err, &ie):
+				got = "error:\n" + ie.Error() + "\n"
+			case err != nil:
+				t.Fatalf("Import: %v", err)
+			default:
+				got = string(r.Policy)
+				entries, err := policy.ParseFile(name, r.Policy)
+				if err != nil {
+					t.Fatalf("the policy does not parse: %v\n%s", err, r.Policy)
+				}
+				if _, err := policy.New(entries); err != nil {
+					t.Fatalf("the policy does not load: %v", err)
+				}
+				for _, w := range r.Warnings {
+					if !strings.Contains(got, w) {
+						t.Errorf("warning %q is not atop the policy", w)
+					}
+				}
+			}
+			out := strings.TrimSuffix(in, ".in") + ".golden"
+			if *update {
+				if err := os.WriteFile(out, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatalf("%v (go test -run TestGolden -update writes it)", err)
+			}
+			if got != string(want) {
+				t.Errorf("import of %s:\n%s\nwant (%s):\n%s", in, got, out, want)
+			}
+		})
+	}
+}
+
+// TestDetect: each format is told from its content, and what is none of
+// them is refused with a reason.
+func TestDetect(t *testing.T) {
+	for in, want := range map[string]Format{
+		"claude.json.in":        Claude,
+		"seed.yaml.in":          AllowedHosts,
+		"seed.toml.in":          AllowedHosts,
+		"gh-aw.md.in":           GHAW,
+		"squid.txt.in":          Squid,
+		"list.txt.in":           List,
+		"public-suffix.txt.in":  List,
+		"list.private.txt.in":   List,
+		"seed.private.yaml.in":  AllowedHosts,
+		"sluice-policy.yaml.in": "",
+	} {
+		data, err := os.ReadFile("testdata/golden/" + in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Detect(data)
+		if got != want {
+			t.Errorf("Detect(%s) = %q, %v; want %q", in, got, err, want)
+		}
+		if want == "" && !errors.Is(err, ErrSluicePolicy) {
+			t.Errorf("Detect(%s): %v, want ErrSluicePolicy", in, err)
+		}
+	}
+	for _, in := range []string{"", "{\"model\": \"x\"}", "key: value\n", "name = \"x\"\n", "hello world!\n", "---\ntitle: x\n---\n# doc\n"} {
+		if f, err := Detect([]byte(in)); err == nil {
+			t.Errorf("Detect(%q) = %q, want an error", in, f)
+		}
+	}
+}
+
+// TestFromOverrides: --from reads the input as the format given, and an
+// unknown one is an error.
+func TestFromOverrides(t *testing.T) {
+	r, err := Import([]byte("example.com\n"), Options{From: Squid})
+	if err != nil || r.Format != Squid || !strings.Contains(string(r.Policy), "- host: example.com") {
+		t.Errorf("Import --from squid: %v\n%s", err, r.Policy)
+	}
+	if _, err := Import([]byte("example.com\n"), Options{From: "nginx"}); err == nil {
+		t.Error("Import --from nginx: no error")
+	}
+	if _, err := Import([]byte("example.com\n"), Options{From: Claude}); err == nil {
+		t.Error("a host list read as Claude settings: no error")
+	}
+}
