@@ -17,6 +17,7 @@ func TestForeignPolicyFile(t *testing.T) {
 		"hosts.txt":     {"example.com\napi.example.org:443\n", "this is a list of hosts, not a sluice policy; convert it with: sluice policy import "},
 		"agent.toml":    {"[security]\nallowed_network_hosts = [\"example.com\"]\n", "this is an allowed_network_hosts list"},
 		"bad.yaml":      {"version: 1\nallw: []\n", "allw: unknown key"},
+		"my hosts.txt":  {"example.com\n", "convert it with: sluice policy import '"},
 	} {
 		file := filepath.Join(dir, name)
 		if err := os.WriteFile(file, []byte(c.data), 0o600); err != nil {

@@ -50,9 +50,14 @@ func (s PolicySource) Load() (*policy.Policy, []policy.Warning, error) {
 		case errors.As(err, &pe):
 			if f, derr := importer.Detect(data); derr == nil {
 				// Another tool's allow-list: say what it is and how to
-				// convert it, not what a policy file would want instead.
-				return nil, nil, policy.Errors{{Source: name, Msg: fmt.Sprintf(
-					"this is %s, not a sluice policy; convert it with: sluice policy import %s > policy.yaml", importer.Describe(f), s.File)}}
+				// convert it. A list of hosts is also what a broken
+				// policy can look like, so its errors stay.
+				hint := policy.Error{Source: name, Msg: fmt.Sprintf(
+					"this is %s, not a sluice policy; convert it with: sluice policy import %s > policy.yaml", importer.Describe(f), shellQuote(s.File))}
+				if f != importer.List {
+					return nil, nil, policy.Errors{hint}
+				}
+				errs = append(errs, hint)
 			}
 			errs = append(errs, pe...)
 		case err != nil:
@@ -179,4 +184,13 @@ func (s PolicySource) String() string {
 		parts = append(parts, "--allow-private "+a)
 	}
 	return strings.Join(parts, " ")
+}
+
+// shellQuote quotes a file name for a command line a person copies, when
+// it holds anything but letters, digits and ./_-.
+func shellQuote(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789./_-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

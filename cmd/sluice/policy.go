@@ -42,14 +42,17 @@ written for another tool allows. FORMAT, detected from the content when
                  a YAML, JSON or TOML file
   gh-aw          GitHub Agentic Workflows' network: (a workflow's front
                  matter): domains, and ecosystems as sluice's presets
-  squid          a Squid dstdomain list or acl lines (.example.com is the
-                 apex and every name under it: two entries)
-  list           one host, host:port, address or CIDR per line, # comments
+  squid          a Squid dstdomain list, or a squid.conf's dstdomain and dst
+                 acls as its http_access lines use them (.example.com is
+                 the apex and every name under it: two entries)
+  list           one host, host:port, [IPv6]:port, address or CIDR per
+                 line, # comments
 Every entry says where in the input it comes from and what was made
 explicit (a name without a port gets sluice's default ports, 80 and 443).
 Warnings (on stderr, and atop the policy) name what could not be
 expressed or was narrowed or widened: denied names inside an allowed
-wildcard (sluice has no deny entries), ecosystems without a preset, paths,
+wildcard (sluice has no deny entries; a name a denial covers whole is
+left out), ecosystems and their presets, paths,
 private ranges and names (given 'private: true' only with
 --allow-private), and what sluice check will warn of. An entry sluice
 refuses (a wildcard over a public suffix, a bare '*') fails the import,

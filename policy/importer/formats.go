@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -23,7 +25,7 @@ func Detect(data []byte) (Format, error) {
 	}
 	if front, ok := frontMatter(data); ok {
 		root, err := parseYAML(front)
-		if err == nil && mapKey(root, "network") != nil {
+		if err == nil && ghawNetwork(mapKey(root, "network")) {
 			return GHAW, nil
 		}
 		if err == nil && findKey(root, "allowed_network_hosts") != nil {
@@ -37,10 +39,12 @@ func Detect(data []byte) (Format, error) {
 			return "", ErrSluicePolicy
 		case findKey(root, "allowed_network_hosts") != nil:
 			return AllowedHosts, nil
-		case mapKey(root, "sandbox") != nil || mapKey(root, "permissions") != nil:
+		case path(root, "sandbox", "network") != nil:
 			return Claude, nil
-		case mapKey(root, "network") != nil:
+		case ghawNetwork(mapKey(root, "network")):
 			return GHAW, nil
+		case claudePermissions(mapKey(root, "permissions")):
+			return Claude, nil
 		}
 		if text[0] == '{' {
 			return "", errors.New("JSON without sandbox.network (Claude Code settings) or allowed_network_hosts")
@@ -53,16 +57,21 @@ func Detect(data []byte) (Format, error) {
 		}
 		return "", errors.New("TOML without allowed_network_hosts")
 	}
+	lines := strings.Split(string(data), "\n")
+	for _, line := range lines {
+		if fields := strings.Fields(listLine(line)); len(fields) > 0 && squidDirective[fields[0]] {
+			return Squid, nil // a squid.conf: its other directives are the reader's to name
+		}
+	}
 	squid := false
-	for _, line := range strings.Split(string(data), "\n") {
-		line = stripComment(line)
+	for _, line := range lines {
+		line = listLine(line)
 		if line == "" {
 			continue
 		}
 		fields := strings.Fields(line)
-		if fields[0] == "acl" {
-			squid = true
-			continue
+		if len(fields) > 1 {
+			return "", fmt.Errorf("cannot tell the format (line %q holds several words); give --from, one of %s", printable(line), formatList())
 		}
 		for _, f := range fields {
 			if !listToken.MatchString(f) {
@@ -77,6 +86,30 @@ func Detect(data []byte) (Format, error) {
 		return Squid, nil
 	}
 	return List, nil
+}
+
+// ghawNetwork reports whether n has the shape of gh-aw's network: (the
+// word defaults, or a mapping with allowed or blocked), not, say, a
+// netplan file's.
+func ghawNetwork(n *yaml.Node) bool {
+	switch {
+	case n == nil:
+		return false
+	case n.Kind == yaml.ScalarNode:
+		return n.Value == "defaults"
+	}
+	return mapKey(n, "allowed") != nil || mapKey(n, "blocked") != nil
+}
+
+// claudePermissions reports whether n has the shape of Claude Code's
+// permissions (allow or deny lists), not a GitHub workflow's.
+func claudePermissions(n *yaml.Node) bool {
+	for _, k := range []string{"allow", "deny"} {
+		if l := mapKey(n, k); l != nil && l.Kind == yaml.SequenceNode {
+			return true
+		}
+	}
+	return false
 }
 
 // listToken is what a line of a host list may hold: a host or .domain
@@ -167,8 +200,8 @@ func (im *importer) scalars(n *yaml.Node, what string) ([]*yaml.Node, error) {
 		return nil, fmt.Errorf("line %d: %s: want a list of strings", n.Line, what)
 	}
 	for _, c := range n.Content {
-		if c.Kind != yaml.ScalarNode {
-			return nil, fmt.Errorf("line %d: %s: want a list of strings", c.Line, what)
+		if c.Kind != yaml.ScalarNode || c.Tag != "!!str" {
+			return nil, fmt.Errorf("line %d: %s: %q is not a string; want a list of host names", c.Line, what, printable(c.Value))
 		}
 	}
 	return n.Content, nil
@@ -200,6 +233,15 @@ func (im *importer) readClaude(data []byte) error {
 			if m := webFetch.FindStringSubmatch(c.Value); m != nil {
 				found = true
 				im.add(m[1], source{c.Line, c.Value}, "from permissions.allow: WebFetch's domains are the sandbox's too")
+			} else if c.Value == "WebFetch" || c.Value == "WebFetch(*)" {
+				im.warnAt(source{c.Line, c.Value}, "%s lets WebFetch reach every domain: not imported (a policy lists its hosts)", c.Value)
+			}
+		}
+	}
+	if n := path(root, "permissions", "deny"); n != nil && n.Kind == yaml.SequenceNode {
+		for _, c := range n.Content {
+			if m := webFetch.FindStringSubmatch(c.Value); m != nil {
+				im.denied = append(im.denied, want{target: m[1], at: source{c.Line, c.Value}})
 			}
 		}
 	}
@@ -256,8 +298,7 @@ func (im *importer) readAllowedHosts(data []byte) error {
 	if len(lists) == 0 {
 		return errors.New("no allowed_network_hosts")
 	}
-	lines := strings.Split(string(data), "\n")
-	from := 0
+	lines := quotedLines(string(data))
 	for _, l := range lists {
 		items, ok := l.([]any)
 		if !ok {
@@ -269,16 +310,41 @@ func (im *importer) readAllowedHosts(data []byte) error {
 				return fmt.Errorf("allowed_network_hosts: %v is not a string", it)
 			}
 			line := 0
-			for i := from; i < len(lines); i++ {
-				if strings.Contains(lines[i], s) {
-					line, from = i+1, i
-					break
-				}
+			if ls := lines[s]; len(ls) > 0 {
+				line, lines[s] = ls[0], ls[1:]
 			}
 			im.add(s, source{line, s}, "")
 		}
 	}
 	return nil
+}
+
+// quotedLines maps each string written in quotes without escapes in a
+// TOML file to the lines it is on, in order: where an imported host was
+// written.
+func quotedLines(text string) map[string][]int {
+	out := map[string][]int{}
+	for i, line := range strings.Split(text, "\n") {
+		for _, q := range []string{`"`, `'`} {
+			rest := line
+			for {
+				start := strings.Index(rest, q)
+				if start < 0 {
+					break
+				}
+				end := strings.Index(rest[start+1:], q)
+				if end < 0 {
+					break
+				}
+				v := rest[start+1 : start+1+end]
+				if !strings.Contains(v, `\`) {
+					out[v] = append(out[v], i+1)
+				}
+				rest = rest[start+end+2:]
+			}
+		}
+	}
+	return out
 }
 
 // findTOML is the value of the first key named key at any depth.
@@ -296,9 +362,9 @@ func findTOMLAll(v any, key string, out []any) []any {
 		if x, ok := v[key]; ok {
 			out = append(out, x)
 		}
-		for k, x := range v {
+		for _, k := range slices.Sorted(maps.Keys(v)) {
 			if k != key {
-				out = findTOMLAll(x, key, out)
+				out = findTOMLAll(v[k], key, out)
 			}
 		}
 	case []map[string]any:
@@ -337,75 +403,193 @@ func (im *importer) readGHAW(data []byte) error {
 	if n == nil {
 		return errors.New("no network: block")
 	}
-	var items []*yaml.Node
+	var items, blocked []*yaml.Node
 	switch {
 	case n.Kind == yaml.ScalarNode:
 		items = []*yaml.Node{n}
 	case n.Kind == yaml.MappingNode:
-		if a := mapKey(n, "allowed"); a != nil {
-			if items, err = im.scalars(a, "network.allowed"); err != nil {
-				return err
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			switch k.Value {
+			case "allowed":
+				if items, err = im.scalars(v, "network.allowed"); err != nil {
+					return err
+				}
+			case "blocked":
+				if blocked, err = im.scalars(v, "network.blocked"); err != nil {
+					return err
+				}
+			default:
+				im.warnAt(source{line: k.Line}, "network.%s is not imported: only allowed and blocked say what is reached", printable(k.Value))
 			}
-		}
-		if b := mapKey(n, "blocked"); b != nil {
-			im.warnAt(source{line: b.Line}, "network.blocked: sluice has no deny entries; what nothing allows stays refused, and a blocked name inside an allowed wildcard is allowed with it")
 		}
 	default:
 		return fmt.Errorf("line %d: network: want defaults or a mapping with an allowed list", n.Line)
 	}
+	isBlocked := map[string]bool{}
+	for _, c := range blocked {
+		v := strings.TrimSpace(c.Value)
+		isBlocked[v] = true
+		if strings.ContainsAny(v, ".:/") {
+			im.denied = append(im.denied, want{target: v, at: source{c.Line, v}})
+		}
+	}
+	domains := false
 	for _, c := range items {
 		v := strings.TrimSpace(c.Value)
 		at := source{c.Line, v}
 		switch {
+		case isBlocked[v] && !strings.ContainsAny(v, ".:/"):
+			im.warnAt(at, "%s is allowed and blocked: blocked wins, so it is not imported", v)
 		case v == "defaults":
 			im.warnAt(at, "defaults (gh-aw's basic infrastructure: certificate status, package mirrors of its runner and the like) has no sluice preset: list the hosts the agent needs")
 			im.header = append(im.header, fmt.Sprintf("%s:%d: defaults not imported (no sluice preset)", im.name, c.Line))
 		case !strings.ContainsAny(v, ".:/") && v != "":
 			if p, ok := ecosystems[v]; ok {
 				im.presets = append(im.presets, presetUse{name: p, at: at})
+				im.warnAt(at, "ecosystem %s is imported as sluice's preset %s (sluice presets %s lists its hosts), which may list fewer hosts than gh-aw's %s", v, p, p, v)
 			} else {
 				im.warnAt(at, "ecosystem %s has no sluice preset (sluice presets lists them): list its hosts", v)
 				im.header = append(im.header, fmt.Sprintf("%s:%d: ecosystem %s not imported (no sluice preset)", im.name, c.Line, printable(v)))
 			}
 		default:
+			domains = true
 			im.add(v, at, "")
 		}
+	}
+	if domains {
+		im.header = append(im.header, "gh-aw may also match the subdomains of a listed domain; sluice's host entries are exact names: add *.NAME entries where the agent needs subdomains")
 	}
 	return nil
 }
 
-// readLines reads a Squid list or a plain one: one or more tokens a line,
-// # comments, and Squid's acl NAME dstdomain|dst VALUES... lines.
+// squidDirective are the squid.conf lines a Squid file may hold besides
+// its values; a plain list has none.
+var squidDirective = map[string]bool{"acl": true, "http_access": true}
+
+// readLines reads a Squid list or a plain one. A plain list has one
+// token a line. A Squid file may hold values, one a line, and squid.conf
+// lines: acl NAME dstdomain|dst VALUES and http_access allow|deny ACLS,
+// which decide which acls allow. Other directives are left out, each
+// with a warning.
 func (im *importer) readLines(data []byte) error {
+	type acl struct {
+		kind   string
+		values []source
+	}
+	acls := map[string]*acl{}
+	var order []string
+	allowed, denied := map[string]bool{}, map[string]bool{}
+	accesses := 0
 	for i, raw := range strings.Split(string(data), "\n") {
-		line := stripComment(raw)
+		line := listLine(raw)
 		if line == "" {
 			continue
 		}
-		at := source{line: i + 1}
+		at := source{line: i + 1, text: line}
 		fields := strings.Fields(line)
-		if fields[0] == "acl" {
+		if im.format == List {
+			if len(fields) != 1 {
+				im.failAt(at, "one host, host:port, address or CIDR a line (for a Squid file, give --from squid)")
+				continue
+			}
+			im.add(fields[0], at, "")
+			continue
+		}
+		switch fields[0] {
+		case "acl":
 			if len(fields) < 4 {
 				im.warnAt(at, "an acl line with no values, left out")
 				continue
 			}
-			switch fields[2] {
-			case "dstdomain", "dst":
-				fields = fields[3:]
-			default:
-				im.warnAt(at, "acl type %s is not an allow-list of hosts or addresses: left out", printable(fields[2]))
+			name, kind := fields[1], fields[2]
+			a := acls[name]
+			if a == nil {
+				a = &acl{kind: kind}
+				acls[name] = a
+				order = append(order, name)
+			}
+			for _, v := range fields[3:] {
+				a.values = append(a.values, source{line: i + 1, text: v})
+			}
+		case "http_access":
+			accesses++
+			if len(fields) < 3 {
 				continue
 			}
+			for _, name := range fields[2:] {
+				switch {
+				case strings.HasPrefix(name, "!"):
+				case fields[1] == "allow":
+					allowed[name] = true
+				case fields[1] == "deny":
+					denied[name] = true
+				}
+			}
+		default:
+			if len(fields) != 1 {
+				im.warnAt(at, "%s is not an acl or http_access line: left out", printable(fields[0]))
+				continue
+			}
+			im.add(fields[0], at, "")
 		}
-		for _, f := range fields {
-			at.text = f
-			im.add(f, at, "")
+	}
+	for _, name := range order {
+		a := acls[name]
+		at := a.values[0]
+		if accesses > 0 && !allowed[name] {
+			if denied[name] && a.kind == "dstdomain" {
+				// What a deny line refuses may lie inside what an allow
+				// line allows: checkDenied says so.
+				for _, v := range a.values {
+					if base, ok := strings.CutPrefix(v.text, "."); ok {
+						im.denied = append(im.denied, want{target: base, at: v}, want{target: "*." + base, at: v})
+					} else if !strings.HasPrefix(v.text, "-") {
+						im.denied = append(im.denied, want{target: v.text, at: v})
+					}
+				}
+				continue
+			}
+			im.header = append(im.header, fmt.Sprintf("%s: acl %s: no http_access allow line names it, so it is not imported", im.where(at), printable(name)))
+			continue
 		}
+		if a.kind != "dstdomain" && a.kind != "dst" {
+			im.warnAt(at, "acl %s of type %s cannot be expressed in a sluice policy: left out", printable(name), printable(a.kind))
+			continue
+		}
+		for _, v := range a.values {
+			switch {
+			case strings.HasPrefix(v.text, "-"):
+				continue // an option, such as -i or -n
+			case strings.HasPrefix(v.text, "\""):
+				im.warnAt(v, "acl %s reads its values from the file %s: import that file too", printable(name), printable(v.text))
+			case a.kind == "dst" && strings.Contains(v.text, "-"):
+				im.failAt(v, "%q: an address range; write it as CIDR prefixes", v.text)
+			default:
+				im.add(v.text, v, "")
+			}
+		}
+	}
+	if accesses == 0 && len(acls) > 0 {
+		im.header = append(im.header, "no http_access lines: every dstdomain and dst acl is taken as allowed")
 	}
 	if len(im.wants) == 0 && len(im.errs) == 0 {
 		return errors.New("no host, address or CIDR in the list")
 	}
 	return nil
+}
+
+// listLine is a line of a list without its comment, space, a YAML list
+// item's "- ", and quotes.
+func listLine(line string) string {
+	line = stripComment(line)
+	if rest, ok := strings.CutPrefix(line, "- "); ok {
+		line = strings.TrimSpace(rest)
+	}
+	if len(line) >= 2 && (line[0] == '"' || line[0] == '\'') && line[len(line)-1] == line[0] {
+		line = line[1 : len(line)-1]
+	}
+	return line
 }
 
 // stripComment removes a # comment and surrounding space.

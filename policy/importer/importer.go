@@ -102,6 +102,7 @@ func Import(data []byte, opts Options) (Result, error) {
 	if opts.Name == "" {
 		opts.Name = "<stdin>"
 	}
+	opts.Name = printable(opts.Name)
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	f := opts.From
 	if f == "" {
@@ -205,17 +206,20 @@ func (im *importer) where(at source) string {
 	return im.name
 }
 
+// warnAt and failAt record a warning or a refusal at at; what they say
+// is made printable, since it quotes the input and goes to a terminal.
 func (im *importer) warnAt(at source, format string, args ...any) {
-	im.warnings = append(im.warnings, im.where(at)+": "+fmt.Sprintf(format, args...))
+	im.warnings = append(im.warnings, im.where(at)+": "+printable(fmt.Sprintf(format, args...)))
 }
 
 func (im *importer) failAt(at source, format string, args ...any) {
-	im.errs = append(im.errs, im.where(at)+": "+fmt.Sprintf(format, args...))
+	im.errs = append(im.errs, im.where(at)+": "+printable(fmt.Sprintf(format, args...)))
 }
 
 // add records what the input allows at at: s is host[:port], [v6]:port,
 // an address or a prefix.
 func (im *importer) add(s string, at source, note string) {
+	at.text = redact(at.text)
 	target, port, err := splitPort(s)
 	if err != nil {
 		im.failAt(at, "%q: %v", s, err)
@@ -257,10 +261,10 @@ func splitPort(s string) (target, port string, err error) {
 // the presets into the include list.
 func (im *importer) build() {
 	im.byKey = map[string]*entry{}
-	presetHosts := map[string]string{}
+	presetHosts := map[string]presetEntry{}
 	for _, p := range im.presets {
-		for _, h := range presetHostsOf(p.name) {
-			presetHosts[h] = p.name
+		for h, ports := range presetHostsOf(p.name) {
+			presetHosts[h] = presetEntry{preset: p.name, ports: ports}
 		}
 	}
 	for _, w := range im.wants {
@@ -269,21 +273,38 @@ func (im *importer) build() {
 	im.checkDenied()
 }
 
-func (im *importer) buildOne(w want, presetHosts map[string]string) {
-	say := func(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+func (im *importer) buildOne(w want, presetHosts map[string]presetEntry) {
 	var notes []string
 	target := w.target
 	if strings.Contains(target, "://") {
-		host := urlHost(target)
-		notes = append(notes, say("%q is a URL: sluice allows its host, %s, whole (an http rule can narrow it to paths)", target, host))
-		im.warnAt(w.at, "%q is a URL; the entry allows its host, %s, for every path", target, host)
-		target = host
-		if h, p, err := splitPort(host); err == nil {
+		scheme, rest, _ := strings.Cut(target, "://")
+		hostport, path := urlHost(rest)
+		shown := redact(target)
+		if h, p, err := splitPort(hostport); err == nil {
 			target = h
 			if w.port == "" {
 				w.port = p
 			}
 		}
+		if w.port == "" {
+			switch strings.ToLower(scheme) {
+			case "https":
+				w.port = "443"
+			case "http":
+				w.port = "80"
+			}
+			if w.port != "" {
+				notes = append(notes, fmt.Sprintf("%s: port %s, as the scheme says", shown, w.port))
+			}
+		}
+		if path != "" && path != "/" {
+			notes = append(notes, fmt.Sprintf("%q names a path: sluice allows the host, %s, for every path (an http rule can narrow it)", shown, target))
+			im.warnAt(w.at, "%q names a path; the entry allows its host, %s, for every path", shown, target)
+		}
+	}
+	if strings.Contains(target, "%") {
+		im.failAt(w.at, "%q: an address with a zone cannot be allowed; give the address without it", target)
+		return
 	}
 	var ports []uint16
 	if w.port == "" {
@@ -298,19 +319,45 @@ func (im *importer) buildOne(w want, presetHosts map[string]string) {
 			ports = append(ports, uint16(n))
 		}
 	}
-	// A Squid .domain is the domain and every name under it.
-	if base, ok := strings.CutPrefix(target, "."); ok && base != "" && !strings.HasPrefix(base, ".") {
-		notes = append(notes, say("%q means %s and every name under it: two entries, %s and *.%s", "."+base, base, base, base))
-		im.buildTarget(w, base, ports, notes, presetHosts)
-		im.buildTarget(w, "*."+base, ports, notes, presetHosts)
-		return
+	if a, err := netip.ParseAddr(target); err == nil && a.Is6() && w.port == "" {
+		im.warnAt(w.at, "%s is read as an IPv6 address on the default ports; an address with a port is written in brackets, as in [2001:db8::1]:443", target)
+	}
+	// A Squid .domain is the domain and every name under it; elsewhere a
+	// leading dot has no agreed meaning.
+	if base, ok := strings.CutPrefix(target, "."); ok {
+		if im.format != Squid && im.format != List {
+			im.failAt(w.at, "%q: a leading dot; write %s for the name, and *.%s for the names under it", target, base, base)
+			return
+		}
+		if base != "" && !strings.HasPrefix(base, ".") {
+			notes = append(notes, fmt.Sprintf("%q means %s and every name under it: two entries, %s and *.%s", "."+base, base, base, base))
+			im.buildTarget(w, base, ports, notes, presetHosts)
+			im.buildTarget(w, "*."+base, ports, notes, presetHosts)
+			return
+		}
 	}
 	im.buildTarget(w, target, ports, notes, presetHosts)
 }
 
+// redact removes a URL's user and password from text shown back.
+func redact(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	end := strings.IndexAny(rest, "/?#")
+	if end < 0 {
+		end = len(rest)
+	}
+	if at := strings.LastIndex(rest[:end], "@"); at >= 0 {
+		rest = "…@" + rest[at+1:]
+	}
+	return scheme + "://" + rest
+}
+
 // buildTarget makes or extends the entry for one host pattern, address or
 // prefix.
-func (im *importer) buildTarget(w want, target string, ports []uint16, notes []string, presetHosts map[string]string) {
+func (im *importer) buildTarget(w want, target string, ports []uint16, notes []string, presetHosts map[string]presetEntry) {
 	target = strings.TrimSuffix(strings.ToLower(target), ".")
 	if w.port == "" {
 		what := "a name"
@@ -366,7 +413,17 @@ func (im *importer) buildTarget(w want, target string, ports []uint16, notes []s
 		}
 		e.host = host
 		if p, ok := presetHosts[host]; ok {
-			im.warnAt(w.at, "%s is in the preset %s, which the input includes: listed once, by the preset", host, p)
+			var lost []uint16
+			for _, port := range ports {
+				if !slices.Contains(p.ports, port) {
+					lost = append(lost, port)
+				}
+			}
+			if len(lost) > 0 {
+				im.warnAt(w.at, "%s is in the preset %s, which the input includes, on ports %s: a host is listed once, so its port %s is not imported", host, p.preset, portList(p.ports), portList(lost))
+			} else {
+				im.warnAt(w.at, "%s is in the preset %s, which the input includes: listed once, by the preset", host, p.preset)
+			}
 			return
 		}
 	}
@@ -397,25 +454,83 @@ func (im *importer) buildTarget(w want, target string, ports []uint16, notes []s
 	im.entries = append(im.entries, e)
 }
 
-// checkDenied warns of every denied name that an allowed entry covers:
-// sluice has no deny entries, so a hole in a wildcard cannot be kept.
+// checkDenied applies the names the input denies, where the input's tool
+// lets a denial win over an allowance: an allowed name that a denial
+// covers whole is left out; a denied name inside an allowed wildcard
+// cannot be kept out (sluice has no deny entries), so the wildcard stays
+// and a warning says so.
 func (im *importer) checkDenied() {
-	for _, d := range im.denied {
-		name := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d.target)), ".")
-		covered := false
-		for _, e := range im.entries {
-			if e.host == "" || e.skip != "" {
-				continue
+	// under maps a name to the live host entries at it or under it;
+	// exact and wild the live entries by name and by wildcard base.
+	under := map[string][]*entry{}
+	exact, wild := map[string]*entry{}, map[string]*entry{}
+	for _, e := range im.entries {
+		if e.host == "" || e.skip != "" {
+			continue
+		}
+		base, isWild := strings.CutPrefix(e.host, "*.")
+		if isWild {
+			wild[base] = e
+		} else {
+			exact[base] = e
+		}
+		for s := base; ; {
+			under[s] = append(under[s], e)
+			_, rest, ok := strings.Cut(s, ".")
+			if !ok {
+				break
 			}
-			base, wild := strings.CutPrefix(e.host, "*.")
-			dbase := strings.TrimPrefix(name, "*.")
-			if e.host == name || (wild && strings.HasSuffix(dbase, "."+base)) || (strings.HasPrefix(name, "*.") && e.host == dbase) {
-				covered = true
-				im.warnAt(d.at, "denied %s is inside %s, which the policy allows whole: sluice has no deny entries; list the names the agent needs instead of %s", name, e.host, e.host)
-				e.notes = append(e.notes, fmt.Sprintf("the input denied %s inside it; sluice cannot (see the warnings)", name))
+			s = rest
+		}
+	}
+	// wildcardAbove lists the live wildcard entries *.A with name
+	// strictly under A.
+	wildcardAbove := func(name string) []*entry {
+		var out []*entry
+		for s := name; ; {
+			_, rest, ok := strings.Cut(s, ".")
+			if !ok {
+				return out
+			}
+			s = rest
+			if e := wild[s]; e != nil && e.skip == "" {
+				out = append(out, e)
 			}
 		}
-		if !covered {
+	}
+	for _, d := range im.denied {
+		name := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d.target)), ".")
+		base, wild := strings.CutPrefix(name, "*.")
+		affected := false
+		covered := under[base]
+		if !wild {
+			covered = nil
+			if e := exact[name]; e != nil {
+				covered = []*entry{e}
+			}
+		}
+		for _, e := range covered {
+			if e.skip != "" {
+				continue
+			}
+			eBase, eWild := strings.CutPrefix(e.host, "*.")
+			// A denial covers e whole: the same name, or, for a denied
+			// wildcard, a name or wildcard strictly under its base (or
+			// the same wildcard).
+			whole := e.host == name || wild && (eBase != base || eWild)
+			if !whole {
+				continue
+			}
+			affected = true
+			e.skip = "denied by the input too: " + printable(name) + " (the denial wins)"
+			im.warnAt(d.at, "%s is allowed and denied by %s: the denial wins, so the entry is left out", e.host, printable(name))
+		}
+		for _, e := range wildcardAbove(base) {
+			affected = true
+			im.warnAt(d.at, "denied %s is inside %s, which the policy allows whole: sluice has no deny entries; list the names the agent needs instead of %s", name, e.host, e.host)
+			e.notes = append(e.notes, fmt.Sprintf("the input denied %s inside it; sluice cannot (see the warnings)", printable(name)))
+		}
+		if !affected {
 			im.header = append(im.header, fmt.Sprintf("%s: denied %s: nothing allows it, so it stays refused", im.where(d.at), printable(name)))
 		}
 	}
@@ -533,16 +648,22 @@ func lint(out []byte) []lintWarning {
 	return ws
 }
 
-// presetHostsOf lists the hosts of preset name.
-func presetHostsOf(name string) []string {
+// presetEntry is a host of an included preset: which, and its ports.
+type presetEntry struct {
+	preset string
+	ports  []uint16
+}
+
+// presetHostsOf maps the hosts of preset name to their ports.
+func presetHostsOf(name string) map[string][]uint16 {
 	entries, err := policy.ParseFile(name, []byte("version: 1\ninclude: ["+name+"]\n"))
 	if err != nil {
 		return nil
 	}
-	var hosts []string
+	hosts := map[string][]uint16{}
 	for _, e := range entries {
 		if e.Host != "" {
-			hosts = append(hosts, e.Host)
+			hosts[e.Host] = e.Ports
 		}
 	}
 	return hosts
@@ -556,16 +677,16 @@ func isPrefix(s string) bool {
 	return err == nil
 }
 
-// urlHost is the host (and port) of a URL.
-func urlHost(s string) string {
-	_, rest, _ := strings.Cut(s, "://")
+// urlHost splits what follows a URL's scheme into its host (and port),
+// without user information, and the rest (path, query, fragment).
+func urlHost(rest string) (host, path string) {
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		rest = rest[:i]
+		rest, path = rest[:i], rest[i:]
 	}
 	if i := strings.LastIndex(rest, "@"); i >= 0 {
 		rest = rest[i+1:]
 	}
-	return rest
+	return rest, path
 }
 
 func union(a, b []uint16) []uint16 {

@@ -83,6 +83,10 @@ func TestDetect(t *testing.T) {
 		"list.private.txt.in":   List,
 		"seed.private.yaml.in":  AllowedHosts,
 		"sluice-policy.yaml.in": "",
+		"squid.conf.in":         Squid,
+		"claude-deny.json.in":   Claude,
+		"gh-aw-blocked.md.in":   GHAW,
+		"list.yaml.in":          List,
 	} {
 		data, err := os.ReadFile("testdata/golden/" + in)
 		if err != nil {
@@ -96,7 +100,12 @@ func TestDetect(t *testing.T) {
 			t.Errorf("Detect(%s): %v, want ErrSluicePolicy", in, err)
 		}
 	}
-	for _, in := range []string{"", "{\"model\": \"x\"}", "key: value\n", "name = \"x\"\n", "hello world!\n", "---\ntitle: x\n---\n# doc\n"} {
+	for _, in := range []string{"", "{\"model\": \"x\"}", "key: value\n", "name = \"x\"\n", "hello world!\n", "---\ntitle: x\n---\n# doc\n",
+		// A GitHub Actions workflow (permissions, but not Claude's), a
+		// netplan file (network, but not gh-aw's), a YAML map of hosts.
+		"on: push\npermissions:\n  contents: read\njobs: {}\n",
+		"network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n",
+		"http_port 3128\ncache_mem 64 MB\n"} {
 		if f, err := Detect([]byte(in)); err == nil {
 			t.Errorf("Detect(%q) = %q, want an error", in, f)
 		}
