@@ -42,9 +42,9 @@ written for another tool allows. FORMAT, detected from the content when
                  a YAML, JSON or TOML file
   gh-aw          GitHub Agentic Workflows' network: (a workflow's front
                  matter): domains, and ecosystems as sluice's presets
-  squid          a Squid dstdomain list, or a squid.conf's dstdomain and dst
-                 acls as its http_access lines use them (.example.com is
-                 the apex and every name under it: two entries)
+  squid          a Squid dstdomain list (.example.com is the apex and every
+                 name under it: two entries), or a squid.conf whose
+                 http_access lines a policy can say exactly (README)
   list           one host, host:port, [IPv6]:port, address or CIDR per
                  line, # comments
 Every entry says where in the input it comes from and what was made

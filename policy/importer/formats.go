@@ -37,10 +37,10 @@ func Detect(data []byte) (Format, error) {
 		switch {
 		case mapKey(root, "version") != nil && (mapKey(root, "allow") != nil || mapKey(root, "include") != nil):
 			return "", ErrSluicePolicy
-		case findKey(root, "allowed_network_hosts") != nil:
-			return AllowedHosts, nil
 		case path(root, "sandbox", "network") != nil:
 			return Claude, nil
+		case findKey(root, "allowed_network_hosts") != nil:
+			return AllowedHosts, nil
 		case ghawNetwork(mapKey(root, "network")):
 			return GHAW, nil
 		case claudePermissions(mapKey(root, "permissions")):
@@ -134,9 +134,13 @@ func frontMatter(data []byte) ([]byte, bool) {
 }
 
 func parseYAML(data []byte) (*yaml.Node, error) {
-	var doc yaml.Node
-	if err := yaml.Unmarshal(data, &doc); err != nil {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc, extra yaml.Node
+	if err := dec.Decode(&doc); err != nil {
 		return nil, err
+	}
+	if err := dec.Decode(&extra); err == nil {
+		return nil, fmt.Errorf("line %d: several YAML documents; import each on its own", extra.Line)
 	}
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) == 1 {
 		return doc.Content[0], nil
@@ -262,6 +266,9 @@ func (im *importer) readClaude(data []byte) error {
 			im.warnAt(source{line: v.Line}, "sandbox.network.%s is about the agent's own machine; sluice filters the network only, so it is not imported", k)
 		}
 	}
+	if n := findKey(root, "allowed_network_hosts"); n != nil {
+		im.warnAt(source{line: n.Line}, "the file also has allowed_network_hosts, not imported with the Claude settings: import it with --from allowed-hosts")
+	}
 	if !found {
 		return errors.New("no sandbox.network.allowedDomains and no WebFetch(domain:...) rule in permissions.allow")
 	}
@@ -277,6 +284,9 @@ func (im *importer) readAllowedHosts(data []byte) error {
 	}
 	if root, err := parseYAML(src); err == nil {
 		lists := findKeys(root, "allowed_network_hosts", nil)
+		if n := path(root, "sandbox", "network"); n != nil && len(lists) > 0 {
+			im.warnAt(source{line: n.Line}, "the file also has Claude Code's sandbox.network, not imported with allowed_network_hosts: import it with --from claude")
+		}
 		if len(lists) > 0 {
 			for _, n := range lists {
 				items, err := im.scalars(n, "allowed_network_hosts")
@@ -325,23 +335,22 @@ func (im *importer) readAllowedHosts(data []byte) error {
 func quotedLines(text string) map[string][]int {
 	out := map[string][]int{}
 	for i, line := range strings.Split(text, "\n") {
-		for _, q := range []string{`"`, `'`} {
-			rest := line
-			for {
-				start := strings.Index(rest, q)
-				if start < 0 {
-					break
-				}
-				end := strings.Index(rest[start+1:], q)
-				if end < 0 {
-					break
-				}
-				v := rest[start+1 : start+1+end]
-				if !strings.Contains(v, `\`) {
-					out[v] = append(out[v], i+1)
-				}
-				rest = rest[start+end+2:]
+		// Strings in order, up to a comment outside them.
+		for rest := line; ; {
+			start := strings.IndexAny(rest, "\"'#")
+			if start < 0 || rest[start] == '#' {
+				break
 			}
+			q := rest[start]
+			end := strings.IndexByte(rest[start+1:], q)
+			if end < 0 {
+				break
+			}
+			v := rest[start+1 : start+1+end]
+			if !strings.Contains(v, `\`) {
+				out[v] = append(out[v], i+1)
+			}
+			rest = rest[start+end+2:]
 		}
 	}
 	return out
@@ -426,12 +435,23 @@ func (im *importer) readGHAW(data []byte) error {
 	default:
 		return fmt.Errorf("line %d: network: want defaults or a mapping with an allowed list", n.Line)
 	}
+	// A blocked entry wins over an allowed one and takes its subdomains
+	// with it; a blocked ecosystem denies its preset's hosts.
 	isBlocked := map[string]bool{}
 	for _, c := range blocked {
 		v := strings.TrimSpace(c.Value)
+		at := source{c.Line, v}
 		isBlocked[v] = true
-		if strings.ContainsAny(v, ".:/") {
-			im.denied = append(im.denied, want{target: v, at: source{c.Line, v}})
+		switch p, eco := ecosystems[v]; {
+		case strings.ContainsAny(v, ".:/"):
+			base := strings.TrimPrefix(v, "*.")
+			im.denied = append(im.denied, want{target: base, at: at}, want{target: "*." + base, at: at})
+		case eco:
+			for h := range presetHostsOf(p) {
+				im.denied = append(im.denied, want{target: h, at: at})
+			}
+		default:
+			im.warnAt(at, "blocked %s: neither a domain nor an ecosystem with a sluice preset, so what it blocks is not known here: check that nothing the policy allows is in it", v)
 		}
 	}
 	domains := false
@@ -442,15 +462,13 @@ func (im *importer) readGHAW(data []byte) error {
 		case isBlocked[v] && !strings.ContainsAny(v, ".:/"):
 			im.warnAt(at, "%s is allowed and blocked: blocked wins, so it is not imported", v)
 		case v == "defaults":
-			im.warnAt(at, "defaults (gh-aw's basic infrastructure: certificate status, package mirrors of its runner and the like) has no sluice preset: list the hosts the agent needs")
-			im.header = append(im.header, fmt.Sprintf("%s:%d: defaults not imported (no sluice preset)", im.name, c.Line))
+			im.warnAt(at, "defaults (gh-aw's basic infrastructure: certificate status, package mirrors of its runner and the like) is not imported: sluice has no preset for it; list the hosts the agent needs")
 		case !strings.ContainsAny(v, ".:/") && v != "":
 			if p, ok := ecosystems[v]; ok {
 				im.presets = append(im.presets, presetUse{name: p, at: at})
 				im.warnAt(at, "ecosystem %s is imported as sluice's preset %s (sluice presets %s lists its hosts), which may list fewer hosts than gh-aw's %s", v, p, p, v)
 			} else {
-				im.warnAt(at, "ecosystem %s has no sluice preset (sluice presets lists them): list its hosts", v)
-				im.header = append(im.header, fmt.Sprintf("%s:%d: ecosystem %s not imported (no sluice preset)", im.name, c.Line, printable(v)))
+				im.warnAt(at, "%s is not imported: not an ecosystem with a sluice preset (sluice presets lists them), nor a domain; list its hosts", v)
 			}
 		default:
 			domains = true
@@ -459,122 +477,6 @@ func (im *importer) readGHAW(data []byte) error {
 	}
 	if domains {
 		im.header = append(im.header, "gh-aw may also match the subdomains of a listed domain; sluice's host entries are exact names: add *.NAME entries where the agent needs subdomains")
-	}
-	return nil
-}
-
-// squidDirective are the squid.conf lines a Squid file may hold besides
-// its values; a plain list has none.
-var squidDirective = map[string]bool{"acl": true, "http_access": true}
-
-// readLines reads a Squid list or a plain one. A plain list has one
-// token a line. A Squid file may hold values, one a line, and squid.conf
-// lines: acl NAME dstdomain|dst VALUES and http_access allow|deny ACLS,
-// which decide which acls allow. Other directives are left out, each
-// with a warning.
-func (im *importer) readLines(data []byte) error {
-	type acl struct {
-		kind   string
-		values []source
-	}
-	acls := map[string]*acl{}
-	var order []string
-	allowed, denied := map[string]bool{}, map[string]bool{}
-	accesses := 0
-	for i, raw := range strings.Split(string(data), "\n") {
-		line := listLine(raw)
-		if line == "" {
-			continue
-		}
-		at := source{line: i + 1, text: line}
-		fields := strings.Fields(line)
-		if im.format == List {
-			if len(fields) != 1 {
-				im.failAt(at, "one host, host:port, address or CIDR a line (for a Squid file, give --from squid)")
-				continue
-			}
-			im.add(fields[0], at, "")
-			continue
-		}
-		switch fields[0] {
-		case "acl":
-			if len(fields) < 4 {
-				im.warnAt(at, "an acl line with no values, left out")
-				continue
-			}
-			name, kind := fields[1], fields[2]
-			a := acls[name]
-			if a == nil {
-				a = &acl{kind: kind}
-				acls[name] = a
-				order = append(order, name)
-			}
-			for _, v := range fields[3:] {
-				a.values = append(a.values, source{line: i + 1, text: v})
-			}
-		case "http_access":
-			accesses++
-			if len(fields) < 3 {
-				continue
-			}
-			for _, name := range fields[2:] {
-				switch {
-				case strings.HasPrefix(name, "!"):
-				case fields[1] == "allow":
-					allowed[name] = true
-				case fields[1] == "deny":
-					denied[name] = true
-				}
-			}
-		default:
-			if len(fields) != 1 {
-				im.warnAt(at, "%s is not an acl or http_access line: left out", printable(fields[0]))
-				continue
-			}
-			im.add(fields[0], at, "")
-		}
-	}
-	for _, name := range order {
-		a := acls[name]
-		at := a.values[0]
-		if accesses > 0 && !allowed[name] {
-			if denied[name] && a.kind == "dstdomain" {
-				// What a deny line refuses may lie inside what an allow
-				// line allows: checkDenied says so.
-				for _, v := range a.values {
-					if base, ok := strings.CutPrefix(v.text, "."); ok {
-						im.denied = append(im.denied, want{target: base, at: v}, want{target: "*." + base, at: v})
-					} else if !strings.HasPrefix(v.text, "-") {
-						im.denied = append(im.denied, want{target: v.text, at: v})
-					}
-				}
-				continue
-			}
-			im.header = append(im.header, fmt.Sprintf("%s: acl %s: no http_access allow line names it, so it is not imported", im.where(at), printable(name)))
-			continue
-		}
-		if a.kind != "dstdomain" && a.kind != "dst" {
-			im.warnAt(at, "acl %s of type %s cannot be expressed in a sluice policy: left out", printable(name), printable(a.kind))
-			continue
-		}
-		for _, v := range a.values {
-			switch {
-			case strings.HasPrefix(v.text, "-"):
-				continue // an option, such as -i or -n
-			case strings.HasPrefix(v.text, "\""):
-				im.warnAt(v, "acl %s reads its values from the file %s: import that file too", printable(name), printable(v.text))
-			case a.kind == "dst" && strings.Contains(v.text, "-"):
-				im.failAt(v, "%q: an address range; write it as CIDR prefixes", v.text)
-			default:
-				im.add(v.text, v, "")
-			}
-		}
-	}
-	if accesses == 0 && len(acls) > 0 {
-		im.header = append(im.header, "no http_access lines: every dstdomain and dst acl is taken as allowed")
-	}
-	if len(im.wants) == 0 && len(im.errs) == 0 {
-		return errors.New("no host, address or CIDR in the list")
 	}
 	return nil
 }

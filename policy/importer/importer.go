@@ -270,7 +270,7 @@ func (im *importer) build() {
 	for _, w := range im.wants {
 		im.buildOne(w, presetHosts)
 	}
-	im.checkDenied()
+	im.checkDenied(presetHosts)
 }
 
 func (im *importer) buildOne(w want, presetHosts map[string]presetEntry) {
@@ -287,15 +287,13 @@ func (im *importer) buildOne(w want, presetHosts map[string]presetEntry) {
 			}
 		}
 		if w.port == "" {
-			switch strings.ToLower(scheme) {
-			case "https":
-				w.port = "443"
-			case "http":
-				w.port = "80"
+			port, ok := schemePorts[strings.ToLower(scheme)]
+			if !ok {
+				im.failAt(w.at, "%q: the scheme %s names no port sluice knows; write HOST:PORT", shown, scheme)
+				return
 			}
-			if w.port != "" {
-				notes = append(notes, fmt.Sprintf("%s: port %s, as the scheme says", shown, w.port))
-			}
+			w.port = port
+			notes = append(notes, fmt.Sprintf("%s: port %s, as the scheme says", shown, w.port))
 		}
 		if path != "" && path != "/" {
 			notes = append(notes, fmt.Sprintf("%q names a path: sluice allows the host, %s, for every path (an http rule can narrow it)", shown, target))
@@ -337,6 +335,12 @@ func (im *importer) buildOne(w want, presetHosts map[string]presetEntry) {
 		}
 	}
 	im.buildTarget(w, target, ports, notes, presetHosts)
+}
+
+// schemePorts are the ports of the URL schemes an allow-list may use.
+var schemePorts = map[string]string{
+	"https": "443", "http": "80", "wss": "443", "ws": "80",
+	"ssh": "22", "sftp": "22", "git": "9418", "ftp": "21",
 }
 
 // redact removes a URL's user and password from text shown back.
@@ -459,7 +463,7 @@ func (im *importer) buildTarget(w want, target string, ports []uint16, notes []s
 // covers whole is left out; a denied name inside an allowed wildcard
 // cannot be kept out (sluice has no deny entries), so the wildcard stays
 // and a warning says so.
-func (im *importer) checkDenied() {
+func (im *importer) checkDenied(presetHosts map[string]presetEntry) {
 	// under maps a name to the live host entries at it or under it;
 	// exact and wild the live entries by name and by wildcard base.
 	under := map[string][]*entry{}
@@ -499,8 +503,17 @@ func (im *importer) checkDenied() {
 		}
 	}
 	for _, d := range im.denied {
-		name := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(d.target)), ".")
+		name, ok := im.deniedName(d)
+		if !ok {
+			continue
+		}
 		base, wild := strings.CutPrefix(name, "*.")
+		for h, p := range presetHosts {
+			hBase, hWild := strings.CutPrefix(h, "*.")
+			if h == name || wild && (hBase != base || hWild) && (hBase == base || strings.HasSuffix(hBase, "."+base)) {
+				im.warnAt(d.at, "%s is denied, but the preset %s allows %s, and sluice cannot take a host out of a preset: list the preset's other hosts instead of including it", name, p.preset, h)
+			}
+		}
 		affected := false
 		covered := under[base]
 		if !wild {
@@ -534,6 +547,41 @@ func (im *importer) checkDenied() {
 			im.header = append(im.header, fmt.Sprintf("%s: denied %s: nothing allows it, so it stays refused", im.where(d.at), printable(name)))
 		}
 	}
+}
+
+// deniedName reads a denial as an allowed name is read (a URL's or a
+// host:port's host, canonical, IDN as punycode); one it cannot read is
+// warned of, since what it denied may then be allowed.
+func (im *importer) deniedName(d want) (string, bool) {
+	target, _, err := splitPort(d.target)
+	if err == nil && strings.Contains(target, "://") {
+		_, rest, _ := strings.Cut(target, "://")
+		target, _ = urlHost(rest)
+		target, _, err = splitPort(target)
+	}
+	if err == nil {
+		target = strings.TrimSuffix(strings.ToLower(target), ".")
+		switch {
+		case isPrefix(target):
+			err = errors.New("an address: only names can be denied here")
+		default:
+			var canon string
+			if canon, err = policy.CheckHost(target, true); err == nil {
+				target = canon
+			} else if base, wild := strings.CutPrefix(target, "*."); wild {
+				// A denial wider than any allowance may be (*.com) still
+				// denies what is under it.
+				if canon, err = policy.CanonicalName(base); err == nil {
+					target = "*." + canon
+				}
+			}
+		}
+	}
+	if err != nil {
+		im.warnAt(d.at, "the denial %q cannot be applied (%v): what it denies may be allowed", d.target, err)
+		return "", false
+	}
+	return target, true
 }
 
 // write renders the policy without its header, and says which input line

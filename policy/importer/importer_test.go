@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,20 +74,22 @@ func TestGolden(t *testing.T) {
 // them is refused with a reason.
 func TestDetect(t *testing.T) {
 	for in, want := range map[string]Format{
-		"claude.json.in":        Claude,
-		"seed.yaml.in":          AllowedHosts,
-		"seed.toml.in":          AllowedHosts,
-		"gh-aw.md.in":           GHAW,
-		"squid.txt.in":          Squid,
-		"list.txt.in":           List,
-		"public-suffix.txt.in":  List,
-		"list.private.txt.in":   List,
-		"seed.private.yaml.in":  AllowedHosts,
-		"sluice-policy.yaml.in": "",
-		"squid.conf.in":         Squid,
-		"claude-deny.json.in":   Claude,
-		"gh-aw-blocked.md.in":   GHAW,
-		"list.yaml.in":          List,
+		"claude.json.in":          Claude,
+		"seed.yaml.in":            AllowedHosts,
+		"seed.toml.in":            AllowedHosts,
+		"gh-aw.md.in":             GHAW,
+		"squid.txt.in":            Squid,
+		"list.txt.in":             List,
+		"public-suffix.txt.in":    List,
+		"list.private.txt.in":     List,
+		"seed.private.yaml.in":    AllowedHosts,
+		"sluice-policy.yaml.in":   "",
+		"squid.conf.in":           Squid,
+		"claude-deny.json.in":     Claude,
+		"gh-aw-blocked.md.in":     GHAW,
+		"list.yaml.in":            List,
+		"squid-whitelist.conf.in": Squid,
+		"squid-default.conf.in":   Squid,
 	} {
 		data, err := os.ReadFile("testdata/golden/" + in)
 		if err != nil {
@@ -105,7 +108,9 @@ func TestDetect(t *testing.T) {
 		// netplan file (network, but not gh-aw's), a YAML map of hosts.
 		"on: push\npermissions:\n  contents: read\njobs: {}\n",
 		"network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n",
-		"http_port 3128\ncache_mem 64 MB\n"} {
+		"http_port 3128\ncache_mem 64 MB\n",
+		// Two YAML documents: which one is meant is not known.
+		"allowed_network_hosts: [a.example]\n---\nallowed_network_hosts: [b.example]\n"} {
 		if f, err := Detect([]byte(in)); err == nil {
 			t.Errorf("Detect(%q) = %q, want an error", in, f)
 		}
@@ -124,5 +129,40 @@ func TestFromOverrides(t *testing.T) {
 	}
 	if _, err := Import([]byte("example.com\n"), Options{From: Claude}); err == nil {
 		t.Error("a host list read as Claude settings: no error")
+	}
+}
+
+// TestClaudeFirst: a Claude Code settings file with an
+// allowed_network_hosts list in it is read as Claude's, and the list is
+// named, not dropped unsaid.
+func TestClaudeFirst(t *testing.T) {
+	in := `{"sandbox": {"network": {"allowedDomains": ["a.example.com"]}}, "x": {"allowed_network_hosts": ["b.example.com"]}}`
+	r, err := Import([]byte(in), Options{})
+	if err != nil || r.Format != Claude {
+		t.Fatalf("Import: %v, %s", err, r.Format)
+	}
+	if !strings.Contains(string(r.Policy), "host: a.example.com") || strings.Contains(string(r.Policy), "host: b.example.com") {
+		t.Errorf("policy:\n%s", r.Policy)
+	}
+	if !slices.ContainsFunc(r.Warnings, func(w string) bool { return strings.Contains(w, "also has allowed_network_hosts") }) {
+		t.Errorf("no warning of the list left out: %q", r.Warnings)
+	}
+}
+
+// TestSchemes: a URL's scheme gives its port; one with no known port is
+// refused.
+func TestSchemes(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://a.example.com\n": "ports: [443]", "http://a.example.com\n": "ports: [80]",
+		"ssh://a.example.com\n": "ports: [22]", "wss://a.example.com/x\n": "ports: [443]",
+		"https://a.example.com:8443/\n": "ports: [8443]",
+	} {
+		r, err := Import([]byte(in), Options{From: List})
+		if err != nil || !strings.Contains(string(r.Policy), want) {
+			t.Errorf("%q: %v\n%s", in, err, r.Policy)
+		}
+	}
+	if _, err := Import([]byte("gopher://a.example.com\n"), Options{From: List}); err == nil {
+		t.Error("an unknown scheme was imported")
 	}
 }

@@ -1,0 +1,250 @@
+package importer
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+)
+
+// squidDirective are the squid.conf lines a Squid file may hold besides
+// its values; a plain list has none.
+var squidDirective = map[string]bool{"acl": true, "http_access": true}
+
+// squidACL is one acl of a squid.conf: its type and values, in order.
+type squidACL struct {
+	kind   string
+	values []source
+}
+
+// readLines reads a plain list (one token a line) or a Squid file: values
+// one a line, or a squid.conf, read as far as its access rules can be
+// said exactly in a policy (readAccess).
+func (im *importer) readLines(data []byte) error {
+	acls := map[string]*squidACL{}
+	var access []source
+	for _, l := range joinContinued(string(data)) {
+		line := listLine(l.text)
+		if line == "" {
+			continue
+		}
+		at := source{line: l.line, text: line}
+		fields := strings.Fields(line)
+		if im.format == List {
+			if len(fields) != 1 {
+				im.failAt(at, "one host, host:port, address or CIDR a line (for a Squid file, give --from squid)")
+				continue
+			}
+			im.add(fields[0], at, "")
+			continue
+		}
+		switch fields[0] {
+		case "acl":
+			if len(fields) < 4 {
+				im.failAt(at, "an acl line wants a name, a type and values")
+				continue
+			}
+			a := acls[fields[1]]
+			if a == nil {
+				a = &squidACL{kind: fields[2]}
+				acls[fields[1]] = a
+			} else if a.kind != fields[2] {
+				im.failAt(at, "acl %s is of type %s here and %s before", fields[1], fields[2], a.kind)
+				continue
+			}
+			for _, v := range fields[3:] {
+				a.values = append(a.values, source{line: l.line, text: v})
+			}
+		case "http_access":
+			access = append(access, at)
+		default:
+			if len(fields) != 1 {
+				im.warnAt(at, "%s is not an acl or http_access line: left out", fields[0])
+				continue
+			}
+			im.add(fields[0], at, "")
+		}
+	}
+	if len(access) > 0 {
+		im.readAccess(acls, access)
+	} else {
+		for _, name := range slices.Sorted(maps.Keys(acls)) {
+			im.warnAt(acls[name].values[0], "acl %s: no http_access line says what it is for, so it is taken as allowed", name)
+			im.allowACL(name, acls[name])
+		}
+	}
+	if len(im.wants) == 0 && len(im.presets) == 0 && len(im.errs) == 0 {
+		return errors.New("no host, address or CIDR is allowed by it")
+	}
+	return nil
+}
+
+// joinContinued splits text into lines, joining those a backslash
+// continues (squid.conf's), each with the number of its first line.
+func joinContinued(text string) []source {
+	var out []source
+	var cur strings.Builder
+	start := 0
+	for i, line := range strings.Split(text, "\n") {
+		if cur.Len() == 0 {
+			start = i + 1
+		}
+		line = strings.TrimRight(line, "\r")
+		if rest, ok := strings.CutSuffix(line, "\\"); ok {
+			cur.WriteString(rest + " ")
+			continue
+		}
+		cur.WriteString(line)
+		out = append(out, source{line: start, text: cur.String()})
+		cur.Reset()
+	}
+	if cur.Len() > 0 {
+		out = append(out, source{line: start, text: cur.String()})
+	}
+	return out
+}
+
+// readAccess reads a squid.conf's http_access lines, first match wins,
+// as far as a policy can say them exactly:
+//
+//	http_access deny ACL      (any number, before every allow line)
+//	http_access deny !ACL     (only ACL may pass: the allow lines after
+//	                           it are cut to ACL, or ACL alone for allow all)
+//	http_access allow ACL     (one dstdomain or dst acl a line)
+//	http_access allow all     (after deny !ACL only)
+//	http_access deny all      (last)
+//
+// A deny line names the dstdomain values that later allow lines lose (an
+// allowed name that a denial covers whole is left out; a denied name
+// inside an allowed wildcard is warned of). Anything else fails the
+// import with its line, rather than allow what the rules would refuse.
+func (im *importer) readAccess(acls map[string]*squidACL, access []source) {
+	only := ""    // the ACL of a deny !ACL line
+	allowed := "" // a line number of the first allow line, once seen
+	var allows []string
+	denies := map[string]bool{}
+	for i, at := range access {
+		fields := strings.Fields(at.text)
+		if len(fields) < 3 {
+			im.failAt(at, "an http_access line wants allow or deny and an acl")
+			return
+		}
+		verb, names := fields[1], fields[2:]
+		if len(names) > 1 {
+			im.failAt(at, "http_access with several acls (all must match) cannot be said in a policy; give the hosts it allows as a list instead")
+			return
+		}
+		name := names[0]
+		switch {
+		case verb == "deny" && name == "all":
+			if i != len(access)-1 {
+				im.failAt(at, "http_access deny all before other lines: the lines after it never match; remove them or give the hosts as a list")
+				return
+			}
+		case verb == "deny" && strings.HasPrefix(name, "!"):
+			if allowed != "" || only != "" {
+				im.failAt(at, "http_access deny !ACL after an allow line or another deny !ACL cannot be said in a policy; give the hosts as a list")
+				return
+			}
+			only = name[1:]
+			if !im.usableACL(acls, only, at) {
+				return
+			}
+			if k := acls[only].kind; k != "dstdomain" && k != "dst" {
+				im.failAt(at, "http_access deny !%s: an acl of type %s cannot be said in a policy; give the hosts as a list", only, k)
+				return
+			}
+		case verb == "deny":
+			if allowed != "" {
+				im.failAt(at, "http_access deny after an allow line (line %s): the names the allow line matched stay allowed there, which a policy cannot say; give the hosts as a list", allowed)
+				return
+			}
+			if !im.usableACL(acls, name, at) {
+				return
+			}
+			a := acls[name]
+			denies[name] = true
+			if a.kind != "dstdomain" {
+				im.failAt(at, "a denied acl of type %s cannot be said in a policy: only dstdomain denials are applied", a.kind)
+				return
+			}
+			for _, v := range a.values {
+				if base, ok := strings.CutPrefix(v.text, "."); ok {
+					im.denied = append(im.denied, want{target: base, at: v}, want{target: "*." + base, at: v})
+				} else if !strings.HasPrefix(v.text, "-") {
+					im.denied = append(im.denied, want{target: v.text, at: v})
+				}
+			}
+		case verb == "allow" && name == "all":
+			if only == "" {
+				im.failAt(at, "http_access allow all allows every host: not a policy")
+				return
+			}
+			allows = append(allows, only)
+			allowed = fmt.Sprint(at.line)
+		case verb == "allow" && !strings.HasPrefix(name, "!"):
+			if only != "" && name != only {
+				im.failAt(at, "http_access allow %s after deny !%s allows what both match, which a policy cannot say; give the hosts as a list", name, only)
+				return
+			}
+			if !im.usableACL(acls, name, at) {
+				return
+			}
+			allows = append(allows, name)
+			allowed = fmt.Sprint(at.line)
+		default:
+			im.failAt(at, "http_access %s %s cannot be said in a policy; give the hosts as a list", verb, name)
+			return
+		}
+	}
+	seen := map[string]bool{}
+	for _, name := range allows {
+		if !seen[name] {
+			seen[name] = true
+			im.allowACL(name, acls[name])
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(acls)) {
+		if !seen[name] && name != only && !denies[name] {
+			im.warnAt(acls[name].values[0], "acl %s: no http_access allow line names it, so it is not imported", name)
+		}
+	}
+}
+
+// usableACL reports whether acl name exists with values a policy can
+// take (not read from a file), failing the import where not.
+func (im *importer) usableACL(acls map[string]*squidACL, name string, at source) bool {
+	a := acls[name]
+	if a == nil {
+		im.failAt(at, "acl %s is not defined", name)
+		return false
+	}
+	for _, v := range a.values {
+		if strings.HasPrefix(v.text, "\"") {
+			im.failAt(v, "acl %s reads its values from the file %s: import that file (a list) instead", name, v.text)
+			return false
+		}
+	}
+	return true
+}
+
+// allowACL imports an allowed acl's values.
+func (im *importer) allowACL(name string, a *squidACL) {
+	if a.kind != "dstdomain" && a.kind != "dst" {
+		im.warnAt(a.values[0], "acl %s of type %s cannot be said in a sluice policy: left out", name, a.kind)
+		return
+	}
+	for _, v := range a.values {
+		switch {
+		case strings.HasPrefix(v.text, "-"):
+			continue // an option, such as -i or -n
+		case strings.HasPrefix(v.text, "\""):
+			im.warnAt(v, "acl %s reads its values from the file %s: import that file too", name, v.text)
+		case a.kind == "dst" && strings.Contains(v.text, "-"):
+			im.failAt(v, "%q: an address range; write it as CIDR prefixes", v.text)
+		default:
+			im.add(v.text, v, "")
+		}
+	}
+}
