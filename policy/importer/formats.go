@@ -447,7 +447,7 @@ func (im *importer) readGHAW(data []byte) error {
 			base := strings.TrimPrefix(v, "*.")
 			im.denied = append(im.denied, want{target: base, at: at}, want{target: "*." + base, at: at})
 		case eco:
-			for h := range presetHostsOf(p) {
+			for _, h := range slices.Sorted(maps.Keys(presetHostsOf(p))) {
 				im.denied = append(im.denied, want{target: h, at: at})
 			}
 		default:

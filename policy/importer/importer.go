@@ -21,6 +21,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -508,7 +509,8 @@ func (im *importer) checkDenied(presetHosts map[string]presetEntry) {
 			continue
 		}
 		base, wild := strings.CutPrefix(name, "*.")
-		for h, p := range presetHosts {
+		for _, h := range slices.Sorted(maps.Keys(presetHosts)) {
+			p := presetHosts[h]
 			hBase, hWild := strings.CutPrefix(h, "*.")
 			if h == name || wild && (hBase != base || hWild) && (hBase == base || strings.HasSuffix(hBase, "."+base)) {
 				im.warnAt(d.at, "%s is denied, but the preset %s allows %s, and sluice cannot take a host out of a preset: list the preset's other hosts instead of including it", name, p.preset, h)
