@@ -444,7 +444,7 @@ func (im *importer) readGHAW(data []byte) error {
 		isBlocked[v] = true
 		switch p, eco := ecosystems[v]; {
 		case strings.ContainsAny(v, ".:/"):
-			base := strings.TrimPrefix(v, "*.")
+			base := strings.TrimPrefix(hostOf(v), "*.")
 			im.denied = append(im.denied, want{target: base, at: at}, want{target: "*." + base, at: at})
 		case eco:
 			for _, h := range slices.Sorted(maps.Keys(presetHostsOf(p))) {
@@ -479,6 +479,17 @@ func (im *importer) readGHAW(data []byte) error {
 		im.header = append(im.header, "gh-aw may also match the subdomains of a listed domain; sluice's host entries are exact names: add *.NAME entries where the agent needs subdomains")
 	}
 	return nil
+}
+
+// hostOf is the host of a URL or of host:port, or s.
+func hostOf(s string) string {
+	if _, rest, ok := strings.Cut(s, "://"); ok {
+		s, _ = urlHost(rest)
+	}
+	if t, _, err := splitPort(s); err == nil {
+		return t
+	}
+	return s
 }
 
 // listLine is a line of a list without its comment, space, a YAML list

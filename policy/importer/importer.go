@@ -51,7 +51,7 @@ var describe = map[Format]string{
 	Claude:       "Claude Code settings",
 	AllowedHosts: "an allowed_network_hosts list",
 	GHAW:         "a GitHub Agentic Workflows network: block",
-	Squid:        "a Squid dstdomain list",
+	Squid:        "a Squid dstdomain list or squid.conf",
 	List:         "a list of hosts",
 }
 
@@ -503,20 +503,32 @@ func (im *importer) checkDenied(presetHosts map[string]presetEntry) {
 			}
 		}
 	}
+	// Two passes: first what denials cover whole (left out), then the
+	// denied names inside wildcards that are still in the policy.
+	type denial struct {
+		d        want
+		name     string
+		affected bool
+	}
+	var ds []*denial
 	for _, d := range im.denied {
-		name, ok := im.deniedName(d)
-		if !ok {
-			continue
+		if name, ok := im.deniedName(d); ok {
+			ds = append(ds, &denial{d: d, name: name})
 		}
+	}
+	for _, x := range ds {
+		name := x.name
 		base, wild := strings.CutPrefix(name, "*.")
 		for _, h := range slices.Sorted(maps.Keys(presetHosts)) {
 			p := presetHosts[h]
 			hBase, hWild := strings.CutPrefix(h, "*.")
-			if h == name || wild && (hBase != base || hWild) && (hBase == base || strings.HasSuffix(hBase, "."+base)) {
-				im.warnAt(d.at, "%s is denied, but the preset %s allows %s, and sluice cannot take a host out of a preset: list the preset's other hosts instead of including it", name, p.preset, h)
+			inside := h == name || wild && (hBase != base || hWild) && (hBase == base || strings.HasSuffix(hBase, "."+base))
+			above := hWild && (base == hBase && wild || strings.HasSuffix(base, "."+hBase))
+			if inside || above {
+				x.affected = true
+				im.warnAt(x.d.at, "%s is denied, but the preset %s allows %s, and sluice cannot take a host out of a preset: list the preset's other hosts instead of including it", name, p.preset, h)
 			}
 		}
-		affected := false
 		covered := under[base]
 		if !wild {
 			covered = nil
@@ -536,17 +548,20 @@ func (im *importer) checkDenied(presetHosts map[string]presetEntry) {
 			if !whole {
 				continue
 			}
-			affected = true
+			x.affected = true
 			e.skip = "denied by the input too: " + printable(name) + " (the denial wins)"
-			im.warnAt(d.at, "%s is allowed and denied by %s: the denial wins, so the entry is left out", e.host, printable(name))
+			im.warnAt(x.d.at, "%s is allowed and denied by %s: the denial wins, so the entry is left out", e.host, printable(name))
 		}
-		for _, e := range wildcardAbove(base) {
-			affected = true
-			im.warnAt(d.at, "denied %s is inside %s, which the policy allows whole: sluice has no deny entries; list the names the agent needs instead of %s", name, e.host, e.host)
+	}
+	for _, x := range ds {
+		name := x.name
+		for _, e := range wildcardAbove(strings.TrimPrefix(name, "*.")) {
+			x.affected = true
+			im.warnAt(x.d.at, "denied %s is inside %s, which the policy allows whole: sluice has no deny entries; list the names the agent needs instead of %s", name, e.host, e.host)
 			e.notes = append(e.notes, fmt.Sprintf("the input denied %s inside it; sluice cannot (see the warnings)", printable(name)))
 		}
-		if !affected {
-			im.header = append(im.header, fmt.Sprintf("%s: denied %s: nothing allows it, so it stays refused", im.where(d.at), printable(name)))
+		if !x.affected {
+			im.header = append(im.header, fmt.Sprintf("%s: denied %s: nothing allows it, so it stays refused", im.where(x.d.at), printable(name)))
 		}
 	}
 }

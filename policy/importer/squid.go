@@ -12,25 +12,39 @@ import (
 // its values; a plain list has none.
 var squidDirective = map[string]bool{"acl": true, "http_access": true}
 
-// squidACL is one acl of a squid.conf: its type and values, in order.
+// squidACL is one acl of a squid.conf: its name as first written, its
+// type and values, in order.
 type squidACL struct {
-	kind   string
-	values []source
+	name, kind string
+	values     []source
 }
+
+// aclSet holds a squid.conf's acls by name, which Squid compares without
+// regard to case.
+type aclSet map[string]*squidACL
+
+func (s aclSet) get(name string) *squidACL { return s[strings.ToLower(name)] }
 
 // readLines reads a plain list (one token a line) or a Squid file: values
 // one a line, or a squid.conf, read as far as its access rules can be
 // said exactly in a policy (readAccess).
 func (im *importer) readLines(data []byte) error {
-	acls := map[string]*squidACL{}
+	acls := aclSet{}
 	var access []source
-	for _, l := range joinContinued(string(data)) {
-		line := listLine(l.text)
-		if line == "" {
-			continue
+	lines := joinContinued(string(data))
+	conf := false // a squid.conf: its one-word lines are not hosts
+	for _, l := range lines {
+		if f := strings.Fields(listLine(l.text)); len(f) > 0 && squidDirective[f[0]] {
+			conf = true
 		}
+	}
+	for _, l := range lines {
+		line := listLine(l.text)
 		at := source{line: l.line, text: line}
 		fields := strings.Fields(line)
+		if len(fields) == 0 {
+			continue
+		}
 		if im.format == List {
 			if len(fields) != 1 {
 				im.failAt(at, "one host, host:port, address or CIDR a line (for a Squid file, give --from squid)")
@@ -45,10 +59,12 @@ func (im *importer) readLines(data []byte) error {
 				im.failAt(at, "an acl line wants a name, a type and values")
 				continue
 			}
-			a := acls[fields[1]]
+			// Squid's acl names are not case-sensitive.
+			key := strings.ToLower(fields[1])
+			a := acls[key]
 			if a == nil {
-				a = &squidACL{kind: fields[2]}
-				acls[fields[1]] = a
+				a = &squidACL{name: fields[1], kind: fields[2]}
+				acls[key] = a
 			} else if a.kind != fields[2] {
 				im.failAt(at, "acl %s is of type %s here and %s before", fields[1], fields[2], a.kind)
 				continue
@@ -63,15 +79,20 @@ func (im *importer) readLines(data []byte) error {
 				im.warnAt(at, "%s is not an acl or http_access line: left out", fields[0])
 				continue
 			}
+			if conf {
+				im.failAt(at, "%q alone on a line of a squid.conf is no directive Squid knows (a continuation gone wrong?); a list of hosts goes in a file of its own", fields[0])
+				continue
+			}
 			im.add(fields[0], at, "")
 		}
 	}
 	if len(access) > 0 {
 		im.readAccess(acls, access)
 	} else {
-		for _, name := range slices.Sorted(maps.Keys(acls)) {
-			im.warnAt(acls[name].values[0], "acl %s: no http_access line says what it is for, so it is taken as allowed", name)
-			im.allowACL(name, acls[name])
+		for _, key := range slices.Sorted(maps.Keys(acls)) {
+			a := acls[key]
+			im.warnAt(a.values[0], "acl %s: no http_access line says what it is for, so it is taken as allowed", a.name)
+			im.allowACL(a.name, a)
 		}
 	}
 	if len(im.wants) == 0 && len(im.presets) == 0 && len(im.errs) == 0 {
@@ -81,18 +102,27 @@ func (im *importer) readLines(data []byte) error {
 }
 
 // joinContinued splits text into lines, joining those a backslash
-// continues (squid.conf's), each with the number of its first line.
+// continues as Squid does (parseOneConfigFile): the next line is appended
+// as it is, with nothing between, and comment and blank lines in between
+// are skipped without ending the continuation. Each joined line has the
+// number of its first line.
 func joinContinued(text string) []source {
 	var out []source
 	var cur strings.Builder
 	start := 0
 	for i, line := range strings.Split(text, "\n") {
+		line = strings.TrimRight(line, "\r")
+		if t := strings.TrimSpace(line); t == "" || strings.HasPrefix(t, "#") {
+			if cur.Len() == 0 {
+				out = append(out, source{line: i + 1, text: line})
+			}
+			continue
+		}
 		if cur.Len() == 0 {
 			start = i + 1
 		}
-		line = strings.TrimRight(line, "\r")
 		if rest, ok := strings.CutSuffix(line, "\\"); ok {
-			cur.WriteString(rest + " ")
+			cur.WriteString(rest)
 			continue
 		}
 		cur.WriteString(line)
@@ -119,7 +149,7 @@ func joinContinued(text string) []source {
 // allowed name that a denial covers whole is left out; a denied name
 // inside an allowed wildcard is warned of). Anything else fails the
 // import with its line, rather than allow what the rules would refuse.
-func (im *importer) readAccess(acls map[string]*squidACL, access []source) {
+func (im *importer) readAccess(acls aclSet, access []source) {
 	only := ""    // the ACL of a deny !ACL line
 	allowed := "" // a line number of the first allow line, once seen
 	var allows []string
@@ -151,7 +181,7 @@ func (im *importer) readAccess(acls map[string]*squidACL, access []source) {
 			if !im.usableACL(acls, only, at) {
 				return
 			}
-			if k := acls[only].kind; k != "dstdomain" && k != "dst" {
+			if k := acls.get(only).kind; k != "dstdomain" && k != "dst" {
 				im.failAt(at, "http_access deny !%s: an acl of type %s cannot be said in a policy; give the hosts as a list", only, k)
 				return
 			}
@@ -163,8 +193,8 @@ func (im *importer) readAccess(acls map[string]*squidACL, access []source) {
 			if !im.usableACL(acls, name, at) {
 				return
 			}
-			a := acls[name]
-			denies[name] = true
+			a := acls.get(name)
+			denies[strings.ToLower(name)] = true
 			if a.kind != "dstdomain" {
 				im.failAt(at, "a denied acl of type %s cannot be said in a policy: only dstdomain denials are applied", a.kind)
 				return
@@ -184,7 +214,7 @@ func (im *importer) readAccess(acls map[string]*squidACL, access []source) {
 			allows = append(allows, only)
 			allowed = fmt.Sprint(at.line)
 		case verb == "allow" && !strings.HasPrefix(name, "!"):
-			if only != "" && name != only {
+			if only != "" && !strings.EqualFold(name, only) {
 				im.failAt(at, "http_access allow %s after deny !%s allows what both match, which a policy cannot say; give the hosts as a list", name, only)
 				return
 			}
@@ -200,22 +230,22 @@ func (im *importer) readAccess(acls map[string]*squidACL, access []source) {
 	}
 	seen := map[string]bool{}
 	for _, name := range allows {
-		if !seen[name] {
-			seen[name] = true
-			im.allowACL(name, acls[name])
+		if key := strings.ToLower(name); !seen[key] {
+			seen[key] = true
+			im.allowACL(acls.get(name).name, acls.get(name))
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(acls)) {
-		if !seen[name] && name != only && !denies[name] {
-			im.warnAt(acls[name].values[0], "acl %s: no http_access allow line names it, so it is not imported", name)
+	for _, key := range slices.Sorted(maps.Keys(acls)) {
+		if !seen[key] && key != strings.ToLower(only) && !denies[key] {
+			im.warnAt(acls[key].values[0], "acl %s: no http_access allow line names it, so it is not imported", acls[key].name)
 		}
 	}
 }
 
 // usableACL reports whether acl name exists with values a policy can
 // take (not read from a file), failing the import where not.
-func (im *importer) usableACL(acls map[string]*squidACL, name string, at source) bool {
-	a := acls[name]
+func (im *importer) usableACL(acls aclSet, name string, at source) bool {
+	a := acls.get(name)
 	if a == nil {
 		im.failAt(at, "acl %s is not defined", name)
 		return false
