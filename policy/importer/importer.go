@@ -372,38 +372,35 @@ func (im *importer) buildTarget(w want, target string, ports []uint16, notes []s
 		notes = append(notes, fmt.Sprintf("%s with no port: sluice's default ports, %s", what, strings.ReplaceAll(portList(policy.DefaultPorts), ", ", " and ")))
 	}
 	e := &entry{ports: ports}
+	// privateOnly: what sluice takes only with private: true, which
+	// --allow-private gives; without it the entry is left out.
+	privateOnly := func(what, shown string) {
+		if im.opts.AllowPrivate {
+			e.private = true
+			notes = append(notes, what+": private: true (--allow-private)")
+			return
+		}
+		e.skip = what + "; import with --allow-private to allow it"
+		im.warnAt(w.at, "%s is %s: left out; import with --allow-private to allow it", shown, what)
+	}
 	if isPrefix(target) {
 		pfx, err := policy.CheckPrefix(target, false)
 		if err != nil {
-			pfx, err = policy.CheckPrefix(target, true)
-			if err != nil {
+			if pfx, err = policy.CheckPrefix(target, true); err != nil {
 				im.failAt(w.at, "%v", err)
 				return
 			}
-			if im.opts.AllowPrivate {
-				e.private = true
-				notes = append(notes, "a private range: private: true (--allow-private)")
-			} else {
-				e.skip = "a private range; import with --allow-private to allow it"
-				im.warnAt(w.at, "%s is a private range: left out; import with --allow-private to allow it", pfx)
-			}
+			privateOnly("a private range", pfx.String())
 		}
 		e.prefix = pfx
 	} else {
 		host, err := policy.CheckHost(target, false)
 		if err != nil {
-			host, err = policy.CheckHost(target, true)
-			if err != nil {
+			if host, err = policy.CheckHost(target, true); err != nil {
 				im.failAt(w.at, "%v", err)
 				return
 			}
-			if im.opts.AllowPrivate {
-				e.private = true
-				notes = append(notes, "a wildcard over local names: private: true (--allow-private)")
-			} else {
-				e.skip = "a wildcard over local names; import with --allow-private to allow it"
-				im.warnAt(w.at, "%s is a wildcard over local names: left out; import with --allow-private to allow it", host)
-			}
+			privateOnly("a wildcard over local names", host)
 		} else if policy.LocalName(strings.TrimPrefix(host, "*.")) {
 			if im.opts.AllowPrivate {
 				e.private = true

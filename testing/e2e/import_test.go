@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -44,14 +43,7 @@ try other_port nc -z -w 3 allowed.test 8443
 		t.Errorf("sluice run --policy settings.json: exit %d, stderr:\n%s", r.code, r.stderr)
 	}
 
-	cmd := exec.Command(sluiceBin, "policy", "import", settings)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("policy import: %v\n%s", err, stderr.String())
-	}
-	t.Logf("imported:\n%s\nwarnings:\n%s", out, stderr.String())
+	out := sluiceOutput(t, "policy", "import", settings)
 	pol := filepath.Join(dir, "policy.yaml")
 	if err := os.WriteFile(pol, out, 0o600); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,22 +102,15 @@ try dot nc -z -w 2 `+evilAddr+` 853
 	}
 
 	// The suggestion, from the journal.
-	cmd := exec.Command(sluiceBin, "policy", "suggest", "--journal", jpath, "--agent", rep)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("policy suggest: %v\n%s", err, stderr.String())
-	}
-	t.Logf("suggested:\n%s\nnotes:\n%s", out, stderr.String())
+	out, notes := sluiceOutputs(t, "policy", "suggest", "--journal", jpath, "--agent", rep)
 	writeAtomic(t, filepath.Join(dir, enf+".yaml"), string(out))
 	entries := checkedEntries(t, filepath.Join(dir, enf+".yaml"))
 	wantEntries := []string{"allowed.test ports 22,443", "cust-evil.cdn.test ports 80", "www.allowed.test ports 443", evilAddr + "/32 ports 4444"}
 	if !slices.Equal(entries, wantEntries) {
 		t.Errorf("suggested entries %q, want %q", entries, wantEntries)
 	}
-	if !strings.Contains(stderr.String(), "left out, 1 refusals that no entry changes: dot ×1") {
-		t.Errorf("policy suggest did not say it left DNS over TLS out:\n%s", stderr.String())
+	if !strings.Contains(notes, "left out, 1 refusals that no entry changes: dot ×1") {
+		t.Errorf("policy suggest did not say it left DNS over TLS out:\n%s", notes)
 	}
 
 	// An agent in enforce mode under the suggestion, added to the

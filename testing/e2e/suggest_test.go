@@ -97,3 +97,25 @@ func checkedEntries(t *testing.T, file string) []string {
 	}
 	return entries
 }
+
+// sluiceOutputs runs the sluice binary with args, outside any namespace,
+// and returns its standard output and error; it fails t if sluice fails.
+func sluiceOutputs(t *testing.T, args ...string) (out []byte, stderr string) {
+	t.Helper()
+	cmd := exec.Command(sluiceBin, args...)
+	var errOut strings.Builder
+	cmd.Stderr = &errOut
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("sluice %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+	}
+	t.Logf("sluice %s:\n%s\nstderr:\n%s", strings.Join(args, " "), out, errOut.String())
+	return out, errOut.String()
+}
+
+// sluiceOutput is sluiceOutputs' standard output.
+func sluiceOutput(t *testing.T, args ...string) []byte {
+	t.Helper()
+	out, _ := sluiceOutputs(t, args...)
+	return out
+}
