@@ -22,8 +22,8 @@ import (
 // cached answer.
 //
 // The workers are shared by a resolver's sockets. A resolver starts with
-// a few and adds one whenever a query is handed over and none is left
-// waiting for one, up to udpMaxWorkers: an idle agent (sluice serve runs
+// a few and adds one whenever a query is handed over while every worker
+// has one already, up to udpMaxWorkers: an idle agent (sluice serve runs
 // many) holds a few small goroutines, and a busy one grows to what its
 // load needs, keeping them after, with their grown stacks (a goroutine
 // per packet pays for growing a fresh one every time). The maximum bounds
@@ -223,8 +223,8 @@ type udpScratch struct {
 }
 
 // answerSlow unpacks and answers the UDP query b from src, and keeps the
-// reply for the fast path (b must not share u.buf). It returns the reply, packed into u.buf (or a
-// larger buffer), or nil for none.
+// reply for the fast path (b must not share u.buf). It returns the reply,
+// packed into u.buf (or a larger buffer), or nil for none.
 func (s *Server) answerSlow(ctx context.Context, b []byte, src netip.Addr, u *udpScratch) []byte {
 	req := new(dns.Msg)
 	if req.Unpack(b) != nil {

@@ -52,12 +52,13 @@ explicit (a name without a port gets sluice's default ports, 80 and 443).
 Warnings (on stderr, and atop the policy) name what could not be
 expressed or was narrowed or widened: denied names inside an allowed
 wildcard (sluice has no deny entries; a name a denial covers whole is
-left out), ecosystems and their presets, paths,
-private ranges and names (given 'private: true' only with
---allow-private), and what sluice check will warn of. An entry sluice
-refuses (a wildcard over a public suffix, a bare '*') fails the import,
-with its line; nothing is printed then. Exit status 0 when a policy was
-printed, 1 when the input was refused, 2 for a wrong command line.`,
+left out), ecosystems and their presets, paths, private ranges and
+names (given 'private: true' only with --allow-private), and what
+sluice check will warn of. An entry sluice refuses (a wildcard over a
+public suffix, a bare '*'), or a denial it cannot read, fails the
+import, with its line; nothing is printed then. Exit status 0 when a
+policy was printed, 1 when the input was refused, 2 for a wrong
+command line.`,
 		examples: `  sluice policy import .claude/settings.json > agent.yaml && sluice check agent.yaml
   sluice policy import --from squid /etc/squid/allowed.txt > agent.yaml
   sluice policy import --allow-private agent-config.toml > lab.yaml`,

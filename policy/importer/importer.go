@@ -4,15 +4,20 @@
 // chose to narrow. It reads:
 //
 //   - Claude Code settings (JSON): sandbox.network.allowedDomains and
-//     deniedDomains, and the WebFetch(domain:...) rules of
-//     permissions.allow;
+//     the WebFetch(domain:...) rules of permissions.allow, with
+//     deniedDomains and permissions.deny as denials;
 //   - an agent's allowed_network_hosts, a list of host[:port] at any
-//     depth of a YAML or TOML file;
+//     depth of a YAML, JSON or TOML file;
 //   - GitHub Agentic Workflows' network: (a workflow's front matter, or
-//     the YAML alone): domains, and ecosystem names mapped to presets;
-//   - Squid dstdomain lists (and acl ... dstdomain / dst lines), where
-//     .example.com means the apex and every name under it;
+//     the YAML alone): domains, and ecosystem names mapped to presets,
+//     with blocked as denials;
+//   - Squid dstdomain lists, where .example.com means the apex and every
+//     name under it, and squid.conf files as far as a policy can say
+//     their access rules exactly (squid.go);
 //   - plain lists: one host, host:port, address or CIDR per line.
+//
+// A denial wins over what it covers whole, as in the tools read; a denied
+// name inside an allowed wildcard cannot be kept out, and is warned of.
 //
 // The package does no I/O: it turns bytes into bytes and messages.
 package importer
@@ -134,11 +139,12 @@ func Import(data []byte, opts Options) (Result, error) {
 		return Result{Format: f}, &Error{Msgs: im.errs}
 	}
 	out, lines := im.write()
-	if err := check(out); err != nil {
+	lint, err := check(out)
+	if err != nil {
 		// A bug of the importer's own: it must write what sluice reads.
 		return Result{Format: f}, fmt.Errorf("importer: the policy written does not load: %w", err)
 	}
-	for _, w := range lint(out) {
+	for _, w := range lint {
 		im.warnAt(lines[w.line], "sluice check will warn: %s", w.msg)
 	}
 	return Result{Format: f, Policy: im.withHeader(out), Warnings: im.warnings}, nil
@@ -175,7 +181,8 @@ type importer struct {
 	wants  []want
 	// presets are the presets the input asked for by name, with where.
 	presets []presetUse
-	// denied are names the input refused (Claude's deniedDomains).
+	// denied are names the input refuses: Claude's deniedDomains and
+	// WebFetch deny rules, gh-aw's blocked, Squid's denied acls.
 	denied   []want
 	entries  []*entry
 	byKey    map[string]*entry
@@ -564,8 +571,8 @@ func (im *importer) checkDenied(presetHosts map[string]presetEntry) {
 }
 
 // deniedName reads a denial as an allowed name is read (a URL's or a
-// host:port's host, canonical, IDN as punycode); one it cannot read is
-// warned of, since what it denied may then be allowed.
+// host:port's host, canonical, IDN as punycode); one it cannot read fails
+// the import, since what it denied might otherwise be allowed.
 func (im *importer) deniedName(d want) (string, bool) {
 	target, _, err := splitPort(d.target)
 	if err == nil && strings.Contains(target, "://") {
@@ -592,7 +599,7 @@ func (im *importer) deniedName(d want) (string, bool) {
 		}
 	}
 	if err != nil {
-		im.warnAt(d.at, "the denial %q cannot be applied (%v): what it denies may be allowed", d.target, err)
+		im.failAt(d.at, "the denial %q cannot be applied (%v), so what it denies might be allowed: make it a name or *.NAME", d.target, err)
 		return "", false
 	}
 	return target, true
@@ -675,31 +682,16 @@ func (im *importer) withHeader(out []byte) []byte {
 	return b.Bytes()
 }
 
-// check loads out as sluice check does.
-func check(out []byte) error {
+// check loads out as sluice check does, and returns what sluice check
+// would warn of it, each with its line in out.
+func check(out []byte) ([]lintWarning, error) {
 	entries, err := policy.ParseFile("import", out)
 	if err != nil {
-		return err
-	}
-	_, err = policy.New(entries)
-	return err
-}
-
-// lintWarning is a warning of sluice check, with its line in out.
-type lintWarning struct {
-	line int
-	msg  string
-}
-
-// lint is what sluice check would warn of out.
-func lint(out []byte) []lintWarning {
-	entries, err := policy.ParseFile("import", out)
-	if err != nil {
-		return nil
+		return nil, err
 	}
 	p, err := policy.New(entries)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	var ws []lintWarning
 	for _, w := range policy.Lint(p) {
@@ -707,7 +699,13 @@ func lint(out []byte) []lintWarning {
 		n, _ := strconv.Atoi(line)
 		ws = append(ws, lintWarning{n, w.Msg})
 	}
-	return ws
+	return ws, nil
+}
+
+// lintWarning is a warning of sluice check, with its line in out.
+type lintWarning struct {
+	line int
+	msg  string
 }
 
 // presetEntry is a host of an included preset: which, and its ports.

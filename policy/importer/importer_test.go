@@ -166,3 +166,20 @@ func TestSchemes(t *testing.T) {
 		t.Error("an unknown scheme was imported")
 	}
 }
+
+// TestDenialRead: a denial is read as an allowed name is (port and URL
+// stripped), and one that cannot be read fails the import rather than
+// leave what it denied allowed.
+func TestDenialRead(t *testing.T) {
+	in := func(denied string) []byte {
+		return []byte(`{"sandbox": {"network": {"allowedDomains": ["a.example.com"], "deniedDomains": [` + denied + `]}}}`)
+	}
+	r, err := Import(in(`"https://a.example.com:443/x"`), Options{})
+	if err != nil || strings.Contains(string(r.Policy), "\n  - host: a.example.com") {
+		t.Errorf("a denial as a URL did not take a.example.com out: %v\n%s", err, r.Policy)
+	}
+	_, err = Import(in(`"203.0.113.5"`), Options{})
+	if err == nil || !strings.Contains(err.Error(), `the denial "203.0.113.5" cannot be applied`) {
+		t.Errorf("an address as a denial: %v", err)
+	}
+}
