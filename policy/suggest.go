@@ -142,7 +142,7 @@ func (s *suggestion) collect(seen []Seen) {
 		}
 		names[i] = name
 		for _, a := range x.Answer {
-			a = a.Unmap()
+			a = bareAddr(a)
 			s.answered[a] = append(s.answered[a], answer{i, name})
 		}
 	}
@@ -195,7 +195,7 @@ func (s *suggestion) addName(name string, x Seen) {
 		h.ports[p] = true
 	}
 	for _, a := range slices.Concat(x.Answer, x.Dropped) {
-		if privateAddr(a) {
+		if a = a.WithZone(""); privateAddr(a) {
 			h.private[a] = true
 		}
 	}
@@ -203,7 +203,7 @@ func (s *suggestion) addName(name string, x Seen) {
 }
 
 func (s *suggestion) addFlow(i int, x Seen) {
-	a := x.Addr.Unmap()
+	a := bareAddr(x.Addr)
 	if x.Proto != "tcp" && x.Proto != "" || x.Port == 0 {
 		s.other, s.otherMore = example(s.other, s.otherMore, strings.TrimSpace(x.Proto+" "+netip.AddrPortFrom(a, x.Port).String()))
 		return
@@ -259,6 +259,11 @@ func ruleOf(rule string) (ports []uint16, inspected bool) {
 	rest := strings.TrimPrefix(rule[m[3]:], " private")
 	return ports, strings.HasPrefix(rest, " git fetch ") || strings.HasPrefix(rest, " http [")
 }
+
+// bareAddr is a without an IPv4-mapped prefix or a zone, the form an
+// entry names it in; a zone would also hide "::%eth0" from
+// IsUnspecified and its kin.
+func bareAddr(a netip.Addr) netip.Addr { return a.Unmap().WithZone("") }
 
 // privateAddr reports whether an entry opens a to a name only with
 // private: true: a private, internal or special-purpose address, but not
