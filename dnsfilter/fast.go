@@ -18,7 +18,8 @@ import (
 // gets the query's ID, RD and CD bits, its question as written, and TTLs
 // aged since the answer was cached. It serves exactly the bytes the slow
 // path (unpack, Answer, Truncate, pack) would send for that query
-// (TestFastAnswerEqualsSlow), and records the same journal event; it
+// (TestFastAnswerEqualsSlow), and records the same journal event (its
+// repeats folded as the journal's store would fold them: heldHits); it
 // declines, leaving the query to the slow path, whenever anything could
 // make them differ:
 //
@@ -67,6 +68,7 @@ type fastEntry struct {
 	budget *policy.Entry // a wildcard entry with a name budget, or nil
 	name   string        // the canonical name, for the budget
 	ev     journal.Event // the record of each answer, its time left to set
+	held   held          // answers not yet recorded (heldHits)
 }
 
 func newFastCache(max int) *fastCache {
@@ -246,9 +248,7 @@ func (s *Server) fastAnswer(b []byte, src netip.Addr, out []byte) ([]byte, bool)
 	for i, at := range e.ttlAt {
 		binary.BigEndian.PutUint32(out[at:], e.ttl0[i]-min(e.ttl0[i], sec))
 	}
-	ev := e.ev
-	ev.Time = now
-	s.cfg.Journal.Record(ev)
+	s.held.record(e, now)
 	if s.cfg.AnswerTime != nil { // answers only: a decline is timed by the slow path
 		s.cfg.AnswerTime(time.Since(start))
 	}

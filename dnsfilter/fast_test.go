@@ -75,6 +75,9 @@ func fastFixture(t *testing.T) (*fixture, *time.Time) {
 	f := newFixture(t, "allowed.test", "*.allowed.test")
 	clock := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
 	f.srv.now = func() time.Time { return clock }
+	// Every fast answer recorded at once, to compare with the slow
+	// path's record (TestFastJournalFolds folds them).
+	f.srv.held.interval = 0
 	var many []string
 	for i := range 20 {
 		many = append(many, fmt.Sprintf("many.allowed.test. 300 IN A 198.18.3.%d", i+1))
@@ -345,4 +348,83 @@ func TestFastAnswerTimed(t *testing.T) {
 	if udpOnce(f, []byte("junk")) != nil || samples != 2 {
 		t.Errorf("junk: %d samples, want 2", samples)
 	}
+}
+
+// countAnswers counts the journal's records of name, and the answers
+// they stand for.
+func countAnswers(f *fixture, name string) (records int, answers int64) {
+	for _, ev := range f.log.Events() {
+		if ev.Name == name {
+			records++
+			answers += max(ev.Count, 1)
+		}
+	}
+	return records, answers
+}
+
+// TestFastJournalFolds: the fast path records the first answer of an
+// interval at once and the repeats after it as one record with their
+// count, at the interval's end (by its timer, or at Shutdown), so that
+// the journal counts every answer: none lost when the entry is dropped
+// meanwhile (a reload), or when the server stops.
+func TestFastJournalFolds(t *testing.T) {
+	f, clock := fastFixture(t)
+	f.srv.held.interval = time.Second
+	t0 := *clock
+	q := query(t, "allowed.test.", dns.TypeA, 1, true, false, 1232, false, false)
+	udpOnce(f, q) // the slow path: recorded, and kept
+	answer := func(n int) {
+		t.Helper()
+		for range n {
+			if _, ok := fastOnce(f, q); !ok {
+				t.Fatal("the fast path declined")
+			}
+		}
+	}
+	want := func(records int, answers int64) {
+		t.Helper()
+		if r, a := countAnswers(f, "allowed.test"); r != records || a != answers {
+			t.Fatalf("%d records counting %d answers; want %d counting %d\n%+v", r, a, records, answers, f.log.Events())
+		}
+	}
+	answer(10)
+	want(2, 2) // the slow path's, and the first fast one; nine held
+	if ev := lastEvent(f); ev.Count != 0 || !ev.Time.Equal(t0) {
+		t.Errorf("the first fast answer was recorded as %+v", ev)
+	}
+	*clock = t0.Add(1500 * time.Millisecond)
+	answer(1) // a new interval: the nine held go first
+	want(4, 12)
+	evs := f.log.Events()
+	if held := evs[len(evs)-2]; held.Count != 9 || !held.Time.Equal(t0) {
+		t.Errorf("the nine repeats were recorded as %+v", held)
+	}
+	answer(4)
+	want(4, 12)
+	f.srv.held.flush()
+	want(5, 16)
+	if ev := lastEvent(f); ev.Count != 4 || !ev.Time.Equal(*clock) || ev.Kind != journal.Allowed {
+		t.Errorf("the four repeats were recorded as %+v", ev)
+	}
+	// Held across a reload, which drops the entry; recorded by the timer.
+	answer(3)
+	f.srv.SetPolicy(fixturePolicy(t, "allowed.test", "*.allowed.test"), nil)
+	if _, ok := fastOnce(f, q); ok {
+		t.Fatal("served from an entry of the old policy")
+	}
+	want(5, 16)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if _, a := countAnswers(f, "allowed.test"); a == 19 || time.Now().After(deadline) {
+			break
+		}
+	}
+	want(6, 19)
+	// Held at Shutdown: recorded by it; an answer after it at once.
+	udpOnce(f, q)
+	answer(3)
+	want(8, 21)
+	f.srv.Shutdown()
+	want(9, 23)
+	answer(2)
+	want(11, 25)
 }

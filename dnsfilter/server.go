@@ -121,6 +121,7 @@ type Server struct {
 	gate  sync.RWMutex
 	cache *cache
 	fast  *fastCache // replies packed for the fast path; nil with no cache
+	held  *heldHits  // the fast path's answers not yet journaled
 	// budgets bounds the new names asked under each wildcard entry.
 	budgets *nameBudgets
 	// notices rate-limits the log lines about allowed names that do not
@@ -163,6 +164,7 @@ func New(cfg Config, p *policy.Policy) (*Server, error) {
 	s := &Server{cfg: cfg, cache: newCache(size), budgets: newNameBudgets(), notices: newNotices(), now: time.Now, failed: make(chan error, 1)}
 	if size > 0 {
 		s.fast = newFastCache(size)
+		s.held = &heldHits{sink: cfg.Journal, interval: journal.DefaultCoalesce}
 	}
 	s.policy.Store(p)
 	return s, nil
@@ -297,7 +299,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// Shutdown stops every listener started by Serve.
+// Shutdown stops every listener started by Serve, and records what the
+// fast path holds for the journal (an answer after it is recorded at
+// once).
 func (s *Server) Shutdown() {
 	s.mu.Lock()
 	s.stopping = true
@@ -309,6 +313,9 @@ func (s *Server) Shutdown() {
 	}
 	for _, c := range closers {
 		_ = c()
+	}
+	if s.held != nil {
+		s.held.close()
 	}
 }
 

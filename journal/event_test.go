@@ -125,3 +125,16 @@ func TestVerdicts(t *testing.T) {
 		t.Errorf("a would-be refusal counted as a refusal: %q", line)
 	}
 }
+
+// TestLogSinkCount: an event that stands for repeats (the resolver's fast
+// path folds them) says how many; one that stands for itself does not.
+func TestLogSinkCount(t *testing.T) {
+	var buf bytes.Buffer
+	s := LogSink{Log: slog.New(slog.NewTextHandler(&buf, nil)), Allowed: true}
+	s.Record(Event{Layer: LayerDNS, Kind: Allowed, Reason: ReasonAllowed, Name: "one.example"})
+	s.Record(Event{Layer: LayerDNS, Kind: Allowed, Reason: ReasonAllowed, Name: "many.example", Count: 7})
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || strings.Contains(lines[0], "count=") || !strings.Contains(lines[1], "count=7") {
+		t.Errorf("log %q: want count=7 on the second line alone", buf.String())
+	}
+}

@@ -134,6 +134,9 @@ func (s LogSink) write(ev Event) (logged bool, err error) {
 	if ev.Detail != "" {
 		r.AddAttrs(slog.String("detail", bound(ev.Detail)))
 	}
+	if ev.Count > 1 {
+		r.AddAttrs(slog.Int64("count", ev.Count)) // repeats folded into one event
+	}
 	return true, h.Handle(ctx, r)
 }
 
