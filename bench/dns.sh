@@ -6,6 +6,7 @@
 #   SLUICE_FLAGS=--journal= sudo bench/dns.sh   # the same without the journal
 #   ONLY=hit PROF=/tmp/p sudo bench/dns.sh      # one phase, a CPU profile
 #   ONLY=peers ROUNDS=3 sudo bench/dns.sh       # sluice and dnsmasq in turn
+#   ONLY=peers PERF=/tmp/pf sudo bench/dns.sh   # with perf record -g of each
 #
 # The journal (on by default, as in real use) goes to the run's temporary
 # directory.
@@ -117,7 +118,9 @@ NFT
 		for t in "${targets[@]:k}" "${targets[@]:0:k}"; do
 			read -r name port pid <<<"$t"
 			script+="
+${PERF:+ask perf $pid $PERF.$name.$round}
 c0=\$(ask cpu $pid); out=\$(taskset -c ${CLIENT_CPUS:-0} $tmp/dnsload -server 198.18.0.1:$port $load); c1=\$(ask cpu $pid)
+${PERF:+ask untrace}
 n=\$(echo \"\$out\" | sed -n 's/^answers=\([0-9]*\).*/\1/p')
 t=\$(( (c1-c0)*100000000/(n>0?n:1)/1000 ))
 echo \"$name ${PEER_PHASE:-hit} round $round: \$out cpu_us_per_answer=\$((t/10)).\$((t%10))\""

@@ -6,9 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/miekg/dns"
-	"golang.org/x/net/ipv6"
 )
 
 // UDP queries are read in batches (recvmmsg) by one reader per socket;
@@ -150,24 +150,31 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 		}
 	}()
 	s := w.s
-	// ipv6.PacketConn only adds recvmmsg and sendmmsg here, which take
-	// any family: the resolver's sockets are dual-stack ones, whose
-	// peers' IPv4 addresses come as IPv4-mapped ones.
-	pc := ipv6.NewPacketConn(conn)
-	var (
-		in      []ipv6.Message // a buffer per datagram, read into
-		replies [][]byte       // a fast answer's buffer per datagram
-		out     []ipv6.Message // the fast answers of one read
-	)
+	rc, err := conn.SyscallConn()
+	var in, out *mmsgBatch
+	if err == nil {
+		in, err = newMmsgBatch(rc, 0)
+	}
+	if err == nil {
+		out, err = newMmsgBatch(rc, 0)
+	}
+	if err != nil {
+		// Not a socket, or closed already: nothing to read.
+		s.cfg.Log.Error("dns socket", "err", err)
+		return
+	}
+	var replies [][]byte // a fast answer's buffer per datagram
 	grow := func(n int) {
-		for len(in) < n {
-			in = append(in, ipv6.Message{Buffers: [][]byte{make([]byte, udpReadSize)}})
+		for len(in.bufs) < n {
+			in.grow(len(in.bufs) + 1)
+			in.bufs[len(in.bufs)-1] = make([]byte, udpReadSize)
 			replies = append(replies, nil)
 		}
+		out.grow(n)
 	}
 	grow(udpFirstBatch)
 	for {
-		n, err := pc.ReadBatch(in, 0)
+		n, err := in.recv(rc, len(in.bufs))
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -175,18 +182,17 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 			s.cfg.Log.Debug("read dns queries", "err", err)
 			continue
 		}
-		out = out[:0]
-		for i := range in[:n] {
-			m := &in[i]
-			ua, ok := m.Addr.(*net.UDPAddr)
+		answered := 0
+		for i := range n {
+			q, from, ok := in.datagram(i)
 			if !ok {
 				continue
 			}
-			from := ua.AddrPort()
-			q := m.Buffers[0][:m.N]
 			if reply, ok := s.fastAnswer(q, from.Addr().Unmap(), replies[i]); ok {
 				replies[i] = reply
-				out = append(out, ipv6.Message{Buffers: [][]byte{reply}, Addr: m.Addr})
+				if out.setWrite(answered, reply, from) {
+					answered++
+				}
 				continue
 			}
 			if len(q) < 12 || q[2]&0x80 != 0 {
@@ -194,26 +200,26 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 			}
 			w.handOver(udpQuery{msg: append([]byte(nil), q...), from: from, conn: conn})
 		}
-		writeAll(s, pc, out)
-		if n == len(in) && n < udpBatch {
+		writeAll(s, rc, out, answered)
+		if n == len(in.bufs) && n < udpBatch {
 			grow(min(2*n, udpBatch))
 		}
 	}
 }
 
-// writeAll sends every message of ms, skipping one that the kernel
-// refuses (its client gets no answer, as after a lost datagram).
-func writeAll(s *Server, pc *ipv6.PacketConn, ms []ipv6.Message) {
-	for len(ms) > 0 {
-		n, err := pc.WriteBatch(ms, 0)
+// writeAll sends the first n datagrams of b, skipping one that the
+// kernel refuses (its client gets no answer, as after a lost datagram).
+func writeAll(s *Server, rc syscall.RawConn, b *mmsgBatch, n int) {
+	for done := 0; done < n; {
+		sent, err := b.sendFrom(rc, done, n)
 		if err != nil {
 			s.cfg.Log.Debug("write dns answers", "err", err)
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			n = max(n, 0) + 1 // the message at n failed
+			sent = 1 // the first of them failed
 		}
-		ms = ms[min(n, len(ms)):]
+		done += max(sent, 1)
 	}
 }
 
