@@ -1,17 +1,23 @@
 package policy
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
 
 // FuzzCanonicalName: names come from the agent. A canonical name must be
-// stable and contain only what a host name may.
+// stable and contain only what a host name may, and no address passes
+// for a name: whatever netip.ParseAddr reads, mayBeAddr asks it about.
 func FuzzCanonicalName(f *testing.F) {
-	for _, s := range []string{"Allowed.Test.", "evil.test\x00.allowed.test", "a..b", "192.0.2.1", "xn--bcher-kva.example"} {
+	for _, s := range []string{"Allowed.Test.", "evil.test\x00.allowed.test", "a..b", "192.0.2.1", "xn--bcher-kva.example",
+		"::ffff:192.0.2.1", "fe80::1%eth0", "1.2.3.4.", "0.0.0.0"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
+		if _, err := netip.ParseAddr(strings.TrimSuffix(s, ".")); err == nil && !mayBeAddr(strings.TrimSuffix(s, ".")) {
+			t.Fatalf("mayBeAddr(%q) = false for an address", s)
+		}
 		c, err := CanonicalName(s)
 		if err != nil {
 			return

@@ -29,8 +29,10 @@ func CanonicalName(name string) (string, error) {
 	if len(name) > maxNameLen {
 		return "", fmt.Errorf("name is %d bytes long, more than %d", len(name), maxNameLen)
 	}
-	if _, err := netip.ParseAddr(name); err == nil {
-		return "", fmt.Errorf("%q is an IP address, not a host name", name)
+	if mayBeAddr(name) {
+		if _, err := netip.ParseAddr(name); err == nil {
+			return "", fmt.Errorf("%q is an IP address, not a host name", name)
+		}
 	}
 	if canonical(name) {
 		return name, nil // the common case: no copy
@@ -92,6 +94,19 @@ func canonical(name string) bool {
 		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '-', c == '_':
 		default:
 			return false
+		}
+	}
+	return true
+}
+
+// mayBeAddr reports whether netip.ParseAddr could take s: an IPv6 form
+// has a colon, and the only IPv4 form it reads is dotted decimal. Asked
+// first because a name that ParseAddr refuses costs an error value (two
+// allocations), on the path of every question and connection.
+func mayBeAddr(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c != '.' && (c < '0' || c > '9') {
+			return strings.IndexByte(s, ':') >= 0
 		}
 	}
 	return true

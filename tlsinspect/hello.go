@@ -91,10 +91,12 @@ type HelloReader struct {
 	off    int    // the whole records of b read so far
 	msg    []byte // their handshake bytes: b's own while in one record
 	joined bool   // msg is a copy, over several records
+	hello  Hello  // what Check returns: the reader's, not one made per hello
 }
 
 // Check is CheckHello for b, which begins with what the earlier calls
-// were given.
+// were given. The Hello it returns is r's own (the proxy keeps a reader
+// in each connection's state, so a hello costs no allocation of its own).
 func (r *HelloReader) Check(b []byte, max int) (*Hello, error) {
 	msg, err := r.message(b)
 	switch {
@@ -105,7 +107,8 @@ func (r *HelloReader) Check(b []byte, max int) (*Hello, error) {
 	case msg == nil:
 		return nil, nil
 	}
-	h := &Hello{Raw: b}
+	h := &r.hello
+	*h = Hello{Raw: b}
 	if err := h.parse(msg); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrNotTLS, err)
 	}
