@@ -76,7 +76,7 @@ POLICY
 # sluice's figures from the host; sluice's standard error is appended to
 # STDERR. sluice_wait waits for the run to end.
 sluice_start() {
-	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE="$1" taskset -c 1 "$tmp/sluice" run \
+	ip netns exec "$gw" env GOMAXPROCS=1 SLUICE_CPUPROFILE="$1" SLUICE_MEMPROFILE="${MEMPROF:-}" taskset -c 1 "$tmp/sluice" run \
 		--name bench --journal "$tmp/journal.db" ${SLUICE_FLAGS:-} --upstream 198.18.1.2 --policy "$tmp/policy.yaml" --global-range 198.18.128.0/17 --agent-net 198.18.0.0/30 --no-ipv6 --user root -- \
 		sh -c "$(agent_ask "$tmp")
 $3" 2>>"$2" &
