@@ -4,6 +4,7 @@
 #   sudo bench/tls.sh        # nginx (libnginx-mod-stream) and haproxy are
 #                            # measured too when installed
 #   DURATION=5s ONLY=ours-cps PROF=/tmp/p sudo bench/tls.sh   # one phase, CPU profile
+#   ONLY=ours-cps MEMPROF=/tmp/m sudo bench/tls.sh   # its allocations (go tool pprof -sample_index=alloc_objects)
 #   SLUICE_BIN=/tmp/a ONLY=ours-lat sudo bench/tls.sh   # a build made elsewhere
 #   ONLY=peers PEER_CT=1 sudo bench/tls.sh   # peers with conntrack and NAT hooks
 #   ONLY=redirect ROUNDS=3 RUNS="cps -c 1" sudo bench/tls.sh   # sluice, the routed
