@@ -23,9 +23,9 @@ var imports = map[string][]string{
 	"journal": {"modernc.org/sqlite"},
 	// Allow-lists of other tools read into policies: pure, as policy is.
 	"policy/importer": {"policy", "gopkg.in/yaml.v3", "github.com/BurntSushi/toml"},
-	// recvmmsg/sendmmsg through x/net's ipv6.PacketConn.
+	// Raw recvmmsg/sendmmsg (mmsg_linux.go).
 	"dnsfilter": {"policy", "journal",
-		"github.com/miekg/dns", "golang.org/x/net/ipv6"},
+		"github.com/miekg/dns", "golang.org/x/sys/unix"},
 	"firewall": {"policy", "journal",
 		"github.com/google/nftables", "github.com/florianl/go-nflog/", "github.com/mdlayher/netlink",
 		"github.com/ti-mo/conntrack", "golang.org/x/sys/"},
