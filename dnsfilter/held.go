@@ -28,6 +28,11 @@ type heldHits struct {
 	sink     journal.Sink
 	interval time.Duration
 
+	// flushing is held through each flush, so that close waits for one
+	// the timer started before it: what that flush took is recorded
+	// before Shutdown returns.
+	flushing sync.Mutex
+
 	mu     sync.Mutex
 	dirty  []*fastEntry // entries holding a count, or about to
 	armed  bool         // a flush is due
@@ -103,6 +108,8 @@ func (h *heldHits) markDirty(e *fastEntry) {
 
 // flush records every count held.
 func (h *heldHits) flush() {
+	h.flushing.Lock()
+	defer h.flushing.Unlock()
 	h.mu.Lock()
 	list := h.dirty
 	h.dirty, h.armed = nil, false

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"os"
+	"strconv"
 	"syscall"
 	"unsafe"
 
@@ -22,11 +23,11 @@ import (
 // threads switching in and out.
 
 // mmsghdr is struct mmsghdr: a message header and the length the kernel
-// moved.
+// moved, padded by Go as by C to the header's alignment (64 bytes on
+// 64-bit machines, 32 on 32-bit ones: TestMmsghdrLayout).
 type mmsghdr struct {
 	hdr unix.Msghdr
 	n   uint32
-	_   [4]byte
 }
 
 // mmsgBatch is the headers, buffers and addresses of one batch of
@@ -121,7 +122,13 @@ func (b *mmsgBatch) addr(i int) (netip.AddrPort, bool) {
 	switch sa.Family {
 	case unix.AF_INET6:
 		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port), true
+		addr := netip.AddrFrom16(sa.Addr)
+		if sa.Scope_id != 0 {
+			// A link-local sender's interface, as its index: the reply
+			// goes back out of it (setWrite).
+			addr = addr.WithZone(strconv.FormatUint(uint64(sa.Scope_id), 10))
+		}
+		return netip.AddrPortFrom(addr, port), true
 	case unix.AF_INET:
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
 		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:])
@@ -152,6 +159,13 @@ func (b *mmsgBatch) setWrite(i int, p []byte, to netip.AddrPort) bool {
 	}
 	sa.Family = unix.AF_INET6
 	sa.Addr = to.Addr().As16()
+	if z := to.Addr().Zone(); z != "" {
+		id, err := strconv.ParseUint(z, 10, 32)
+		if err != nil {
+			return false // a zone by name: addr never makes one
+		}
+		sa.Scope_id = uint32(id)
+	}
 	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], to.Port())
 	h.hdr.Namelen = unix.SizeofSockaddrInet6
 	return true

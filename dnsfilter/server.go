@@ -134,6 +134,7 @@ type Server struct {
 	failed   chan error // a listener stopped serving by itself
 	servers  []*dns.Server
 	closers  []func() error
+	readers  sync.WaitGroup // the UDP sockets' readers (serveUDP)
 }
 
 // New returns a Server that enforces p. It does not listen until Serve.
@@ -299,9 +300,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// Shutdown stops every listener started by Serve, and records what the
-// fast path holds for the journal (an answer after it is recorded at
-// once).
+// Shutdown stops every listener started by Serve, waits for the UDP
+// readers to end, and records what the fast path holds for the journal.
+// (The workers may still be answering queries in full, upstream
+// exchanges included, and record them as they end.)
 func (s *Server) Shutdown() {
 	s.mu.Lock()
 	s.stopping = true
@@ -314,6 +316,9 @@ func (s *Server) Shutdown() {
 	for _, c := range closers {
 		_ = c()
 	}
+	// A reader answers the batch it read before its socket closed, and
+	// journals it: before the journal closes, which comes next.
+	s.readers.Wait()
 	if s.held != nil {
 		s.held.close()
 	}

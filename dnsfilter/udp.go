@@ -86,7 +86,7 @@ func (s *Server) serveUDP(conns []*net.UDPConn, maxWorkers int32) *udpWorkers {
 	}
 	w.readers.Store(int32(len(conns)))
 	for _, c := range conns {
-		go w.read(c)
+		s.readers.Go(func() { w.read(c) })
 	}
 	return w
 }
