@@ -102,8 +102,9 @@ func (b *mmsgBatch) prepareRead(n int) {
 // interrupt to its core, two context switches, on the clients' side
 // as much as on ours). It polls only after a sleep shorter than the
 // poll (one that polling would have saved), and stops at the first poll
-// that finds nothing: an agent asking a few names a second never polls,
-// and a poll that fails costs at most pollFor, once per sleep.
+// that finds nothing: an agent asking a few names a second polls at
+// most once per burst (say its A and AAAA questions back to back), and
+// a poll that fails costs at most pollFor, once per sleep.
 func (b *mmsgBatch) recv(rc syscall.RawConn, n int) (int, error) {
 	b.prepareRead(n)
 	var got int

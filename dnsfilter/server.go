@@ -258,10 +258,17 @@ func (s *Server) Serve(ln net.Listener, pcs ...net.PacketConn) error {
 			servers = append(servers, &dns.Server{PacketConn: pc, Handler: s, MsgAcceptFunc: acceptQuery})
 		}
 	}
+	// Under the lock, so that a Shutdown either comes after and closes
+	// these sockets (then waits for their readers), or came before and
+	// nothing starts.
+	s.mu.Lock()
+	if s.stopping {
+		s.mu.Unlock()
+		return errors.New("dnsfilter: Serve after Shutdown")
+	}
 	if len(conns) > 0 {
 		s.serveUDP(conns, udpMaxWorkers)
 	}
-	s.mu.Lock()
 	s.servers = append(s.servers, servers...)
 	for _, pc := range pcs {
 		s.closers = append(s.closers, pc.Close)

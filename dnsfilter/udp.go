@@ -3,12 +3,15 @@ package dnsfilter
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/miekg/dns"
+	"golang.org/x/sys/unix"
 )
 
 // UDP queries are read in batches (recvmmsg) by one reader per socket;
@@ -131,8 +134,8 @@ func (w *udpWorkers) work() {
 	u := udpScratch{buf: make([]byte, udpReadSize)}
 	ctx := context.Background()
 	for q := range w.queue {
-		if out := s.answerSlow(ctx, q.msg, q.from.Addr().Unmap(), &u); out != nil {
-			if _, err := q.conn.WriteToUDPAddrPort(out, q.from); err != nil {
+		if out := s.answerSlow(ctx, q.msg, clientAddr(q.from), &u); out != nil {
+			if err := writeTo(q.conn, out, q.from); err != nil {
 				s.cfg.Log.Debug("write dns answer", "err", err)
 			}
 		}
@@ -188,7 +191,7 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 			if !ok {
 				continue
 			}
-			if reply, ok := s.fastAnswer(q, from.Addr().Unmap(), replies[i]); ok {
+			if reply, ok := s.fastAnswer(q, clientAddr(from), replies[i]); ok {
 				replies[i] = reply
 				if out.setWrite(answered, reply, from) {
 					answered++
@@ -205,6 +208,41 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 			grow(min(2*n, udpBatch))
 		}
 	}
+}
+
+// clientAddr is the address a query is decided for: without the
+// IPv4-mapped prefix, and without a link-local sender's zone (which the
+// reply keeps), since no prefix contains a zoned address (netip), as
+// the TCP path (addrOf) has it.
+func clientAddr(from netip.AddrPort) netip.Addr { return from.Addr().Unmap().WithZone("") }
+
+// writeTo sends a worker's reply b to to. A link-local client's zone is
+// an interface index (mmsgBatch.addr), which WriteToUDPAddrPort would
+// look up by name, refreshing the interface table each time: it goes
+// into the address's scope instead.
+func writeTo(conn *net.UDPConn, b []byte, to netip.AddrPort) error {
+	zone := to.Addr().Zone()
+	if zone == "" {
+		_, err := conn.WriteToUDPAddrPort(b, to)
+		return err
+	}
+	id, err := strconv.ParseUint(zone, 10, 32)
+	if err != nil {
+		return fmt.Errorf("reply to %s: zone not an interface index", to)
+	}
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	sa := &unix.SockaddrInet6{Port: int(to.Port()), Addr: to.Addr().As16(), ZoneId: uint32(id)}
+	var serr error
+	if err := rc.Write(func(fd uintptr) bool {
+		serr = unix.Sendto(int(fd), b, 0, sa)
+		return serr != unix.EAGAIN
+	}); err != nil {
+		return err
+	}
+	return serr
 }
 
 // writeAll sends the first n datagrams of b, skipping one that the

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/sluicegw/sluice/testing/nstest"
 )
 
 // udpFixture serves f's resolver on a loopback socket with at most max
@@ -396,4 +398,80 @@ func TestUDPDualStack(t *testing.T) {
 	if records >= 6 || all != 6 {
 		t.Errorf("%d records counting %d answers, %d after the flush; want fewer than 6, and 6", records, answers, all)
 	}
+}
+
+// TestUDPLinkLocal: a query from a link-local address on an unbound
+// dual-stack socket is decided for its address without the zone (no
+// prefix contains a zoned address) and answered out of the interface it
+// came in on, from the fast path and the slow one; with Clients that do
+// not hold it, it is refused as a foreign client (the control).
+func TestUDPLinkLocal(t *testing.T) {
+	p := nstest.Prefix()
+	srv, cli := nstest.New(t, p+"s"), nstest.New(t, p+"c")
+	nstest.Link(t, srv, p+"a", cli, p+"b")
+	srv.Run(t, "ip", "addr", "add", "fe80::1/64", "dev", p+"a", "nodad")
+	cli.Run(t, "ip", "addr", "add", "fe80::2/64", "dev", p+"b", "nodad")
+	for _, tc := range []struct {
+		clients string
+		rcode   int
+	}{{"fe80::/10", dns.RcodeSuccess}, {"198.18.0.0/24", dns.RcodeRefused}} {
+		f := newFixtureWith(t, func(c *Config) { c.Clients = []netip.Prefix{netip.MustParsePrefix(tc.clients)} }, "*.allowed.test")
+		var conn *net.UDPConn
+		if err := srv.Do(func() (err error) {
+			conn, err = net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6unspecified})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		f.srv.serveUDP([]*net.UDPConn{conn}, 8)
+		server := fmt.Sprintf("[fe80::1%%%sb]:%d", p, conn.LocalAddr().(*net.UDPAddr).Port)
+		err := cli.Do(func() error {
+			c := &dns.Client{Timeout: 3 * time.Second}
+			for i := range 3 { // slow, then fast
+				r, _, err := c.Exchange(new(dns.Msg).SetQuestion("www.allowed.test.", dns.TypeA), server)
+				if err != nil {
+					return fmt.Errorf("clients %s, query %d: %w", tc.clients, i, err)
+				}
+				if r.Rcode != tc.rcode {
+					return fmt.Errorf("clients %s, query %d: %s, want %s", tc.clients, i, dns.RcodeToString[r.Rcode], dns.RcodeToString[tc.rcode])
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestServeAfterShutdown: once shut down, a resolver serves nothing more:
+// Serve refuses, and starts no reader that no one would stop. The
+// control: the same sockets are served by a resolver that is not.
+func TestServeAfterShutdown(t *testing.T) {
+	listen := func() (net.Listener, *net.UDPConn) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close(); pc.Close() })
+		return ln, pc
+	}
+	live := newFixture(t, "*.allowed.test")
+	ln, pc := listen()
+	if err := live.srv.Serve(ln, pc); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+	live.srv.Shutdown()
+	stopped := newFixture(t, "*.allowed.test")
+	stopped.srv.Shutdown()
+	ln, pc = listen()
+	if err := stopped.srv.Serve(ln, pc); err == nil {
+		t.Error("Serve after Shutdown served")
+	}
+	stopped.srv.Shutdown() // waits for no reader
 }
