@@ -159,7 +159,8 @@ fi
 target=198.18.128.1:8443
 cputicks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 runs=("cps -c 32" "cps -c 1" "tput -c 2")
-# RUNS="cps -c 1;tput -c 2" replaces the phases of the peers and of the redirect run.
+# RUNS="cps -c 1;tput -c 2" replaces the phases of the peers and of the redirect run;
+# RUNS="cps -c 32 -rate 10000" offers each the same load (connections a second).
 [ -n "${RUNS:-}" ] && IFS=';' read -r -a runs <<<"$RUNS"
 # peer NAME PID ADDR: the runs against a peer on ADDR, from cli, with its CPU.
 peer() {

@@ -31,6 +31,7 @@ func main() {
 	dur := flag.Duration("d", 5*time.Second, "duration")
 	n := flag.Int("n", 10000, "idle: connections to hold")
 	procs := flag.Int("procs", 1, "GOMAXPROCS")
+	rate := flag.Int("rate", 0, "cps: new connections a second at most, over all workers (0: as many as they can), to compare CPU per connection at one load")
 	flag.Parse()
 	runtime.GOMAXPROCS(*procs)
 	if *role == "backend" {
@@ -41,7 +42,7 @@ func main() {
 	hello := captureHello(*sni)
 	switch *role {
 	case "cps":
-		cps(addr, hello, *conc, *dur)
+		cps(addr, hello, *conc, *dur, *rate)
 	case "tput":
 		tput(addr, hello, *conc, *dur)
 	case "idle":
@@ -147,11 +148,24 @@ func open(addr string, hello []byte) (*net.TCPConn, error) {
 	return tc, nil
 }
 
-func cps(addr string, hello []byte, conc int, dur time.Duration) {
+func cps(addr string, hello []byte, conc int, dur time.Duration, rate int) {
 	var ok, errs atomic.Int64
 	var mu sync.Mutex
 	var lat []time.Duration
-	stop := time.Now().Add(dur)
+	start := time.Now()
+	stop := start.Add(dur)
+	// With a rate, the k-th connection starts no earlier than k/rate s
+	// from the start, whichever worker takes it.
+	var next atomic.Int64
+	pace := func() {
+		if rate <= 0 {
+			return
+		}
+		at := start.Add(time.Duration(next.Add(1)-1) * time.Second / time.Duration(rate))
+		if d := time.Until(at); d > 0 {
+			time.Sleep(d)
+		}
+	}
 	var wg sync.WaitGroup
 	for range conc {
 		wg.Add(1)
@@ -159,6 +173,7 @@ func cps(addr string, hello []byte, conc int, dur time.Duration) {
 			defer wg.Done()
 			var local []time.Duration
 			for time.Now().Before(stop) {
+				pace()
 				t0 := time.Now()
 				c, err := open(addr, hello)
 				if err != nil {
