@@ -136,13 +136,7 @@ func (b *mmsgBatch) recv(rc syscall.RawConn, n int) (int, error) {
 			return false
 		}
 	})
-	if err != nil {
-		return 0, err
-	}
-	if errno != 0 {
-		return 0, errno
-	}
-	return got, nil
+	return mmsgResult(got, errno, err)
 }
 
 // pollFor is how long a reader polls its empty socket, and the sleep
@@ -226,11 +220,17 @@ func (b *mmsgBatch) sendFrom(rc syscall.RawConn, from, n int) (int, error) {
 		sent, errno = int(r), e
 		return true
 	})
+	return mmsgResult(sent, errno, err)
+}
+
+// mmsgResult is what a batch call returns: the poller's error (a closed
+// socket), else the call's, else how many datagrams it moved.
+func mmsgResult(n int, errno syscall.Errno, err error) (int, error) {
 	if err != nil {
 		return 0, err
 	}
 	if errno != 0 {
 		return 0, errno
 	}
-	return sent, nil
+	return n, nil
 }

@@ -13,6 +13,17 @@ import (
 	"github.com/sluicegw/sluice/testing/nstest"
 )
 
+// listenUDP opens a UDP socket on ip, closed when t ends.
+func listenUDP(t *testing.T, ip net.IP) *net.UDPConn {
+	t.Helper()
+	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // udpFixture serves f's resolver on a loopback socket with at most max
 // workers, and returns the socket's workers and a client for it.
 func udpFixture(t *testing.T, maxWorkers int32, allow ...string) (*fixture, *udpWorkers, *dns.Client, string) {
@@ -20,11 +31,7 @@ func udpFixture(t *testing.T, maxWorkers int32, allow ...string) (*fixture, *udp
 	f := newFixtureWith(t, func(c *Config) {
 		c.Clients = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	}, allow...)
-	conn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := listenUDP(t, net.IPv4(127, 0, 0, 1))
 	w := f.srv.serveUDP([]*net.UDPConn{conn}, maxWorkers)
 	return f, w, &dns.Client{Timeout: 3 * time.Second}, conn.LocalAddr().String()
 }
@@ -246,16 +253,7 @@ func TestUDPSocketsAnswerAll(t *testing.T) {
 	f := newFixtureWith(t, func(c *Config) {
 		c.Clients = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	}, "*.allowed.test")
-	a, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
-	b, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
+	a, b := listenUDP(t, net.IPv4(127, 0, 0, 1)), listenUDP(t, net.IPv4(127, 0, 0, 2))
 	f.srv.serveUDP([]*net.UDPConn{a, b}, udpMaxWorkers)
 	// name -> rcode: cached after the first, a name with no A record, a
 	// name upstream does not know, a name the policy refuses.
@@ -454,12 +452,8 @@ func TestServeAfterShutdown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ln.Close(); pc.Close() })
-		return ln, pc
+		t.Cleanup(func() { ln.Close() })
+		return ln, listenUDP(t, net.IPv4(127, 0, 0, 1))
 	}
 	live := newFixture(t, "*.allowed.test")
 	ln, pc := listen()
