@@ -75,6 +75,12 @@ func (im *importer) readLines(data []byte) error {
 		case "http_access":
 			access = append(access, at)
 		default:
+			if fields[0] == "include" || fields[0] == "ssl_bump" || strings.HasSuffix(fields[0], "_access") {
+				// What it refuses (or brings in, to refuse) the import
+				// cannot see: leaving it out would allow more than Squid.
+				im.failAt(at, "%s may refuse what the http_access lines allow, and a policy cannot say it: import the http_access rules alone", fields[0])
+				continue
+			}
 			if len(fields) != 1 {
 				im.warnAt(at, "%s is not an acl or http_access line: left out", fields[0])
 				continue
@@ -89,10 +95,11 @@ func (im *importer) readLines(data []byte) error {
 	if len(access) > 0 {
 		im.readAccess(acls, access)
 	} else {
-		for _, key := range slices.Sorted(maps.Keys(acls)) {
-			a := acls[key]
-			im.warnAt(a.values[0], "acl %s: no http_access line says what it is for, so it is taken as allowed", a.name)
-			im.allowACL(a.name, a)
+		// Without http_access lines Squid refuses everything, and an acl
+		// may name what is to be refused as well as what is allowed.
+		byLine := func(a, b *squidACL) int { return a.values[0].line - b.values[0].line }
+		for _, a := range slices.SortedFunc(maps.Values(acls), byLine) {
+			im.failAt(a.values[0], "acl %s: no http_access line says whether it allows or refuses (Squid refuses everything without one): give the http_access lines, or list its hosts alone", a.name)
 		}
 	}
 	if len(im.wants) == 0 && len(im.presets) == 0 && len(im.errs) == 0 {
