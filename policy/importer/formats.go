@@ -451,7 +451,9 @@ func (im *importer) readGHAW(data []byte) error {
 				im.denied = append(im.denied, want{target: h, at: at})
 			}
 		default:
-			im.warnAt(at, "blocked %s: neither a domain nor an ecosystem with a sluice preset, so what it blocks is not known here: check that nothing the policy allows is in it", v)
+			// What it blocks is not known here, and the allowed list may
+			// hold some of it: leaving it out would allow what it blocked.
+			im.failAt(at, "blocked %s: neither a domain nor an ecosystem with a sluice preset (%s), so what it blocks cannot be kept out", v, strings.Join(slices.Sorted(maps.Keys(ecosystems)), ", "))
 		}
 	}
 	domains := false

@@ -183,3 +183,13 @@ func TestDenialRead(t *testing.T) {
 		t.Errorf("an address as a denial: %v", err)
 	}
 }
+
+// TestEcosystemPresets: every ecosystem gh-aw's network: may name maps
+// to a preset sluice has, with hosts (a blocked ecosystem keeps them out).
+func TestEcosystemPresets(t *testing.T) {
+	for eco, preset := range ecosystems {
+		if len(presetHostsOf(preset)) == 0 {
+			t.Errorf("ecosystem %s: preset %s has no hosts", eco, preset)
+		}
+	}
+}
