@@ -232,9 +232,21 @@ func (im *importer) readClaude(data []byte) error {
 			im.add(c.Value, source{c.Line, c.Value}, "")
 		}
 	}
+	// A WebFetch denied whole denies every WebFetch(domain:…) allowed.
+	var fetchDenied *yaml.Node
+	if n := path(root, "permissions", "deny"); n != nil && n.Kind == yaml.SequenceNode {
+		for _, c := range n.Content {
+			if c.Value == "WebFetch" || c.Value == "WebFetch(*)" {
+				fetchDenied = c
+			}
+		}
+	}
 	if n := path(root, "permissions", "allow"); n != nil && n.Kind == yaml.SequenceNode {
 		for _, c := range n.Content {
-			if m := webFetch.FindStringSubmatch(c.Value); m != nil {
+			if m := webFetch.FindStringSubmatch(c.Value); m != nil && fetchDenied != nil {
+				found = true
+				im.warnAt(source{c.Line, c.Value}, "%s: not imported, since permissions.deny has %s (line %d)", c.Value, fetchDenied.Value, fetchDenied.Line)
+			} else if m != nil {
 				found = true
 				im.add(m[1], source{c.Line, c.Value}, "from permissions.allow: WebFetch's domains are the sandbox's too")
 			} else if c.Value == "WebFetch" || c.Value == "WebFetch(*)" {
