@@ -619,3 +619,6 @@ func CheckHost(s string, private bool) (string, error) { return checkHost(s, pri
 // CheckPrefix validates an address or prefix as a cidr entry's, as the
 // policy file does.
 func CheckPrefix(s string, private bool) (netip.Prefix, error) { return checkPrefix(s, private) }
+
+// CheckPort reads a port number, 1 to 65535, as a policy file has it.
+func CheckPort(s string) (uint16, error) { return checkPort(s) }

@@ -463,7 +463,7 @@ func (s *suggestion) hostItem(h *seenHost, allowPrivate bool) item {
 		s.notes = append(s.notes, h.name+": left out, its requests were checked by git or http rules; copy its entry from the policy in force")
 		return it
 	}
-	it.lines = []string{"- host: " + yamlName(h.name), "  ports: " + portList(sortedPorts(h.effectivePorts()))}
+	it.lines = []string{"- host: " + YAMLName(h.name), "  ports: " + portList(sortedPorts(h.effectivePorts()))}
 	if len(h.private) == 0 {
 		return it
 	}
@@ -509,10 +509,10 @@ func (s *suggestion) addrItem(a *seenAddr, allowPrivate bool) item {
 	return it
 }
 
-// yamlName writes a canonical name as a YAML scalar: plain when it
-// begins with a letter and has a dot (so that YAML reads no number,
-// boolean, null or list item in it), else quoted.
-func yamlName(name string) string {
+// YAMLName writes a canonical name (or wildcard) as a YAML scalar: plain
+// when it begins with a letter and has a dot (so that YAML reads no
+// number, boolean, null or list item in it), else quoted.
+func YAMLName(name string) string {
 	if c := name[0]; 'a' <= c && c <= 'z' && strings.Contains(name, ".") {
 		return name
 	}

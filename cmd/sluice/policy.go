@@ -102,7 +102,7 @@ func policyCmd(args []string) error {
 
 func policyImportCmd(args []string) error {
 	fs := newFlags("policy import", policyHelps["import"])
-	from := fs.String("from", "", "the input's `FORMAT`: "+importFormats()+" (detected when not given)")
+	from := fs.String("from", "", "the input's `FORMAT`: "+importer.FormatList()+" (detected when not given)")
 	allowPrivate := fs.Bool("allow-private", false, "give 'private: true' to private ranges and local names")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -113,7 +113,7 @@ func policyImportCmd(args []string) error {
 	case fs.NArg() > 1:
 		return usageError(fs.Name(), fmt.Sprintf("one file at a time; unexpected argument %q", fs.Arg(1)))
 	case *from != "" && !slices.Contains(importer.Formats, importer.Format(*from)):
-		return usageError(fs.Name(), fmt.Sprintf("--from %q: want one of %s", *from, importFormats()))
+		return usageError(fs.Name(), fmt.Sprintf("--from %q: want one of %s", *from, importer.FormatList()))
 	}
 	file := fs.Arg(0)
 	var data []byte
@@ -144,14 +144,6 @@ func policyImportCmd(args []string) error {
 		fmt.Fprintln(stderr, "sluice policy import: warning:", w)
 	}
 	return nil
-}
-
-func importFormats() string {
-	names := make([]string, len(importer.Formats))
-	for i, f := range importer.Formats {
-		names[i] = string(f)
-	}
-	return strings.Join(names, ", ")
 }
 
 func policySuggestCmd(args []string) error {

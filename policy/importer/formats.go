@@ -71,11 +71,11 @@ func Detect(data []byte) (Format, error) {
 		}
 		fields := strings.Fields(line)
 		if len(fields) > 1 {
-			return "", fmt.Errorf("cannot tell the format (line %q holds several words); give --from, one of %s", printable(line), formatList())
+			return "", fmt.Errorf("cannot tell the format (line %q holds several words); give --from, one of %s", printable(line), FormatList())
 		}
 		for _, f := range fields {
 			if !listToken.MatchString(f) {
-				return "", fmt.Errorf("cannot tell the format (%q is not a host, address or CIDR of a list); give --from, one of %s", printable(f), formatList())
+				return "", fmt.Errorf("cannot tell the format (%q is not a host, address or CIDR of a list); give --from, one of %s", printable(f), FormatList())
 			}
 			if strings.HasPrefix(f, ".") {
 				squid = true

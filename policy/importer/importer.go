@@ -117,7 +117,7 @@ func Import(data []byte, opts Options) (Result, error) {
 			return Result{}, &Error{Msgs: []string{opts.Name + ": " + err.Error()}}
 		}
 	} else if !slices.Contains(Formats, f) {
-		return Result{}, fmt.Errorf("unknown format %q; one of %s", f, formatList())
+		return Result{}, fmt.Errorf("unknown format %q; one of %s", f, FormatList())
 	}
 	im := &importer{name: opts.Name, opts: opts, format: f}
 	var err error
@@ -150,7 +150,8 @@ func Import(data []byte, opts Options) (Result, error) {
 	return Result{Format: f, Policy: im.withHeader(out), Warnings: im.warnings}, nil
 }
 
-func formatList() string {
+// FormatList is the names of Formats, for messages: "claude, …, list".
+func FormatList() string {
 	names := make([]string, len(Formats))
 	for i, f := range Formats {
 		names[i] = string(f)
@@ -317,13 +318,15 @@ func (im *importer) buildOne(w want, presetHosts map[string]presetEntry) {
 		ports = slices.Clone(policy.DefaultPorts)
 	} else {
 		for _, ps := range strings.Split(w.port, ",") {
-			n, err := strconv.ParseUint(strings.TrimSpace(ps), 10, 16)
-			if err != nil || n == 0 {
-				im.failAt(w.at, "%q: port %q is not a number from 1 to 65535", w.at.text, ps)
+			n, err := policy.CheckPort(strings.TrimSpace(ps))
+			if err != nil {
+				im.failAt(w.at, "%q: %v", w.at.text, err)
 				return
 			}
-			ports = append(ports, uint16(n))
+			ports = append(ports, n)
 		}
+		slices.Sort(ports)
+		ports = slices.Compact(ports)
 	}
 	if a, err := netip.ParseAddr(target); err == nil && a.Is6() && w.port == "" {
 		im.warnAt(w.at, "%s is read as an IPv6 address on the default ports; an address with a port is written in brackets, as in [2001:db8::1]:443", target)
@@ -649,7 +652,7 @@ func (im *importer) write() ([]byte, map[int]source) {
 		}
 		lines[n+1] = e.at
 		if e.host != "" {
-			line("%s- host: %s", prefix, yamlHost(e.host))
+			line("%s- host: %s", prefix, policy.YAMLName(e.host))
 		} else {
 			line("%s- cidr: %s", prefix, e.prefix)
 		}
@@ -768,15 +771,6 @@ func portList(ports []uint16) string {
 		s[i] = strconv.Itoa(int(p))
 	}
 	return strings.Join(s, ", ")
-}
-
-// yamlHost writes a host for YAML: quoted unless it starts with a letter
-// or digit ('*' would start an alias, '-' a list item).
-func yamlHost(h string) string {
-	if c := h[0]; !('a' <= c && c <= 'z' || '0' <= c && c <= '9') {
-		return strconv.Quote(h)
-	}
-	return h
 }
 
 // printable makes s safe on one comment line: control and other
