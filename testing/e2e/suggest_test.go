@@ -43,14 +43,7 @@ try no_sni ` + c + ` -k https://` + evilAddr + `/
 		}
 	}
 
-	cmd := exec.Command(sluiceBin, "policy", "suggest", "--journal", jpath, "--agent", "sh")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("policy suggest: %v\n%s", err, stderr.String())
-	}
-	t.Logf("suggested:\n%s\nnotes:\n%s", out, stderr.String())
+	out, notes := sluiceOutputs(t, "policy", "suggest", "--journal", jpath, "--agent", "sh")
 	suggested := filepath.Join(t.TempDir(), "suggested.yaml")
 	if err := os.WriteFile(suggested, out, 0o644); err != nil {
 		t.Fatal(err)
@@ -75,8 +68,8 @@ try other_addr_port nc -z -w 2 `+evilAddr+` 22
 			t.Errorf("the hello without a name reached %s", c.Local)
 		}
 	}
-	if !strings.Contains(stderr.String(), "left out, 1 refusals that no entry changes: no_sni ×1") {
-		t.Errorf("policy suggest did not say it left the hello without a name out:\n%s", stderr.String())
+	if !strings.Contains(notes, "left out, 1 refusals that no entry changes: no_sni ×1") {
+		t.Errorf("policy suggest did not say it left the hello without a name out:\n%s", notes)
 	}
 }
 
