@@ -411,7 +411,7 @@ func (s *suggestion) write(opts SuggestOptions) []byte {
 
 	var b bytes.Buffer
 	for _, l := range opts.Header {
-		b.WriteString(strings.TrimRight("# "+printableComment(l), " ") + "\n")
+		b.WriteString(strings.TrimRight("# "+PrintableComment(l), " ") + "\n")
 	}
 	b.WriteString("# It allows what was seen and no more, but that a wildcard allows every name\n")
 	b.WriteString("# under it. Review it, then check it: sluice check FILE.\n")
@@ -532,9 +532,9 @@ func addrList(as []netip.Addr) string {
 	return strings.Join(s, ", ")
 }
 
-// printableComment keeps a header line on its one comment line, in text
-// YAML reads (printable UTF-8).
-func printableComment(s string) string {
+// PrintableComment keeps s on one comment line, in text YAML reads:
+// control, unprintable and invalid UTF-8 become '?'.
+func PrintableComment(s string) string {
 	return strings.Map(func(r rune) rune {
 		if !strconv.IsPrint(r) && r != ' ' {
 			return '?'

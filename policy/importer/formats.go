@@ -11,6 +11,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"gopkg.in/yaml.v3"
+
+	"github.com/sluicegw/sluice/policy"
 )
 
 // Detect tells the format of data from its content: JSON with sandbox or
@@ -71,11 +73,11 @@ func Detect(data []byte) (Format, error) {
 		}
 		fields := strings.Fields(line)
 		if len(fields) > 1 {
-			return "", fmt.Errorf("cannot tell the format (line %q holds several words); give --from, one of %s", printable(line), FormatList())
+			return "", fmt.Errorf("cannot tell the format (line %q holds several words); give --from, one of %s", policy.PrintableComment(line), FormatList())
 		}
 		for _, f := range fields {
 			if !listToken.MatchString(f) {
-				return "", fmt.Errorf("cannot tell the format (%q is not a host, address or CIDR of a list); give --from, one of %s", printable(f), FormatList())
+				return "", fmt.Errorf("cannot tell the format (%q is not a host, address or CIDR of a list); give --from, one of %s", policy.PrintableComment(f), FormatList())
 			}
 			if strings.HasPrefix(f, ".") {
 				squid = true
@@ -205,7 +207,7 @@ func (im *importer) scalars(n *yaml.Node, what string) ([]*yaml.Node, error) {
 	}
 	for _, c := range n.Content {
 		if c.Kind != yaml.ScalarNode || c.Tag != "!!str" {
-			return nil, fmt.Errorf("line %d: %s: %q is not a string; want a list of host names", c.Line, what, printable(c.Value))
+			return nil, fmt.Errorf("line %d: %s: %q is not a string; want a list of host names", c.Line, what, policy.PrintableComment(c.Value))
 		}
 	}
 	return n.Content, nil
@@ -441,7 +443,7 @@ func (im *importer) readGHAW(data []byte) error {
 					return err
 				}
 			default:
-				im.warnAt(source{line: k.Line}, "network.%s is not imported: only allowed and blocked say what is reached", printable(k.Value))
+				im.warnAt(source{line: k.Line}, "network.%s is not imported: only allowed and blocked say what is reached", policy.PrintableComment(k.Value))
 			}
 		}
 	default:

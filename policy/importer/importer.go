@@ -31,7 +31,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/sluicegw/sluice/policy"
 )
@@ -108,7 +107,7 @@ func Import(data []byte, opts Options) (Result, error) {
 	if opts.Name == "" {
 		opts.Name = "<stdin>"
 	}
-	opts.Name = printable(opts.Name)
+	opts.Name = policy.PrintableComment(opts.Name)
 	data = bytes.TrimPrefix(data, []byte("\ufeff"))
 	f := opts.From
 	if f == "" {
@@ -218,11 +217,11 @@ func (im *importer) where(at source) string {
 // warnAt and failAt record a warning or a refusal at at; what they say
 // is made printable, since it quotes the input and goes to a terminal.
 func (im *importer) warnAt(at source, format string, args ...any) {
-	im.warnings = append(im.warnings, im.where(at)+": "+printable(fmt.Sprintf(format, args...)))
+	im.warnings = append(im.warnings, im.where(at)+": "+policy.PrintableComment(fmt.Sprintf(format, args...)))
 }
 
 func (im *importer) failAt(at source, format string, args ...any) {
-	im.errs = append(im.errs, im.where(at)+": "+printable(fmt.Sprintf(format, args...)))
+	im.errs = append(im.errs, im.where(at)+": "+policy.PrintableComment(fmt.Sprintf(format, args...)))
 }
 
 // add records what the input allows at at: s is host[:port], [v6]:port,
@@ -556,8 +555,8 @@ func (im *importer) checkDenied(presetHosts map[string]presetEntry) {
 				continue
 			}
 			x.affected = true
-			e.skip = "denied by the input too: " + printable(name) + " (the denial wins)"
-			im.warnAt(x.d.at, "%s is allowed and denied by %s: the denial wins, so the entry is left out", e.host, printable(name))
+			e.skip = "denied by the input too: " + policy.PrintableComment(name) + " (the denial wins)"
+			im.warnAt(x.d.at, "%s is allowed and denied by %s: the denial wins, so the entry is left out", e.host, policy.PrintableComment(name))
 		}
 	}
 	for _, x := range ds {
@@ -565,10 +564,10 @@ func (im *importer) checkDenied(presetHosts map[string]presetEntry) {
 		for _, e := range wildcardAbove(strings.TrimPrefix(name, "*.")) {
 			x.affected = true
 			im.warnAt(x.d.at, "denied %s is inside %s, which the policy allows whole: sluice has no deny entries; list the names the agent needs instead of %s", name, e.host, e.host)
-			e.notes = append(e.notes, fmt.Sprintf("the input denied %s inside it; sluice cannot (see the warnings)", printable(name)))
+			e.notes = append(e.notes, fmt.Sprintf("the input denied %s inside it; sluice cannot (see the warnings)", policy.PrintableComment(name)))
 		}
 		if !x.affected {
-			im.header = append(im.header, fmt.Sprintf("%s: denied %s: nothing allows it, so it stays refused", im.where(x.d.at), printable(name)))
+			im.header = append(im.header, fmt.Sprintf("%s: denied %s: nothing allows it, so it stays refused", im.where(x.d.at), policy.PrintableComment(name)))
 		}
 	}
 }
@@ -625,7 +624,7 @@ func (im *importer) write() ([]byte, map[int]source) {
 			if !slices.Contains(names, p.name) {
 				names = append(names, p.name)
 			}
-			from = append(from, fmt.Sprintf("%s (%s)", printable(p.at.text), im.where(p.at)))
+			from = append(from, fmt.Sprintf("%s (%s)", policy.PrintableComment(p.at.text), im.where(p.at)))
 		}
 		line("# presets for %s", strings.Join(from, ", "))
 		line("include: [%s]", strings.Join(names, ", "))
@@ -643,7 +642,7 @@ func (im *importer) write() ([]byte, map[int]source) {
 	}
 	for _, e := range im.entries {
 		for _, note := range e.notes {
-			line("  # %s", printable(note))
+			line("  # %s", policy.PrintableComment(note))
 		}
 		prefix := "  "
 		if e.skip != "" {
@@ -667,18 +666,18 @@ func (im *importer) write() ([]byte, map[int]source) {
 // withHeader puts the header comment, with the warnings, above out.
 func (im *importer) withHeader(out []byte) []byte {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# Imported by sluice policy import from %s (%s).\n", printable(im.name), describe[im.format])
+	fmt.Fprintf(&b, "# Imported by sluice policy import from %s (%s).\n", policy.PrintableComment(im.name), describe[im.format])
 	b.WriteString("# Review it, then check it with sluice check.\n")
 	if len(im.warnings) > 0 {
 		b.WriteString("#\n# Warnings:\n")
 		for _, w := range im.warnings {
-			fmt.Fprintf(&b, "#   %s\n", printable(w))
+			fmt.Fprintf(&b, "#   %s\n", policy.PrintableComment(w))
 		}
 	}
 	if len(im.header) > 0 {
 		b.WriteString("#\n")
 		for _, h := range im.header {
-			fmt.Fprintf(&b, "# %s\n", printable(h))
+			fmt.Fprintf(&b, "# %s\n", policy.PrintableComment(h))
 		}
 	}
 	b.Write(out)
@@ -773,22 +772,11 @@ func portList(ports []uint16) string {
 	return strings.Join(s, ", ")
 }
 
-// printable makes s safe on one comment line: control and other
-// unprintable characters become '?'.
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if !unicode.IsPrint(r) {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
 // inputText is a text of the input for a comment: printable, and cut
 // when long.
 func inputText(s string) string {
 	if len(s) > 120 {
 		s = s[:120] + "..."
 	}
-	return printable(s)
+	return policy.PrintableComment(s)
 }
