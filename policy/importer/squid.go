@@ -102,7 +102,7 @@ func (im *importer) readLines(data []byte) error {
 			im.failAt(a.values[0], "acl %s: no http_access line says whether it allows or refuses (Squid refuses everything without one): give the http_access lines, or list its hosts alone", a.name)
 		}
 	}
-	if len(im.wants) == 0 && len(im.presets) == 0 && len(im.errs) == 0 {
+	if len(im.wants) == 0 && len(im.errs) == 0 {
 		return errors.New("no host, address or CIDR is allowed by it")
 	}
 	return nil
