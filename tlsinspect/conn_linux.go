@@ -354,6 +354,7 @@ func (c *conn) established() {
 	c.name = c.ev.Name // for a policy change (Proxy.SetPolicy); the event's memory goes
 	c.ev = journal.Event{}
 	c.phase, c.hello, c.last, c.since = phaseRelay, nil, l.now, l.now
+	c.reader = HelloReader{} // it holds the hello's bytes too
 	l.setDeadline(c, c.relayDeadline())
 	c.relay()
 }

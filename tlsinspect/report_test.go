@@ -403,3 +403,33 @@ func TestReportSetPolicyCutsNothing(t *testing.T) {
 		t.Errorf("records %+v, want one would-be revocation of gone.test", evs)
 	}
 }
+
+// TestIdleRelayHoldsNoHello: once relaying, a connection keeps none of
+// its hello's bytes, an idle one costing its state alone; the control:
+// before the hello is decided, the connection holds what it read.
+func TestIdleRelayHoldsNoHello(t *testing.T) {
+	w := newTLSWorld(t, Config{}, "allowed.test")
+	hello := goHello(t, "allowed.test")
+	holds := func(p phase) (conns, holding int) {
+		seen := map[*conn]bool{} // a relayed one is there by both its sockets
+		onLoops(w.px, func(l *loop) {
+			for _, c := range l.conns {
+				if !seen[c] && c.phase == p {
+					seen[c] = true
+					conns++
+					if c.hello != nil || c.reader.msg != nil || c.reader.hello.Raw != nil {
+						holding++
+					}
+				}
+			}
+		})
+		return conns, holding
+	}
+	w.send(t, hello[:len(hello)-1]) // all but the last byte: still reading
+	waitFor(t, 5*time.Second, "a connection reading its hello", func() bool { n, h := holds(phaseHello); return n == 1 && h == 1 })
+	client := w.send(t, hello)
+	w.relayed(t, client, hello)
+	if n, h := holds(phaseRelay); n != 1 || h != 0 {
+		t.Errorf("%d relayed connections, %d of them holding their hello", n, h)
+	}
+}
