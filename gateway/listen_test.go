@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -21,8 +22,12 @@ func TestListenDNSSpreads(t *testing.T) {
 			return err
 		}
 		defer ln.Close()
+		for _, pc := range pcs {
+			defer pc.Close()
+		}
 		if len(pcs) != sockets {
-			t.Fatalf("%d UDP sockets, want %d", len(pcs), sockets)
+			// Not t.Fatalf: Do runs this on a goroutine of its own.
+			return fmt.Errorf("%d UDP sockets, want %d", len(pcs), sockets)
 		}
 		if p := ln.Addr().(*net.TCPAddr).Port; p != int(port) {
 			t.Errorf("TCP on %d, UDP on %d", p, port)
@@ -30,7 +35,6 @@ func TestListenDNSSpreads(t *testing.T) {
 		got := make([]int, len(pcs))
 		var wg sync.WaitGroup
 		for i, pc := range pcs {
-			defer pc.Close()
 			if p := pc.LocalAddr().(*net.UDPAddr).Port; p != int(port) {
 				t.Errorf("UDP socket %d on %d, want %d", i, p, port)
 			}
