@@ -32,8 +32,9 @@ import (
 //   - a wildcard entry's name budget does not admit the name;
 //   - the query is anything but a plain one (one question of class IN;
 //     no answer or authority records; an additional section of at most
-//     one OPT record of version 0; nothing after it), or the copy would
-//     not fit its UDP size uncompressed.
+//     one OPT record of version 0, with NSID, COOKIE and PADDING options
+//     at most; nothing after it), or the copy would not fit its UDP size
+//     uncompressed.
 //
 // Only answers that the slow path journals as allowed (nothing dropped,
 // no would-be refusal of report mode) are packed for it.
@@ -150,7 +151,7 @@ func parseFastQuery(b []byte, lower *[255]byte) (fastQuery, bool) {
 	q.udpSize = dns.MinMsgSize
 	if ar == 1 {
 		// OPT: the root name, type, UDP size, extended rcode, version,
-		// flags, and options (of any kind: the slow path ignores them).
+		// flags, and options (those plainOptions lets through).
 		if i+11 > len(b) || b[i] != 0 || binary.BigEndian.Uint16(b[i+1:]) != dns.TypeOPT || b[i+6] != 0 {
 			return q, false
 		}

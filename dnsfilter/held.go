@@ -15,9 +15,10 @@ import (
 // path more than the answer itself. So the fast path folds them first,
 // the same way: the first answer from a packed reply in an interval is
 // recorded at once, as before; the repeats after it are counted in the
-// reply's entry and recorded as one event with their count (the time of
-// the last) when the interval is over, by a timer armed only while some
-// count is held, or at Shutdown. The journal gets the same records and
+// reply's entry and recorded as one event with their count (at the time
+// of the first of them, as the journal's coalescer has it) when the
+// interval is over, by a timer armed only while some count is held, or
+// at Shutdown. The journal gets the same records and
 // the same total count, at most an interval later; the metrics' counters
 // too. A count is never dropped with its entry: the held list keeps the
 // entry until its count is recorded.
@@ -45,7 +46,7 @@ type held struct {
 	mu    sync.Mutex
 	start time.Time // when the interval of the last recorded answer began
 	count int64     // answers since, not yet recorded
-	last  time.Time // the latest of those
+	first time.Time // the earliest of those
 	dirty bool      // on the held list, or on a list being flushed
 }
 
@@ -54,8 +55,10 @@ func (h *heldHits) record(e *fastEntry, now time.Time) {
 	j := &e.held
 	j.mu.Lock()
 	if h.interval > 0 && !j.start.IsZero() && !now.Before(j.start) && now.Sub(j.start) < h.interval {
+		if j.count == 0 {
+			j.first = now
+		}
 		j.count++
-		j.last = now
 		mark := !j.dirty
 		j.dirty = true
 		j.mu.Unlock()
@@ -80,7 +83,7 @@ func (h *heldHits) recordHeld(e *fastEntry) {
 		return
 	}
 	ev := e.ev
-	ev.Time, ev.Count = j.last, j.count
+	ev.Time, ev.Count = j.first, j.count
 	h.sink.Record(ev)
 	j.count = 0
 }
