@@ -47,9 +47,9 @@ type mmsgBatch struct {
 	slept   time.Time
 }
 
-// newMmsgBatch returns a batch for datagrams on the socket rc, with
-// room for n of them (bufs set by the caller).
-func newMmsgBatch(rc syscall.RawConn, n int) (*mmsgBatch, error) {
+// newMmsgBatch returns an empty batch for datagrams on the socket rc
+// (grow makes room, bufs are the caller's).
+func newMmsgBatch(rc syscall.RawConn) (*mmsgBatch, error) {
 	b := &mmsgBatch{}
 	var family int
 	var serr error
@@ -60,7 +60,6 @@ func newMmsgBatch(rc syscall.RawConn, n int) (*mmsgBatch, error) {
 		return nil, os.NewSyscallError("getsockopt", serr)
 	}
 	b.v4 = family == unix.AF_INET
-	b.grow(n)
 	return b, nil
 }
 
@@ -80,7 +79,7 @@ func (b *mmsgBatch) grow(n int) {
 	}
 }
 
-// prepare points the first n headers at bufs[:n], whole, for a read.
+// prepareRead points the first n headers at bufs[:n], whole, for a read.
 func (b *mmsgBatch) prepareRead(n int) {
 	for i := range n {
 		h := &b.hdrs[i]
@@ -157,7 +156,7 @@ func (b *mmsgBatch) addr(i int) (netip.AddrPort, bool) {
 	sa := &b.names[i]
 	switch sa.Family {
 	case unix.AF_INET6:
-		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+		port := binary.BigEndian.Uint16(portBytes(&sa.Port))
 		addr := netip.AddrFrom16(sa.Addr)
 		if sa.Scope_id != 0 {
 			// A link-local sender's interface, as its index: the reply
@@ -167,10 +166,24 @@ func (b *mmsgBatch) addr(i int) (netip.AddrPort, bool) {
 		return netip.AddrPortFrom(addr, port), true
 	case unix.AF_INET:
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:])
+		port := binary.BigEndian.Uint16(portBytes(&sa4.Port))
 		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port), true
 	}
 	return netip.AddrPort{}, false
+}
+
+// portBytes is a sockaddr's port field as the bytes it holds, in
+// network order whatever the machine's.
+func portBytes(p *uint16) []byte { return (*[2]byte)(unsafe.Pointer(p))[:] }
+
+// zoneIndex is the interface index an address's zone names (addr makes
+// them so), 0 for none; false for a zone that is not one.
+func zoneIndex(a netip.Addr) (uint32, bool) {
+	if a.Zone() == "" {
+		return 0, true
+	}
+	id, err := strconv.ParseUint(a.Zone(), 10, 32)
+	return uint32(id), err == nil
 }
 
 // setWrite points the i-th header at p, to be sent to to.
@@ -189,20 +202,18 @@ func (b *mmsgBatch) setWrite(i int, p []byte, to netip.AddrPort) bool {
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
 		sa4.Family = unix.AF_INET
 		sa4.Addr = a.As4()
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa4.Port))[:], to.Port())
+		binary.BigEndian.PutUint16(portBytes(&sa4.Port), to.Port())
 		h.hdr.Namelen = unix.SizeofSockaddrInet4
 		return true
 	}
 	sa.Family = unix.AF_INET6
 	sa.Addr = to.Addr().As16()
-	if z := to.Addr().Zone(); z != "" {
-		id, err := strconv.ParseUint(z, 10, 32)
-		if err != nil {
-			return false // a zone by name: addr never makes one
-		}
-		sa.Scope_id = uint32(id)
+	id, ok := zoneIndex(to.Addr())
+	if !ok {
+		return false // a zone by name: addr never makes one
 	}
-	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], to.Port())
+	sa.Scope_id = id
+	binary.BigEndian.PutUint16(portBytes(&sa.Port), to.Port())
 	h.hdr.Namelen = unix.SizeofSockaddrInet6
 	return true
 }

@@ -2,16 +2,18 @@ package dnsfilter
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
+
+	"github.com/sluicegw/sluice/policy"
 )
 
 // UDP queries are read in batches (recvmmsg) by one reader per socket;
@@ -134,7 +136,7 @@ func (w *udpWorkers) work() {
 	u := udpScratch{buf: make([]byte, udpReadSize)}
 	ctx := context.Background()
 	for q := range w.queue {
-		if out := s.answerSlow(ctx, q.msg, clientAddr(q.from), &u); out != nil {
+		if out := s.answerSlow(ctx, q.msg, policy.BareAddr(q.from.Addr()), &u); out != nil {
 			if err := writeTo(q.conn, out, q.from); err != nil {
 				s.cfg.Log.Debug("write dns answer", "err", err)
 			}
@@ -156,10 +158,10 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 	rc, err := conn.SyscallConn()
 	var in, out *mmsgBatch
 	if err == nil {
-		in, err = newMmsgBatch(rc, 0)
+		in, err = newMmsgBatch(rc)
 	}
 	if err == nil {
-		out, err = newMmsgBatch(rc, 0)
+		out, err = newMmsgBatch(rc)
 	}
 	if err != nil {
 		// Not a socket, or closed already: nothing to read.
@@ -191,14 +193,16 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 			if !ok {
 				continue
 			}
-			if reply, ok := s.fastAnswer(q, clientAddr(from), replies[i]); ok {
+			// Decided for the address without a link-local sender's zone,
+			// as the TCP path has it; the reply keeps the zone.
+			if reply, ok := s.fastAnswer(q, policy.BareAddr(from.Addr()), replies[i]); ok {
 				replies[i] = reply
 				if out.setWrite(answered, reply, from) {
 					answered++
 				}
 				continue
 			}
-			if len(q) < 12 || q[2]&0x80 != 0 {
+			if len(q) < 12 || binary.BigEndian.Uint16(q[2:])&flagQR != 0 {
 				continue // not a query (too short, or a response): junk, dropped at once
 			}
 			w.handOver(udpQuery{msg: append([]byte(nil), q...), from: from, conn: conn})
@@ -210,25 +214,18 @@ func (w *udpWorkers) read(conn *net.UDPConn) {
 	}
 }
 
-// clientAddr is the address a query is decided for: without the
-// IPv4-mapped prefix, and without a link-local sender's zone (which the
-// reply keeps), since no prefix contains a zoned address (netip), as
-// the TCP path (addrOf) has it.
-func clientAddr(from netip.AddrPort) netip.Addr { return from.Addr().Unmap().WithZone("") }
-
 // writeTo sends a worker's reply b to to. A link-local client's zone is
 // an interface index (mmsgBatch.addr), which WriteToUDPAddrPort would
 // look up by name, refreshing the interface table each time: it goes
 // into the address's scope instead.
 func writeTo(conn *net.UDPConn, b []byte, to netip.AddrPort) error {
-	zone := to.Addr().Zone()
-	if zone == "" {
+	id, ok := zoneIndex(to.Addr())
+	switch {
+	case !ok:
+		return fmt.Errorf("reply to %s: zone not an interface index", to)
+	case id == 0:
 		_, err := conn.WriteToUDPAddrPort(b, to)
 		return err
-	}
-	id, err := strconv.ParseUint(zone, 10, 32)
-	if err != nil {
-		return fmt.Errorf("reply to %s: zone not an interface index", to)
 	}
 	rc, err := conn.SyscallConn()
 	if err != nil {

@@ -142,7 +142,7 @@ func (s *suggestion) collect(seen []Seen) {
 		}
 		names[i] = name
 		for _, a := range x.Answer {
-			a = bareAddr(a)
+			a = BareAddr(a)
 			s.answered[a] = append(s.answered[a], answer{i, name})
 		}
 	}
@@ -203,7 +203,7 @@ func (s *suggestion) addName(name string, x Seen) {
 }
 
 func (s *suggestion) addFlow(i int, x Seen) {
-	a := bareAddr(x.Addr)
+	a := BareAddr(x.Addr)
 	if x.Proto != "tcp" && x.Proto != "" || x.Port == 0 {
 		s.other, s.otherMore = example(s.other, s.otherMore, strings.TrimSpace(x.Proto+" "+netip.AddrPortFrom(a, x.Port).String()))
 		return
@@ -260,10 +260,11 @@ func ruleOf(rule string) (ports []uint16, inspected bool) {
 	return ports, strings.HasPrefix(rest, " git fetch ") || strings.HasPrefix(rest, " http [")
 }
 
-// bareAddr is a without an IPv4-mapped prefix or a zone, the form an
-// entry names it in; a zone would also hide "::%eth0" from
-// IsUnspecified and its kin.
-func bareAddr(a netip.Addr) netip.Addr { return a.Unmap().WithZone("") }
+// BareAddr is a without an IPv4-mapped prefix or a zone, the form an
+// entry names it in and a prefix can contain (netip: no prefix contains
+// a zoned address); a zone would also hide "::%eth0" from IsUnspecified
+// and its kin.
+func BareAddr(a netip.Addr) netip.Addr { return a.Unmap().WithZone("") }
 
 // privateAddr reports whether an entry opens a to a name only with
 // private: true: a private, internal or special-purpose address, but not
