@@ -135,6 +135,9 @@ type Server struct {
 	servers  []*dns.Server
 	closers  []func() error
 	readers  sync.WaitGroup // the UDP sockets' readers (serveUDP)
+	// shutDown is stopping, for the UDP workers to read without the lock:
+	// a query still queued at Shutdown is dropped, not answered.
+	shutDown atomic.Bool
 }
 
 // New returns a Server that enforces p. It does not listen until Serve.
@@ -309,11 +312,12 @@ func (s *Server) Run(ctx context.Context) error {
 
 // Shutdown stops every listener started by Serve, waits for the UDP
 // readers to end, and records what the fast path holds for the journal.
-// (The workers may still be answering queries in full, upstream
-// exchanges included, and record them as they end.)
+// The UDP workers drop the queries still queued; one a worker is
+// answering (in the upstream, say) is answered and recorded as it ends.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
 	s.stopping = true
+	s.shutDown.Store(true)
 	servers, closers := s.servers, s.closers
 	s.servers, s.closers = nil, nil
 	s.mu.Unlock()

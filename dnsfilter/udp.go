@@ -136,6 +136,10 @@ func (w *udpWorkers) work() {
 	u := udpScratch{buf: make([]byte, udpReadSize)}
 	ctx := context.Background()
 	for q := range w.queue {
+		if s.shutDown.Load() {
+			w.busy.Add(-1)
+			continue // the server stopped: no upstream, sets or journal for it
+		}
 		if out := s.answerSlow(ctx, q.msg, policy.BareAddr(q.from.Addr()), &u); out != nil {
 			if err := writeTo(q.conn, out, q.from); err != nil {
 				s.cfg.Log.Debug("write dns answer", "err", err)

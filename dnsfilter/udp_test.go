@@ -33,6 +33,9 @@ func udpFixture(t *testing.T, maxWorkers int32, allow ...string) (*fixture, *udp
 	}, allow...)
 	conn := listenUDP(t, net.IPv4(127, 0, 0, 1))
 	w := f.srv.serveUDP([]*net.UDPConn{conn}, maxWorkers)
+	f.srv.mu.Lock()
+	f.srv.closers = append(f.srv.closers, conn.Close) // as Serve has it: Shutdown closes it
+	f.srv.mu.Unlock()
 	return f, w, &dns.Client{Timeout: 3 * time.Second}, conn.LocalAddr().String()
 }
 
@@ -468,4 +471,48 @@ func TestServeAfterShutdown(t *testing.T) {
 		t.Error("Serve after Shutdown served")
 	}
 	stopped.srv.Shutdown() // waits for no reader
+}
+
+// TestUDPShutdownDropsQueued: queries still queued for a worker when the
+// resolver shuts down are dropped, not asked upstream (whose sets and
+// journal close next); the one a worker holds in the upstream ends. The
+// control: the same queue without Shutdown is asked upstream whole.
+func TestUDPShutdownDropsQueued(t *testing.T) {
+	for _, stop := range []bool{false, true} {
+		f, w, _, addr := udpFixture(t, 1, "*.allowed.test")
+		release, held := holdUpstream(t, f)
+		sock, err := net.Dial("udp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sock.Close()
+		const sent = 5
+		for i := range sent {
+			b, _ := new(dns.Msg).SetQuestion(fmt.Sprintf("s%d.allowed.test.", i), dns.TypeA).Pack()
+			if _, err := sock.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				held() // the one worker is in the upstream: the rest queue
+			}
+		}
+		waitBusy := func(n int32) {
+			for deadline := time.Now().Add(5 * time.Second); w.busy.Load() != n && time.Now().Before(deadline); {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		waitBusy(sent)
+		if stop {
+			f.srv.Shutdown()
+		}
+		close(release)
+		waitBusy(0)
+		want := sent
+		if stop {
+			want = 1
+		}
+		if got := f.askedUpstream("allowed.test."); got != want || w.busy.Load() != 0 {
+			t.Errorf("shut down %v: %d of %d queries asked upstream (%d still busy), want %d", stop, got, sent, w.busy.Load(), want)
+		}
+	}
 }
