@@ -27,6 +27,12 @@ const (
 // stays set until a call on the socket finds it false).
 type sockState struct {
 	readable, writable bool
+	// out: the socket's registration asks for EPOLLOUT. A socket is
+	// registered without it while it is writable: a writable socket
+	// added with it reports so at once, and the loop wakes up once more
+	// for a connection, to find nothing to do. A write that would block
+	// adds it (see settleWrite).
+	out bool
 	// hup: the peer's FIN (or an error) has arrived, so a short read does
 	// not mean the socket is drained: its end is still to be read.
 	hup bool
@@ -71,6 +77,10 @@ type conn struct {
 	// would-be refusal; no allowed record follows, and no revocation.
 	reported bool
 }
+
+// sockEvents is what a connection's sockets are registered for, with
+// EPOLLOUT added only when needed (see sockState.out).
+const sockEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
 
 // errShortPipe: an empty pipe took less than a read's worth; never on Linux.
 var errShortPipe = errors.New("pipe took a partial write")
@@ -138,9 +148,10 @@ func (l *loop) adopt(fd int, dst netip.AddrPort, replay []byte, ev journal.Event
 func (l *loop) newConn(fd int, ev journal.Event, pending bool) *conn {
 	l.serial++
 	c := &conn{l: l, serial: l.serial, cfd: fd, ufd: -1, failed: -1, ev: ev, pending: pending, slot: -1}
-	// Edge-triggered, reading and writing: one registration for the
-	// connection's life, with no change of interest afterwards.
-	if err := l.add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, c.serial); err != nil {
+	// Edge-triggered, and writable until a write says otherwise (see
+	// sockState.out).
+	c.cs.writable = true
+	if err := l.add(fd, sockEvents, c.serial); err != nil {
 		c.ev.Detail = err.Error() // out of memory or of epoll watches
 		c.refuse(journal.ReasonTooManyConns)
 		return nil
@@ -300,27 +311,56 @@ func (c *conn) dial(replay []byte) {
 		return
 	}
 	c.ufd = fd
-	if err := l.add(fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP|unix.EPOLLET, c.serial); err != nil {
+	c.phase, c.hello = phaseDial, replay
+	// On a veth or loopback the handshake is usually complete when
+	// connect returns: write at once rather than wait for the event, and
+	// before the socket is registered, so that it asks for EPOLLOUT only
+	// when it must wait for the handshake (see sockState.out).
+	c.us.writable = true
+	done, err := c.writeReplay()
+	if err == nil {
+		c.us.out = !done
+		events := uint32(sockEvents)
+		if c.us.out {
+			events |= unix.EPOLLOUT
+		}
+		err = l.add(fd, events, c.serial)
+	}
+	if err != nil {
 		c.ev.Detail = err.Error()
 		c.refuse(journal.ReasonDialFailed)
 		return
 	}
 	l.conns[int32(fd)] = c
-	c.phase, c.hello = phaseDial, replay
-	// On a veth or loopback the handshake is usually complete when
-	// connect returns: write at once rather than wait for the event.
-	c.us.writable = true
+	if done {
+		c.established()
+		return
+	}
 	l.setDeadline(c, l.now.Add(l.px.cfg.DialTimeout))
-	c.dialStep()
 }
 
 // dialStep writes the replay once the upstream connection allows it.
-// A write to a connection still in its handshake fails with EAGAIN, and
-// epoll reports it writable once established; a refused or unreachable
-// destination fails it with its error. With nothing to write, the
-// socket's own state says whether the handshake is done.
 func (c *conn) dialStep() {
-	for c.us.writable {
+	if !c.us.writable {
+		return
+	}
+	switch done, err := c.writeReplay(); {
+	case err != nil:
+		c.ev.Detail = err.Error()
+		c.refuse(journal.ReasonDialFailed)
+	case done:
+		c.established()
+	}
+}
+
+// writeReplay writes what it can of the replay, and reports done once
+// all of it is written on an established connection. A write to a
+// connection still in its handshake fails with EAGAIN, and epoll reports
+// it writable once established; a refused or unreachable destination
+// fails it with its error. With nothing to write, the socket's own state
+// says whether the handshake is done.
+func (c *conn) writeReplay() (done bool, _ error) {
+	for {
 		var err error
 		switch {
 		case len(c.hello) > 0:
@@ -334,14 +374,13 @@ func (c *conn) dialStep() {
 		}
 		switch {
 		case err == nil:
-			c.established()
+			return true, nil
 		case errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOTCONN):
 			c.us.writable = false
+			return false, nil
 		default:
-			c.ev.Detail = fmt.Sprintf("connect %s: %v", c.dst, err)
-			c.refuse(journal.ReasonDialFailed)
+			return false, fmt.Errorf("connect %s: %v", c.dst, err)
 		}
-		return
 	}
 }
 
@@ -428,7 +467,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 				return nil
 			}
 			n, err := rawSplice(h.p.r, dst, h.inPipe)
-			if stop, err := c.settle(err, dst, &ds.writable); stop {
+			if stop, err := c.settleWrite(err, dst, ds); stop {
 				return err
 			}
 			if n == 0 {
@@ -490,7 +529,7 @@ func (c *conn) pump(h *half, src, dst int, ss, ds *sockState) error {
 		data := l.buf[:n]
 		if ds.writable {
 			w, err := rawWrite(dst, data)
-			stop, err := c.settle(err, dst, &ds.writable)
+			stop, err := c.settleWrite(err, dst, ds)
 			if err != nil {
 				return err
 			}
@@ -530,6 +569,24 @@ func (c *conn) settle(err error, fd int, ready *bool) (stop bool, _ error) {
 		c.failed = fd
 		return true, err
 	}
+}
+
+// settleWrite is settle for a write to fd, whose state is st: a write
+// that would block also has epoll report the socket writable again, if
+// its registration did not ask for that yet.
+func (c *conn) settleWrite(err error, fd int, st *sockState) (stop bool, _ error) {
+	stop, err = c.settle(err, fd, &st.writable)
+	if stop && err == nil && !st.out {
+		// Modified, the registration reports the socket at once if it
+		// became writable since the write: no edge is missed.
+		ev := unix.EpollEvent{Events: sockEvents | unix.EPOLLOUT, Fd: int32(fd), Pad: int32(c.serial)}
+		if err := rawEpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+			c.failed = fd
+			return true, os.NewSyscallError("epoll_ctl", err)
+		}
+		st.out = true
+	}
+	return stop, err
 }
 
 // cut ends a connection with a reset on both sides, as a direct

@@ -46,6 +46,10 @@ type loop struct {
 	pipes       []*pipe   // empty pipes, kept for the next bulk burst
 	serial      uint32
 	stopping    bool
+	// backlog: a listener had more queued than one batch took. It stays
+	// ready in the loop's instance, but that signals Go's poller no new
+	// edge, so the loop polls its instance again before it parks.
+	backlog bool
 
 	mu      sync.Mutex
 	queue   []func()
@@ -155,7 +159,7 @@ func (l *loop) run() {
 				if n <= 0 || l.stopping {
 					return l.stopping
 				}
-				l.now = time.Now()
+				l.now, l.backlog = time.Now(), false
 				for _, e := range events[:n] {
 					l.dispatch(e)
 				}
@@ -165,7 +169,7 @@ func (l *loop) run() {
 				}
 				// Fewer events than room: the instance was drained, and
 				// anything newer wakes Go's poller again.
-				if n < len(events) {
+				if n < len(events) && !l.backlog {
 					l.arm()
 					return false
 				}
@@ -258,8 +262,8 @@ func (l *loop) listen(fd int) error {
 // acceptBatch bounds the connections taken from the listener per
 // readiness: enough to keep its queue short under a burst, few enough
 // that the established connections' events are not starved by it. The
-// listener is level-triggered, so the next wait reports it again while
-// more are queued.
+// listener is level-triggered, so the loop's next wait reports it again
+// while more are queued (see loop.backlog).
 const acceptBatch = 16
 
 func (l *loop) accept(lnfd int, port uint16) {
@@ -288,6 +292,7 @@ func (l *loop) accept(lnfd int, port uint16) {
 		}
 		return
 	}
+	l.backlog = true
 }
 
 // handOut opens an accepted connection, from the listener on port, on

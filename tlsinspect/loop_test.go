@@ -111,8 +111,17 @@ func relayed(t *testing.T, px *Proxy) (client, server *net.TCPConn) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	return client, s.(*net.TCPConn)
+	server = s.(*net.TCPConn)
+	// A relay that stalls fails the test instead of hanging it until go
+	// test's own timeout.
+	client.SetDeadline(time.Now().Add(stallBound))
+	server.SetDeadline(time.Now().Add(stallBound))
+	return client, server
 }
+
+// stallBound is how long a test's reads and writes on a relayed
+// connection may take in all.
+const stallBound = 20 * time.Second
 
 // onLoops runs f on each of px's loops in turn.
 func onLoops(px *Proxy, f func(*loop)) {
@@ -202,7 +211,7 @@ func ping(t *testing.T, from, to *net.TCPConn) {
 		t.Fatalf("a byte could not be sent: %v", err)
 	}
 	to.SetReadDeadline(time.Now().Add(5 * time.Second))
-	defer to.SetReadDeadline(time.Time{})
+	defer to.SetReadDeadline(time.Now().Add(stallBound))
 	if _, err := io.ReadFull(to, make([]byte, 1)); err != nil {
 		t.Fatalf("a byte was not relayed: %v", err)
 	}

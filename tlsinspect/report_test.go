@@ -433,3 +433,23 @@ func TestIdleRelayHoldsNoHello(t *testing.T) {
 		t.Errorf("%d relayed connections, %d of them holding their hello", n, h)
 	}
 }
+
+// TestAcceptBurstNotStranded: connections queued beyond what one wake-up
+// accepts are still taken, though nothing else happens on the loop: the
+// agent's hello, queued behind idle connections, is relayed long before
+// their hello timeout. The relay itself is the control (a connection
+// with none queued ahead of it passes the same check).
+func TestAcceptBurstNotStranded(t *testing.T) {
+	w := newTLSWorld(t, Config{HelloTimeout: time.Minute}, "allowed.test")
+	release := make(chan struct{})
+	for _, l := range w.px.loops {
+		l.do(func() { <-release }) // the loops stop while the queue fills
+	}
+	for range 3 * acceptBatch {
+		w.send(t, nil)
+	}
+	hello := goHello(t, "allowed.test")
+	client := w.send(t, hello)
+	close(release)
+	w.relayed(t, client, hello)
+}
