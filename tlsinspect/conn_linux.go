@@ -579,10 +579,9 @@ func (c *conn) settleWrite(err error, fd int, st *sockState) (stop bool, _ error
 	if stop && err == nil && !st.out {
 		// Modified, the registration reports the socket at once if it
 		// became writable since the write: no edge is missed.
-		ev := unix.EpollEvent{Events: sockEvents | unix.EPOLLOUT, Fd: int32(fd), Pad: int32(c.serial)}
-		if err := rawEpollCtl(c.l.epfd, unix.EPOLL_CTL_MOD, fd, &ev); err != nil {
+		if err := c.l.ctl(unix.EPOLL_CTL_MOD, fd, sockEvents|unix.EPOLLOUT, c.serial); err != nil {
 			c.failed = fd
-			return true, os.NewSyscallError("epoll_ctl", err)
+			return true, err
 		}
 		st.out = true
 	}

@@ -96,8 +96,15 @@ func newLoop(px *Proxy) (*loop, error) {
 }
 
 func (l *loop) add(fd int, events uint32, serial uint32) error {
+	return l.ctl(unix.EPOLL_CTL_ADD, fd, events, serial)
+}
+
+// ctl adds fd to the loop's instance or changes its registration (op),
+// for events; serial tells its connection from an earlier one that had
+// the same descriptor.
+func (l *loop) ctl(op, fd int, events uint32, serial uint32) error {
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd), Pad: int32(serial)}
-	return os.NewSyscallError("epoll_ctl", rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev))
+	return os.NewSyscallError("epoll_ctl", rawEpollCtl(l.epfd, op, fd, &ev))
 }
 
 // do runs f on the loop's goroutine. It reports false, without running
