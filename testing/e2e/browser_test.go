@@ -29,11 +29,19 @@ func browser(args []string) error {
 		return errors.New("usage: browser LOGIN_URL READY_FILE NAME")
 	}
 	login, ready, name := args[0], args[1], args[2]
+	profile, err := os.MkdirTemp("", "sluice-chromium-")
+	if err != nil {
+		return err
+	}
+	// Removed after the allocator's cancel (deferred below, so run
+	// before this), which waits for Chromium to exit: chromedp removes
+	// only a profile directory it made itself.
+	defer os.RemoveAll(profile)
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath("/usr/bin/chromium"), chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
 		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(filepath.Join(os.TempDir(), fmt.Sprintf("sluice-chromium-%d", os.Getpid()))))
+		chromedp.UserDataDir(profile))
 	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancel()
 	ctx, cancel := chromedp.NewContext(actx)
