@@ -129,15 +129,15 @@ type Server struct {
 	notices *notices
 	now     func() time.Time
 
-	mu       sync.Mutex
-	stopping bool       // Shutdown was called: listeners stop on purpose
+	mu sync.Mutex
+	// stopping: Shutdown was called. Listeners stop on purpose, and a
+	// query still queued for the UDP workers is dropped, not answered.
+	// Set under mu (see Serve); atomic, for the workers to read without it.
+	stopping atomic.Bool
 	failed   chan error // a listener stopped serving by itself
 	servers  []*dns.Server
 	closers  []func() error
 	readers  sync.WaitGroup // the UDP sockets' readers (serveUDP)
-	// shutDown is stopping, for the UDP workers to read without the lock:
-	// a query still queued at Shutdown is dropped, not answered.
-	shutDown atomic.Bool
 }
 
 // New returns a Server that enforces p. It does not listen until Serve.
@@ -265,7 +265,7 @@ func (s *Server) Serve(ln net.Listener, pcs ...net.PacketConn) error {
 	// these sockets (then waits for their readers), or came before and
 	// nothing starts.
 	s.mu.Lock()
-	if s.stopping {
+	if s.stopping.Load() {
 		s.mu.Unlock()
 		return errors.New("dnsfilter: Serve after Shutdown")
 	}
@@ -282,10 +282,7 @@ func (s *Server) Serve(ln net.Listener, pcs ...net.PacketConn) error {
 		srv.NotifyStartedFunc = func() { close(started) }
 		go func() {
 			err := srv.ActivateAndServe()
-			s.mu.Lock()
-			stopping := s.stopping
-			s.mu.Unlock()
-			if !stopping {
+			if !s.stopping.Load() {
 				select {
 				case s.failed <- fmt.Errorf("dnsfilter: the resolver stopped serving: %w", cmp.Or(err, errors.New("no error"))):
 				default: // one failure is enough
@@ -316,8 +313,7 @@ func (s *Server) Run(ctx context.Context) error {
 // answering (in the upstream, say) is answered and recorded as it ends.
 func (s *Server) Shutdown() {
 	s.mu.Lock()
-	s.stopping = true
-	s.shutDown.Store(true)
+	s.stopping.Store(true)
 	servers, closers := s.servers, s.closers
 	s.servers, s.closers = nil, nil
 	s.mu.Unlock()

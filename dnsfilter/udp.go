@@ -136,7 +136,7 @@ func (w *udpWorkers) work() {
 	u := udpScratch{buf: make([]byte, udpReadSize)}
 	ctx := context.Background()
 	for q := range w.queue {
-		if s.shutDown.Load() {
+		if s.stopping.Load() {
 			w.busy.Add(-1)
 			continue // the server stopped: no upstream, sets or journal for it
 		}
