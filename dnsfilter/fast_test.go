@@ -350,10 +350,10 @@ func TestFastAnswerTimed(t *testing.T) {
 	}
 }
 
-// countAnswers counts the journal's records of name, and the answers
-// they stand for.
-func countAnswers(f *fixture, name string) (records int, answers int64) {
-	for _, ev := range f.log.Events() {
+// countAnswers counts the records of name in evs, and the answers they
+// stand for.
+func countAnswers(evs []journal.Event, name string) (records int, answers int64) {
+	for _, ev := range evs {
 		if ev.Name == name {
 			records++
 			answers += max(ev.Count, 1)
@@ -383,7 +383,7 @@ func TestFastJournalFolds(t *testing.T) {
 	}
 	want := func(records int, answers int64) {
 		t.Helper()
-		if r, a := countAnswers(f, "allowed.test"); r != records || a != answers {
+		if r, a := countAnswers(f.log.Events(), "allowed.test"); r != records || a != answers {
 			t.Fatalf("%d records counting %d answers; want %d counting %d\n%+v", r, a, records, answers, f.log.Events())
 		}
 	}
@@ -418,7 +418,7 @@ func TestFastJournalFolds(t *testing.T) {
 	}
 	want(5, 17)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, a := countAnswers(f, "allowed.test"); a == 20 || time.Now().After(deadline) {
+		if _, a := countAnswers(f.log.Events(), "allowed.test"); a == 20 || time.Now().After(deadline) {
 			break
 		}
 	}
