@@ -217,6 +217,9 @@ func (im *importer) scalars(n *yaml.Node, what string) ([]*yaml.Node, error) {
 // domain, which its sandbox allows too.
 var webFetch = regexp.MustCompile(`^WebFetch\(domain:([^)]+)\)$`)
 
+// webFetchWhole reports whether a permission rule names every WebFetch.
+func webFetchWhole(rule string) bool { return rule == "WebFetch" || rule == "WebFetch(*)" }
+
 // readClaude reads Claude Code settings.
 func (im *importer) readClaude(data []byte) error {
 	root, err := parseYAML(data)
@@ -238,7 +241,9 @@ func (im *importer) readClaude(data []byte) error {
 	var fetchDenied *yaml.Node
 	if n := path(root, "permissions", "deny"); n != nil && n.Kind == yaml.SequenceNode {
 		for _, c := range n.Content {
-			if c.Value == "WebFetch" || c.Value == "WebFetch(*)" {
+			if m := webFetch.FindStringSubmatch(c.Value); m != nil {
+				im.denied = append(im.denied, want{target: m[1], at: source{c.Line, c.Value}})
+			} else if webFetchWhole(c.Value) {
 				fetchDenied = c
 			}
 		}
@@ -251,15 +256,8 @@ func (im *importer) readClaude(data []byte) error {
 			} else if m != nil {
 				found = true
 				im.add(m[1], source{c.Line, c.Value}, "from permissions.allow: WebFetch's domains are the sandbox's too")
-			} else if c.Value == "WebFetch" || c.Value == "WebFetch(*)" {
+			} else if webFetchWhole(c.Value) {
 				im.warnAt(source{c.Line, c.Value}, "%s lets WebFetch reach every domain: not imported (a policy lists its hosts)", c.Value)
-			}
-		}
-	}
-	if n := path(root, "permissions", "deny"); n != nil && n.Kind == yaml.SequenceNode {
-		for _, c := range n.Content {
-			if m := webFetch.FindStringSubmatch(c.Value); m != nil {
-				im.denied = append(im.denied, want{target: m[1], at: source{c.Line, c.Value}})
 			}
 		}
 	}
