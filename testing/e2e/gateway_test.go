@@ -273,7 +273,7 @@ ip -6 neigh del $ll dev eth0 2>/dev/null
 llprobe ll_control 53
 for p in "$@"; do llprobe ll_$p $p; done
 echo ll_router=$(ip -6 neigh show $ll dev eth0 | grep -c " router ")
-echo dns_ll=$(dig +time=2 +tries=1 @$ll%eth0 allowed.test | grep -o 'status: [A-Z]*')
+echo dns_ll=$(dig +time=2 +tries=2 @$ll%eth0 allowed.test | grep -o 'status: [A-Z]*')
 `, w.gatewayListeners)
 	expect(t, r, map[string]string{"open4": "1", "open_dns": "1", "open6": "1", "other_addr": "0",
 		"ll_router": "1", "dns_ll": "status: REFUSED", "ll_control": "connected"})
